@@ -1,0 +1,47 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= examples/demo/config.json
+PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
+
+.PHONY: run test lint protos protos-check install clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## Start the whole gateway on the demo config (Ctrl-C stops everything).
+run: install
+	PATH=$(abspath $(VENV))/bin:$$PATH mcpgw up --config $(CONFIG) \
+	  --sidecar "python examples/servers/clock_http.py --port 8931"
+
+## Unit, integration and end-to-end tests.
+test: install
+	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+lint: install protos-check
+	$(VENV)/bin/ruff check services tests examples
+	$(VENV)/bin/ruff format --check services tests examples
+	$(VENV)/bin/mypy services tests examples
+
+## Regenerate the gRPC stubs under services/contracts/ from protos/.
+protos: install
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc \
+	  -Iservices/contracts=protos \
+	  --python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+	  $(patsubst protos/%,services/contracts/%,$(PROTOS))
+	touch services/contracts/mcpgw/__init__.py services/contracts/mcpgw/v1/__init__.py
+
+## Fails when the committed stubs differ from what protos/ generates.
+protos-check: install
+	@tmp=$$(mktemp -d) && cp -r services/contracts/mcpgw $$tmp/before && \
+	  $(MAKE) --no-print-directory protos >/dev/null && \
+	  diff -r $$tmp/before services/contracts/mcpgw >/dev/null || \
+	  { echo "stale stubs: run 'make protos' and commit services/contracts/"; rm -rf $$tmp; exit 1; }; \
+	  rm -rf $$tmp; echo "stubs are current"
+
+clean:
+	rm -rf $(VENV) .state

@@ -1,0 +1,1 @@
+"""audit: turning tool-call events into OpenTelemetry records."""

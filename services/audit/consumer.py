@@ -1,0 +1,73 @@
+"""The durable JetStream consumer: fetch a batch, export it, ack only what was exported."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import nats.errors
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from services import bus
+from services.audit.exporters import SpanBuilder
+from services.contracts import events_pb2
+
+log = logging.getLogger(__name__)
+
+FETCH_WAIT_SECONDS = 1.0
+RETRY_DELAY_SECONDS = 2.0
+
+
+class AuditConsumer:
+    def __init__(self, nc: NATS, exporter: SpanExporter, durable: str, batch: int) -> None:
+        self._js = nc.jetstream()
+        self._exporter = exporter
+        self._durable = durable
+        self._batch = batch
+        self._spans = SpanBuilder()
+        # One thread: exporters block on I/O and need not be thread-safe; owned here so
+        # close() can end it (a pooled idle worker would hold the process up on exit).
+        self._export_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-export")
+        self.exported = 0
+
+    def close(self) -> None:
+        self._export_thread.shutdown(wait=True)
+
+    async def run(self) -> None:
+        subscription = await self._js.pull_subscribe(
+            bus.TOOL_CALL_SUBJECT, durable=self._durable, stream=bus.AUDIT_STREAM
+        )
+        while True:
+            try:
+                messages = await subscription.fetch(self._batch, timeout=FETCH_WAIT_SECONDS)
+            except nats.errors.TimeoutError:
+                continue
+            await self.handle(messages)
+
+    async def handle(self, messages: list[Msg]) -> None:
+        events: list[events_pb2.ToolCallEvent] = []
+        decoded: list[Msg] = []
+        for message in messages:
+            try:
+                events.append(events_pb2.ToolCallEvent.FromString(message.data))
+                decoded.append(message)
+            except DecodeError:
+                log.error("audit message %s is not a ToolCallEvent; terminated", message.metadata.sequence)
+                await message.term()
+        if not events:
+            return
+        spans = self._spans.build(events)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._export_thread, self._exporter.export, spans)
+        if result is not SpanExportResult.SUCCESS:
+            log.warning("export of %d audit records failed; they will be redelivered", len(spans))
+            for message in decoded:
+                await message.nak(delay=RETRY_DELAY_SECONDS)
+            return
+        for message in decoded:
+            await message.ack()
+        self.exported += len(decoded)

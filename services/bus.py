@@ -1,0 +1,102 @@
+"""The NATS bus: subject names, the audit stream, and connecting with the right options."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+import nats
+from nats.aio.client import Client as NATS
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger(__name__)
+
+REGISTRY_CHANGED = "mcpgw.registry.changed"
+AUDIT_STREAM = "MCPGW_AUDIT"
+AUDIT_SUBJECTS = "mcpgw.audit.>"
+TOOL_CALL_SUBJECT = "mcpgw.audit.toolcall"
+# JetStream drops a republished event whose Nats-Msg-Id it saw within this window.
+DEDUPE_WINDOW_SECONDS = 120.0
+AUDIT_RETENTION_SECONDS = 7 * 24 * 3600.0
+
+
+class BusUnavailableError(ConnectionError):
+    """NATS could not be reached within the start-up deadline."""
+
+
+async def connect(
+    url: str,
+    name: str,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    deadline_seconds: float = 30.0,
+) -> NATS:
+    """Connect to NATS, trying until the deadline; once connected, nats-py reconnects forever."""
+
+    async def error_cb(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    async def disconnected_cb() -> None:
+        log.warning("nats: disconnected from %s", url)
+
+    async def reconnected_cb() -> None:
+        log.info("nats: reconnected")
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    last: Exception | None = None
+    with anyio.move_on_after(deadline_seconds):
+        while True:
+            try:
+                return await nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=2,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                )
+            except Exception as exc:  # nats-py raises several unrelated types here
+                last = exc
+                await anyio.sleep(0.25)
+    raise BusUnavailableError(f"cannot reach NATS at {url} within {deadline_seconds:.0f}s: {last}")
+
+
+async def ensure_audit_stream(nc: NATS) -> None:
+    """Create the audit stream, or leave the existing one as it is."""
+    js = nc.jetstream()
+    config = StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=[AUDIT_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=AUDIT_RETENTION_SECONDS,
+        duplicate_window=DEDUPE_WINDOW_SECONDS,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        # Another process created it first with other limits: keep theirs.
+        log.debug("audit stream exists: %s", exc)
+
+
+class ChangeSignal:
+    """A level-triggered wakeup: any number of `set()`s before `wait()` returns wake it once."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def on_message(self, _msg: object) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Return when set, or after `timeout` seconds: the poll that covers a missed message."""
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        self._event = anyio.Event()

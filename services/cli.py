@@ -1,0 +1,126 @@
+"""The `mcpgw` command: `up` for everything, one subcommand per service for containers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.runtime import EXIT_CONFIG, run_service
+from services.settings import (
+    AuditSettings,
+    ConfigurationError,
+    ConnectorSettings,
+    EdgeSettings,
+    RegistrySettings,
+    load,
+)
+from services.telemetry import setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcpgw", description="An MCP gateway.")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    parser.add_argument("--nats-url", default=None, help="NATS server (env MCPGW_NATS_URL)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the whole gateway on this machine")
+    up.add_argument("--config", type=Path, default=None, help="gateway config file (JSON or YAML)")
+    up.add_argument("--state-dir", type=Path, default=Path(".state"))
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8080)
+    up.add_argument(
+        "--sidecar",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="another process to run and stop with the gateway (e.g. a local MCP server)",
+    )
+
+    registry = commands.add_parser("registry", help="run the registry service")
+    registry.add_argument("--listen", dest="registry_listen", default=None)
+    registry.add_argument("--config", type=Path, default=None)
+    registry.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in the state dir)")
+    registry.add_argument("--state-dir", type=Path, default=None)
+
+    connector = commands.add_parser("connector", help="run the connector service")
+    connector.add_argument("--listen", dest="connector_listen", default=None)
+    connector.add_argument("--registry", dest="registry_addr", default=None)
+
+    edge = commands.add_parser("edge", help="run the edge service")
+    edge.add_argument("--host", dest="edge_host", default=None)
+    edge.add_argument("--port", dest="edge_port", type=int, default=None)
+    edge.add_argument("--registry", dest="registry_addr", default=None)
+    edge.add_argument("--connector", dest="connector_addr", default=None)
+
+    audit = commands.add_parser("audit", help="run the audit service")
+    audit.add_argument("--exporter", dest="audit_exporter", choices=["console", "file", "otlp"], default=None)
+    audit.add_argument("--file", dest="audit_file", type=Path, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    command = args.pop("command")
+    if command == "up":
+        from services.up.main import UpOptions, run
+
+        setup_logging(args["log_level"] or "INFO", "up")
+        options = UpOptions(
+            config=args["config"],
+            state_dir=args["state_dir"],
+            host=args["host"],
+            port=args["port"],
+            nats_url=args["nats_url"],
+            sidecars=args["sidecar"],
+            log_level=args["log_level"] or "INFO",
+        )
+        try:
+            return asyncio.run(run(options))
+        except ConfigurationError as exc:
+            print(f"mcpgw up: configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    settings_class = {
+        "registry": RegistrySettings,
+        "connector": ConnectorSettings,
+        "edge": EdgeSettings,
+        "audit": AuditSettings,
+    }[command]
+    try:
+        settings = load(settings_class, **args)
+    except ConfigurationError as exc:
+        print(f"mcpgw {command}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(settings.log_level, command)
+    logging.getLogger(__name__).debug("settings: %s", settings.model_dump(exclude={"session_secret"}))
+    return run_service(command, lambda: _serve(command, settings))
+
+
+async def _serve(command: str, settings: object) -> None:
+    if command == "registry":
+        from services.registry.main import serve as serve_registry
+
+        assert isinstance(settings, RegistrySettings)
+        await serve_registry(settings)
+    elif command == "connector":
+        from services.connector.main import serve as serve_connector
+
+        assert isinstance(settings, ConnectorSettings)
+        await serve_connector(settings)
+    elif command == "edge":
+        from services.edge.main import serve as serve_edge
+
+        assert isinstance(settings, EdgeSettings)
+        await serve_edge(settings)
+    else:
+        from services.audit.main import serve as serve_audit
+
+        assert isinstance(settings, AuditSettings)
+        await serve_audit(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

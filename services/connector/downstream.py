@@ -1,0 +1,236 @@
+"""One downstream MCP server: its session, kept connected, and the calls made over it.
+
+Errors the gateway raises for a downstream are `DownstreamError`s:
+
+    DownstreamError
+    ├── DownstreamUnavailableError   not connected, or the connection closed mid-call
+    ├── DownstreamTimeoutError       no answer within the call's timeout
+    └── DownstreamRejectedError      the downstream answered with a JSON-RPC error
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import mcp_types as types
+from mcp import ClientSession
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
+
+from services import __version__
+from services.connector.transports import open_transport
+from services.contracts import registry_pb2
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str, str, list[dict[str, Any]]], Awaitable[None]]
+"""(state, error, tools) -> None: tells the registry what this server is now."""
+
+
+class DownstreamError(Exception):
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class DownstreamUnavailableError(DownstreamError):
+    pass
+
+
+class DownstreamTimeoutError(DownstreamError):
+    pass
+
+
+class DownstreamRejectedError(DownstreamError):
+    def __init__(self, server: str, error: types.ErrorData) -> None:
+        super().__init__(server, error.message)
+        self.error = error
+
+
+class _WatchedReadStream:
+    """Passes messages through and sets `closed` when the transport ends."""
+
+    def __init__(self, inner: Any, closed: anyio.Event) -> None:
+        self._inner = inner
+        self._closed = closed
+
+    async def receive(self) -> SessionMessage | Exception:
+        try:
+            return await self._inner.receive()  # type: ignore[no-any-return]
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._closed.set()
+            raise
+
+    async def aclose(self) -> None:
+        self._closed.set()
+        await self._inner.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class Downstream:
+    """Keeps one server connected (reconnecting with backoff) and forwards calls to it."""
+
+    def __init__(
+        self,
+        config: registry_pb2.ServerConfig,
+        report: Report,
+        *,
+        call_timeout: float,
+        connect_timeout: float,
+        backoff_initial: float,
+        backoff_max: float,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._report = report
+        self._call_timeout = config.tool_execution_timeout_seconds or call_timeout
+        self._connect_timeout = connect_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._dispatcher: JSONRPCDispatcher[Any] | None = None
+        self._refresh = anyio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self._dispatcher is not None
+
+    async def run(self) -> None:
+        """Connect, serve until the connection ends, and try again, forever (until cancelled)."""
+        delay = self._backoff_initial
+        while True:
+            served = False
+            try:
+                served = await self._serve_once()
+                error = "connection closed"
+            except MCPError as exc:
+                error = f"MCP error {exc.error.code}: {exc.error.message}"
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            finally:
+                self._dispatcher = None
+            log.warning("server %s disconnected: %s", self.name, error)
+            await self._report("disconnected", error, [])
+            delay = self._backoff_initial if served else min(delay * 2, self._backoff_max)
+            # Full jitter keeps a fleet of connectors from reconnecting in lockstep.
+            await anyio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
+
+    async def _serve_once(self) -> bool:
+        """One connection's lifetime; True if it got as far as serving."""
+        await self._report("connecting", "", [])
+        closed = anyio.Event()
+        async with open_transport(self.config, self._connect_timeout) as (read, write):
+            dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(_WatchedReadStream(read, closed), write)
+            async with ClientSession(
+                dispatcher=dispatcher,
+                message_handler=self._on_message,
+                client_info=types.Implementation(name="mcpgw", version=__version__),
+            ) as session:
+                with anyio.fail_after(self._connect_timeout):
+                    init = await session.initialize()
+                    tools = await self._list_tools(dispatcher)
+                self._dispatcher = dispatcher
+                log.info(
+                    "server %s connected (%s, protocol %s, %d tools)",
+                    self.name,
+                    init.server_info.name,
+                    init.protocol_version,
+                    len(tools),
+                )
+                await self._report("connected", "", tools)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._refresh_on_change, dispatcher)
+                    await closed.wait()
+                    tg.cancel_scope.cancel()
+        return True
+
+    async def _on_message(self, message: types.ServerNotification | Exception) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self._refresh.set()
+
+    async def _refresh_on_change(self, dispatcher: JSONRPCDispatcher[Any]) -> None:
+        while True:
+            await self._refresh.wait()
+            self._refresh = anyio.Event()
+            tools = await self._list_tools(dispatcher)
+            log.info("server %s changed its tools: now %d", self.name, len(tools))
+            await self._report("connected", "", tools)
+
+    async def _list_tools(self, dispatcher: JSONRPCDispatcher[Any]) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await dispatcher.send_raw_request(
+                "tools/list", {"cursor": cursor} if cursor else None, {"timeout": self._connect_timeout}
+            )
+            tools.extend(
+                t for t in page.get("tools", []) if isinstance(t, dict) and isinstance(t.get("name"), str)
+            )
+            cursor = page.get("nextCursor")
+            if not cursor:
+                return tools
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        return await self._list_tools(self._require())
+
+    async def call_tool(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+        timeout: float | None = None,
+        on_progress: ProgressFnT | None = None,
+    ) -> dict[str, Any]:
+        """The downstream's raw CallToolResult for `tool`."""
+        dispatcher = self._require()
+        params: dict[str, Any] = {"name": tool}
+        if arguments is not None:
+            params["arguments"] = arguments
+        if meta:
+            # The dispatcher mints its own progress token and maps it back to on_progress.
+            meta = {k: v for k, v in meta.items() if k != "progressToken"}
+            if meta:
+                params["_meta"] = meta
+        opts: CallOptions = {"timeout": timeout or self._call_timeout}
+        if on_progress is not None:
+            opts["on_progress"] = on_progress
+        try:
+            return await dispatcher.send_raw_request("tools/call", params, opts)
+        except MCPError as exc:
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                raise DownstreamTimeoutError(
+                    self.name, f"server {self.name!r} did not answer within {opts['timeout']:g}s"
+                ) from None
+            if exc.error.code == types.CONNECTION_CLOSED:
+                raise DownstreamUnavailableError(
+                    self.name, f"server {self.name!r} closed the connection during the call"
+                ) from None
+            raise DownstreamRejectedError(self.name, exc.error) from None
+
+    def _require(self) -> JSONRPCDispatcher[Any]:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            raise DownstreamUnavailableError(self.name, f"server {self.name!r} is not connected")
+        return dispatcher

@@ -1,0 +1,59 @@
+"""Entry point of the connector service."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import grpc
+
+from services import bus
+from services.connector.pool import DownstreamPool
+from services.connector.servicer import ConnectorServicer
+from services.contracts import connector_pb2_grpc, registry_pb2_grpc
+from services.rpc import HealthyServer, channel
+from services.runtime import stop_requested
+from services.settings import ConnectorSettings
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 30.0
+
+
+async def serve(settings: ConnectorSettings) -> None:
+    registry_channel = channel(settings.registry_addr)
+    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel))
+    servicer = ConnectorServicer(pool)
+    server = HealthyServer(
+        settings.connector_listen,
+        "mcpgw.v1.Connector",
+        lambda s: connector_pb2_grpc.add_ConnectorServicer_to_server(servicer, s),
+    )
+    changed = bus.ChangeSignal()
+
+    async def on_reconnect() -> None:
+        changed.set()
+
+    nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.connector_id}", on_reconnect=on_reconnect)
+    await nc.subscribe(bus.REGISTRY_CHANGED, cb=changed.on_message)
+
+    async def keep_in_sync() -> None:
+        while True:
+            try:
+                await pool.sync()
+            except grpc.aio.AioRpcError as exc:
+                log.warning(
+                    "cannot list servers from registry at %s: %s", settings.registry_addr, exc.details()
+                )
+            await changed.wait(RESYNC_SECONDS)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(pool.run)
+        await server.start()
+        log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
+        tg.start_soon(keep_in_sync)
+        await stop_requested()
+        await server.stop()
+        tg.cancel_scope.cancel()
+    await nc.drain()
+    await registry_channel.close()

@@ -1,0 +1,1 @@
+"""edge: the MCP server side that clients connect to."""

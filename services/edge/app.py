@@ -1,0 +1,49 @@
+"""Assembling the edge: its HTTP routes over the components that serve them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from services import __version__
+from services.edge.auditing import AuditPublisher
+from services.edge.snapshot import SnapshotFollower
+from services.edge.streams import StreamHub
+from services.edge.transport import StreamableHttpEndpoint
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeComponents:
+    endpoint: StreamableHttpEndpoint
+    follower: SnapshotFollower
+    audit: AuditPublisher
+    hub: StreamHub
+
+
+def create_app(parts: EdgeComponents) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(_: Request) -> JSONResponse:
+        ready = parts.follower.loaded.is_set()
+        body = {
+            "ready": ready,
+            "revision": parts.follower.catalog.revision,
+            "tools": len(parts.follower.catalog.routes),
+            "audit_backlog": parts.audit.backlog,
+            "streams": parts.hub.open_streams,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    # A Route, not a Mount: Mount("/mcp") would redirect /mcp to /mcp/.
+    return Starlette(
+        routes=[
+            Route("/mcp", parts.endpoint, methods=["GET", "POST", "DELETE"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ]
+    )

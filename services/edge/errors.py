@@ -1,0 +1,105 @@
+"""Every way the edge refuses a message, mapped to JSON-RPC and HTTP in this one place.
+
+EdgeError                        (JSON-RPC code, HTTP status)
+├── ParseError                   -32700, 400   body is not JSON
+├── InvalidRequestError          -32600, 400   not a JSON-RPC request the revision allows
+├── MethodNotFoundError          -32601, 200   method the gateway does not serve
+├── InvalidParamsError           -32602, 200   bad params, unknown tool
+├── InternalError                -32603, 200   a fault of the gateway, never a stack trace
+├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
+└── TransportError               -32000, 4xx   an HTTP rule broken before JSON-RPC applies
+    ├── NotAcceptableError             406   Accept lacks what the answer needs
+    ├── UnsupportedMediaTypeError      415   body is not application/json
+    ├── ForbiddenOriginError           403   Origin not allowed
+    ├── BodyTooLargeError              413   body over the configured limit
+    ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
+    └── SessionNotFoundError           404   unknown, expired or ended session
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mcp_types as types
+import orjson
+
+JsonRpcId = str | int | None
+
+
+class EdgeError(Exception):
+    code: int = types.INTERNAL_ERROR
+    status: int = 200
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+    def error_object(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class ParseError(EdgeError):
+    code, status = types.PARSE_ERROR, 400
+
+
+class InvalidRequestError(EdgeError):
+    code, status = types.INVALID_REQUEST, 400
+
+
+class MethodNotFoundError(EdgeError):
+    code = types.METHOD_NOT_FOUND
+
+
+class InvalidParamsError(EdgeError):
+    code = types.INVALID_PARAMS
+
+
+class InternalError(EdgeError):
+    code = types.INTERNAL_ERROR
+
+
+class DownstreamRpcError(EdgeError):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message, data)
+        self.code = code
+
+
+class TransportError(EdgeError):
+    code, status = -32000, 400
+
+
+class NotAcceptableError(TransportError):
+    status = 406
+
+
+class UnsupportedMediaTypeError(TransportError):
+    status = 415
+
+
+class ForbiddenOriginError(TransportError):
+    status = 403
+
+
+class BodyTooLargeError(TransportError):
+    status = 413
+
+
+class BadRequestError(TransportError):
+    status = 400
+
+
+class SessionNotFoundError(TransportError):
+    code, status = -32001, 404
+
+
+def error_response(request_id: JsonRpcId, error: dict[str, Any]) -> bytes:
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "error": error})
+
+
+def result_response(request_id: JsonRpcId, result_json: bytes) -> bytes:
+    """The envelope around a result that is already JSON, spliced so it is never re-parsed."""
+    return b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"result":' + result_json + b"}"

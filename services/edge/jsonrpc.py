@@ -1,0 +1,51 @@
+"""Classifying what a client POSTed: requests, notifications and responses (JSON-RPC 2.0)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from services.edge.errors import InvalidRequestError, JsonRpcId, ParseError
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: Literal["request", "notification", "response"]
+    id: JsonRpcId
+    method: str
+    params: dict[str, Any] | None
+
+
+def parse_body(body: bytes) -> tuple[list[Message], bool]:
+    """The messages in `body` and whether it was a batch; raises ParseError or InvalidRequestError."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise ParseError("Parse error: the body is not valid JSON") from None
+    if isinstance(value, list):
+        if not value:
+            raise InvalidRequestError("Invalid Request: an empty batch")
+        return [classify(item) for item in value], True
+    return [classify(value)], False
+
+
+def classify(value: object) -> Message:
+    if not isinstance(value, dict) or value.get("jsonrpc") != "2.0":
+        raise InvalidRequestError('Invalid Request: expected a JSON-RPC 2.0 object with "jsonrpc": "2.0"')
+    has_id = "id" in value
+    message_id = value.get("id")
+    if has_id and (isinstance(message_id, bool) or not isinstance(message_id, str | int)):
+        raise InvalidRequestError("Invalid Request: id must be a string or an integer")
+    method = value.get("method")
+    if method is None:
+        if has_id and ("result" in value or "error" in value):
+            return Message("response", message_id, "", None)
+        raise InvalidRequestError('Invalid Request: "method" is missing')
+    if not isinstance(method, str) or not method:
+        raise InvalidRequestError('Invalid Request: "method" must be a non-empty string')
+    params = value.get("params")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidRequestError('Invalid Request: "params" must be an object')
+    return Message("request" if has_id else "notification", message_id, method, params)

@@ -1,0 +1,83 @@
+"""Entry point of the edge service."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import orjson
+import uvicorn
+
+from services import bus
+from services.contracts import registry_pb2_grpc
+from services.edge.app import EdgeComponents, create_app
+from services.edge.auditing import AuditPublisher
+from services.edge.catalog import Catalog
+from services.edge.protocol import McpHandler
+from services.edge.sessions import SessionCodec
+from services.edge.snapshot import SnapshotFollower
+from services.edge.streams import StreamHub
+from services.edge.transport import StreamableHttpEndpoint
+from services.edge.upstream import ConnectorClient
+from services.rpc import channel
+from services.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+TOOLS_CHANGED = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+AUDIT_FLUSH_SECONDS = 5.0
+
+
+async def serve(settings: EdgeSettings) -> None:
+    if not settings.session_secret:
+        log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
+    nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}")
+    await bus.ensure_audit_stream(nc)
+    registry_channel = channel(settings.registry_addr)
+    connector_channel = channel(settings.connector_addr)
+    hub = StreamHub()
+    audit = AuditPublisher(nc)
+
+    async def on_change(previous: Catalog, current: Catalog) -> None:
+        if previous.tools_json != current.tools_json:
+            hub.broadcast(TOOLS_CHANGED)
+
+    follower = SnapshotFollower(
+        registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change
+    )
+    await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
+    handler = McpHandler(
+        lambda: follower.catalog, ConnectorClient(connector_channel), audit, settings.edge_id
+    )
+    endpoint = StreamableHttpEndpoint(
+        handler,
+        SessionCodec(settings.session_secret, settings.session_ttl_seconds),
+        hub,
+        max_body_bytes=settings.max_body_bytes,
+        keepalive_seconds=settings.keepalive_seconds,
+        allowed_origins=frozenset(o.strip() for o in settings.allowed_origins.split(",") if o.strip()),
+    )
+    app = create_app(EdgeComponents(endpoint, follower, audit, hub))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=settings.edge_host,
+            port=settings.edge_port,
+            lifespan="off",
+            access_log=False,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(follower.run)
+        await tg.start(audit.run)
+        # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
+        await server.serve()
+        await audit.flush(AUDIT_FLUSH_SECONDS)
+        tg.cancel_scope.cancel()
+    if audit.backlog:
+        log.error("%d audit events could not be published before shutdown", audit.backlog)
+    await nc.drain()
+    await registry_channel.close()
+    await connector_channel.close()

@@ -1,0 +1,165 @@
+"""The MCP methods the edge answers, independent of the HTTP transport that carries them."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
+
+from services import __version__
+from services.contracts import connector_pb2, events_pb2
+from services.edge.auditing import AuditPublisher
+from services.edge.catalog import Catalog
+from services.edge.errors import (
+    DownstreamRpcError,
+    InvalidParamsError,
+    InvalidRequestError,
+    JsonRpcId,
+    MethodNotFoundError,
+)
+from services.edge.sessions import Session
+from services.edge.upstream import CallOutcome, ConnectorClient, ConnectorUnavailableError
+from services.telemetry import new_trace, traceparent
+
+log = logging.getLogger(__name__)
+
+SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __version__}
+INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
+
+
+@dataclass(slots=True)
+class CallContext:
+    session: Session | None
+    request_id: JsonRpcId
+    notify: Callable[[bytes], None] | None = None
+
+
+def negotiate_version(requested: object) -> str:
+    """The client's version when the gateway speaks it, else the newest handshake version."""
+    if isinstance(requested, str) and requested in HANDSHAKE_PROTOCOL_VERSIONS:
+        return requested
+    return LATEST_HANDSHAKE_VERSION
+
+
+def tool_error_result(message: str) -> bytes:
+    return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
+
+
+class McpHandler:
+    def __init__(
+        self,
+        catalog: Callable[[], Catalog],
+        connector: ConnectorClient,
+        audit: AuditPublisher,
+        edge_id: str,
+    ) -> None:
+        self._catalog = catalog
+        self._connector = connector
+        self._audit = audit
+        self._edge_id = edge_id
+
+    def initialize_result(self, version: str) -> bytes:
+        return orjson.dumps(
+            {
+                "protocolVersion": version,
+                "capabilities": {"tools": {"listChanged": True}},
+                "serverInfo": SERVER_INFO,
+                "instructions": INSTRUCTIONS,
+            }
+        )
+
+    async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
+        """The JSON result of one request, or an EdgeError."""
+        if method == "tools/call":
+            return await self._call_tool(ctx, params or {})
+        if method == "tools/list":
+            return self._catalog().list_result()
+        if method == "ping":
+            return b"{}"
+        if method == "initialize":
+            raise InvalidRequestError("Invalid Request: the session is already initialized")
+        raise MethodNotFoundError(f"Method not found: {method}")
+
+    async def _call_tool(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise InvalidParamsError('Invalid params: "name" must be a string')
+        arguments = params.get("arguments")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise InvalidParamsError('Invalid params: "arguments" must be an object')
+        route = self._catalog().routes.get(name)
+        if route is None:
+            raise InvalidParamsError(f"Unknown tool: {name}")
+        meta = params.get("_meta")
+        trace_id, span_id = new_trace()
+        start = connector_pb2.CallToolStart(
+            server=route.server,
+            tool=route.tool,
+            arguments_json=b"" if arguments is None else orjson.dumps(arguments),
+            meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
+        )
+        started = time.time_ns()
+        outcome: CallOutcome | None = None
+        try:
+            outcome = await self._connector.call_tool(start, traceparent(trace_id, span_id), ctx.notify)
+        except ConnectorUnavailableError as exc:
+            log.warning("call to %s failed: connector unavailable: %s", name, exc)
+            outcome = CallOutcome(
+                error=connector_pb2.CallError(
+                    code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
+                )
+            )
+        finally:
+            self._audit.submit(
+                self._event(ctx, name, route.server, route.tool, started, outcome, trace_id, span_id)
+            )
+        if outcome.error is None:
+            return outcome.result_json
+        if outcome.error.reason == "downstream":
+            data = orjson.loads(outcome.error.data_json) if outcome.error.data_json else None
+            raise DownstreamRpcError(outcome.error.code, outcome.error.message, data)
+        # Unreachable and timed-out downstreams are tool failures the model can read and act on.
+        return tool_error_result(outcome.error.message)
+
+    def _event(
+        self,
+        ctx: CallContext,
+        exposed: str,
+        server: str,
+        tool: str,
+        started: int,
+        outcome: CallOutcome | None,
+        trace_id: str,
+        span_id: str,
+    ) -> events_pb2.ToolCallEvent:
+        event = events_pb2.ToolCallEvent(
+            event_id=uuid.uuid4().hex,
+            start_unix_nano=started,
+            end_unix_nano=time.time_ns(),
+            server=server,
+            tool=tool,
+            exposed_name=exposed,
+            request_id="" if ctx.request_id is None else str(ctx.request_id),
+            trace_id=trace_id,
+            span_id=span_id,
+            edge_id=self._edge_id,
+        )
+        if ctx.session is not None:
+            event.session = ctx.session.id
+            event.virtual_key_id = ctx.session.key_id
+            event.client_name = ctx.session.client_name
+        if outcome is None:
+            event.outcome, event.error_message = "error", "cancelled"
+        elif outcome.error is not None:
+            event.outcome = "error"
+            event.error_code = outcome.error.code
+            event.error_message = outcome.error.message[:500]
+        else:
+            event.outcome = "tool_error" if outcome.is_error else "ok"
+        return event

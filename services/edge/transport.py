@@ -1,0 +1,249 @@
+"""Streamable HTTP (`POST`/`GET`/`DELETE /mcp`): the HTTP rules of the 2025 revisions.
+
+Everything here is about HTTP: headers, status codes, JSON or SSE framing. The MCP
+methods themselves are `McpHandler`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import anyio
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from services.edge.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    EdgeError,
+    ForbiddenOriginError,
+    InternalError,
+    InvalidParamsError,
+    InvalidRequestError,
+    NotAcceptableError,
+    UnsupportedMediaTypeError,
+    error_response,
+    result_response,
+)
+from services.edge.jsonrpc import Message, parse_body
+from services.edge.protocol import CallContext, McpHandler, negotiate_version
+from services.edge.sessions import Session, SessionCodec
+from services.edge.streams import StreamHub
+
+log = logging.getLogger(__name__)
+
+SESSION_HEADER = "mcp-session-id"
+VERSION_HEADER = "mcp-protocol-version"
+JSON = "application/json"
+SSE = "text/event-stream"
+# Batches were removed in 2025-06-18.
+BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def accepts(header: str, media_type: str) -> bool:
+    """Whether an Accept header admits `media_type` (wildcards included; absent admits all)."""
+    major = media_type.split("/")[0]
+    for part in header.split(","):
+        offered = part.split(";")[0].strip().lower()
+        if offered in (media_type, f"{major}/*", "*/*"):
+            return True
+    return False
+
+
+def sse_event(data: bytes) -> bytes:
+    return b"event: message\ndata: " + data + b"\n\n"
+
+
+class StreamableHttpEndpoint:
+    def __init__(
+        self,
+        handler: McpHandler,
+        sessions: SessionCodec,
+        hub: StreamHub,
+        *,
+        max_body_bytes: int,
+        keepalive_seconds: float,
+        allowed_origins: frozenset[str] = frozenset(),
+    ) -> None:
+        self._handler = handler
+        self._sessions = sessions
+        self._hub = hub
+        self._max_body = max_body_bytes
+        self._keepalive = keepalive_seconds
+        self._allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            self._check_origin(request)
+            if request.method == "POST":
+                response = await self._post(request)
+            elif request.method == "GET":
+                response = self._get(request)
+            elif request.method == "DELETE":
+                response = self._delete(request)
+            else:
+                response = Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
+        except EdgeError as exc:
+            response = self._error(exc)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            response = self._error(InternalError("Internal error"))
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _error(exc: EdgeError) -> Response:
+        return Response(error_response(None, exc.error_object()), status_code=exc.status, media_type=JSON)
+
+    def _check_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        if origin is None or origin in self._allowed_origins:
+            return
+        if urlsplit(origin).hostname not in LOCAL_HOSTS:
+            raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
+
+    def _session(self, request: Request) -> Session:
+        token = request.headers.get(SESSION_HEADER)
+        if not token:
+            raise BadRequestError("Bad Request: Mcp-Session-Id header is required")
+        session = self._sessions.resolve(token)
+        version = request.headers.get(VERSION_HEADER)
+        if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            raise BadRequestError(f"Bad Request: unsupported MCP-Protocol-Version {version}")
+        return session
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise BadRequestError("Bad Request: invalid Content-Length")
+            if int(declared) > self._max_body:
+                raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self._max_body:
+                raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _post(self, request: Request) -> Response:
+        accept = request.headers.get("accept", "*/*")
+        if not (accepts(accept, JSON) and accepts(accept, SSE)):
+            raise NotAcceptableError(
+                "Not Acceptable: Accept must include application/json and text/event-stream"
+            )
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != JSON:
+            raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
+        messages, is_batch = parse_body(await self._read_body(request))
+        if any(m.method == "initialize" for m in messages):
+            if is_batch:
+                raise InvalidRequestError("Invalid Request: initialize must not be part of a batch")
+            return self._initialize(messages[0])
+        session = self._session(request)
+        if is_batch and session.protocol_version not in BATCH_VERSIONS:
+            raise InvalidRequestError(
+                f"Invalid Request: batches are not allowed in {session.protocol_version}"
+            )
+        requests = [m for m in messages if m.kind == "request"]
+        if not requests:
+            return Response(status_code=202)
+        if is_batch:
+            answers = [await self._answer(CallContext(session, m.id), m) for m in requests]
+            return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
+        message = requests[0]
+        meta = (message.params or {}).get("_meta")
+        if isinstance(meta, dict) and "progressToken" in meta:
+            return await self._answer_streaming(session, message)
+        return Response(await self._answer(CallContext(session, message.id), message), media_type=JSON)
+
+    def _initialize(self, message: Message) -> Response:
+        if message.kind != "request":
+            raise InvalidRequestError("Invalid Request: initialize must be a request")
+        params = message.params or {}
+        requested = params.get("protocolVersion")
+        if not isinstance(requested, str):
+            error = InvalidParamsError('Invalid params: "protocolVersion" must be a string')
+            return Response(error_response(message.id, error.error_object()), media_type=JSON)
+        version = negotiate_version(requested)
+        client = params.get("clientInfo")
+        client_name = client.get("name", "") if isinstance(client, dict) else ""
+        token = self._sessions.issue(version, client_name if isinstance(client_name, str) else "")
+        body = result_response(message.id, self._handler.initialize_result(version))
+        return Response(body, media_type=JSON, headers={SESSION_HEADER: token})
+
+    async def _answer(self, ctx: CallContext, message: Message) -> bytes:
+        try:
+            result = await self._handler.request(ctx, message.method, message.params)
+        except EdgeError as exc:
+            return error_response(message.id, exc.error_object())
+        except Exception:
+            log.exception("unexpected error answering %s", message.method)
+            return error_response(message.id, InternalError("Internal error").error_object())
+        return result_response(message.id, result)
+
+    async def _answer_streaming(self, session: Session, message: Message) -> Response:
+        """JSON when the call finishes before it sends anything; SSE once it sends a notification."""
+        notes: asyncio.Queue[bytes] = asyncio.Queue()
+        answer = asyncio.ensure_future(
+            self._answer(CallContext(session, message.id, notes.put_nowait), message)
+        )
+        first = asyncio.ensure_future(notes.get())
+        await asyncio.wait({answer, first}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():
+            first.cancel()
+            return Response(answer.result(), media_type=JSON)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield sse_event(first.result())
+                while not answer.done():
+                    note = asyncio.ensure_future(notes.get())
+                    await asyncio.wait({answer, note}, return_when=asyncio.FIRST_COMPLETED)
+                    if note.done():
+                        yield sse_event(note.result())
+                    else:
+                        note.cancel()
+                while not notes.empty():
+                    yield sse_event(notes.get_nowait())
+                yield sse_event(answer.result())
+            finally:
+                answer.cancel()
+
+        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+    def _get(self, request: Request) -> Response:
+        if not accepts(request.headers.get("accept", ""), SSE):
+            raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
+        session = self._session(request)
+        send, receive = self._hub.open(session.id)
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield b": stream open\n\n"
+                while True:
+                    with anyio.move_on_after(self._keepalive) as idle:
+                        try:
+                            message = await receive.receive()
+                        except anyio.EndOfStream:
+                            return
+                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(message)
+            finally:
+                self._hub.close(session.id, send)
+
+        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+    def _delete(self, request: Request) -> Response:
+        session = self._session(request)
+        self._sessions.end(session)
+        self._hub.end(session.id)
+        return Response(status_code=200)

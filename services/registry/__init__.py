@@ -1,0 +1,1 @@
+"""registry: the source of truth for servers, the tool catalog and settings."""

@@ -1,0 +1,135 @@
+"""The gateway config file: Bifrost's `mcp.client_configs` shape, accepted as is.
+
+Unknown top-level sections (providers, plugins, ...) are ignored so a whole Bifrost
+`config.json` loads; mcpgw's own settings sit under `mcpgw`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from services.registry.naming import server_name_problem
+from services.settings import ConfigurationError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: float | int | str) -> float:
+    """Seconds from a number of seconds or a Go-style duration such as "30s" or "500ms"."""
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration such as 30, '30s' or '500ms'")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+class StdioConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: str = Field(min_length=1)
+    args: list[str] = []
+    # Bifrost lists names to inherit; a mapping sets values (which may be env.NAME).
+    envs: list[str] | dict[str, str] = []
+    cwd: str | None = None
+
+
+class ClientConfig(BaseModel):
+    """One downstream MCP server (Bifrost calls it an MCP client)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    connection_type: Literal["stdio", "http", "sse"]
+    connection_string: str | None = None
+    stdio_config: StdioConfig | None = None
+    headers: dict[str, str] = {}
+    # Bifrost semantics: ["*"] is every tool, [] or absent is none.
+    tools_to_execute: list[str] = []
+    tool_execution_timeout: float | None = None
+    disabled: bool = False
+
+    @field_validator("tool_execution_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> ClientConfig:
+        if self.connection_type == "stdio" and self.stdio_config is None:
+            raise ValueError("a stdio server needs stdio_config")
+        if self.connection_type in ("http", "sse") and not self.connection_string:
+            raise ValueError(f"an {self.connection_type} server needs connection_string (its URL)")
+        return self
+
+
+class McpSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    client_configs: list[ClientConfig] = []
+
+
+class GatewayOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool_separator: Literal["_", "-"] = "_"
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    mcp: McpSection = McpSection()
+    mcpgw: GatewayOptions = GatewayOptions()
+
+    @model_validator(mode="after")
+    def _server_names(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for index, client in enumerate(self.mcp.client_configs):
+            problem = server_name_problem(client.name, self.mcpgw.tool_separator)
+            if problem:
+                raise ValueError(f"mcp.client_configs[{index}].name {client.name!r} {problem}")
+            if client.name in seen:
+                raise ValueError(f"mcp.client_configs[{index}].name {client.name!r} is used twice")
+            seen.add(client.name)
+        return self
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_config(data: object, source: str = "config") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{_location(err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"{source}: {problems}") from None
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read a JSON or YAML config file; every problem is a `ConfigurationError` naming the field."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,45 @@
+"""Entry point of the registry service."""
+
+from __future__ import annotations
+
+import logging
+
+from services import bus
+from services.contracts import registry_pb2_grpc
+from services.registry.config import GatewayConfig, load_config
+from services.registry.servicer import RegistryServicer
+from services.registry.store import RegistryStore
+from services.rpc import HealthyServer
+from services.runtime import stop_requested
+from services.settings import RegistrySettings
+
+log = logging.getLogger(__name__)
+
+
+async def serve(settings: RegistrySettings) -> None:
+    config = load_config(settings.config) if settings.config else GatewayConfig()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    store = await RegistryStore.open(settings.database_url())
+    try:
+        revision, _ = await store.apply_config(config)
+        nc = await bus.connect(settings.nats_url, "mcpgw-registry")
+        servicer = RegistryServicer(store, nc)
+        server = HealthyServer(
+            settings.registry_listen,
+            "mcpgw.v1.Registry",
+            lambda s: registry_pb2_grpc.add_RegistryServicer_to_server(servicer, s),
+        )
+        await server.start()
+        log.info(
+            "registry serving on %s, %d servers, revision %d",
+            settings.registry_listen,
+            len(config.mcp.client_configs),
+            revision,
+        )
+        # Edges and connectors that started first are waiting for this revision.
+        await servicer.announce(revision)
+        await stop_requested()
+        await server.stop()
+        await nc.drain()
+    finally:
+        await store.close()

@@ -1,0 +1,49 @@
+"""gRPC plumbing every service shares: servers with the standard health service, and channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.enable_retries", 1),
+    ("grpc.lb_policy_name", "round_robin"),
+]
+
+
+class HealthyServer:
+    """A `grpc.aio` server that also serves `grpc.health.v1`, SERVING once started."""
+
+    def __init__(self, listen: str, service_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
+        self.server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        self._service_name = service_name
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
+        register(self.server)
+        self.port = self.server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", self._service_name):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 2.0) -> None:
+        for name in ("", self._service_name):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+
+def channel(target: str) -> grpc.aio.Channel:
+    """An insecure channel; a comma-separated target balances round robin over the addresses."""
+    if "," in target:
+        target = "ipv4:" + target
+    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)

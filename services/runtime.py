@@ -1,0 +1,51 @@
+"""Running one service as a process: uvloop, SIGTERM/SIGINT, and a clear exit on bad config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from services.bus import BusUnavailableError
+from services.settings import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+async def stop_requested() -> None:
+    """Return when the process gets SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run_service(name: str, main: Callable[[], Awaitable[None]]) -> int:
+    """Run `main` to completion on uvloop; configuration problems exit 2 with one line."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is absent on Windows only
+        runner = asyncio.run
+    try:
+        runner(main())
+    except ConfigurationError as exc:
+        print(f"mcpgw {name}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (BusUnavailableError, OSError) as exc:
+        print(f"mcpgw {name}: cannot start: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        pass
+    return 0

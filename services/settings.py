@@ -1,0 +1,90 @@
+"""Settings of each service, read from flags and `MCPGW_*` environment variables.
+
+A service that is missing a setting it needs, or given one it cannot use, fails at
+start-up with a message naming the variable (see `load`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STATE_DIR = Path(".state")
+
+
+class ConfigurationError(Exception):
+    """A service was started with missing or invalid configuration."""
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="ignore")
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class RegistrySettings(CommonSettings):
+    registry_listen: str = "127.0.0.1:50051"
+    config: Path | None = None
+    db: str = ""
+    state_dir: Path = DEFAULT_STATE_DIR
+
+    def database_url(self) -> str:
+        """The SQLAlchemy URL: `--db` when given, else SQLite under the state directory."""
+        if self.db:
+            return self.db
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'registry.db').resolve()}"
+
+
+class ConnectorSettings(CommonSettings):
+    connector_listen: str = "127.0.0.1:50052"
+    registry_addr: str = "127.0.0.1:50051"
+    connector_id: str = Field(default_factory=lambda: f"connector-{os.getpid()}")
+    call_timeout_seconds: float = 60.0
+    connect_timeout_seconds: float = 30.0
+    reconnect_initial_seconds: float = 0.5
+    reconnect_max_seconds: float = 30.0
+
+
+class EdgeSettings(CommonSettings):
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8080
+    registry_addr: str = "127.0.0.1:50051"
+    connector_addr: str = "127.0.0.1:50052"
+    # HMAC key shared by all edges so any replica accepts any session; a process
+    # without one signs with a random key and its sessions die with it.
+    session_secret: str = ""
+    session_ttl_seconds: int = 24 * 3600
+    max_body_bytes: int = 4 * 1024 * 1024
+    edge_id: str = Field(default_factory=lambda: f"edge-{os.getpid()}")
+    snapshot_poll_seconds: float = 30.0
+    keepalive_seconds: float = 15.0
+    # Origins allowed besides localhost ones (DNS-rebinding protection), comma-separated.
+    allowed_origins: str = ""
+
+
+class AuditSettings(CommonSettings):
+    # console | file | otlp; otlp is chosen when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    audit_exporter: Literal["console", "file", "otlp", ""] = ""
+    audit_file: Path = DEFAULT_STATE_DIR / "audit" / "spans.jsonl"
+    audit_batch: int = 256
+    audit_durable: str = "mcpgw-audit"
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load(cls: type[SettingsT], **overrides: object) -> SettingsT:
+    """Build settings from the environment plus explicit overrides (CLI flags)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return cls(**given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MCPGW_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigurationError(f"invalid {cls.__name__}: {problems}") from None

@@ -1,0 +1,1 @@
+"""`mcpgw up`: the whole gateway as one process tree on one machine."""
