@@ -8,8 +8,9 @@ unchanged catalog never wake the fleet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, delete, select
+from sqlalchemy import ForeignKey, Integer, String, Text, delete, event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -79,8 +80,11 @@ class RegistryStore:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def open(cls, url: str) -> RegistryStore:
-        engine = create_async_engine(url)
+    async def open(cls, url: str, **engine_options: Any) -> RegistryStore:
+        engine = create_async_engine(url, **engine_options)
+        if engine.dialect.name == "sqlite":
+            # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked per connection.
+            event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
         async with engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
         return cls(engine)
@@ -167,6 +171,12 @@ class RegistryStore:
                 servers=[_stored(r) for r in servers],
                 tools=[StoredTool(t.server, t.name, t.definition_json) for t in tools],
             )
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 def _stored(row: ServerRow) -> StoredServer:

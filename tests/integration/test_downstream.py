@@ -1,0 +1,133 @@
+"""The connector's Downstream against real MCP servers (the SDK's) over stdio and Streamable HTTP."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from services.connector.downstream import Downstream, DownstreamTimeoutError, DownstreamUnavailableError
+from services.contracts import registry_pb2
+from tests.processes import ROOT, free_port, port_open, python_script, running, wait_until
+
+pytestmark = pytest.mark.anyio
+
+FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
+
+
+class Reports:
+    """What a Downstream told the registry, waitable."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, list[str]]] = []
+        self._changed = anyio.Event()
+
+    async def __call__(self, state: str, error: str, tools: list[dict[str, Any]]) -> None:
+        self.seen.append((state, error, [t["name"] for t in tools]))
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, predicate: Any, timeout: float = 15) -> tuple[str, str, list[str]]:
+        with anyio.fail_after(timeout):
+            while True:
+                for report in self.seen:
+                    if predicate(report):
+                        return report
+                await self._changed.wait()
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+
+@pytest.fixture
+def http_fixture() -> Iterator[str]:
+    port = free_port()
+    with running(python_script(FIXTURE, "--http", str(port))) as process:
+        wait_until(lambda: port_open(port), 15, "fixture server", process)
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+def stdio_config() -> registry_pb2.ServerConfig:
+    config = registry_pb2.ServerConfig(name="fx", connection_type="stdio")
+    config.stdio.command = sys.executable
+    config.stdio.args.append(str(FIXTURE))
+    return config
+
+
+@pytest.fixture(params=["stdio", "http"])
+def config(request: pytest.FixtureRequest) -> registry_pb2.ServerConfig:
+    if request.param == "stdio":
+        return stdio_config()
+    url = request.getfixturevalue("http_fixture")
+    return registry_pb2.ServerConfig(name="fx", connection_type="http", connection_string=url)
+
+
+@pytest.fixture
+async def connected(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Downstream, Reports]]:
+    reports = Reports()
+    downstream = Downstream(
+        config, reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(downstream.run)
+        await reports.wait_for(lambda r: r[0] == "connected")
+        yield downstream, reports
+        tg.cancel_scope.cancel()
+
+
+async def test_connects_reports_tools_and_forwards_raw_results(connected: tuple[Downstream, Reports]) -> None:
+    downstream, reports = connected
+    state, _, tools = await reports.wait_for(lambda r: r[0] == "connected")
+    assert {"echo", "sleep", "crash", "fail", "add_tool"} <= set(tools)
+    result = await downstream.call_tool("echo", {"text": "héllo"}, None)
+    assert result["content"] == [{"type": "text", "text": "héllo"}]
+    assert result["structuredContent"] == {"result": "héllo"}
+
+
+async def test_a_tool_failure_is_a_result_not_an_exception(connected: tuple[Downstream, Reports]) -> None:
+    downstream, _ = connected
+    result = await downstream.call_tool("fail", {"reason": "disk full"}, None)
+    assert result["isError"] is True
+    assert "disk full" in result["content"][0]["text"]
+
+
+async def test_a_hanging_call_times_out_and_the_session_survives(connected: tuple[Downstream, Reports]) -> None:
+    downstream, _ = connected
+    with anyio.fail_after(5), pytest.raises(DownstreamTimeoutError, match="within 0.3s"):
+        await downstream.call_tool("sleep", {"seconds": 30}, None, timeout=0.3)
+    assert (await downstream.call_tool("echo", {"text": "still here"}, None))["content"][0]["text"] == "still here"
+
+
+async def test_a_list_change_is_refetched_and_reported(connected: tuple[Downstream, Reports]) -> None:
+    downstream, reports = connected
+    await downstream.call_tool("add_tool", {"name": "shout"}, None)
+    _, _, tools = await reports.wait_for(lambda r: r[0] == "connected" and "shout" in r[2])
+    assert "echo" in tools
+    assert (await downstream.call_tool("shout", {"text": "hi"}, None))["content"][0]["text"] == "shout: hi"
+
+
+async def test_a_crash_fails_the_call_in_flight_then_reconnects() -> None:
+    reports = Reports()
+    downstream = Downstream(
+        stdio_config(), reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(downstream.run)
+        await reports.wait_for(lambda r: r[0] == "connected")
+        reports.clear()
+        with anyio.fail_after(5), pytest.raises(DownstreamUnavailableError):
+            await downstream.call_tool("crash", None, None)
+        await reports.wait_for(lambda r: r[0] == "disconnected")
+        await reports.wait_for(lambda r: r[0] == "connected")
+        assert (await downstream.call_tool("echo", {"text": "back"}, None))["content"][0]["text"] == "back"
+        tg.cancel_scope.cancel()
+
+
+async def test_calls_to_a_server_that_is_not_connected_fail_at_once() -> None:
+    config = registry_pb2.ServerConfig(name="gone", connection_type="http", connection_string=f"http://127.0.0.1:{free_port()}/mcp")
+    downstream = Downstream(config, Reports(), call_timeout=10, connect_timeout=1, backoff_initial=0.05, backoff_max=0.2)
+    with pytest.raises(DownstreamUnavailableError, match="not connected"):
+        await downstream.call_tool("echo", {"text": "x"}, None)

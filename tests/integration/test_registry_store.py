@@ -1,0 +1,105 @@
+"""The registry store on a real SQLite file and, where reachable, the local PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.registry.config import parse_config
+from services.registry.store import RegistryStore, UnknownServerError
+
+pytestmark = pytest.mark.anyio
+
+PG_DSN_VARIABLE = "MCPGW_TEST_PG_DSN"
+
+
+def config(*names: str, separator: str = "_") -> object:
+    clients = [{"name": n, "connection_type": "http", "connection_string": f"http://{n}/mcp", "tools_to_execute": ["*"]} for n in names]
+    return parse_config({"mcp": {"client_configs": clients}, "mcpgw": {"tool_separator": separator}})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
+    if request.param == "sqlite":
+        opened = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
+        yield opened
+        await opened.close()
+        return
+    dsn = os.environ.get(PG_DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"{PG_DSN_VARIABLE} is not set (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+    schema = f"mcpgw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(dsn)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OSError as exc:
+        await admin.dispose()
+        pytest.skip(f"PostgreSQL at {PG_DSN_VARIABLE} is not reachable: {exc}")
+    opened = await RegistryStore.open(dsn, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        yield opened
+    finally:
+        await opened.close()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+async def test_applying_the_same_config_twice_changes_nothing(store: RegistryStore) -> None:
+    first, changed = await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    assert changed and first >= 1
+    again, changed = await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    assert (again, changed) == (first, False)
+    revision, servers = await store.servers()
+    assert revision == first
+    assert [s.config.name for s in servers] == ["a", "b"]
+
+
+async def test_servers_removed_from_the_file_leave_the_registry(store: RegistryStore) -> None:
+    await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    revision, changed = await store.apply_config(config("b"))  # type: ignore[arg-type]
+    assert changed
+    _, servers = await store.servers()
+    assert [s.config.name for s in servers] == ["b"]
+    assert (await store.revision()) == revision
+
+
+async def test_catalog_reports_bump_the_revision_only_when_something_changed(store: RegistryStore) -> None:
+    base, _ = await store.apply_config(config("a"))  # type: ignore[arg-type]
+    tools = [("echo", '{"name":"echo","inputSchema":{"type":"object"}}')]
+    connected, changed = await store.report_catalog("a", "connected", "", tools)
+    assert changed and connected == base + 1
+    same, changed = await store.report_catalog("a", "connected", "", tools)
+    assert (same, changed) == (connected, False)
+    state = await store.catalog()
+    assert [(t.server, t.name) for t in state.tools] == [("a", "echo")]
+    assert state.servers[0].state == "connected"
+
+
+async def test_a_disconnected_server_keeps_its_catalog_for_when_it_returns(store: RegistryStore) -> None:
+    await store.apply_config(config("a"))  # type: ignore[arg-type]
+    await store.report_catalog("a", "connected", "", [("echo", '{"name":"echo"}')])
+    await store.report_catalog("a", "disconnected", "EOF", [])
+    state = await store.catalog()
+    assert state.servers[0].state == "disconnected"
+    assert state.servers[0].error == "EOF"
+    assert [t.name for t in state.tools] == ["echo"]
+
+
+async def test_reports_for_unknown_servers_are_refused(store: RegistryStore) -> None:
+    with pytest.raises(UnknownServerError):
+        await store.report_catalog("ghost", "connected", "", [])
+
+
+async def test_removing_a_server_removes_its_tools(store: RegistryStore) -> None:
+    await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    await store.report_catalog("a", "connected", "", [("echo", '{"name":"echo"}')])
+    await store.apply_config(config("b"))  # type: ignore[arg-type]
+    assert (await store.catalog()).tools == []

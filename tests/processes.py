@@ -1,0 +1,90 @@
+"""Starting real processes for tests: free ports, readiness with a deadline, certain cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2
+
+from services.up.main import nats_argv, nats_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+STOP_SECONDS = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `check` until it holds; fail naming `what` at the deadline or if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: process exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not ready within {timeout:.0f}s")
+        time.sleep(0.05)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx2.get(url, timeout=1).status_code == 200
+    except httpx2.HTTPError:
+        return False
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@contextmanager
+def running(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process that is stopped (SIGTERM, then SIGKILL) however the block ends."""
+    out = log.open("ab") if log is not None else subprocess.DEVNULL
+    process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        yield process
+    finally:
+        stop(process)
+        if log is not None and hasattr(out, "close"):
+            out.close()
+
+
+@contextmanager
+def nats_server(tmp: Path) -> Iterator[str]:
+    """The bundled nats-server with JetStream on a free port; yields its URL."""
+    port = free_port()
+    with running(nats_argv(nats_server_binary(), port, tmp)) as process:
+        wait_until(lambda: port_open(port), 10, "nats-server", process)
+        yield f"nats://127.0.0.1:{port}"
+
+
+def service(name: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "services.cli", name, *args]
+
+
+def python_script(path: Path, *args: str) -> list[str]:
+    return [sys.executable, str(path), *args]

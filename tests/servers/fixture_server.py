@@ -1,0 +1,59 @@
+"""A downstream for tests: echo, slow calls, a crash, and tools added at run time."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+
+server = MCPServer("fixture", log_level="WARNING")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Return the text unchanged."""
+    return text
+
+
+@server.tool()
+async def sleep(seconds: float) -> str:
+    """Answer after `seconds`."""
+    await anyio.sleep(seconds)
+    return f"slept {seconds}"
+
+
+@server.tool()
+def crash() -> str:
+    """Exit the server process in the middle of the call."""
+    os._exit(3)
+
+
+@server.tool()
+def fail(reason: str) -> str:
+    """Fail the way a tool anticipates failing: an isError result carrying `reason`."""
+    raise ToolError(reason)
+
+
+@server.tool()
+async def add_tool(name: str, ctx: Context) -> str:
+    """Register a new echo-like tool `name` and tell the client the list changed."""
+
+    def added(text: str) -> str:
+        return f"{name}: {text}"
+
+    server.add_tool(added, name=name, description=f"Added at run time as {name}.")
+    await ctx.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--http", type=int, default=0, help="serve Streamable HTTP on this port instead of stdio")
+    args = parser.parse_args()
+    if args.http:
+        server.run("streamable-http", port=args.http)
+    else:
+        server.run()

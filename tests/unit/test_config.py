@@ -1,0 +1,96 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from services.registry.config import load_config, parse_config, parse_duration
+from services.settings import ConfigurationError
+
+BIFROST_CONFIG = {
+    "providers": {"openai": {"keys": [{"value": "env.OPENAI_API_KEY"}]}},
+    "mcp": {
+        "client_configs": [
+            {
+                "name": "filesystem",
+                "connection_type": "stdio",
+                "stdio_config": {"command": "npx", "args": ["-y", "fs-server"], "envs": ["HOME", "PATH"]},
+                "tools_to_execute": ["read_file", "list_directory"],
+                "tools_to_auto_execute": ["read_file"],
+                "tool_pricing": {"read_file": 0.001},
+                "is_ping_available": True,
+            },
+            {
+                "name": "search",
+                "connection_type": "http",
+                "connection_string": "env.SEARCH_MCP_URL",
+                "headers": {"Authorization": "env.SEARCH_TOKEN"},
+                "tools_to_execute": ["*"],
+                "tool_execution_timeout": "30s",
+            },
+            {"name": "legacy", "connection_type": "sse", "connection_string": "http://127.0.0.1:9/sse", "disabled": True},
+        ]
+    },
+    "governance": {"virtual_keys": []},
+}
+
+
+def test_a_bifrost_config_loads_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(BIFROST_CONFIG))
+    config = load_config(path)
+    fs, search, legacy = config.mcp.client_configs
+    assert fs.stdio_config is not None and fs.stdio_config.envs == ["HOME", "PATH"]
+    assert fs.tools_to_execute == ["read_file", "list_directory"]
+    assert search.connection_string == "env.SEARCH_MCP_URL"
+    assert search.tool_execution_timeout == 30.0
+    assert legacy.disabled
+
+
+def test_yaml_configs_load_too(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("mcp:\n  client_configs:\n    - name: a\n      connection_type: http\n      connection_string: http://x/mcp\n")
+    assert load_config(path).mcp.client_configs[0].name == "a"
+
+
+def test_absent_tools_to_execute_means_no_tools() -> None:
+    config = parse_config({"mcp": {"client_configs": [{"name": "a", "connection_type": "http", "connection_string": "u"}]}})
+    assert config.mcp.client_configs[0].tools_to_execute == []
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ({"name": "a", "connection_type": "stdio"}, "mcp.client_configs[0]: Value error, a stdio server needs stdio_config"),
+        ({"name": "a", "connection_type": "http"}, "needs connection_string"),
+        ({"name": "a", "connection_type": "grpc", "connection_string": "u"}, "mcp.client_configs[0].connection_type"),
+        ({"name": "a_b", "connection_type": "http", "connection_string": "u"}, "must not contain the tool separator"),
+        ({"name": "a", "connection_type": "http", "connection_string": "u", "tool_execution_timeout": "soon"}, "tool_execution_timeout"),
+    ],
+)
+def test_bad_server_configs_name_the_field(client: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_config({"mcp": {"client_configs": [client]}})
+    assert expected in str(caught.value)
+
+
+def test_duplicate_server_names_are_refused() -> None:
+    client = {"name": "a", "connection_type": "http", "connection_string": "u"}
+    with pytest.raises(ConfigurationError, match="used twice"):
+        parse_config({"mcp": {"client_configs": [client, client]}})
+
+
+def test_unreadable_and_malformed_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read config file"):
+        load_config(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigurationError, match="is not valid json"):
+        load_config(broken)
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("2m") == 120
+    assert parse_duration(7) == 7
+    with pytest.raises(ValueError, match="greater than zero"):
+        parse_duration(0)
