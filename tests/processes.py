@@ -74,9 +74,9 @@ def running(argv: list[str], env: dict[str, str] | None = None, log: Path | None
 
 
 @contextmanager
-def nats_server(tmp: Path) -> Iterator[str]:
-    """The bundled nats-server with JetStream on a free port; yields its URL."""
-    port = free_port()
+def nats_server(tmp: Path, port: int = 0) -> Iterator[str]:
+    """The bundled nats-server with JetStream on `port` (default: a free one); yields its URL."""
+    port = port or free_port()
     with running(nats_argv(nats_server_binary(), port, tmp)) as process:
         wait_until(lambda: port_open(port), 10, "nats-server", process)
         yield f"nats://127.0.0.1:{port}"

@@ -44,7 +44,11 @@ class AuditConsumer:
         while True:
             try:
                 messages = await subscription.fetch(self._batch, timeout=FETCH_WAIT_SECONDS)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                continue  # nothing to audit for a second (nats-py raises the builtin type)
+            except nats.errors.Error as exc:
+                log.warning("audit fetch failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_DELAY_SECONDS)
                 continue
             await self.handle(messages)
 

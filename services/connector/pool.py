@@ -40,7 +40,10 @@ class DownstreamPool:
     async def sync(self) -> None:
         """Start servers the registry added or changed, stop those it removed."""
         async with self._sync_lock:
-            response = await self._registry.ListServers(registry_pb2.ListServersRequest(), timeout=10)
+            # wait_for_ready: at start-up the registry may not be listening yet.
+            response = await self._registry.ListServers(
+                registry_pb2.ListServersRequest(), timeout=10, wait_for_ready=True
+            )
             wanted = {s.name: s for s in response.servers}
             for name in list(self._running):
                 fingerprint = wanted[name].SerializeToString(deterministic=True) if name in wanted else None
@@ -83,7 +86,7 @@ class DownstreamPool:
             with anyio.move_on_after(REPORT_DEADLINE_SECONDS):
                 while True:
                     try:
-                        await self._registry.ReportCatalog(request, timeout=5)
+                        await self._registry.ReportCatalog(request, timeout=5, wait_for_ready=True)
                         return
                     except grpc.aio.AioRpcError as exc:
                         if exc.code() == grpc.StatusCode.NOT_FOUND:

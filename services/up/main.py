@@ -115,6 +115,7 @@ async def run(options: UpOptions) -> int:
         ready_url = f"http://{options.host}:{options.port}/readyz"
         await supervisor.start(Child("edge", _service("edge", edge_args), env, lambda: http_ok(ready_url)))
         print(f"mcpgw is up: MCP endpoint http://{options.host}:{options.port}/mcp", flush=True)
+        supervisor.started_all = True
         await supervisor.watch()
 
     try:
@@ -124,7 +125,12 @@ async def run(options: UpOptions) -> int:
         stopping.cancel()
         if running.done():
             running.result()
-        running.cancel()
+        elif supervisor.started_all:
+            # Watchers return on their own once stop() ends their children.
+            await supervisor.stop()
+            await running
+        else:
+            running.cancel()
         return 0
     except ChildFailedError as exc:
         print(f"mcpgw up: {exc}", file=sys.stderr)

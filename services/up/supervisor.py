@@ -51,6 +51,7 @@ class ChildFailedError(RuntimeError):
 class Supervisor:
     def __init__(self) -> None:
         self.children: list[Child] = []
+        self.started_all = False
         self._stopping = False
 
     async def start(self, child: Child) -> None:
@@ -71,9 +72,17 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
     async def _spawn(self, child: Child) -> None:
-        child.process = await asyncio.create_subprocess_exec(
-            *child.argv, env=child.env, start_new_session=True, preexec_fn=_die_with_parent
+        spawning = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *child.argv, env=child.env, start_new_session=True, preexec_fn=_die_with_parent
+            )
         )
+        try:
+            child.process = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            # A process that was started must be known, or stop() could not end it.
+            child.process = await spawning
+            raise
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     async def watch(self) -> None:
@@ -99,6 +108,8 @@ class Supervisor:
 
     async def stop(self) -> None:
         """SIGTERM every child, last started first; SIGKILL whoever outlives the grace period."""
+        if self._stopping:
+            return
         self._stopping = True
         for child in reversed(self.children):
             process = child.process

@@ -1,0 +1,104 @@
+"""Audit events over a real JetStream: published by the edge's publisher, exported, acked once."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
+
+from services import bus
+from services.audit.consumer import AuditConsumer
+from services.contracts import events_pb2
+from services.edge.auditing import AuditPublisher
+from tests.processes import free_port, nats_server
+
+pytestmark = pytest.mark.anyio
+
+
+def event(n: int) -> events_pb2.ToolCallEvent:
+    now = time.time_ns()
+    return events_pb2.ToolCallEvent(
+        event_id=f"event-{n}", start_unix_nano=now, end_unix_nano=now + 1000, server="s", tool="t",
+        exposed_name="s_t", outcome="ok", trace_id="ab" * 16, span_id="cd" * 8, request_id=str(n),
+    )
+
+
+class FlakyExporter(SpanExporter):
+    """Fails its first export, then writes JSON lines like the file exporter."""
+
+    def __init__(self) -> None:
+        self.out = io.StringIO()
+        self._inner = ConsoleSpanExporter(out=self.out, formatter=lambda s: s.to_json(indent=None) + "\n")
+        self.failures_left = 1
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self.failures_left:
+            self.failures_left -= 1
+            return SpanExportResult.FAILURE
+        return self._inner.export(spans)
+
+    def records(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+async def test_every_event_is_exported_once_even_after_a_failed_export(nats_url: str) -> None:
+    nc = await bus.connect(nats_url, "test")
+    await bus.ensure_audit_stream(nc)
+    publisher = AuditPublisher(nc)
+    exporter = FlakyExporter()
+    consumer = AuditConsumer(nc, exporter, durable="test-audit", batch=10)
+    async with anyio.create_task_group() as tg:
+        await tg.start(publisher.run)
+        tg.start_soon(consumer.run)
+        for n in range(25):
+            publisher.submit(event(n))
+        # The same event twice (a retried publish) is deduplicated by JetStream.
+        publisher.submit(event(0))
+        with anyio.fail_after(20):
+            while len(exporter.records()) < 25:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    consumer.close()
+    records = exporter.records()
+    ids = sorted(r["attributes"]["mcpgw.event_id"] for r in records)  # type: ignore[index]
+    assert ids == sorted(f"event-{n}" for n in range(25))
+    first = records[0]
+    assert first["name"] == "tools/call s_t"
+    assert first["context"]["trace_id"] == "0x" + "ab" * 16  # type: ignore[index]
+    assert first["parent_id"] == "0x" + "cd" * 8
+    assert exporter.failures_left == 0
+    # Acked means gone: nothing is pending for the durable consumer.
+    info = await nc.jetstream().consumer_info(bus.AUDIT_STREAM, "test-audit")
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    await nc.close()
+
+
+async def test_events_submitted_while_nats_is_down_are_published_when_it_returns(tmp_path: Path) -> None:
+    port = free_port()
+    with nats_server(tmp_path, port) as url:
+        nc = await bus.connect(url, "test")
+        await bus.ensure_audit_stream(nc)
+    publisher = AuditPublisher(nc)
+    async with anyio.create_task_group() as tg:
+        await tg.start(publisher.run)
+        with anyio.fail_after(10):
+            while nc.is_connected:
+                await anyio.sleep(0.05)
+        for n in range(5):
+            publisher.submit(event(n))
+        assert publisher.backlog == 5
+        with nats_server(tmp_path, port):
+            with anyio.fail_after(20):
+                while publisher.published < 5:
+                    await anyio.sleep(0.05)
+            info = await nc.jetstream().stream_info(bus.AUDIT_STREAM)
+            assert info.state.messages == 5
+            tg.cancel_scope.cancel()
+    await nc.close()

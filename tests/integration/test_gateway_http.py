@@ -1,0 +1,255 @@
+"""The edge's HTTP contract, request by request, over the real process tree."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.processes import ROOT, free_port, http_ok, nats_server, running, service, wait_until
+
+FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
+MAX_BODY = 64 * 1024
+ACCEPT = "application/json, text/event-stream"
+
+
+@pytest.fixture(scope="module")
+def gateway_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("gateway")
+
+
+@pytest.fixture(scope="module")
+def gateway(gateway_dir: Path) -> Iterator[str]:
+    tmp = gateway_dir
+    config = {
+        "mcp": {
+            "client_configs": [
+                {
+                    "name": "fixture",
+                    "connection_type": "stdio",
+                    "stdio_config": {"command": sys.executable, "args": [str(FIXTURE)]},
+                    "tools_to_execute": ["*"],
+                }
+            ]
+        }
+    }
+    (tmp / "config.json").write_text(json.dumps(config))
+    registry, connector, edge = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    port = edge.split(":")[1]
+    with ExitStack() as stack:
+        nats_url = stack.enter_context(nats_server(tmp))
+        env = {
+            "MCPGW_NATS_URL": nats_url,
+            "MCPGW_REGISTRY_ADDR": registry,
+            "MCPGW_REGISTRY_LISTEN": registry,
+            "MCPGW_CONNECTOR_ADDR": connector,
+            "MCPGW_CONNECTOR_LISTEN": connector,
+            "MCPGW_STATE_DIR": str(tmp),
+            "MCPGW_AUDIT_FILE": str(tmp / "spans.jsonl"),
+            "MCPGW_MAX_BODY_BYTES": str(MAX_BODY),
+            "MCPGW_SESSION_SECRET": "test-secret",
+        }
+        log = tmp / "services.log"
+        stack.enter_context(running(service("registry", "--config", str(tmp / "config.json")), env, log))
+        stack.enter_context(running(service("connector"), env, log))
+        stack.enter_context(running(service("audit"), env, log))
+        edge_process = stack.enter_context(running(service("edge", "--port", port), env, log))
+        base = f"http://127.0.0.1:{port}"
+
+        def has_tools() -> bool:
+            return http_ok(f"{base}/readyz") and httpx2.get(f"{base}/readyz").json()["tools"] >= 5
+
+        wait_until(has_tools, 30, "gateway with the fixture's tools", edge_process)
+        yield f"{base}/mcp"
+
+
+def post(url: str, body: Any, session: str | None = None, **headers: str) -> httpx2.Response:
+    sent = {"accept": ACCEPT, "content-type": "application/json", **headers}
+    if session:
+        sent["mcp-session-id"] = session
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx2.post(url, content=content, headers=sent, timeout=30)
+    assert response.status_code != 500, response.text
+    return response
+
+
+def initialize(url: str, version: str = "2025-11-25") -> str:
+    response = post(url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}})
+    assert response.status_code == 200
+    assert response.json()["result"]["protocolVersion"] == version
+    return response.headers["mcp-session-id"]
+
+
+def call(url: str, session: str, name: str, arguments: dict[str, Any], id: int = 1) -> dict[str, Any]:
+    response = post(url, {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}, session)
+    assert response.status_code == 200
+    return response.json()  # type: ignore[no-any-return]
+
+
+def error_of(response: httpx2.Response) -> dict[str, Any]:
+    return response.json()["error"]  # type: ignore[no-any-return]
+
+
+def test_lists_and_calls_tools_under_prefixed_names(gateway: str) -> None:
+    session = initialize(gateway)
+    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"]["tools"]
+    names = {t["name"] for t in listed}
+    assert {"fixture_echo", "fixture_sleep", "fixture_fail"} <= names
+    echo = next(t for t in listed if t["name"] == "fixture_echo")
+    assert echo["inputSchema"]["properties"]["text"]["type"] == "string"
+    answer = call(gateway, session, "fixture_echo", {"text": "through the gateway"})
+    assert answer["id"] == 1
+    assert answer["result"]["content"] == [{"type": "text", "text": "through the gateway"}]
+
+
+def test_an_unsupported_version_is_answered_with_the_newest(gateway: str) -> None:
+    response = post(gateway, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "1999-01-01", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}})
+    assert response.json()["result"]["protocolVersion"] == "2025-11-25"
+
+
+def test_malformed_json_is_a_parse_error(gateway: str) -> None:
+    response = post(gateway, b'{"jsonrpc": "2.0", "id": 1, "method": ', initialize(gateway))
+    assert response.status_code == 400
+    assert error_of(response)["code"] == -32700
+    assert response.json()["id"] is None
+
+
+def test_a_body_that_is_not_json_rpc_is_an_invalid_request(gateway: str) -> None:
+    response = post(gateway, {"hello": "world"}, initialize(gateway))
+    assert response.status_code == 400
+    assert error_of(response)["code"] == -32600
+
+
+def test_an_unknown_method_is_method_not_found(gateway: str) -> None:
+    response = post(gateway, {"jsonrpc": "2.0", "id": 3, "method": "tools/frobnicate"}, initialize(gateway))
+    assert response.status_code == 200
+    assert error_of(response)["code"] == -32601
+    assert response.json()["id"] == 3
+
+
+def test_an_unknown_tool_is_invalid_params_naming_the_tool(gateway: str) -> None:
+    answer = call(gateway, initialize(gateway), "fixture_nonexistent", {})
+    assert answer["error"]["code"] == -32602
+    assert "fixture_nonexistent" in answer["error"]["message"]
+
+
+def test_bad_call_params_are_invalid_params(gateway: str) -> None:
+    session = initialize(gateway)
+    response = post(gateway, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": 5}}, session)
+    assert error_of(response)["code"] == -32602
+    response = post(gateway, {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "fixture_echo", "arguments": [1]}}, session)
+    assert error_of(response)["code"] == -32602
+
+
+def test_requests_without_a_session_are_bad_requests(gateway: str) -> None:
+    response = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+    assert response.status_code == 400
+    assert "Mcp-Session-Id" in error_of(response)["message"]
+
+
+def test_unknown_and_ended_sessions_are_not_found(gateway: str) -> None:
+    forged = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, "k1.eyJ2IjoxfQ.forged")
+    assert forged.status_code == 404
+    session = initialize(gateway)
+    ended = httpx2.delete(gateway, headers={"mcp-session-id": session})
+    assert ended.status_code == 200
+    after = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session)
+    assert after.status_code == 404
+
+
+def test_an_oversized_body_is_refused(gateway: str) -> None:
+    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fixture_echo", "arguments": {"text": "x" * MAX_BODY}}}
+    response = post(gateway, big, initialize(gateway))
+    assert response.status_code == 413
+
+
+def test_http_rules(gateway: str) -> None:
+    session = initialize(gateway)
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    assert post(gateway, ping, session, accept="application/json").status_code == 406
+    assert post(gateway, ping, session, **{"content-type": "text/plain"}).status_code == 415
+    assert post(gateway, ping, session, origin="https://evil.example").status_code == 403
+    assert post(gateway, ping, session, origin="http://localhost:3000").status_code == 200
+    assert post(gateway, ping, session, **{"mcp-protocol-version": "2099-01-01"}).status_code == 400
+    assert post(gateway, ping, session, **{"mcp-protocol-version": "2025-06-18"}).json()["result"] == {}
+    notification = post(gateway, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    assert (notification.status_code, notification.content) == (202, b"")
+    assert httpx2.put(gateway).status_code == 405
+
+
+def test_batches_only_where_the_revision_allows_them(gateway: str) -> None:
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+    refused = post(gateway, batch, initialize(gateway, "2025-06-18"))
+    assert refused.status_code == 400
+    assert error_of(refused)["code"] == -32600
+    answered = post(gateway, batch, initialize(gateway, "2025-03-26")).json()
+    assert [a["id"] for a in answered] == [1, 2]
+    assert "tools" in answered[1]["result"]
+
+
+def test_a_downstream_tool_error_comes_back_as_a_result(gateway: str) -> None:
+    answer = call(gateway, initialize(gateway), "fixture_fail", {"reason": "quota exceeded"})
+    assert answer["result"]["isError"] is True
+    assert "quota exceeded" in answer["result"]["content"][0]["text"]
+
+
+def test_progress_streams_as_sse_before_the_result(gateway: str) -> None:
+    session = initialize(gateway)
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "fixture_sleep", "arguments": {"seconds": 0.01}, "_meta": {"progressToken": "p1"}}}
+    response = post(gateway, body, session)
+    # The fixture's sleep sends no progress, so the answer stays plain JSON.
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["result"]["content"][0]["text"] == "slept 0.01"
+
+
+def test_a_list_change_reaches_the_get_stream(gateway: str) -> None:
+    session = initialize(gateway)
+    headers = {"accept": "text/event-stream", "mcp-session-id": session}
+    with httpx2.stream("GET", gateway, headers=headers, timeout=30) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines).startswith(": stream open")
+        added = call(gateway, session, "fixture_add_tool", {"name": "shout"})
+        assert added["result"]["content"][0]["text"] == "added shout"
+        data = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(data[len("data: "):]) == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"]["tools"]
+    assert "fixture_shout" in {t["name"] for t in listed}
+    assert call(gateway, session, "fixture_shout", {"text": "hi"})["result"]["content"][0]["text"] == "shout: hi"
+
+
+def test_a_downstream_crash_is_an_error_result_and_the_server_comes_back(gateway: str) -> None:
+    session = initialize(gateway)
+    crashed = call(gateway, session, "fixture_crash", {})
+    assert crashed["result"]["isError"] is True
+    assert "fixture" in crashed["result"]["content"][0]["text"]
+
+    def echo_works() -> bool:
+        return "result" in call(gateway, session, "fixture_echo", {"text": "again"}) and not call(
+            gateway, session, "fixture_echo", {"text": "again"}
+        )["result"].get("isError")
+
+    wait_until(echo_works, 20, "fixture server reconnected")
+
+
+def test_calls_are_audited(gateway: str, gateway_dir: Path) -> None:
+    session = initialize(gateway)
+    call(gateway, session, "fixture_echo", {"text": "audit me"}, id=4242)
+    spans = gateway_dir / "spans.jsonl"
+
+    def audited() -> bool:
+        if not spans.exists():
+            return False
+        records = [json.loads(line) for line in spans.read_text().splitlines()]
+        return any(r["attributes"].get("jsonrpc.request.id") == "4242" for r in records)
+
+    wait_until(audited, 15, "audit record of request 4242")
