@@ -12,6 +12,7 @@ from pathlib import Path
 from services.runtime import EXIT_CONFIG, run_service
 from services.settings import (
     AuditSettings,
+    CommonSettings,
     ConfigurationError,
     ConnectorSettings,
     EdgeSettings,
@@ -19,6 +20,14 @@ from services.settings import (
     load,
 )
 from services.telemetry import setup_logging
+
+
+SETTINGS: dict[str, type[CommonSettings]] = {
+    "registry": RegistrySettings,
+    "connector": ConnectorSettings,
+    "edge": EdgeSettings,
+    "audit": AuditSettings,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,12 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigurationError as exc:
             print(f"mcpgw up: configuration error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-    settings_class = {
-        "registry": RegistrySettings,
-        "connector": ConnectorSettings,
-        "edge": EdgeSettings,
-        "audit": AuditSettings,
-    }[command]
+    settings_class = SETTINGS[command]
     try:
         settings = load(settings_class, **args)
     except ConfigurationError as exc:
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_service(command, lambda: _serve(command, settings))
 
 
-async def _serve(command: str, settings: object) -> None:
+async def _serve(command: str, settings: CommonSettings) -> None:
     if command == "registry":
         from services.registry.main import serve as serve_registry
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -47,3 +48,9 @@ def channel(target: str) -> grpc.aio.Channel:
     if "," in target:
         target = "ipv4:" + target
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
+    """End an RPC with a status; `context.abort` raises, which its stubs do not say."""
+    await context.abort(code, details)
+    raise AssertionError("grpc.aio abort returned")

@@ -6,7 +6,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from services.bus import BusUnavailableError
 from services.settings import ConfigurationError
@@ -30,16 +31,19 @@ async def stop_requested() -> None:
             loop.remove_signal_handler(sig)
 
 
-def run_service(name: str, main: Callable[[], Awaitable[None]]) -> int:
-    """Run `main` to completion on uvloop; configuration problems exit 2 with one line."""
+def _run(main: Coroutine[Any, Any, None]) -> None:
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is absent on Windows only
-        runner = asyncio.run
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
+def run_service(name: str, main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run `main` to completion on uvloop; configuration problems exit 2 with one line."""
     try:
-        runner(main())
+        _run(main())
     except ConfigurationError as exc:
         print(f"mcpgw {name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

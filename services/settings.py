@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,9 +78,9 @@ class AuditSettings(CommonSettings):
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
-def load(cls: type[SettingsT], **overrides: object) -> SettingsT:
+def load(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build settings from the environment plus explicit overrides (CLI flags)."""
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     try:
         return cls(**given)
     except ValidationError as exc:

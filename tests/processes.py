@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes] | None = None
+) -> None:
     """Poll `check` until it holds; fail naming `what` at the deadline or if `process` exits."""
     deadline = time.monotonic() + timeout
     while not check():
@@ -61,10 +63,14 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
 
 
 @contextmanager
-def running(argv: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    argv: list[str], env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A child process that is stopped (SIGTERM, then SIGKILL) however the block ends."""
     out = log.open("ab") if log is not None else subprocess.DEVNULL
-    process = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    process = subprocess.Popen(
+        argv, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+    )
     try:
         yield process
     finally:

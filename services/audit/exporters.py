@@ -19,7 +19,7 @@ SERVICE_NAME = "mcpgw"
 
 
 def _one_line(span: ReadableSpan) -> str:
-    return span.to_json(indent=None) + os.linesep
+    return str(span.to_json(indent=None)) + os.linesep
 
 
 def build_exporter(settings: AuditSettings) -> SpanExporter:

@@ -19,6 +19,7 @@ from services.connector.downstream import (
 )
 from services.connector.pool import DownstreamPool
 from services.contracts import connector_pb2, connector_pb2_grpc
+from services.rpc import abort
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     ) -> AsyncIterator[connector_pb2.CallToolOutput]:
         first = await anext(request_iterator, None)
         if first is None or not first.HasField("start"):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
         start = first.start
         downstream = self._pool.get(start.server)
         if downstream is None:
@@ -121,9 +122,9 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     ) -> connector_pb2.ListToolsResponse:
         downstream = self._pool.get(request.server)
         if downstream is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
         try:
             tools = await downstream.list_tools()
         except DownstreamError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         return connector_pb2.ListToolsResponse(tools_json=[orjson.dumps(t) for t in tools])

@@ -26,6 +26,7 @@ class AuditPublisher:
         self._js = nc.jetstream()
         self._spool: collections.deque[events_pb2.ToolCallEvent] = collections.deque()
         self._pending = anyio.Event()
+        self._drained = anyio.Event()
         self.published = 0
         self.dropped = 0
 
@@ -63,9 +64,11 @@ class AuditPublisher:
                 self._spool.popleft()
                 self.published += 1
                 delay = 0.1
+            self._drained.set()
+            self._drained = anyio.Event()
 
     async def flush(self, timeout: float) -> None:
         """Wait until the spool is empty (used on shutdown)."""
         with anyio.move_on_after(timeout):
-            while self._spool:
-                await anyio.sleep(0.05)
+            if self._spool:
+                await self._drained.wait()

@@ -34,7 +34,9 @@ class SnapshotFollower:
 
     async def refresh(self) -> None:
         snapshot = await self._registry.GetSnapshot(
-            registry_pb2.GetSnapshotRequest(known_revision=self.catalog.revision), timeout=10, wait_for_ready=True
+            registry_pb2.GetSnapshotRequest(known_revision=self.catalog.revision),
+            timeout=10,
+            wait_for_ready=True,
         )
         if snapshot.not_modified or snapshot.revision == self.catalog.revision:
             self.loaded.set()

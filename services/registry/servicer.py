@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 import grpc
+import orjson
 from nats.aio.client import Client as NATS
 
 from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.store import RegistryStore, UnknownServerError
+from services.rpc import abort
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +56,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.ReportCatalogRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ReportCatalogResponse:
         if request.state not in STATES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"state must be one of {sorted(STATES)}")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"state must be one of {sorted(STATES)}")
         tools: list[tuple[str, str]] = []
         for raw in request.tools_json:
             name = _tool_name(raw)
             if name is None:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, "each tool must be a JSON object with a name"
+                await abort(
+                    context, grpc.StatusCode.INVALID_ARGUMENT, "each tool must be a JSON object with a name"
                 )
             tools.append((name, raw.decode()))
         try:
@@ -68,7 +70,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 request.server, request.state, request.error, tools
             )
         except UnknownServerError:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
         if changed:
             log.info(
                 "server %s is %s with %d tools (revision %d)",
@@ -82,8 +84,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
 
 def _tool_name(raw: bytes) -> str | None:
-    import orjson
-
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -52,7 +52,7 @@ class Supervisor:
     def __init__(self) -> None:
         self.children: list[Child] = []
         self.started_all = False
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     async def start(self, child: Child) -> None:
         """Start `child` and wait until its probe passes."""
@@ -91,26 +91,26 @@ class Supervisor:
 
     async def _watch(self, child: Child) -> None:
         delay = 1.0
-        while not self._stopping:
+        while not self._stopping.is_set():
             assert child.process is not None
             started = time.monotonic()
             code = await child.process.wait()
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             if time.monotonic() - started > STABLE_SECONDS:
                 delay = 1.0
             log.error("%s exited with code %d; restarting in %.0fs", child.name, code, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESTART_MAX_SECONDS)
-            if not self._stopping:
+            if not self._stopping.is_set():
                 child.restarts += 1
                 await self._spawn(child)
 
     async def stop(self) -> None:
         """SIGTERM every child, last started first; SIGKILL whoever outlives the grace period."""
-        if self._stopping:
+        if self._stopping.is_set():
             return
-        self._stopping = True
+        self._stopping.set()
         for child in reversed(self.children):
             process = child.process
             if process is None or process.returncode is not None:

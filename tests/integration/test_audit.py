@@ -25,8 +25,16 @@ pytestmark = pytest.mark.anyio
 def event(n: int) -> events_pb2.ToolCallEvent:
     now = time.time_ns()
     return events_pb2.ToolCallEvent(
-        event_id=f"event-{n}", start_unix_nano=now, end_unix_nano=now + 1000, server="s", tool="t",
-        exposed_name="s_t", outcome="ok", trace_id="ab" * 16, span_id="cd" * 8, request_id=str(n),
+        event_id=f"event-{n}",
+        start_unix_nano=now,
+        end_unix_nano=now + 1000,
+        server="s",
+        tool="t",
+        exposed_name="s_t",
+        outcome="ok",
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        request_id=str(n),
     )
 
 

@@ -80,7 +80,7 @@ async def connected(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Do
 
 async def test_connects_reports_tools_and_forwards_raw_results(connected: tuple[Downstream, Reports]) -> None:
     downstream, reports = connected
-    state, _, tools = await reports.wait_for(lambda r: r[0] == "connected")
+    _, _, tools = await reports.wait_for(lambda r: r[0] == "connected")
     assert {"echo", "sleep", "crash", "fail", "add_tool"} <= set(tools)
     result = await downstream.call_tool("echo", {"text": "héllo"}, None)
     assert result["content"] == [{"type": "text", "text": "héllo"}]
@@ -94,11 +94,15 @@ async def test_a_tool_failure_is_a_result_not_an_exception(connected: tuple[Down
     assert "disk full" in result["content"][0]["text"]
 
 
-async def test_a_hanging_call_times_out_and_the_session_survives(connected: tuple[Downstream, Reports]) -> None:
+async def test_a_hanging_call_times_out_and_the_session_survives(
+    connected: tuple[Downstream, Reports],
+) -> None:
     downstream, _ = connected
-    with anyio.fail_after(5), pytest.raises(DownstreamTimeoutError, match="within 0.3s"):
+    with anyio.fail_after(5), pytest.raises(DownstreamTimeoutError, match=r"within 0\.3s"):
         await downstream.call_tool("sleep", {"seconds": 30}, None, timeout=0.3)
-    assert (await downstream.call_tool("echo", {"text": "still here"}, None))["content"][0]["text"] == "still here"
+    assert (await downstream.call_tool("echo", {"text": "still here"}, None))["content"][0][
+        "text"
+    ] == "still here"
 
 
 async def test_a_list_change_is_refetched_and_reported(connected: tuple[Downstream, Reports]) -> None:
@@ -127,7 +131,11 @@ async def test_a_crash_fails_the_call_in_flight_then_reconnects() -> None:
 
 
 async def test_calls_to_a_server_that_is_not_connected_fail_at_once() -> None:
-    config = registry_pb2.ServerConfig(name="gone", connection_type="http", connection_string=f"http://127.0.0.1:{free_port()}/mcp")
-    downstream = Downstream(config, Reports(), call_timeout=10, connect_timeout=1, backoff_initial=0.05, backoff_max=0.2)
+    config = registry_pb2.ServerConfig(
+        name="gone", connection_type="http", connection_string=f"http://127.0.0.1:{free_port()}/mcp"
+    )
+    downstream = Downstream(
+        config, Reports(), call_timeout=10, connect_timeout=1, backoff_initial=0.05, backoff_max=0.2
+    )
     with pytest.raises(DownstreamUnavailableError, match="not connected"):
         await downstream.call_tool("echo", {"text": "x"}, None)

@@ -80,15 +80,35 @@ def post(url: str, body: Any, session: str | None = None, **headers: str) -> htt
 
 
 def initialize(url: str, version: str = "2025-11-25") -> str:
-    response = post(url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}})
+    response = post(
+        url,
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": version,
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "1"},
+            },
+        },
+    )
     assert response.status_code == 200
     assert response.json()["result"]["protocolVersion"] == version
     return response.headers["mcp-session-id"]
 
 
 def call(url: str, session: str, name: str, arguments: dict[str, Any], id: int = 1) -> dict[str, Any]:
-    response = post(url, {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": arguments}}, session)
+    response = post(
+        url,
+        {
+            "jsonrpc": "2.0",
+            "id": id,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments},
+        },
+        session,
+    )
     assert response.status_code == 200
     return response.json()  # type: ignore[no-any-return]
 
@@ -99,7 +119,9 @@ def error_of(response: httpx2.Response) -> dict[str, Any]:
 
 def test_lists_and_calls_tools_under_prefixed_names(gateway: str) -> None:
     session = initialize(gateway)
-    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"]["tools"]
+    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"][
+        "tools"
+    ]
     names = {t["name"] for t in listed}
     assert {"fixture_echo", "fixture_sleep", "fixture_fail"} <= names
     echo = next(t for t in listed if t["name"] == "fixture_echo")
@@ -110,8 +132,19 @@ def test_lists_and_calls_tools_under_prefixed_names(gateway: str) -> None:
 
 
 def test_an_unsupported_version_is_answered_with_the_newest(gateway: str) -> None:
-    response = post(gateway, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "1999-01-01", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}})
+    response = post(
+        gateway,
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "1999-01-01",
+                "capabilities": {},
+                "clientInfo": {"name": "x", "version": "1"},
+            },
+        },
+    )
     assert response.json()["result"]["protocolVersion"] == "2025-11-25"
 
 
@@ -143,9 +176,20 @@ def test_an_unknown_tool_is_invalid_params_naming_the_tool(gateway: str) -> None
 
 def test_bad_call_params_are_invalid_params(gateway: str) -> None:
     session = initialize(gateway)
-    response = post(gateway, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": 5}}, session)
+    response = post(
+        gateway, {"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": 5}}, session
+    )
     assert error_of(response)["code"] == -32602
-    response = post(gateway, {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "fixture_echo", "arguments": [1]}}, session)
+    response = post(
+        gateway,
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "fixture_echo", "arguments": [1]},
+        },
+        session,
+    )
     assert error_of(response)["code"] == -32602
 
 
@@ -166,7 +210,12 @@ def test_unknown_and_ended_sessions_are_not_found(gateway: str) -> None:
 
 
 def test_an_oversized_body_is_refused(gateway: str) -> None:
-    big = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "fixture_echo", "arguments": {"text": "x" * MAX_BODY}}}
+    big = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "fixture_echo", "arguments": {"text": "x" * MAX_BODY}},
+    }
     response = post(gateway, big, initialize(gateway))
     assert response.status_code == 413
 
@@ -186,7 +235,10 @@ def test_http_rules(gateway: str) -> None:
 
 
 def test_batches_only_where_the_revision_allows_them(gateway: str) -> None:
-    batch = [{"jsonrpc": "2.0", "id": 1, "method": "ping"}, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+    ]
     refused = post(gateway, batch, initialize(gateway, "2025-06-18"))
     assert refused.status_code == 400
     assert error_of(refused)["code"] == -32600
@@ -203,8 +255,12 @@ def test_a_downstream_tool_error_comes_back_as_a_result(gateway: str) -> None:
 
 def test_progress_streams_as_sse_before_the_result(gateway: str) -> None:
     session = initialize(gateway)
-    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-            "params": {"name": "fixture_sleep", "arguments": {"seconds": 0.01}, "_meta": {"progressToken": "p1"}}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "fixture_sleep", "arguments": {"seconds": 0.01}, "_meta": {"progressToken": "p1"}},
+    }
     response = post(gateway, body, session)
     # The fixture's sleep sends no progress, so the answer stays plain JSON.
     assert response.headers["content-type"].startswith("application/json")
@@ -221,10 +277,17 @@ def test_a_list_change_reaches_the_get_stream(gateway: str) -> None:
         added = call(gateway, session, "fixture_add_tool", {"name": "shout"})
         assert added["result"]["content"][0]["text"] == "added shout"
         data = next(line for line in lines if line.startswith("data: "))
-        assert json.loads(data[len("data: "):]) == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
-    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"]["tools"]
+        assert json.loads(data[len("data: ") :]) == {
+            "jsonrpc": "2.0",
+            "method": "notifications/tools/list_changed",
+        }
+    listed = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"][
+        "tools"
+    ]
     assert "fixture_shout" in {t["name"] for t in listed}
-    assert call(gateway, session, "fixture_shout", {"text": "hi"})["result"]["content"][0]["text"] == "shout: hi"
+    assert (
+        call(gateway, session, "fixture_shout", {"text": "hi"})["result"]["content"][0]["text"] == "shout: hi"
+    )
 
 
 def test_a_downstream_crash_is_an_error_result_and_the_server_comes_back(gateway: str) -> None:

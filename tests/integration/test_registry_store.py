@@ -20,7 +20,15 @@ PG_DSN_VARIABLE = "MCPGW_TEST_PG_DSN"
 
 
 def config(*names: str, separator: str = "_") -> object:
-    clients = [{"name": n, "connection_type": "http", "connection_string": f"http://{n}/mcp", "tools_to_execute": ["*"]} for n in names]
+    clients = [
+        {
+            "name": n,
+            "connection_type": "http",
+            "connection_string": f"http://{n}/mcp",
+            "tools_to_execute": ["*"],
+        }
+        for n in names
+    ]
     return parse_config({"mcp": {"client_configs": clients}, "mcpgw": {"tool_separator": separator}})
 
 

@@ -51,7 +51,9 @@ async def add_tool(name: str, ctx: Context) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--http", type=int, default=0, help="serve Streamable HTTP on this port instead of stdio")
+    parser.add_argument(
+        "--http", type=int, default=0, help="serve Streamable HTTP on this port instead of stdio"
+    )
     args = parser.parse_args()
     if args.http:
         server.run("streamable-http", port=args.http)

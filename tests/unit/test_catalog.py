@@ -6,7 +6,7 @@ from services.registry.catalog import build_snapshot
 from services.registry.config import ClientConfig
 from services.registry.store import CatalogState, StoredServer, StoredTool
 
-SCHEMA_TOOL = {
+SCHEMA_TOOL: dict[str, object] = {
     "name": "query",
     "title": "Query",
     "inputSchema": {
@@ -24,7 +24,12 @@ SCHEMA_TOOL = {
 
 
 def server(name: str, state: str = "connected", tools: list[str] | None = None) -> StoredServer:
-    config = ClientConfig(name=name, connection_type="http", connection_string="u", tools_to_execute=["*"] if tools is None else tools)
+    config = ClientConfig(
+        name=name,
+        connection_type="http",
+        connection_string="u",
+        tools_to_execute=["*"] if tools is None else tools,
+    )
     return StoredServer(config, state, "")
 
 
@@ -36,7 +41,11 @@ def test_snapshot_holds_tools_of_connected_servers_that_config_admits() -> None:
     state = CatalogState(
         revision=4,
         separator="_",
-        servers=[server("db", tools=["query"]), server("down", state="disconnected"), server("none", tools=[])],
+        servers=[
+            server("db", tools=["query"]),
+            server("down", state="disconnected"),
+            server("none", tools=[]),
+        ],
         tools=[
             tool("db", SCHEMA_TOOL),
             tool("db", {"name": "drop", "inputSchema": {"type": "object"}}),
@@ -47,7 +56,11 @@ def test_snapshot_holds_tools_of_connected_servers_that_config_admits() -> None:
     snapshot = build_snapshot(state)
     assert snapshot.revision == 4
     assert [(t.exposed_name, t.server, t.name) for t in snapshot.tools] == [("db_query", "db", "query")]
-    assert {s.name: s.state for s in snapshot.servers} == {"db": "connected", "down": "disconnected", "none": "connected"}
+    assert {s.name: s.state for s in snapshot.servers} == {
+        "db": "connected",
+        "down": "disconnected",
+        "none": "connected",
+    }
 
 
 def test_edge_catalog_renames_tools_and_keeps_every_other_field() -> None:

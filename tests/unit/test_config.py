@@ -27,7 +27,12 @@ BIFROST_CONFIG = {
                 "tools_to_execute": ["*"],
                 "tool_execution_timeout": "30s",
             },
-            {"name": "legacy", "connection_type": "sse", "connection_string": "http://127.0.0.1:9/sse", "disabled": True},
+            {
+                "name": "legacy",
+                "connection_type": "sse",
+                "connection_string": "http://127.0.0.1:9/sse",
+                "disabled": True,
+            },
         ]
     },
     "governance": {"virtual_keys": []},
@@ -48,23 +53,44 @@ def test_a_bifrost_config_loads_as_is(tmp_path: Path) -> None:
 
 def test_yaml_configs_load_too(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("mcp:\n  client_configs:\n    - name: a\n      connection_type: http\n      connection_string: http://x/mcp\n")
+    path.write_text(
+        "mcp:\n  client_configs:\n    - name: a\n      connection_type: http\n      connection_string: http://x/mcp\n"
+    )
     assert load_config(path).mcp.client_configs[0].name == "a"
 
 
 def test_absent_tools_to_execute_means_no_tools() -> None:
-    config = parse_config({"mcp": {"client_configs": [{"name": "a", "connection_type": "http", "connection_string": "u"}]}})
+    config = parse_config(
+        {"mcp": {"client_configs": [{"name": "a", "connection_type": "http", "connection_string": "u"}]}}
+    )
     assert config.mcp.client_configs[0].tools_to_execute == []
 
 
 @pytest.mark.parametrize(
     ("client", "expected"),
     [
-        ({"name": "a", "connection_type": "stdio"}, "mcp.client_configs[0]: Value error, a stdio server needs stdio_config"),
+        (
+            {"name": "a", "connection_type": "stdio"},
+            "mcp.client_configs[0]: Value error, a stdio server needs stdio_config",
+        ),
         ({"name": "a", "connection_type": "http"}, "needs connection_string"),
-        ({"name": "a", "connection_type": "grpc", "connection_string": "u"}, "mcp.client_configs[0].connection_type"),
-        ({"name": "a_b", "connection_type": "http", "connection_string": "u"}, "must not contain the tool separator"),
-        ({"name": "a", "connection_type": "http", "connection_string": "u", "tool_execution_timeout": "soon"}, "tool_execution_timeout"),
+        (
+            {"name": "a", "connection_type": "grpc", "connection_string": "u"},
+            "mcp.client_configs[0].connection_type",
+        ),
+        (
+            {"name": "a_b", "connection_type": "http", "connection_string": "u"},
+            "must not contain the tool separator",
+        ),
+        (
+            {
+                "name": "a",
+                "connection_type": "http",
+                "connection_string": "u",
+                "tool_execution_timeout": "soon",
+            },
+            "tool_execution_timeout",
+        ),
     ],
 )
 def test_bad_server_configs_name_the_field(client: dict[str, object], expected: str) -> None:

@@ -16,7 +16,9 @@ def test_a_token_signed_with_another_secret_is_not_found() -> None:
         SessionCodec("two", 60).resolve(token)
 
 
-@pytest.mark.parametrize("mangle", [lambda t: t + "x", lambda t: t.replace(".", "", 1), lambda t: "k1.e30.AAAA"])
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t + "x", lambda t: t.replace(".", "", 1), lambda t: "k1.e30.AAAA"]
+)
 def test_tampered_tokens_are_not_found(mangle: object) -> None:
     codec = SessionCodec("s", 60)
     token = codec.issue("2025-06-18")
