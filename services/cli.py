@@ -21,7 +21,6 @@ from services.settings import (
 )
 from services.telemetry import setup_logging
 
-
 SETTINGS: dict[str, type[CommonSettings]] = {
     "registry": RegistrySettings,
     "connector": ConnectorSettings,
