@@ -14,16 +14,10 @@ from pathlib import Path
 
 import httpx2
 
-from services.up.main import nats_argv, nats_server_binary
+from services.up.main import free_port, nats_argv, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(

@@ -17,7 +17,8 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.processes import ROOT, free_port, http_ok, stop, wait_until
+from services.up.main import free_port
+from tests.processes import ROOT, http_ok, stop, wait_until
 
 DEMO = ROOT / "examples" / "demo" / "config.json"
 

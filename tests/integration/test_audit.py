@@ -17,7 +17,8 @@ from services import bus
 from services.audit.consumer import AuditConsumer
 from services.contracts import events_pb2
 from services.edge.auditing import AuditPublisher
-from tests.processes import free_port, nats_server
+from services.up.main import free_port
+from tests.processes import nats_server
 
 pytestmark = pytest.mark.anyio
 

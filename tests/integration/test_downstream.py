@@ -11,7 +11,8 @@ import pytest
 
 from services.connector.downstream import Downstream, DownstreamTimeoutError, DownstreamUnavailableError
 from services.contracts import registry_pb2
-from tests.processes import ROOT, free_port, port_open, python_script, running, wait_until
+from services.up.main import free_port
+from tests.processes import ROOT, port_open, python_script, running, wait_until
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.processes import ROOT, free_port, http_ok, nats_server, running, service, wait_until
+from services.up.main import free_port
+from tests.processes import ROOT, http_ok, nats_server, running, service, wait_until
 
 FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
 MAX_BODY = 64 * 1024
