@@ -1,0 +1,1 @@
+"""`make bench`: the gateway measured beside a direct connection and peer gateways."""

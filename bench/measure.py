@@ -1,0 +1,140 @@
+"""What a bench point records: the load generator's tally and the proxy's CPU and memory."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from bench.targets import PYTHON, ROOT, Target
+
+
+@dataclass
+class Point:
+    """One run of the load generator against one target."""
+
+    target: str
+    concurrency: int
+    round: int
+    warmup: int
+    calls: int
+    errors: int
+    error_samples: list[str]
+    elapsed: float
+    latencies_ms: list[float]
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    rss_bytes: dict[str, int] = field(default_factory=dict)
+
+
+def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    seconds = {}
+    for name, process in processes.items():
+        times = process.cpu_times()
+        seconds[name] = times.user + times.system
+    return seconds
+
+
+def loadgen(target: Target, *extra: str) -> dict[str, Any]:
+    argv = [PYTHON, "-m", "bench.loadgen", *target.loadgen_args(), *extra]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen against {target.name} failed: {done.stderr.decode()[-2000:]}")
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def run_point(target: Target, concurrency: int, duration: float, round_: int) -> Point:
+    before = cpu_seconds(target.processes)
+    tally = loadgen(target, "--concurrency", str(concurrency), "--duration", str(duration))
+    after = cpu_seconds(target.processes)
+    return Point(
+        target=target.name,
+        concurrency=concurrency,
+        round=round_,
+        warmup=tally["warmup"],
+        calls=tally["calls"],
+        errors=tally["errors"],
+        error_samples=tally["error_samples"],
+        elapsed=tally["elapsed"],
+        latencies_ms=tally["latencies_ms"],
+        cpu_seconds={name: after[name] - before[name] for name in after},
+        rss_bytes={name: p.memory_info().rss for name, p in target.processes.items()},
+    )
+
+
+def idle_session_bytes(target: Target, process: psutil.Process, count: int) -> float:
+    """Growth of `process`'s RSS per session while `count` sessions sit idle with their GET streams open."""
+    argv = [PYTHON, "-m", "bench.loadgen", *target.loadgen_args(), "--mode", "sessions", "--count", str(count)]
+    before = process.memory_info().rss
+    holder = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout is not None and holder.stdin is not None
+    try:
+        line = holder.stdout.readline()
+        if line.strip() != b"ready":
+            raise RuntimeError(f"session holder failed: {line!r}")
+        during = process.memory_info().rss
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    return (during - before) / count
+
+
+class AuditTail:
+    """Follows the audit file: counts records per tool and the lag from call end to export."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stop = threading.Event()
+        self.records: dict[str, int] = {}
+        self.lags_ms: list[float] = []
+        self._thread = threading.Thread(target=self._follow, name="audit-tail", daemon=True)
+
+    def __enter__(self) -> AuditTail:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def count(self, tools: set[str]) -> int:
+        return sum(n for tool, n in self.records.items() if tool in tools)
+
+    def _follow(self) -> None:
+        while not self._path.exists():
+            if self._stop.wait(0.05):
+                return
+        with self._path.open("rb") as source:
+            pending = b""
+            while True:
+                chunk = source.read()
+                if not chunk:
+                    if self._stop.wait(0.005):
+                        return
+                    continue
+                seen = time.time()
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
+                    self._record(line, seen)
+
+    def _record(self, line: bytes, seen: float) -> None:
+        span = orjson.loads(line)
+        tool = span["attributes"].get("gen_ai.tool.name", "")
+        self.records[tool] = self.records.get(tool, 0) + 1
+        ended = datetime.datetime.fromisoformat(span["end_time"]).timestamp()
+        self.lags_ms.append((seen - ended) * 1000)
+
+    def wait_for(self, tools: set[str], expected: int, timeout: float) -> int:
+        """Records of `tools` once `expected` arrived or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while self.count(tools) < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.count(tools)

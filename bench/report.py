@@ -1,0 +1,204 @@
+"""Turning a run's raw points into ratios, a Markdown table and a chart."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Point
+
+# Gateway targets are compared with the direct connection over the same transport.
+BASELINE = {"mcpgw-stdio": "direct-stdio", "direct-stdio": "direct-stdio"}
+TARGETS = {
+    "ratio_c32": 0.5,
+    "ratio_vs_contextforge_c32": 5.0,
+    "added_p50_ms_c1": 1.5,
+    "cpu_ms_per_call": 3.0,
+    "tools_list_p50_ms": 20.0,
+    "idle_session_bytes": 4096,
+}
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99 of already sorted values (zeros when there are none)."""
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
+    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+def point_line(point: Point) -> str:
+    lat = percentiles(sorted(point.latencies_ms))
+    cpu = sum(point.cpu_seconds.values()) * 1000 / max(point.calls + point.warmup, 1)
+    return (
+        f"{point.target:>14} c={point.concurrency:<3} round {point.round}: "
+        f"{point.calls / point.elapsed:8.1f} calls/s  p50 {lat['p50']:.2f} ms  "
+        f"cpu {cpu:.2f} ms/call  errors {point.errors}"
+    )
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    """Per target and concurrency: throughput, latency, ratio to direct, CPU per call."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for point in results["points"]:
+        grouped[(point["target"], point["concurrency"])].append(point)
+    rows: dict[str, dict[str, Any]] = {}
+    for (target, concurrency), points in grouped.items():
+        calls = sum(p["calls"] for p in points)
+        latencies = sorted(x for p in points for x in p["latencies_ms"])
+        cpu: dict[str, float] = defaultdict(float)
+        for p in points:
+            for name, seconds in p["cpu_seconds"].items():
+                cpu[name] += seconds
+        per_call = {name: seconds * 1000 / max(calls + sum(p["warmup"] for p in points), 1)
+                    for name, seconds in cpu.items()}  # fmt: skip
+        rows[f"{target}@{concurrency}"] = {
+            "target": target,
+            "concurrency": concurrency,
+            "calls": calls,
+            "errors": sum(p["errors"] for p in points),
+            "calls_per_second": calls / sum(p["elapsed"] for p in points),
+            "latency_ms": percentiles(latencies),
+            "cpu_ms_per_call": per_call,
+            "cpu_ms_per_call_total": sum(per_call.values()),
+            "rss_mib": {name: max(p["rss_bytes"].get(name, 0) for p in points) / 2**20 for name in cpu},
+        }
+    for row in rows.values():
+        base = rows.get(f"{BASELINE.get(row['target'], 'direct')}@{row['concurrency']}")
+        if base is not None:
+            row["ratio"] = row["calls_per_second"] / base["calls_per_second"]
+            row["added_p50_ms"] = row["latency_ms"]["p50"] - base["latency_ms"]["p50"]
+    return {"rows": rows, "targets": check_targets(rows, results)}
+
+
+def check_targets(rows: dict[str, dict[str, Any]], results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def row(name: str) -> dict[str, Any]:
+        return rows.get(name, {})
+
+    forge = row("contextforge@32").get("calls_per_second")
+    measured = {
+        "ratio_c32": row("mcpgw@32").get("ratio"),
+        "ratio_vs_contextforge_c32": row("mcpgw@32")["calls_per_second"] / forge if forge else None,
+        "added_p50_ms_c1": row("mcpgw@1").get("added_p50_ms"),
+        "cpu_ms_per_call": max(
+            (r["cpu_ms_per_call_total"] for r in rows.values() if r["target"] == "mcpgw"), default=None
+        ),
+        "tools_list_p50_ms": percentiles(sorted(results["tools_list"]["latencies_ms"]))["p50"],
+        "idle_session_bytes": results["idle_session_bytes"],
+    }
+    checked = {}
+    for name, goal in TARGETS.items():
+        value = measured[name]
+        at_least = name.startswith("ratio")
+        met = None if value is None else (value >= goal if at_least else value <= goal)
+        checked[name] = {"goal": goal, "at_least": at_least, "value": value, "met": met}
+    errors = sum(r["errors"] for r in rows.values())
+    checked["errors"] = {"goal": 0, "at_least": False, "value": errors, "met": errors == 0}
+    lost = results["audit"]["lost"]
+    checked["lost_audit_events"] = {"goal": 0, "at_least": False, "value": lost, "met": lost == 0}
+    return checked
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    machine = results["machine"]
+    settings = results["settings"]
+    lines = [
+        f"## mcpgw bench, {results['started']}",
+        "",
+        f"{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}; "
+        f"{settings['duration']:g} s per point, {settings['rounds']} interleaved rounds, loopback.",
+        "",
+        "| target | c | calls/s | ratio | p50 ms | p95 ms | p99 ms | +p50 ms | proxy CPU ms/call | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(summary["rows"].values(), key=lambda r: (r["concurrency"], _order(r["target"]))):
+        lat = row["latency_ms"]
+        cpu = row["cpu_ms_per_call_total"] if row["cpu_ms_per_call"] else None
+        lines.append(
+            f"| {row['target']} | {row['concurrency']} | {row['calls_per_second']:.0f} | "
+            f"{_fmt(row.get('ratio'))} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
+            f"{_fmt(row.get('added_p50_ms'))} | {_fmt(cpu)} | {row['errors']} |"
+        )
+    lines += ["", "CPU ms per call and peak RSS of each mcpgw process (HTTP downstream):", ""]
+    lines += ["| c | " + " | ".join(_gateway_processes(summary)) + " |"]
+    lines += ["|---:|" + "---:|" * len(_gateway_processes(summary))]
+    for row in summary["rows"].values():
+        if row["target"] == "mcpgw":
+            cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in _gateway_processes(summary)]
+            lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
+    tools = results["tools_list"]
+    audit = results["audit"]
+    lat = audit["lag_ms"]
+    lines += [
+        "",
+        f"- tools/list of {tools['tools']} tools over {settings['wide_servers']} servers: "
+        f"p50 {_percentile(tools, 'p50'):.2f} ms, p99 {_percentile(tools, 'p99'):.2f} ms",
+        f"- edge memory per idle session (GET stream open), {settings['sessions']} sessions: "
+        f"{results['idle_session_bytes']:.0f} bytes",
+        f"- audit: {audit['recorded']} of {audit['expected']} calls exported ({audit['lost']} lost); "
+        f"lag call end → exported record p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for name, check in summary["targets"].items():
+        sign = "≥" if check["at_least"] else "≤"
+        met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
+        value = check["value"]
+        lines.append(f"| {name} | {sign} {check['goal']:g} | {_fmt(value) if value is not None else '–'} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _percentile(tally: dict[str, Any], q: str) -> float:
+    return percentiles(sorted(tally["latencies_ms"]))[q]
+
+
+def _order(target: str) -> tuple[int, str]:
+    return (0 if target.startswith("direct") else 1 if target.startswith("mcpgw") else 2, target)
+
+
+def _gateway_processes(summary: dict[str, Any]) -> list[str]:
+    for row in summary["rows"].values():
+        if row["target"] == "mcpgw":
+            return sorted(row["cpu_ms_per_call"])
+    return []
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """Latency distribution (c=1 and the highest c) and throughput, per target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["summary"]["rows"]
+    concurrencies = results["settings"]["concurrency"]
+    targets = sorted({r["target"] for r in rows.values()}, key=_order)
+    figure, axes = plt.subplots(1, len(concurrencies) + 1, figsize=(6 * (len(concurrencies) + 1), 5))
+    for axis, concurrency in zip(axes, concurrencies, strict=False):
+        data = [
+            sorted(x for p in results["points"] if p["target"] == t and p["concurrency"] == concurrency
+                   for x in p["latencies_ms"]) or [0.0]
+            for t in targets
+        ]  # fmt: skip
+        axis.boxplot(data, tick_labels=targets, whis=(5, 95), showfliers=False)
+        axis.set_yscale("log")
+        axis.set_title(f"latency per call, c={concurrency} (ms, whiskers 5–95 %)")
+        axis.tick_params(axis="x", rotation=30)
+    bars = axes[-1]
+    width = 0.8 / len(concurrencies)
+    for index, concurrency in enumerate(concurrencies):
+        values = [rows.get(f"{t}@{concurrency}", {}).get("calls_per_second", 0) for t in targets]
+        bars.bar([i + index * width for i in range(len(targets))], values, width, label=f"c={concurrency}")
+    bars.set_xticks([i + width * (len(concurrencies) - 1) / 2 for i in range(len(targets))], targets, rotation=30)
+    bars.set_title("throughput (calls/s)")
+    bars.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)

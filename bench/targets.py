@@ -1,0 +1,155 @@
+"""What the bench points load at: the downstream itself, mcpgw, and peer gateways.
+
+Every target is started as its users run it, on free loopback ports, in its own
+process group so that stopping it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+import psutil
+
+from services.up.main import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ECHO_SERVER = str(ROOT / "bench" / "echo_server.py")
+WIDE_SERVERS = 10
+TOOLS_PER_WIDE_SERVER = 200
+START_SECONDS = 120.0
+
+
+@dataclass
+class Target:
+    """One thing to load: an MCP endpoint (or stdio command) and the processes that serve it."""
+
+    name: str
+    tool: str
+    url: str | None = None
+    stdio: str | None = None
+    headers: list[str] = field(default_factory=list)
+    # The proxy's own processes: what its CPU and memory are measured over.
+    processes: dict[str, psutil.Process] = field(default_factory=dict)
+
+    def loadgen_args(self) -> list[str]:
+        where = ["--stdio", self.stdio] if self.stdio else ["--url", str(self.url)]
+        headers = [arg for header in self.headers for arg in ("--header", header)]
+        return [*where, "--tool", self.tool, *headers]
+
+
+def wait_for(check: object, what: str, timeout: float = START_SECONDS) -> None:
+    """Poll `check()` until it is true; startup has no event to wait on across processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx2.HTTPError, OSError):
+            if check():  # type: ignore[operator]
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def process_group(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextlib.contextmanager
+def echo_downstream(workdir: Path) -> Iterator[str]:
+    """The shared HTTP downstream; yields its MCP URL."""
+    port = free_port()
+    argv = [PYTHON, ECHO_SERVER, "--port", str(port)]
+    with process_group(argv, workdir / "echo.log"):
+        wait_for(lambda: port_open(port), "the echo downstream")
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def gateway_config(echo_url: str, wide_servers: int) -> dict[str, object]:
+    """echo over HTTP and stdio, plus `wide_servers` stdio servers of 200 tools each."""
+    stdio = {"command": PYTHON, "args": [ECHO_SERVER, "--stdio"], "envs": ["PATH", "HOME"]}
+    clients: list[dict[str, object]] = [
+        {"name": "echo", "connection_type": "http", "connection_string": echo_url, "tools_to_execute": ["*"]},
+        {"name": "echostdio", "connection_type": "stdio", "stdio_config": stdio, "tools_to_execute": ["*"]},
+    ]
+    for index in range(wide_servers):
+        args = [ECHO_SERVER, "--stdio", "--name", f"wide{index}", "--tools", str(TOOLS_PER_WIDE_SERVER - 1)]
+        clients.append(
+            {
+                "name": f"wide{index}",
+                "connection_type": "stdio",
+                "stdio_config": {**stdio, "args": args},
+                "tools_to_execute": ["*"],
+            }
+        )
+    return {"mcp": {"client_configs": clients}}
+
+
+def expected_tools(wide_servers: int) -> int:
+    return 2 + wide_servers * TOOLS_PER_WIDE_SERVER
+
+
+@contextlib.contextmanager
+def mcpgw(workdir: Path, echo_url: str, wide_servers: int) -> Iterator[tuple[Target, Path]]:
+    """`mcpgw up` with every service and NATS; yields the target and its audit file."""
+    config = workdir / "mcpgw.json"
+    config.write_text(json.dumps(gateway_config(echo_url, wide_servers)))
+    state = workdir / "mcpgw-state"
+    port = free_port()
+    argv = [PYTHON, "-m", "services.cli", "--log-level", "WARNING", "up",
+            "--config", str(config), "--state-dir", str(state), "--port", str(port)]  # fmt: skip
+    with process_group(argv, workdir / "mcpgw.log") as up:
+        tools = expected_tools(wide_servers)
+
+        def ready() -> bool:
+            response = httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            return response.status_code == 200 and response.json()["tools"] >= tools
+
+        wait_for(ready, f"mcpgw with {tools} tools")
+        target = Target("mcpgw", "echo_echo", url=f"http://127.0.0.1:{port}/mcp")
+        target.processes = gateway_processes(psutil.Process(up.pid))
+        yield target, state / "audit" / "spans.jsonl"
+
+
+def gateway_processes(up: psutil.Process) -> dict[str, psutil.Process]:
+    """The supervisor and its direct children (nats, registry, connector, audit, edge).
+
+    The connector's own children are stdio downstreams: not the gateway's cost.
+    """
+    found = {"up": up}
+    for child in up.children():
+        argv = child.cmdline()
+        if "nats-server" in os.path.basename(argv[0]):
+            found["nats"] = child
+        elif "services.cli" in argv:
+            found[argv[argv.index("services.cli") + 1]] = child
+    return found
