@@ -25,7 +25,9 @@ def build(name: str, extra_tools: int) -> MCPServer:
         def constant(value: int = index) -> int:
             return value
 
-        server.add_tool(constant, name=f"tool_{index:04d}", description=f"Returns {index}: one of many tools.")
+        server.add_tool(
+            constant, name=f"tool_{index:04d}", description=f"Returns {index}: one of many tools."
+        )
     return server
 
 

@@ -179,7 +179,7 @@ async def drive_http(args: argparse.Namespace, step: Step) -> dict[str, Any]:
                     return
                 try:
                     await step(client, n)
-                except (ProtocolViolation, aiohttp.ClientError, asyncio.TimeoutError, KeyError) as exc:
+                except (TimeoutError, ProtocolViolation, aiohttp.ClientError, KeyError) as exc:
                     tally.failed(f"{type(exc).__name__}: {exc}")
                     continue
                 tally.latencies.append(time.perf_counter() - started)
@@ -253,7 +253,9 @@ async def drive_stdio(args: argparse.Namespace) -> dict[str, Any]:
                     return
                 text = f"{index}:{n}"
                 try:
-                    result = await client.request("tools/call", {"name": args.tool, "arguments": {"text": text}})
+                    result = await client.request(
+                        "tools/call", {"name": args.tool, "arguments": {"text": text}}
+                    )
                     check_echo(result, text)
                 except ProtocolViolation as exc:
                     tally.failed(str(exc))
@@ -296,7 +298,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="MCP endpoint (Streamable HTTP)")
     parser.add_argument("--stdio", help="command of a stdio server to drive instead of --url")
     parser.add_argument("--mode", choices=("call", "list", "sessions"), default="call")

@@ -71,7 +71,16 @@ def run_point(target: Target, concurrency: int, duration: float, round_: int) ->
 
 def idle_session_bytes(target: Target, process: psutil.Process, count: int) -> float:
     """Growth of `process`'s RSS per session while `count` sessions sit idle with their GET streams open."""
-    argv = [PYTHON, "-m", "bench.loadgen", *target.loadgen_args(), "--mode", "sessions", "--count", str(count)]
+    argv = [
+        PYTHON,
+        "-m",
+        "bench.loadgen",
+        *target.loadgen_args(),
+        "--mode",
+        "sessions",
+        "--count",
+        str(count),
+    ]
     before = process.memory_info().rss
     holder = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdin is not None

@@ -24,8 +24,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
     """p50/p95/p99 of already sorted values (zeros when there are none)."""
     if not values:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
-    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return {"p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+    last = len(values) - 1
+    return {
+        name: values[min(last, int(q * len(values)))]
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+    }
 
 
 def point_line(point: Point) -> str:
@@ -101,7 +104,7 @@ def check_targets(rows: dict[str, dict[str, Any]], results: dict[str, Any]) -> d
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -130,7 +133,10 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["|---:|" + "---:|" * len(_gateway_processes(summary))]
     for row in summary["rows"].values():
         if row["target"] == "mcpgw":
-            cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in _gateway_processes(summary)]
+            cells = [
+                f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB"
+                for n in _gateway_processes(summary)
+            ]
             lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
     tools = results["tools_list"]
     audit = results["audit"]
@@ -151,7 +157,9 @@ def markdown(results: dict[str, Any]) -> str:
         sign = "≥" if check["at_least"] else "≤"
         met = {True: "yes", False: "**no**", None: "not measured"}[check["met"]]
         value = check["value"]
-        lines.append(f"| {name} | {sign} {check['goal']:g} | {_fmt(value) if value is not None else '–'} | {met} |")
+        lines.append(
+            f"| {name} | {sign} {check['goal']:g} | {_fmt(value) if value is not None else '-'} | {met} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -189,14 +197,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ]  # fmt: skip
         axis.boxplot(data, tick_labels=targets, whis=(5, 95), showfliers=False)
         axis.set_yscale("log")
-        axis.set_title(f"latency per call, c={concurrency} (ms, whiskers 5–95 %)")
+        axis.set_title(f"latency per call, c={concurrency} (ms, whiskers 5-95 %)")
         axis.tick_params(axis="x", rotation=30)
     bars = axes[-1]
     width = 0.8 / len(concurrencies)
     for index, concurrency in enumerate(concurrencies):
         values = [rows.get(f"{t}@{concurrency}", {}).get("calls_per_second", 0) for t in targets]
         bars.bar([i + index * width for i in range(len(targets))], values, width, label=f"c={concurrency}")
-    bars.set_xticks([i + width * (len(concurrencies) - 1) / 2 for i in range(len(targets))], targets, rotation=30)
+    bars.set_xticks(
+        [i + width * (len(concurrencies) - 1) / 2 for i in range(len(targets))], targets, rotation=30
+    )
     bars.set_title("throughput (calls/s)")
     bars.legend()
     figure.tight_layout()

@@ -29,7 +29,9 @@ AUDIT_DRAIN_SECONDS = 60.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point")
     parser.add_argument("--concurrency", default="1,32", help="comma-separated worker counts")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every point")
@@ -62,7 +64,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if not args.no_stdio:
             stdio = f"{PYTHON} {ECHO_SERVER} --stdio"
             targets.append(Target("direct-stdio", "echo", stdio=stdio))
-            targets.append(Target("mcpgw-stdio", "echostdio_echo", url=gateway.url, processes=gateway.processes))
+            targets.append(
+                Target("mcpgw-stdio", "echostdio_echo", url=gateway.url, processes=gateway.processes)
+            )
         points: list[Point] = []
         for concurrency in concurrencies:
             for round_ in range(args.rounds):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
+import nats.errors
 
 from services import bus
 from services.audit.consumer import AuditConsumer
@@ -25,7 +27,11 @@ async def serve(settings: AuditSettings) -> None:
         tg.start_soon(consumer.run)
         await stop_requested()
         tg.cancel_scope.cancel()
-    await nc.drain()
+    # Not drain(): draining a pull subscription whose fetch was cancelled waits out the
+    # 30 s drain timeout. Acks are plain publishes, so a flush is enough to send them.
+    with contextlib.suppress(nats.errors.Error, TimeoutError):
+        await nc.flush(timeout=2)
+    await nc.close()
     consumer.close()
     exporter.shutdown()
     log.info("audit stopped after exporting %d records", consumer.exported)

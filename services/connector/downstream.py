@@ -1,15 +1,8 @@
-"""One downstream MCP server: its session, kept connected, and the calls made over it.
-
-Errors the gateway raises for a downstream are `DownstreamError`s:
-
-    DownstreamError
-    ├── DownstreamUnavailableError   not connected, or the connection closed mid-call
-    ├── DownstreamTimeoutError       no answer within the call's timeout
-    └── DownstreamRejectedError      the downstream answered with a JSON-RPC error
-"""
+"""One downstream MCP server: its session, kept connected, and the calls made over it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,13 +11,20 @@ from typing import Any, Self
 
 import anyio
 import mcp_types as types
+import orjson
 from mcp import ClientSession
-from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.dispatcher import CallOptions
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
 
 from services import __version__
+from services.connector.errors import (
+    DownstreamRejectedError,
+    DownstreamTimeoutError,
+    DownstreamUnavailableError,
+)
+from services.connector.forwarding import HttpForwarder, ProgressFn, RawResult
 from services.connector.transports import open_transport
 from services.contracts import registry_pb2
 
@@ -32,26 +32,6 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[str, str, list[dict[str, Any]]], Awaitable[None]]
 """(state, error, tools) -> None: tells the registry what this server is now."""
-
-
-class DownstreamError(Exception):
-    def __init__(self, server: str, message: str) -> None:
-        super().__init__(message)
-        self.server = server
-
-
-class DownstreamUnavailableError(DownstreamError):
-    pass
-
-
-class DownstreamTimeoutError(DownstreamError):
-    pass
-
-
-class DownstreamRejectedError(DownstreamError):
-    def __init__(self, server: str, error: types.ErrorData) -> None:
-        super().__init__(server, error.message)
-        self.error = error
 
 
 class _WatchedReadStream:
@@ -111,6 +91,7 @@ class Downstream:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._dispatcher: JSONRPCDispatcher[Any] | None = None
+        self._forwarder: HttpForwarder | None = None
         self._refresh = anyio.Event()
 
     @property
@@ -131,6 +112,7 @@ class Downstream:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             finally:
                 self._dispatcher = None
+                self._forwarder = None
             log.warning("server %s disconnected: %s", self.name, error)
             await self._report("disconnected", error, [])
             delay = self._backoff_initial if served else min(delay * 2, self._backoff_max)
@@ -141,33 +123,53 @@ class Downstream:
         """One connection's lifetime; True if it got as far as serving."""
         await self._report("connecting", "", [])
         closed = anyio.Event()
-        async with open_transport(self.config, self._connect_timeout) as (read, write):
+        async with (
+            open_transport(self.config, self._connect_timeout) as (read, write, endpoint),
+            contextlib.AsyncExitStack() as stack,
+        ):
             dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(_WatchedReadStream(read, closed), write)
-            async with ClientSession(
-                dispatcher=dispatcher,
-                message_handler=self._on_message,
-                client_info=types.Implementation(name="mcpgw", version=__version__),
-            ) as session:
-                with anyio.fail_after(self._connect_timeout):
-                    init = await session.initialize()
-                    tools = await self._list_tools(dispatcher)
-                self._dispatcher = dispatcher
-                log.info(
-                    "server %s connected (%s, protocol %s, %d tools)",
-                    self.name,
-                    init.server_info.name,
-                    init.protocol_version,
-                    len(tools),
+            session = await stack.enter_async_context(
+                ClientSession(
+                    dispatcher=dispatcher,
+                    message_handler=self._on_message,
+                    client_info=types.Implementation(name="mcpgw", version=__version__),
                 )
-                await self._report("connected", "", tools)
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._refresh_on_change, dispatcher)
-                    await closed.wait()
-                    tg.cancel_scope.cancel()
+            )
+            with anyio.fail_after(self._connect_timeout):
+                init = await session.initialize()
+                tools = await self._list_tools(dispatcher)
+            if endpoint is not None:
+                self._forwarder = await stack.enter_async_context(
+                    HttpForwarder(
+                        self.name,
+                        endpoint,
+                        init.protocol_version,
+                        connect_timeout=self._connect_timeout,
+                        on_notification=self._on_forwarded_notification,
+                        on_session_lost=closed.set,
+                    )
+                )
+            self._dispatcher = dispatcher
+            log.info(
+                "server %s connected (%s, protocol %s, %d tools)",
+                self.name,
+                init.server_info.name,
+                init.protocol_version,
+                len(tools),
+            )
+            await self._report("connected", "", tools)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh_on_change, dispatcher)
+                await closed.wait()
+                tg.cancel_scope.cancel()
         return True
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
         if isinstance(message, types.ToolListChangedNotification):
+            self._refresh.set()
+
+    def _on_forwarded_notification(self, message: dict[str, Any]) -> None:
+        if message.get("method") == "notifications/tools/list_changed":
             self._refresh.set()
 
     async def _refresh_on_change(self, dispatcher: JSONRPCDispatcher[Any]) -> None:
@@ -198,36 +200,40 @@ class Downstream:
     async def call_tool(
         self,
         tool: str,
-        arguments: dict[str, Any] | None,
+        arguments_json: bytes,
         meta: dict[str, Any] | None,
         timeout: float | None = None,
-        on_progress: ProgressFnT | None = None,
-    ) -> dict[str, Any]:
-        """The downstream's raw CallToolResult for `tool`."""
+        on_progress: ProgressFn | None = None,
+    ) -> RawResult:
+        """The downstream's CallToolResult for `tool`; `arguments_json` is a JSON object or empty."""
         dispatcher = self._require()
-        params: dict[str, Any] = {"name": tool}
-        if arguments is not None:
-            params["arguments"] = arguments
+        timeout = timeout or self._call_timeout
         if meta:
-            # The dispatcher mints its own progress token and maps it back to on_progress.
+            # Progress tokens are minted per hop and mapped back to on_progress.
             meta = {k: v for k, v in meta.items() if k != "progressToken"}
-            if meta:
-                params["_meta"] = meta
-        opts: CallOptions = {"timeout": timeout or self._call_timeout}
+        if self._forwarder is not None:
+            return await self._forwarder.call_tool(tool, arguments_json, meta, timeout, on_progress)
+        params: dict[str, Any] = {"name": tool}
+        if arguments_json:
+            params["arguments"] = orjson.loads(arguments_json)
+        if meta:
+            params["_meta"] = meta
+        opts: CallOptions = {"timeout": timeout}
         if on_progress is not None:
             opts["on_progress"] = on_progress
         try:
-            return await dispatcher.send_raw_request("tools/call", params, opts)
+            result = await dispatcher.send_raw_request("tools/call", params, opts)
         except MCPError as exc:
             if exc.error.code == types.REQUEST_TIMEOUT:
                 raise DownstreamTimeoutError(
-                    self.name, f"server {self.name!r} did not answer within {opts['timeout']:g}s"
+                    self.name, f"server {self.name!r} did not answer within {timeout:g}s"
                 ) from None
             if exc.error.code == types.CONNECTION_CLOSED:
                 raise DownstreamUnavailableError(
                     self.name, f"server {self.name!r} closed the connection during the call"
                 ) from None
             raise DownstreamRejectedError(self.name, exc.error) from None
+        return RawResult(orjson.dumps(result), result.get("isError") is True)
 
     def _require(self) -> JSONRPCDispatcher[Any]:
         dispatcher = self._dispatcher

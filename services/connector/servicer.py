@@ -12,24 +12,23 @@ import grpc
 import mcp_types as types
 import orjson
 
-from services.connector.downstream import (
+from services.connector.errors import (
     DownstreamError,
     DownstreamRejectedError,
     DownstreamTimeoutError,
 )
+from services.connector.forwarding import ProgressFn
 from services.connector.pool import DownstreamPool
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.rpc import abort
 
 log = logging.getLogger(__name__)
 
-_DONE = connector_pb2.CallToolOutput()
 
-
-def _error_output(exc: DownstreamError) -> connector_pb2.CallToolOutput:
+def _error(exc: DownstreamError) -> connector_pb2.CallToolOutcome:
     if isinstance(exc, DownstreamRejectedError):
         error = exc.error
-        return connector_pb2.CallToolOutput(
+        return connector_pb2.CallToolOutcome(
             error=connector_pb2.CallError(
                 code=error.code,
                 message=error.message,
@@ -39,7 +38,7 @@ def _error_output(exc: DownstreamError) -> connector_pb2.CallToolOutput:
         )
     reason = "timeout" if isinstance(exc, DownstreamTimeoutError) else "unavailable"
     code = types.REQUEST_TIMEOUT if reason == "timeout" else types.CONNECTION_CLOSED
-    return connector_pb2.CallToolOutput(
+    return connector_pb2.CallToolOutcome(
         error=connector_pb2.CallError(code=code, message=str(exc), reason=reason)
     )
 
@@ -53,22 +52,39 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     def __init__(self, pool: DownstreamPool) -> None:
         self._pool = pool
 
-    async def CallTool(
-        self, request_iterator: AsyncIterator[connector_pb2.CallToolInput], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[connector_pb2.CallToolOutput]:
-        first = await anext(request_iterator, None)
-        if first is None or not first.HasField("start"):
-            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be start")
-        start = first.start
-        downstream = self._pool.get(start.server)
+    async def _call(
+        self, request: connector_pb2.CallToolRequest, on_progress: ProgressFn | None
+    ) -> connector_pb2.CallToolOutcome:
+        downstream = self._pool.get(request.server)
         if downstream is None:
-            yield _error_output(
-                DownstreamError(start.server, f"server {start.server!r} is not configured on this connector")
+            message = f"server {request.server!r} is not configured on this connector"
+            return _error(DownstreamError(request.server, message))
+        try:
+            result = await downstream.call_tool(
+                request.tool,
+                request.arguments_json,
+                _json_object(request.meta_json),
+                request.timeout_seconds or None,
+                on_progress,
             )
-            return
-        meta = _json_object(start.meta_json)
-        token = None if meta is None else meta.get("progressToken")
-        outputs: asyncio.Queue[connector_pb2.CallToolOutput] = asyncio.Queue()
+        except DownstreamError as exc:
+            return _error(exc)
+        return connector_pb2.CallToolOutcome(
+            result=connector_pb2.ToolResult(result_json=result.json, is_error=result.is_error)
+        )
+
+    async def CallTool(
+        self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.CallToolOutcome:
+        # grpc cancels this coroutine when the edge cancels the RPC; the downstream call goes with it.
+        return await self._call(request, None)
+
+    async def StreamTool(
+        self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[connector_pb2.CallToolUpdate]:
+        meta = _json_object(request.meta_json) or {}
+        token = meta.get("progressToken")
+        updates: asyncio.Queue[connector_pb2.CallToolUpdate] = asyncio.Queue()
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             params: dict[str, Any] = {"progressToken": token, "progress": progress}
@@ -77,45 +93,23 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
             if message is not None:
                 params["message"] = message
             notification = {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
-            outputs.put_nowait(connector_pb2.CallToolOutput(notification_json=orjson.dumps(notification)))
+            updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(notification)))
 
         async def call() -> None:
-            try:
-                result = await downstream.call_tool(
-                    start.tool,
-                    _json_object(start.arguments_json),
-                    meta,
-                    start.timeout_seconds or None,
-                    on_progress if token is not None else None,
-                )
-                outputs.put_nowait(
-                    connector_pb2.CallToolOutput(
-                        result=connector_pb2.ToolResult(
-                            result_json=orjson.dumps(result), is_error=result.get("isError") is True
-                        )
-                    )
-                )
-            except DownstreamError as exc:
-                outputs.put_nowait(_error_output(exc))
-            finally:
-                outputs.put_nowait(_DONE)
+            outcome = await self._call(request, on_progress if token is not None else None)
+            updates.put_nowait(connector_pb2.CallToolUpdate(outcome=outcome))
 
-        async def watch_cancel() -> None:
-            async for message in request_iterator:
-                if message.HasField("cancel"):
-                    call_task.cancel()
-                    return
-
-        call_task = asyncio.create_task(call())
-        cancel_task = asyncio.create_task(watch_cancel())
+        task = asyncio.create_task(call())
         try:
-            while (output := await outputs.get()) is not _DONE:
-                yield output
+            while True:
+                update = await updates.get()
+                yield update
+                if update.HasField("outcome"):
+                    return
         finally:
-            cancel_task.cancel()
-            call_task.cancel()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await call_task
+                await task
 
     async def ListTools(
         self, request: connector_pb2.ListToolsRequest, context: grpc.aio.ServicerContext

@@ -11,13 +11,14 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx2
-from mcp.client._transport import TransportStreams
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from services.connector.forwarding import HttpEndpoint
 from services.contracts import registry_pb2
 
 ENV_PREFIX = "env."
@@ -47,27 +48,39 @@ def stdio_parameters(config: registry_pb2.StdioConfig) -> StdioServerParameters:
     )
 
 
+Transport = tuple[Any, Any, HttpEndpoint | None]
+"""(read, write) of the SDK transport, and the HTTP endpoint when calls can go straight to it."""
+
+
 @asynccontextmanager
 async def open_transport(
     config: registry_pb2.ServerConfig, connect_timeout: float
-) -> AsyncIterator[TransportStreams]:
+) -> AsyncIterator[Transport]:
     if config.connection_type == "stdio":
-        async with stdio_client(stdio_parameters(config.stdio), errlog=sys.stderr) as streams:
-            yield streams
+        async with stdio_client(stdio_parameters(config.stdio), errlog=sys.stderr) as (read, write):
+            yield read, write, None
         return
     url = resolve(config.connection_string)
     headers = {name: resolve(value) for name, value in config.headers.items()}
     if config.connection_type == "http":
+        endpoint = HttpEndpoint(url, headers)
+
+        async def learn_session(response: httpx2.Response) -> None:
+            if session_id := response.headers.get("mcp-session-id"):
+                endpoint.session_id = session_id
+
         # Reads wait as long as a tool may run; the call timeout above bounds them.
         timeout = httpx2.Timeout(connect_timeout, read=None)
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout) as client,
-            streamable_http_client(url, http_client=client) as streams,
+            httpx2.AsyncClient(
+                headers=headers, timeout=timeout, event_hooks={"response": [learn_session]}
+            ) as client,
+            streamable_http_client(url, http_client=client) as (read, write),
         ):
-            yield streams
+            yield read, write, endpoint
         return
     if config.connection_type == "sse":
-        async with sse_client(url, headers=headers, timeout=connect_timeout) as streams:
-            yield streams
+        async with sse_client(url, headers=headers, timeout=connect_timeout) as (read, write):
+            yield read, write, None
         return
     raise ValueError(f"unknown connection_type {config.connection_type!r}")

@@ -24,7 +24,7 @@ from services.edge.errors import (
     MethodNotFoundError,
 )
 from services.edge.sessions import Session
-from services.edge.upstream import CallOutcome, ConnectorClient, ConnectorUnavailableError
+from services.edge.upstream import ConnectorClient, ConnectorUnavailableError
 from services.telemetry import new_trace, traceparent
 
 log = logging.getLogger(__name__)
@@ -98,19 +98,19 @@ class McpHandler:
             raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
         trace_id, span_id = new_trace()
-        start = connector_pb2.CallToolStart(
+        request = connector_pb2.CallToolRequest(
             server=route.server,
             tool=route.tool,
             arguments_json=b"" if arguments is None else orjson.dumps(arguments),
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
         )
         started = time.time_ns()
-        outcome: CallOutcome | None = None
+        outcome: connector_pb2.CallToolOutcome | None = None
         try:
-            outcome = await self._connector.call_tool(start, traceparent(trace_id, span_id), ctx.notify)
+            outcome = await self._connector.call_tool(request, traceparent(trace_id, span_id), ctx.notify)
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)
-            outcome = CallOutcome(
+            outcome = connector_pb2.CallToolOutcome(
                 error=connector_pb2.CallError(
                     code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
                 )
@@ -119,13 +119,14 @@ class McpHandler:
             self._audit.submit(
                 self._event(ctx, name, route.server, route.tool, started, outcome, trace_id, span_id)
             )
-        if outcome.error is None:
-            return outcome.result_json
-        if outcome.error.reason == "downstream":
-            data = orjson.loads(outcome.error.data_json) if outcome.error.data_json else None
-            raise DownstreamRpcError(outcome.error.code, outcome.error.message, data)
+        if outcome.HasField("result"):
+            return outcome.result.result_json
+        error = outcome.error
+        if error.reason == "downstream":
+            data = orjson.loads(error.data_json) if error.data_json else None
+            raise DownstreamRpcError(error.code, error.message, data)
         # Unreachable and timed-out downstreams are tool failures the model can read and act on.
-        return tool_error_result(outcome.error.message)
+        return tool_error_result(error.message)
 
     def _event(
         self,
@@ -134,7 +135,7 @@ class McpHandler:
         server: str,
         tool: str,
         started: int,
-        outcome: CallOutcome | None,
+        outcome: connector_pb2.CallToolOutcome | None,
         trace_id: str,
         span_id: str,
     ) -> events_pb2.ToolCallEvent:
@@ -156,10 +157,10 @@ class McpHandler:
             event.client_name = ctx.session.client_name
         if outcome is None:
             event.outcome, event.error_message = "error", "cancelled"
-        elif outcome.error is not None:
+        elif outcome.HasField("error"):
             event.outcome = "error"
             event.error_code = outcome.error.code
             event.error_message = outcome.error.message[:500]
         else:
-            event.outcome = "tool_error" if outcome.is_error else "ok"
+            event.outcome = "tool_error" if outcome.result.is_error else "ok"
         return event

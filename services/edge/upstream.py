@@ -1,22 +1,12 @@
-"""The edge's client of the connector service: one tools/call as a gRPC stream."""
+"""The edge's client of the connector service: one tools/call as one gRPC call."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import grpc
 
 from services.contracts import connector_pb2, connector_pb2_grpc
-
-
-@dataclass(frozen=True, slots=True)
-class CallOutcome:
-    """Exactly one of result_json or error is set."""
-
-    result_json: bytes = b""
-    is_error: bool = False
-    error: connector_pb2.CallError | None = None
 
 
 class ConnectorUnavailableError(ConnectionError):
@@ -29,23 +19,21 @@ class ConnectorClient:
 
     async def call_tool(
         self,
-        start: connector_pb2.CallToolStart,
+        request: connector_pb2.CallToolRequest,
         traceparent: str,
         on_notification: Callable[[bytes], None] | None = None,
-    ) -> CallOutcome:
-        call = self._stub.CallTool(metadata=(("traceparent", traceparent),))
+    ) -> connector_pb2.CallToolOutcome:
+        """The call's outcome; with `on_notification`, the notifications sent before it go there."""
+        metadata = (("traceparent", traceparent),)
         try:
-            await call.write(connector_pb2.CallToolInput(start=start))
-            while (output := await call.read()) is not grpc.aio.EOF:
-                kind = output.WhichOneof("kind")
-                if kind == "result":
-                    return CallOutcome(result_json=output.result.result_json, is_error=output.result.is_error)
-                if kind == "error":
-                    return CallOutcome(error=output.error)
-                if kind == "notification_json" and on_notification is not None:
-                    on_notification(output.notification_json)
+            if on_notification is None:
+                # Unary: the cheapest gRPC call there is, and most tool calls are this.
+                outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(request, metadata=metadata)
+                return outcome
+            async for update in self._stub.StreamTool(request, metadata=metadata):
+                if update.HasField("outcome"):
+                    return update.outcome  # type: ignore[no-any-return]
+                on_notification(update.notification_json)
         except grpc.aio.AioRpcError as exc:
             raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
-        finally:
-            call.cancel()
         raise ConnectorUnavailableError("the connector ended the call without an outcome")

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
-from services.connector.downstream import Downstream, DownstreamTimeoutError, DownstreamUnavailableError
+from services.connector.downstream import Downstream
+from services.connector.errors import DownstreamTimeoutError, DownstreamUnavailableError
 from services.contracts import registry_pb2
 from services.up.main import free_port
 from tests.processes import ROOT, port_open, python_script, running, wait_until
@@ -17,6 +19,16 @@ from tests.processes import ROOT, port_open, python_script, running, wait_until
 pytestmark = pytest.mark.anyio
 
 FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
+
+
+async def call(downstream: Downstream, tool: str, arguments: dict[str, Any] | None, **options: Any) -> Any:
+    """`call_tool` with Python values in and out."""
+    raw = await downstream.call_tool(
+        tool, b"" if arguments is None else orjson.dumps(arguments), None, **options
+    )
+    result = orjson.loads(raw.json)
+    assert raw.is_error == (result.get("isError") is True)
+    return result
 
 
 class Reports:
@@ -83,14 +95,14 @@ async def test_connects_reports_tools_and_forwards_raw_results(connected: tuple[
     downstream, reports = connected
     _, _, tools = await reports.wait_for(lambda r: r[0] == "connected")
     assert {"echo", "sleep", "crash", "fail", "add_tool"} <= set(tools)
-    result = await downstream.call_tool("echo", {"text": "héllo"}, None)
+    result = await call(downstream, "echo", {"text": "héllo"})
     assert result["content"] == [{"type": "text", "text": "héllo"}]
     assert result["structuredContent"] == {"result": "héllo"}
 
 
 async def test_a_tool_failure_is_a_result_not_an_exception(connected: tuple[Downstream, Reports]) -> None:
     downstream, _ = connected
-    result = await downstream.call_tool("fail", {"reason": "disk full"}, None)
+    result = await call(downstream, "fail", {"reason": "disk full"})
     assert result["isError"] is True
     assert "disk full" in result["content"][0]["text"]
 
@@ -100,18 +112,16 @@ async def test_a_hanging_call_times_out_and_the_session_survives(
 ) -> None:
     downstream, _ = connected
     with anyio.fail_after(5), pytest.raises(DownstreamTimeoutError, match=r"within 0\.3s"):
-        await downstream.call_tool("sleep", {"seconds": 30}, None, timeout=0.3)
-    assert (await downstream.call_tool("echo", {"text": "still here"}, None))["content"][0][
-        "text"
-    ] == "still here"
+        await call(downstream, "sleep", {"seconds": 30}, timeout=0.3)
+    assert (await call(downstream, "echo", {"text": "still here"}))["content"][0]["text"] == "still here"
 
 
 async def test_a_list_change_is_refetched_and_reported(connected: tuple[Downstream, Reports]) -> None:
     downstream, reports = connected
-    await downstream.call_tool("add_tool", {"name": "shout"}, None)
+    await call(downstream, "add_tool", {"name": "shout"})
     _, _, tools = await reports.wait_for(lambda r: r[0] == "connected" and "shout" in r[2])
     assert "echo" in tools
-    assert (await downstream.call_tool("shout", {"text": "hi"}, None))["content"][0]["text"] == "shout: hi"
+    assert (await call(downstream, "shout", {"text": "hi"}))["content"][0]["text"] == "shout: hi"
 
 
 async def test_a_crash_fails_the_call_in_flight_then_reconnects() -> None:
@@ -124,10 +134,10 @@ async def test_a_crash_fails_the_call_in_flight_then_reconnects() -> None:
         await reports.wait_for(lambda r: r[0] == "connected")
         reports.clear()
         with anyio.fail_after(5), pytest.raises(DownstreamUnavailableError):
-            await downstream.call_tool("crash", None, None)
+            await call(downstream, "crash", None)
         await reports.wait_for(lambda r: r[0] == "disconnected")
         await reports.wait_for(lambda r: r[0] == "connected")
-        assert (await downstream.call_tool("echo", {"text": "back"}, None))["content"][0]["text"] == "back"
+        assert (await call(downstream, "echo", {"text": "back"}))["content"][0]["text"] == "back"
         tg.cancel_scope.cancel()
 
 
@@ -139,4 +149,4 @@ async def test_calls_to_a_server_that_is_not_connected_fail_at_once() -> None:
         config, Reports(), call_timeout=10, connect_timeout=1, backoff_initial=0.05, backoff_max=0.2
     )
     with pytest.raises(DownstreamUnavailableError, match="not connected"):
-        await downstream.call_tool("echo", {"text": "x"}, None)
+        await call(downstream, "echo", {"text": "x"})

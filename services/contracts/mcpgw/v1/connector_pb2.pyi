@@ -19,33 +19,7 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
-class CallToolInput(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    START_FIELD_NUMBER: _builtins.int
-    CANCEL_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def start(self) -> Global___CallToolStart: ...
-    @_builtins.property
-    def cancel(self) -> Global___CallToolCancel: ...
-    def __init__(
-        self,
-        *,
-        start: Global___CallToolStart | None = ...,
-        cancel: Global___CallToolCancel | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "kind", b"kind", "start", b"start"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "kind", b"kind", "start", b"start"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["start", "cancel"]  # noqa: Y015
-    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
-    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
-
-Global___CallToolInput: _TypeAlias = CallToolInput  # noqa: Y015
-
-@_typing.final
-class CallToolStart(_message.Message):
+class CallToolRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SERVER_FIELD_NUMBER: _builtins.int
@@ -76,36 +50,14 @@ class CallToolStart(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___CallToolStart: _TypeAlias = CallToolStart  # noqa: Y015
+Global___CallToolRequest: _TypeAlias = CallToolRequest  # noqa: Y015
 
 @_typing.final
-class CallToolCancel(_message.Message):
+class CallToolOutcome(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    REASON_FIELD_NUMBER: _builtins.int
-    reason: _builtins.str
-    def __init__(
-        self,
-        *,
-        reason: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___CallToolCancel: _TypeAlias = CallToolCancel  # noqa: Y015
-
-@_typing.final
-class CallToolOutput(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NOTIFICATION_JSON_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
-    notification_json: _builtins.bytes
-    """A JSON-RPC notification for the client, e.g. notifications/progress."""
     @_builtins.property
     def result(self) -> Global___ToolResult: ...
     @_builtins.property
@@ -113,19 +65,44 @@ class CallToolOutput(_message.Message):
     def __init__(
         self,
         *,
-        notification_json: _builtins.bytes = ...,
         result: Global___ToolResult | None = ...,
         error: Global___CallError | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "notification_json", b"notification_json", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "notification_json", b"notification_json", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "kind", b"kind", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["notification_json", "result", "error"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["result", "error"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
-Global___CallToolOutput: _TypeAlias = CallToolOutput  # noqa: Y015
+Global___CallToolOutcome: _TypeAlias = CallToolOutcome  # noqa: Y015
+
+@_typing.final
+class CallToolUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTIFICATION_JSON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    notification_json: _builtins.bytes
+    """A JSON-RPC notification for the client, e.g. notifications/progress."""
+    @_builtins.property
+    def outcome(self) -> Global___CallToolOutcome: ...
+    def __init__(
+        self,
+        *,
+        notification_json: _builtins.bytes = ...,
+        outcome: Global___CallToolOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["notification_json", "outcome"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CallToolUpdate: _TypeAlias = CallToolUpdate  # noqa: Y015
 
 @_typing.final
 class ToolResult(_message.Message):

@@ -34,10 +34,15 @@ class ConnectorStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CallTool = channel.stream_stream(
+        self.CallTool = channel.unary_unary(
                 '/mcpgw.v1.Connector/CallTool',
-                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolInput.SerializeToString,
-                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutput.FromString,
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutcome.FromString,
+                _registered_method=True)
+        self.StreamTool = channel.unary_stream(
+                '/mcpgw.v1.Connector/StreamTool',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
                 _registered_method=True)
         self.ListTools = channel.unary_unary(
                 '/mcpgw.v1.Connector/ListTools',
@@ -49,10 +54,16 @@ class ConnectorStub:
 class ConnectorServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def CallTool(self, request_iterator, context):
-        """One tools/call. The client stream carries the call, then at most a cancellation;
-        the server stream carries notifications the downstream sends for the call, then
-        exactly one outcome (result or error).
+    def CallTool(self, request, context):
+        """One tools/call: its outcome. Cancelling the RPC cancels the call downstream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamTool(self, request, context):
+        """One tools/call whose client asked for progress: the notifications the downstream
+        sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,10 +79,15 @@ class ConnectorServicer:
 
 def add_ConnectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CallTool': grpc.stream_stream_rpc_method_handler(
+            'CallTool': grpc.unary_unary_rpc_method_handler(
                     servicer.CallTool,
-                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolInput.FromString,
-                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutput.SerializeToString,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutcome.SerializeToString,
+            ),
+            'StreamTool': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamTool,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.SerializeToString,
             ),
             'ListTools': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTools,
@@ -90,7 +106,7 @@ class Connector:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def CallTool(request_iterator,
+    def CallTool(request,
             target,
             options=(),
             channel_credentials=None,
@@ -100,12 +116,39 @@ class Connector:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.stream_stream(
-            request_iterator,
+        return grpc.experimental.unary_unary(
+            request,
             target,
             '/mcpgw.v1.Connector/CallTool',
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolInput.SerializeToString,
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutput.FromString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mcpgw.v1.Connector/StreamTool',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
             options,
             channel_credentials,
             insecure,

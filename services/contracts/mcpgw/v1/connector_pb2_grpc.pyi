@@ -31,10 +31,11 @@ class ConnectorStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ConnectorAsyncStub: ...
-    CallTool: _grpc.StreamStreamMultiCallable[_connector_pb2.CallToolInput, _connector_pb2.CallToolOutput]
-    """One tools/call. The client stream carries the call, then at most a cancellation;
-    the server stream carries notifications the downstream sends for the call, then
-    exactly one outcome (result or error).
+    CallTool: _grpc.UnaryUnaryMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolOutcome]
+    """One tools/call: its outcome. Cancelling the RPC cancels the call downstream."""
+    StreamTool: _grpc.UnaryStreamMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolUpdate]
+    """One tools/call whose client asked for progress: the notifications the downstream
+    sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
     """
     ListTools: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]
     """The live tool list of one downstream server, fetched from it now."""
@@ -42,10 +43,11 @@ class ConnectorStub:
 @_typing.type_check_only
 class ConnectorAsyncStub(ConnectorStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
-    CallTool: _aio.StreamStreamMultiCallable[_connector_pb2.CallToolInput, _connector_pb2.CallToolOutput]  # type: ignore[assignment]
-    """One tools/call. The client stream carries the call, then at most a cancellation;
-    the server stream carries notifications the downstream sends for the call, then
-    exactly one outcome (result or error).
+    CallTool: _aio.UnaryUnaryMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolOutcome]  # type: ignore[assignment]
+    """One tools/call: its outcome. Cancelling the RPC cancels the call downstream."""
+    StreamTool: _aio.UnaryStreamMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolUpdate]  # type: ignore[assignment]
+    """One tools/call whose client asked for progress: the notifications the downstream
+    sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
     """
     ListTools: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]  # type: ignore[assignment]
     """The live tool list of one downstream server, fetched from it now."""
@@ -54,12 +56,19 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def CallTool(
         self,
-        request_iterator: _MaybeAsyncIterator[_connector_pb2.CallToolInput],
+        request: _connector_pb2.CallToolRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_connector_pb2.CallToolOutput], _abc.AsyncIterator[_connector_pb2.CallToolOutput]]:
-        """One tools/call. The client stream carries the call, then at most a cancellation;
-        the server stream carries notifications the downstream sends for the call, then
-        exactly one outcome (result or error).
+    ) -> _typing.Union[_connector_pb2.CallToolOutcome, _abc.Awaitable[_connector_pb2.CallToolOutcome]]:
+        """One tools/call: its outcome. Cancelling the RPC cancels the call downstream."""
+
+    @_abc_1.abstractmethod
+    def StreamTool(
+        self,
+        request: _connector_pb2.CallToolRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_connector_pb2.CallToolUpdate], _abc.AsyncIterator[_connector_pb2.CallToolUpdate]]:
+        """One tools/call whose client asked for progress: the notifications the downstream
+        sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
         """
 
     @_abc_1.abstractmethod

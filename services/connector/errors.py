@@ -1,0 +1,31 @@
+"""Errors the connector raises for a downstream server:
+
+DownstreamError
+├── DownstreamUnavailableError   not connected, or the connection closed mid-call
+├── DownstreamTimeoutError       no answer within the call's timeout
+└── DownstreamRejectedError      the downstream answered with a JSON-RPC error
+"""
+
+from __future__ import annotations
+
+import mcp_types as types
+
+
+class DownstreamError(Exception):
+    def __init__(self, server: str, message: str) -> None:
+        super().__init__(message)
+        self.server = server
+
+
+class DownstreamUnavailableError(DownstreamError):
+    pass
+
+
+class DownstreamTimeoutError(DownstreamError):
+    pass
+
+
+class DownstreamRejectedError(DownstreamError):
+    def __init__(self, server: str, error: types.ErrorData) -> None:
+        super().__init__(server, error.message)
+        self.error = error
