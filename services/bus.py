@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 REGISTRY_CHANGED = "mcpgw.registry.changed"
 AUDIT_STREAM = "MCPGW_AUDIT"
 AUDIT_SUBJECTS = "mcpgw.audit.>"
-TOOL_CALL_SUBJECT = "mcpgw.audit.toolcall"
+TOOL_CALL_SUBJECT = "mcpgw.audit.toolcalls"
 # JetStream drops a republished event whose Nats-Msg-Id it saw within this window.
 DEDUPE_WINDOW_SECONDS = 120.0
 AUDIT_RETENTION_SECONDS = 7 * 24 * 3600.0

@@ -57,10 +57,10 @@ class AuditConsumer:
         decoded: list[Msg] = []
         for message in messages:
             try:
-                events.append(events_pb2.ToolCallEvent.FromString(message.data))
+                events.extend(events_pb2.ToolCallEvents.FromString(message.data).events)
                 decoded.append(message)
             except DecodeError:
-                log.error("audit message %s is not a ToolCallEvent; terminated", message.metadata.sequence)
+                log.error("audit message %s is not ToolCallEvents; terminated", message.metadata.sequence)
                 await message.term()
         if not events:
             return

@@ -36,7 +36,7 @@ async def serve(settings: EdgeSettings) -> None:
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
-    audit = AuditPublisher(nc)
+    audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
         if previous.tools_json != current.tools_json:

@@ -68,16 +68,20 @@ async def test_every_event_is_exported_once_even_after_a_failed_export(nats_url:
         tg.start_soon(consumer.run)
         for n in range(25):
             publisher.submit(event(n))
-        # The same event twice (a retried publish) is deduplicated by JetStream.
-        publisher.submit(event(0))
+        # A batch published twice (a retry after a lost ack) is deduplicated by JetStream.
+        retried = events_pb2.ToolCallEvents(events=[event(0)])
+        for _ in range(2):
+            await nc.jetstream().publish(
+                bus.TOOL_CALL_SUBJECT, retried.SerializeToString(), headers={"Nats-Msg-Id": "retried-batch"}
+            )
         with anyio.fail_after(20):
-            while len(exporter.records()) < 25:
+            while len(exporter.records()) < 26:
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     consumer.close()
     records = exporter.records()
     ids = sorted(r["attributes"]["mcpgw.event_id"] for r in records)  # type: ignore[index]
-    assert ids == sorted(f"event-{n}" for n in range(25))
+    assert ids == sorted(["event-0", *(f"event-{n}" for n in range(25))])
     first = records[0]
     assert first["name"] == "tools/call s_t"
     assert first["context"]["trace_id"] == "0x" + "ab" * 16  # type: ignore[index]
@@ -107,7 +111,9 @@ async def test_events_submitted_while_nats_is_down_are_published_when_it_returns
             with anyio.fail_after(20):
                 while publisher.published < 5:
                     await anyio.sleep(0.05)
-            info = await nc.jetstream().stream_info(bus.AUDIT_STREAM)
-            assert info.state.messages == 5
+            stored = await nc.jetstream().pull_subscribe(bus.TOOL_CALL_SUBJECT, stream=bus.AUDIT_STREAM)
+            messages = await stored.fetch(10, timeout=5)
+            events = [e for m in messages for e in events_pb2.ToolCallEvents.FromString(m.data).events]
+            assert [e.event_id for e in events] == [f"event-{n}" for n in range(5)]
             tg.cancel_scope.cancel()
     await nc.close()

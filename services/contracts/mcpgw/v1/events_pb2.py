@@ -24,15 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(services/contracts/mcpgw/v1/events.proto\x12\x08mcpgw.v1\"\xc7\x02\n\rToolCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstart_unix_nano\x18\x02 \x01(\x03\x12\x15\n\rend_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06server\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x14\n\x0c\x65xposed_name\x18\x06 \x01(\t\x12\x0f\n\x07session\x18\x07 \x01(\t\x12\x16\n\x0evirtual_key_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x12\n\nerror_code\x18\x0b \x01(\x05\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x0f\n\x07span_id\x18\x0e \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x0f \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x10 \x01(\t\"#\n\x0fRegistryChanged\x12\x10\n\x08revision\x18\x01 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(services/contracts/mcpgw/v1/events.proto\x12\x08mcpgw.v1\"9\n\x0eToolCallEvents\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.mcpgw.v1.ToolCallEvent\"\xc7\x02\n\rToolCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstart_unix_nano\x18\x02 \x01(\x03\x12\x15\n\rend_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06server\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x14\n\x0c\x65xposed_name\x18\x06 \x01(\t\x12\x0f\n\x07session\x18\x07 \x01(\t\x12\x16\n\x0evirtual_key_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x12\n\nerror_code\x18\x0b \x01(\x05\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x0f\n\x07span_id\x18\x0e \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x0f \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x10 \x01(\t\"#\n\x0fRegistryChanged\x12\x10\n\x08revision\x18\x01 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.contracts.mcpgw.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLCALLEVENT']._serialized_start=55
-  _globals['_TOOLCALLEVENT']._serialized_end=382
-  _globals['_REGISTRYCHANGED']._serialized_start=384
-  _globals['_REGISTRYCHANGED']._serialized_end=419
+  _globals['_TOOLCALLEVENTS']._serialized_start=54
+  _globals['_TOOLCALLEVENTS']._serialized_end=111
+  _globals['_TOOLCALLEVENT']._serialized_start=114
+  _globals['_TOOLCALLEVENT']._serialized_end=441
+  _globals['_REGISTRYCHANGED']._serialized_start=443
+  _globals['_REGISTRYCHANGED']._serialized_end=478
 # @@protoc_insertion_point(module_scope)

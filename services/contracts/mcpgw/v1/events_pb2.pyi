@@ -3,8 +3,10 @@
 isort:skip_file
 Envelopes published on NATS. Subjects live in services/bus.py."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,8 +19,32 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ToolCallEvents(_message.Message):
+    """What the edge publishes to JetStream: the calls it finished within a few
+    milliseconds, in order, as one message (one publish, one ack, one dedupe id).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___ToolCallEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallEvents: _TypeAlias = ToolCallEvents  # noqa: Y015
+
+@_typing.final
 class ToolCallEvent(_message.Message):
-    """One tools/call as the edge saw it; published to JetStream, exported by audit."""
+    """One tools/call as the edge saw it, exported by audit."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
