@@ -1,9 +1,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= examples/demo/config.json
+PEERS := bench/.peers
 PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
-.PHONY: run test lint protos protos-check install clean
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -22,10 +23,36 @@ run: install
 test: install
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
 
+## The gateway against a direct connection to the same downstream (a few minutes).
+bench: install
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+## The same run with IBM ContextForge and FastMCP's proxy added (installs them first).
+bench-peers: install $(PEERS)/contextforge/.installed $(PEERS)/fastmcp/.installed
+	$(PY) -m bench.run --peers contextforge,fastmcp $(BENCH_ARGS)
+
+## A few seconds of every bench measurement, no targets asserted (CI runs it).
+bench-smoke: install
+	$(PY) -m bench.run --smoke
+
+## py-spy flame graphs of every mcpgw process under load.
+profile: install
+	$(PY) -m bench.profile $(PROFILE_ARGS)
+
+$(PEERS)/contextforge/.installed:
+	python3 -m venv $(PEERS)/contextforge
+	$(PEERS)/contextforge/bin/pip install --quiet 'mcp-contextforge-gateway>=1.0.7'
+	touch $@
+
+$(PEERS)/fastmcp/.installed:
+	python3 -m venv $(PEERS)/fastmcp
+	$(PEERS)/fastmcp/bin/pip install --quiet 'fastmcp>=2.10'
+	touch $@
+
 lint: install protos-check
-	$(VENV)/bin/ruff check services tests examples
-	$(VENV)/bin/ruff format --check services tests examples
-	$(VENV)/bin/mypy services tests examples
+	$(VENV)/bin/ruff check services tests examples bench
+	$(VENV)/bin/ruff format --check services tests examples bench
+	$(VENV)/bin/mypy services tests examples bench
 
 ## Regenerate the gRPC stubs under services/contracts/ from protos/.
 protos: install

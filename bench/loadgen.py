@@ -8,8 +8,8 @@ JSON object on stdout (see `Tally.report`).
 Modes:
     call      tools/call of --tool with a unique text per call, checked on the way back
     list      tools/list, checked to hold at least --min-tools tools
-    sessions  open --count idle sessions (each with its GET stream), print "ready",
-              hold them until stdin closes
+    sessions  open --count idle sessions (with --streams, each holding its GET
+              stream open), print "ready", hold them until stdin closes
 """
 
 from __future__ import annotations
@@ -278,7 +278,11 @@ async def hold_sessions(args: argparse.Namespace) -> dict[str, Any]:
         for start in range(0, len(clients), 50):
             batch = clients[start : start + 50]
             await asyncio.gather(*(c.initialize() for c in batch))
-            streams.extend(await asyncio.gather(*(c.open_stream() for c in batch)))
+            if args.streams:
+                streams.extend(await asyncio.gather(*(c.open_stream() for c in batch)))
+            else:
+                # An idle session keeps its token, not a connection.
+                await asyncio.gather(*(c.close() for c in batch))
         print("ready", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         return {"sessions": len(streams)}
@@ -310,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--min-tools", type=int, default=1)
     parser.add_argument("--count", type=int, default=1000, help="sessions to hold (sessions mode)")
+    parser.add_argument("--streams", action="store_true", help="sessions mode: hold a GET stream per session")
     return parser.parse_args(argv)
 
 

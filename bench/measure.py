@@ -69,8 +69,12 @@ def run_point(target: Target, concurrency: int, duration: float, round_: int) ->
     )
 
 
-def idle_session_bytes(target: Target, process: psutil.Process, count: int) -> float:
-    """Growth of `process`'s RSS per session while `count` sessions sit idle with their GET streams open."""
+def session_bytes(target: Target, process: psutil.Process, count: int, *, streams: bool) -> float:
+    """Growth of `process`'s RSS per session while `count` more sessions sit idle.
+
+    A first batch is opened and held beforehand, so that what is measured is the
+    marginal cost of a session, not the allocator's and the code paths' first use.
+    """
     argv = [
         PYTHON,
         "-m",
@@ -81,18 +85,27 @@ def idle_session_bytes(target: Target, process: psutil.Process, count: int) -> f
         "--count",
         str(count),
     ]
-    before = process.memory_info().rss
-    holder = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    assert holder.stdout is not None and holder.stdin is not None
-    try:
+    argv += ["--streams"] if streams else []
+    holders: list[subprocess.Popen[bytes]] = []
+
+    def hold() -> None:
+        holder = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holders.append(holder)
+        assert holder.stdout is not None
         line = holder.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError(f"session holder failed: {line!r}")
-        during = process.memory_info().rss
+
+    try:
+        hold()
+        before = process.memory_info().rss
+        hold()
+        return (process.memory_info().rss - before) / count
     finally:
-        holder.stdin.close()
-        holder.wait(timeout=60)
-    return (during - before) / count
+        for holder in holders:
+            assert holder.stdin is not None
+            holder.stdin.close()
+            holder.wait(timeout=60)
 
 
 class AuditTail:

@@ -1,11 +1,118 @@
-"""Peer gateways for `make bench-peers`, each installed into its own virtual environment."""
+"""Peer gateways for `make bench-peers`, each installed into its own virtual environment.
+
+`make bench-peers` creates bench/.peers/<name>/ with pip; each peer here starts from
+there, in front of the same echo downstream as mcpgw, configured as its docs say.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from bench.targets import Target
+import httpx2
+import psutil
 
-PEERS: dict[str, Callable[[Path, str], contextlib.AbstractContextManager[Target]]] = {}
+from bench.targets import ROOT, Target, process_group, wait_for
+from services.up.main import free_port
+
+PEERS_DIR = ROOT / "bench" / ".peers"
+ADMIN_EMAIL = "admin@example.com"
+
+
+def peer_python(name: str, executable: str = "python") -> str:
+    path = PEERS_DIR / name / "bin" / executable
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run 'make bench-peers' to install the peers")
+    return str(path)
+
+
+def tree(process: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
+    """A peer's process and its workers, for CPU and memory accounting."""
+    root = psutil.Process(process.pid)
+    return {"main": root} | {f"child-{c.pid}": c for c in root.children(recursive=True)}
+
+
+@contextlib.contextmanager
+def fastmcp(workdir: Path, echo_url: str) -> Iterator[Target]:
+    """FastMCP's proxy as `create_proxy(url).run("http")` makes it, defaults unchanged."""
+    port = free_port()
+    script = str(ROOT / "bench" / "peer_servers" / "fastmcp_proxy.py")
+    with process_group(
+        [peer_python("fastmcp"), script, echo_url, str(port)], workdir / "fastmcp.log"
+    ) as proc:
+        wait_for(lambda: _port_answers(port), "the FastMCP proxy")
+        yield Target("fastmcp", "echo", url=f"http://127.0.0.1:{port}/mcp", processes=tree(proc))
+
+
+@contextlib.contextmanager
+def contextforge(workdir: Path, echo_url: str) -> Iterator[Target]:
+    """IBM ContextForge with SQLite, rate limits off, and a virtual server holding the echo tool."""
+    port = free_port()
+    secret = os.urandom(24).hex()
+    env = {
+        **os.environ,
+        "JWT_SECRET_KEY": secret,
+        "AUTH_ENCRYPTION_SECRET": os.urandom(24).hex(),
+        "DATABASE_URL": f"sqlite:///{workdir / 'contextforge.db'}",
+        "PLATFORM_ADMIN_EMAIL": ADMIN_EMAIL,
+        "PLATFORM_ADMIN_PASSWORD": "Bench-" + os.urandom(8).hex(),
+        "BASIC_AUTH_PASSWORD": "Bench-" + os.urandom(8).hex(),
+        "RATE_LIMITING_ENABLED": "false",
+        "TOOL_RATE_LIMIT": "1000",
+        "MCPGATEWAY_UI_ENABLED": "false",
+        "MCPGATEWAY_ADMIN_API_ENABLED": "false",
+        "CACHE_TYPE": "memory",
+        "LOG_LEVEL": "ERROR",
+        # The downstream is on loopback, which its SSRF guard refuses by default.
+        "SSRF_ALLOW_LOCALHOST": "true",
+        "SSRF_ALLOW_PRIVATE_NETWORKS": "true",
+    }
+    argv = [peer_python("contextforge", "mcpgateway"), "--host", "127.0.0.1", "--port", str(port)]
+    with process_group(argv, workdir / "contextforge.log", env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx2.get(f"{base}/health", timeout=2).status_code == 200, "ContextForge")
+        token = subprocess.run(
+            [peer_python("contextforge"), "-m", "mcpgateway.utils.create_jwt_token",
+             "--username", ADMIN_EMAIL, "--exp", "600", "--admin"],
+            env=env, capture_output=True, check=True, text=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        api = httpx2.Client(base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=30)
+        with api:
+            _created(
+                api.post("/gateways", json={"name": "echo", "url": echo_url, "transport": "STREAMABLEHTTP"})
+            )
+            tool = next(t for t in _created(api.get("/tools")) if t["originalName"] == "echo")
+            server = _created(
+                api.post("/servers", json={"server": {"name": "bench", "associated_tools": [tool["id"]]}})
+            )
+        yield Target(
+            "contextforge",
+            tool["name"],
+            url=f"{base}/servers/{server['id']}/mcp",
+            headers=[f"authorization:Bearer {token}"],
+            processes=tree(proc),
+        )
+
+
+def _created(response: httpx2.Response) -> Any:
+    if response.status_code >= 300:
+        raise RuntimeError(f"ContextForge answered {response.status_code}: {response.text[:300]}")
+    return json.loads(response.content)
+
+
+def _port_answers(port: int) -> bool:
+    with contextlib.suppress(httpx2.HTTPError):
+        httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1)
+        return True
+    return False
+
+
+PEERS: dict[str, Callable[[Path, str], contextlib.AbstractContextManager[Target]]] = {
+    "contextforge": contextforge,
+    "fastmcp": fastmcp,
+}

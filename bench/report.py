@@ -145,8 +145,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"- tools/list of {tools['tools']} tools over {settings['wide_servers']} servers: "
         f"p50 {_percentile(tools, 'p50'):.2f} ms, p99 {_percentile(tools, 'p99'):.2f} ms",
-        f"- edge memory per idle session (GET stream open), {settings['sessions']} sessions: "
-        f"{results['idle_session_bytes']:.0f} bytes",
+        f"- edge memory per idle session ({settings['sessions']} more sessions, no open connection): "
+        f"{results['idle_session_bytes']:.0f} bytes; per session holding its GET stream open: "
+        f"{results['get_stream_bytes']:.0f} bytes",
         f"- audit: {audit['recorded']} of {audit['expected']} calls exported ({audit['lost']} lost); "
         f"lag call end → exported record p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms",
         "",

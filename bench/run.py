@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 
 from bench import peers, report
-from bench.measure import AuditTail, Point, idle_session_bytes, loadgen, run_point
+from bench.measure import AuditTail, Point, loadgen, run_point, session_bytes
 from bench.targets import ECHO_SERVER, PYTHON, ROOT, Target, echo_downstream, expected_tools, mcpgw
 
 AUDITED_TOOLS = {"echo_echo", "echostdio_echo"}
@@ -75,7 +75,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     print(report.point_line(point), file=sys.stderr, flush=True)
                     points.append(point)
         tools_list = tools_list_point(gateway, expected_tools(args.wide_servers), max(args.duration / 2, 1.0))
-        session_bytes = idle_session_bytes(gateway, gateway.processes["edge"], args.sessions)
+        edge = gateway.processes["edge"]
+        idle_bytes = session_bytes(gateway, edge, args.sessions, streams=False)
+        stream_bytes = session_bytes(gateway, edge, args.sessions, streams=True)
         audited = sum(p.calls + p.errors + p.warmup for p in points if p.target.startswith("mcpgw"))
         recorded = tail.wait_for(AUDITED_TOOLS, audited, AUDIT_DRAIN_SECONDS)
         lags = sorted(tail.lags_ms)
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         "points": [dataclasses.asdict(p) for p in points],
         "tools_list": tools_list,
-        "idle_session_bytes": session_bytes,
+        "idle_session_bytes": idle_bytes,
+        "get_stream_bytes": stream_bytes,
         "audit": {
             "expected": audited,
             "recorded": recorded,
