@@ -64,7 +64,7 @@ class EdgeSettings(CommonSettings):
     snapshot_poll_seconds: float = 30.0
     keepalive_seconds: float = 15.0
     # How long the first audit event of a batch waits for company before it is published.
-    audit_linger_seconds: float = 0.01
+    audit_linger_seconds: float = 0.05
     # Origins allowed besides localhost ones (DNS-rebinding protection), comma-separated.
     allowed_origins: str = ""
 

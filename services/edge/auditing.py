@@ -27,7 +27,7 @@ class AuditPublisher:
     nothing is dropped unless the spool overflows (then the oldest go, counted in `dropped`).
     """
 
-    def __init__(self, nc: NATS, linger: float = 0.01) -> None:
+    def __init__(self, nc: NATS, linger: float = 0.05) -> None:
         self._js = nc.jetstream()
         self._linger = linger
         self._spool: collections.deque[events_pb2.ToolCallEvent] = collections.deque()

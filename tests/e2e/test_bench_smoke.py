@@ -1,0 +1,39 @@
+"""`make bench` in miniature: every measurement runs for a moment, so the harness cannot rot.
+
+No performance target is asserted here (timed tests lie on shared machines); what is
+asserted is that the harness measures what it claims: every call checked and answered,
+every gateway call audited, and the report, table and chart written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.processes import ROOT
+
+
+def test_the_bench_smoke_run_measures_every_point_and_writes_its_report(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = tmp_path.glob("smoke-*.json")
+    results = json.loads(report.read_text())
+    points = results["points"]
+    assert {p["target"] for p in points} == {"direct", "mcpgw", "direct-stdio", "mcpgw-stdio"}
+    assert all(p["calls"] > 0 and p["errors"] == 0 for p in points)
+    # Only the gateway's own processes are charged, and each of them was found.
+    gateway = next(p for p in points if p["target"] == "mcpgw")
+    assert set(gateway["cpu_seconds"]) == {"up", "nats", "registry", "connector", "audit", "edge"}
+    assert results["audit"]["lost"] == 0 and results["audit"]["recorded"] > 0
+    assert results["tools_list"]["errors"] == 0 and results["tools_list"]["calls"] > 0
+    assert "| mcpgw | 1 |" in report.with_suffix(".md").read_text()
+    assert report.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
