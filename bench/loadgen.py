@@ -30,6 +30,11 @@ import orjson
 
 PROTOCOL_VERSION = "2025-06-18"
 ACCEPT = "application/json, text/event-stream"
+INITIALIZE_PARAMS = {
+    "protocolVersion": PROTOCOL_VERSION,
+    "capabilities": {},
+    "clientInfo": {"name": "mcpgw-bench", "version": "1"},
+}
 ERROR_SAMPLES = 5
 
 
@@ -82,12 +87,7 @@ class McpHttpClient:
         await self._http.close()
 
     async def initialize(self) -> None:
-        params = {
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "mcpgw-bench", "version": "1"},
-        }
-        await self.request("initialize", params)
+        await self.request("initialize", INITIALIZE_PARAMS)
         self._headers["mcp-protocol-version"] = PROTOCOL_VERSION
         await self.notify("notifications/initialized")
 
@@ -226,12 +226,7 @@ class StdioClient:
         return answer["result"]  # type: ignore[no-any-return]
 
     async def initialize(self) -> None:
-        params = {
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "mcpgw-bench", "version": "1"},
-        }
-        await self.request("initialize", params)
+        await self.request("initialize", INITIALIZE_PARAMS)
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
 

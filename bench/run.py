@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     table = report.markdown(results)
     base.with_suffix(".md").write_text(table)
     report.chart(results, base.with_suffix(".png"))
+    if not args.smoke:
+        (args.out / "LATEST.md").write_text(
+            f"{table}\n![latency and throughput]({base.name}.png)\n\nRaw samples: {base.name}.json\n"
+        )
     print(table)
     print(f"results: {base}.json, .md, .png", file=sys.stderr)
     failed = sum(p["errors"] for p in results["points"]) + results["audit"]["lost"]
