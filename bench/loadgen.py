@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -141,11 +141,17 @@ def check_echo(result: dict[str, Any], text: str) -> None:
         raise ProtocolViolation(f"wrong echo: {content[0]!r} for {text!r}")
 
 
-Step = Callable[[McpHttpClient, int], Awaitable[None]]
+class McpClient(Protocol):
+    session_id: str | None
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]: ...
+
+
+Step = Callable[[McpClient, int], Awaitable[None]]
 
 
 def call_step(tool: str) -> Step:
-    async def step(client: McpHttpClient, n: int) -> None:
+    async def step(client: McpClient, n: int) -> None:
         text = f"{client.session_id or ''}:{n}"
         result = await client.request("tools/call", {"name": tool, "arguments": {"text": text}})
         check_echo(result, text)
@@ -154,7 +160,7 @@ def call_step(tool: str) -> Step:
 
 
 def list_step(min_tools: int) -> Step:
-    async def step(client: McpHttpClient, n: int) -> None:
+    async def step(client: McpClient, n: int) -> None:
         result = await client.request("tools/list")
         if len(result.get("tools", [])) < min_tools:
             raise ProtocolViolation(f"tools/list: {len(result.get('tools', []))} tools < {min_tools}")
@@ -162,31 +168,36 @@ def list_step(min_tools: int) -> Step:
     return step
 
 
+async def measure(workers: list[McpClient], step: Step, duration: float, warmup: int) -> dict[str, Any]:
+    """One task per entry of `workers` runs `step` until `duration` is up; each step is timed."""
+    tally = Tally()
+    deadline = time.perf_counter() + duration
+
+    async def worker(client: McpClient) -> None:
+        for n in itertools.count(1):
+            started = time.perf_counter()
+            if started >= deadline:
+                return
+            try:
+                await step(client, n)
+            except (TimeoutError, ProtocolViolation, aiohttp.ClientError, KeyError) as exc:
+                tally.failed(f"{type(exc).__name__}: {exc}")
+                continue
+            tally.latencies.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in workers))
+    return tally.report(time.perf_counter() - began, warmup=warmup)
+
+
 async def drive_http(args: argparse.Namespace, step: Step) -> dict[str, Any]:
     headers = dict(h.split(":", 1) for h in args.header)
     clients = [McpHttpClient(args.url, headers) for _ in range(args.concurrency)]
-    tally = Tally()
     try:
         await asyncio.gather(*(c.initialize() for c in clients))
         for client in clients:  # warm every connection and code path once
             await step(client, 0)
-        deadline = time.perf_counter() + args.duration
-
-        async def worker(client: McpHttpClient) -> None:
-            for n in itertools.count(1):
-                started = time.perf_counter()
-                if started >= deadline:
-                    return
-                try:
-                    await step(client, n)
-                except (TimeoutError, ProtocolViolation, aiohttp.ClientError, KeyError) as exc:
-                    tally.failed(f"{type(exc).__name__}: {exc}")
-                    continue
-                tally.latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in clients))
-        return tally.report(time.perf_counter() - began, warmup=len(clients))
+        return await measure(list(clients), step, args.duration, warmup=len(clients))
     finally:
         await asyncio.gather(*(c.close() for c in clients))
 
@@ -199,7 +210,7 @@ class StdioClient:
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._reader = asyncio.ensure_future(self._read())
-        self.session_id = "stdio"
+        self.session_id: str | None = "stdio"
 
     async def _read(self) -> None:
         assert self._process.stdout is not None
@@ -230,36 +241,15 @@ class StdioClient:
         self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
 
-async def drive_stdio(args: argparse.Namespace) -> dict[str, Any]:
-    """Concurrent workers share the one stdio connection a stdio server has."""
+async def drive_stdio(args: argparse.Namespace, step: Step) -> dict[str, Any]:
+    """Concurrent workers share the one stdio connection a stdio server has (answers match by id)."""
     process = await asyncio.create_subprocess_exec(
         *args.stdio.split(), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     client = StdioClient(process)
-    tally = Tally()
     try:
         await client.initialize()
-        deadline = time.perf_counter() + args.duration
-
-        async def worker(index: int) -> None:
-            for n in itertools.count(1):
-                started = time.perf_counter()
-                if started >= deadline:
-                    return
-                text = f"{index}:{n}"
-                try:
-                    result = await client.request(
-                        "tools/call", {"name": args.tool, "arguments": {"text": text}}
-                    )
-                    check_echo(result, text)
-                except ProtocolViolation as exc:
-                    tally.failed(str(exc))
-                    continue
-                tally.latencies.append(time.perf_counter() - started)
-
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(args.concurrency)))
-        return tally.report(time.perf_counter() - began)
+        return await measure([client] * args.concurrency, step, args.duration, warmup=0)
     finally:
         process.terminate()
         await process.wait()
@@ -290,9 +280,9 @@ async def hold_sessions(args: argparse.Namespace) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "sessions":
         return await hold_sessions(args)
-    if args.stdio:
-        return await drive_stdio(args)
     step = call_step(args.tool) if args.mode == "call" else list_step(args.min_tools)
+    if args.stdio:
+        return await drive_stdio(args, step)
     return await drive_http(args, step)
 
 

@@ -128,15 +128,13 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(row.get('ratio'))} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} | "
             f"{_fmt(row.get('added_p50_ms'))} | {_fmt(cpu)} | {row['errors']} |"
         )
+    processes = _gateway_processes(summary)
     lines += ["", "CPU ms per call and peak RSS of each mcpgw process (HTTP downstream):", ""]
-    lines += ["| c | " + " | ".join(_gateway_processes(summary)) + " |"]
-    lines += ["|---:|" + "---:|" * len(_gateway_processes(summary))]
+    lines += ["| c | " + " | ".join(processes) + " |"]
+    lines += ["|---:|" + "---:|" * len(processes)]
     for row in summary["rows"].values():
         if row["target"] == "mcpgw":
-            cells = [
-                f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB"
-                for n in _gateway_processes(summary)
-            ]
+            cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in processes]
             lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
     tools = results["tools_list"]
     audit = results["audit"]

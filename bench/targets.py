@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,12 +49,12 @@ class Target:
         return [*where, "--tool", self.tool, *headers]
 
 
-def wait_for(check: object, what: str, timeout: float = START_SECONDS) -> None:
+def wait_for(check: Callable[[], bool], what: str, timeout: float = START_SECONDS) -> None:
     """Poll `check()` until it is true; startup has no event to wait on across processes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx2.HTTPError, OSError):
-            if check():  # type: ignore[operator]
+            if check():
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not come up within {timeout:.0f}s")

@@ -13,7 +13,7 @@ import anyio
 import mcp_types as types
 import orjson
 from mcp import ClientSession
-from mcp.shared.dispatcher import CallOptions
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
@@ -24,7 +24,7 @@ from services.connector.errors import (
     DownstreamTimeoutError,
     DownstreamUnavailableError,
 )
-from services.connector.forwarding import HttpForwarder, ProgressFn, RawResult
+from services.connector.forwarding import HttpForwarder, RawResult
 from services.connector.transports import open_transport
 from services.contracts import registry_pb2
 
@@ -203,7 +203,7 @@ class Downstream:
         arguments_json: bytes,
         meta: dict[str, Any] | None,
         timeout: float | None = None,
-        on_progress: ProgressFn | None = None,
+        on_progress: ProgressFnT | None = None,
     ) -> RawResult:
         """The downstream's CallToolResult for `tool`; `arguments_json` is a JSON object or empty."""
         dispatcher = self._require()

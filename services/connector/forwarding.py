@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,7 +30,6 @@ from services.connector.errors import (
 
 log = logging.getLogger(__name__)
 
-ProgressFn = ProgressFnT
 CONNECTIONS_PER_SERVER = 100
 
 
@@ -54,8 +53,7 @@ class RawResult:
 @dataclass(slots=True)
 class _Call:
     id: str
-    on_progress: ProgressFn | None
-    pending: set[asyncio.Task[Any]] = field(default_factory=set)
+    on_progress: ProgressFnT | None
 
 
 async def sse_messages(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
@@ -150,7 +148,7 @@ class HttpForwarder:
         arguments_json: bytes,
         meta: dict[str, Any] | None,
         timeout: float,
-        on_progress: ProgressFn | None,
+        on_progress: ProgressFnT | None,
     ) -> RawResult:
         call = _Call(f"mcpgw-{next(self._ids)}", on_progress)
         if on_progress is not None:

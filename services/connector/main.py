@@ -18,7 +18,6 @@ from services.settings import ConnectorSettings
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
-RETRY_SECONDS = 1.0
 
 
 async def serve(settings: ConnectorSettings) -> None:

@@ -11,13 +11,13 @@ from typing import Any
 import grpc
 import mcp_types as types
 import orjson
+from mcp.shared.dispatcher import ProgressFnT
 
 from services.connector.errors import (
     DownstreamError,
     DownstreamRejectedError,
     DownstreamTimeoutError,
 )
-from services.connector.forwarding import ProgressFn
 from services.connector.pool import DownstreamPool
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.rpc import abort
@@ -53,7 +53,10 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         self._pool = pool
 
     async def _call(
-        self, request: connector_pb2.CallToolRequest, on_progress: ProgressFn | None
+        self,
+        request: connector_pb2.CallToolRequest,
+        meta: dict[str, Any] | None,
+        on_progress: ProgressFnT | None,
     ) -> connector_pb2.CallToolOutcome:
         downstream = self._pool.get(request.server)
         if downstream is None:
@@ -63,7 +66,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
             result = await downstream.call_tool(
                 request.tool,
                 request.arguments_json,
-                _json_object(request.meta_json),
+                meta,
                 request.timeout_seconds or None,
                 on_progress,
             )
@@ -77,13 +80,13 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
     ) -> connector_pb2.CallToolOutcome:
         # grpc cancels this coroutine when the edge cancels the RPC; the downstream call goes with it.
-        return await self._call(request, None)
+        return await self._call(request, _json_object(request.meta_json), None)
 
     async def StreamTool(
         self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[connector_pb2.CallToolUpdate]:
-        meta = _json_object(request.meta_json) or {}
-        token = meta.get("progressToken")
+        meta = _json_object(request.meta_json)
+        token = None if meta is None else meta.get("progressToken")
         updates: asyncio.Queue[connector_pb2.CallToolUpdate] = asyncio.Queue()
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -96,7 +99,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
             updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(notification)))
 
         async def call() -> None:
-            outcome = await self._call(request, on_progress if token is not None else None)
+            outcome = await self._call(request, meta, on_progress if token is not None else None)
             updates.put_nowait(connector_pb2.CallToolUpdate(outcome=outcome))
 
         task = asyncio.create_task(call())
