@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,8 +31,28 @@ from services.contracts import registry_pb2
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str, str, list[dict[str, Any]]], Awaitable[None]]
-"""(state, error, tools) -> None: tells the registry what this server is now."""
+LIST_CHANGED = frozenset(
+    {
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """What a server offers, every definition as it sent it."""
+
+    capabilities: dict[str, Any] = field(default_factory=dict)
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    resource_templates: list[dict[str, Any]] = field(default_factory=list)
+
+
+Report = Callable[[str, str, Inventory], Awaitable[None]]
+"""(state, error, inventory) -> None: tells the registry what this server is now."""
 
 
 class _WatchedReadStream:
@@ -114,14 +135,14 @@ class Downstream:
                 self._dispatcher = None
                 self._forwarder = None
             log.warning("server %s disconnected: %s", self.name, error)
-            await self._report("disconnected", error, [])
+            await self._report("disconnected", error, Inventory())
             delay = self._backoff_initial if served else min(delay * 2, self._backoff_max)
             # Full jitter keeps a fleet of connectors from reconnecting in lockstep.
             await anyio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
 
     async def _serve_once(self) -> bool:
         """One connection's lifetime; True if it got as far as serving."""
-        await self._report("connecting", "", [])
+        await self._report("connecting", "", Inventory())
         closed = anyio.Event()
         async with (
             open_transport(self.config, self._connect_timeout) as (read, write, endpoint),
@@ -137,7 +158,8 @@ class Downstream:
             )
             with anyio.fail_after(self._connect_timeout):
                 init = await session.initialize()
-                tools = await self._list_tools(dispatcher)
+                capabilities = init.capabilities.model_dump(by_alias=True, exclude_none=True)
+                inventory = await self._inventory(dispatcher, capabilities)
             if endpoint is not None:
                 self._forwarder = await stack.enter_async_context(
                     HttpForwarder(
@@ -151,51 +173,86 @@ class Downstream:
                 )
             self._dispatcher = dispatcher
             log.info(
-                "server %s connected (%s, protocol %s, %d tools)",
+                "server %s connected (%s, protocol %s, %d tools, %d prompts, %d resources)",
                 self.name,
                 init.server_info.name,
                 init.protocol_version,
-                len(tools),
+                len(inventory.tools),
+                len(inventory.prompts),
+                len(inventory.resources) + len(inventory.resource_templates),
             )
-            await self._report("connected", "", tools)
+            await self._report("connected", "", inventory)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh_on_change, dispatcher)
+                tg.start_soon(self._refresh_on_change, dispatcher, capabilities)
                 await closed.wait()
                 tg.cancel_scope.cancel()
         return True
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
-        if isinstance(message, types.ToolListChangedNotification):
+        if isinstance(
+            message,
+            types.ToolListChangedNotification
+            | types.PromptListChangedNotification
+            | types.ResourceListChangedNotification,
+        ):
             self._refresh.set()
 
     def _on_forwarded_notification(self, message: dict[str, Any]) -> None:
-        if message.get("method") == "notifications/tools/list_changed":
+        if message.get("method") in LIST_CHANGED:
             self._refresh.set()
 
-    async def _refresh_on_change(self, dispatcher: JSONRPCDispatcher[Any]) -> None:
+    async def _refresh_on_change(
+        self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any]
+    ) -> None:
         while True:
             await self._refresh.wait()
             self._refresh = anyio.Event()
-            tools = await self._list_tools(dispatcher)
-            log.info("server %s changed its tools: now %d", self.name, len(tools))
-            await self._report("connected", "", tools)
+            inventory = await self._inventory(dispatcher, capabilities)
+            log.info(
+                "server %s changed its lists: now %d tools, %d prompts, %d resources",
+                self.name,
+                len(inventory.tools),
+                len(inventory.prompts),
+                len(inventory.resources) + len(inventory.resource_templates),
+            )
+            await self._report("connected", "", inventory)
 
-    async def _list_tools(self, dispatcher: JSONRPCDispatcher[Any]) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+    async def _inventory(self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any]) -> Inventory:
+        """Every list the server's capabilities announce (tools are always asked for)."""
+        resources = "resources" in capabilities
+        return Inventory(
+            capabilities=capabilities,
+            tools=await self._list(dispatcher, "tools/list", "tools", "name"),
+            prompts=await self._list(dispatcher, "prompts/list", "prompts", "name")
+            if "prompts" in capabilities
+            else [],
+            resources=await self._list(dispatcher, "resources/list", "resources", "uri") if resources else [],
+            resource_templates=await self._list(
+                dispatcher, "resources/templates/list", "resourceTemplates", "uriTemplate"
+            )
+            if resources
+            else [],
+        )
+
+    async def _list(
+        self, dispatcher: JSONRPCDispatcher[Any], method: str, field: str, key: str
+    ) -> list[dict[str, Any]]:
+        """Every page of one list; entries without a string `key` are dropped."""
+        items: list[dict[str, Any]] = []
         cursor: str | None = None
         while True:
             page = await dispatcher.send_raw_request(
-                "tools/list", {"cursor": cursor} if cursor else None, {"timeout": self._connect_timeout}
+                method, {"cursor": cursor} if cursor else None, {"timeout": self._connect_timeout}
             )
-            tools.extend(
-                t for t in page.get("tools", []) if isinstance(t, dict) and isinstance(t.get("name"), str)
+            items.extend(
+                i for i in page.get(field, []) if isinstance(i, dict) and isinstance(i.get(key), str)
             )
             cursor = page.get("nextCursor")
             if not cursor:
-                return tools
+                return items
 
     async def list_tools(self) -> list[dict[str, Any]]:
-        return await self._list_tools(self._require())
+        return await self._list(self._require(), "tools/list", "tools", "name")
 
     async def call_tool(
         self,
@@ -218,11 +275,31 @@ class Downstream:
             params["arguments"] = orjson.loads(arguments_json)
         if meta:
             params["_meta"] = meta
+        result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
+        return RawResult(orjson.dumps(result), result.get("isError") is True)
+
+    async def request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
+        """The downstream's result of any other request, as JSON bytes."""
+        dispatcher = self._require()
+        timeout = timeout or self._call_timeout
+        if self._forwarder is not None:
+            return (await self._forwarder.request(method, params_json, timeout)).json
+        params = orjson.loads(params_json) if params_json else None
+        return orjson.dumps(await self._send(dispatcher, method, params, timeout, None))
+
+    async def _send(
+        self,
+        dispatcher: JSONRPCDispatcher[Any],
+        method: str,
+        params: dict[str, Any] | None,
+        timeout: float,
+        on_progress: ProgressFnT | None,
+    ) -> dict[str, Any]:
         opts: CallOptions = {"timeout": timeout}
         if on_progress is not None:
             opts["on_progress"] = on_progress
         try:
-            result = await dispatcher.send_raw_request("tools/call", params, opts)
+            result: dict[str, Any] = await dispatcher.send_raw_request(method, params, opts)
         except MCPError as exc:
             if exc.error.code == types.REQUEST_TIMEOUT:
                 raise DownstreamTimeoutError(
@@ -233,7 +310,7 @@ class Downstream:
                     self.name, f"server {self.name!r} closed the connection during the call"
                 ) from None
             raise DownstreamRejectedError(self.name, exc.error) from None
-        return RawResult(orjson.dumps(result), result.get("isError") is True)
+        return result
 
     def _require(self) -> JSONRPCDispatcher[Any]:
         dispatcher = self._dispatcher

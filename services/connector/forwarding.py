@@ -1,4 +1,4 @@
-"""tools/call straight over keep-alive HTTP to a Streamable HTTP downstream.
+"""Requests (tools/call above all) straight over keep-alive HTTP to a Streamable HTTP downstream.
 
 The SDK session keeps the handshake, the GET stream and list changes. The calls
 skip its per-message models, memory streams and httpx layers: the arguments go out
@@ -93,7 +93,7 @@ def result_of(server: str, message: dict[str, Any]) -> RawResult:
 
 
 class HttpForwarder:
-    """Sends tools/call requests over a pool of keep-alive connections to one server."""
+    """Sends requests over a pool of keep-alive connections to one server."""
 
     def __init__(
         self,
@@ -158,13 +158,17 @@ class HttpForwarder:
             params += b',"arguments":' + arguments_json
         if meta:
             params += b',"_meta":' + orjson.dumps(meta)
-        body = (
-            b'{"jsonrpc":"2.0","id":'
-            + orjson.dumps(call.id)
-            + b',"method":"tools/call","params":'
-            + params
-            + b"}}"
-        )
+        return await self._request(call, "tools/call", params + b"}", timeout)
+
+    async def request(self, method: str, params_json: bytes, timeout: float) -> RawResult:
+        """Any other request; `params_json` is its params object or empty."""
+        return await self._request(_Call(f"mcpgw-{next(self._ids)}", None), method, params_json, timeout)
+
+    async def _request(self, call: _Call, method: str, params_json: bytes, timeout: float) -> RawResult:
+        body = b'{"jsonrpc":"2.0","id":' + orjson.dumps(call.id) + b',"method":' + orjson.dumps(method)
+        if params_json:
+            body += b',"params":' + params_json
+        body += b"}"
         try:
             async with asyncio.timeout(timeout):
                 return await self._exchange(call, body)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import anyio
 import anyio.abc
 import grpc
 import orjson
 
-from services.connector.downstream import Downstream
+from services.connector.downstream import Downstream, Inventory, Report
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
 
@@ -73,13 +72,17 @@ class DownstreamPool:
 
         self._tg.start_soon(supervise)
 
-    def _reporter(self, server: str) -> Any:
-        async def report(state: str, error: str, tools: list[dict[str, Any]]) -> None:
+    def _reporter(self, server: str) -> Report:
+        async def report(state: str, error: str, inventory: Inventory) -> None:
             request = registry_pb2.ReportCatalogRequest(
                 server=server,
                 state=state,
                 error=error,
-                tools_json=[orjson.dumps(t) for t in tools],
+                tools_json=[orjson.dumps(t) for t in inventory.tools],
+                prompts_json=[orjson.dumps(p) for p in inventory.prompts],
+                resources_json=[orjson.dumps(r) for r in inventory.resources],
+                resource_templates_json=[orjson.dumps(t) for t in inventory.resource_templates],
+                capabilities_json=orjson.dumps(inventory.capabilities),
                 connector_id=self._settings.connector_id,
             )
             delay = 0.2

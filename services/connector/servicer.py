@@ -25,22 +25,23 @@ from services.rpc import abort
 log = logging.getLogger(__name__)
 
 
-def _error(exc: DownstreamError) -> connector_pb2.CallToolOutcome:
+def call_error(exc: DownstreamError) -> connector_pb2.CallError:
+    """The CallError the edge maps to what its client sees."""
     if isinstance(exc, DownstreamRejectedError):
         error = exc.error
-        return connector_pb2.CallToolOutcome(
-            error=connector_pb2.CallError(
-                code=error.code,
-                message=error.message,
-                data_json=b"" if error.data is None else orjson.dumps(error.data),
-                reason="downstream",
-            )
+        return connector_pb2.CallError(
+            code=error.code,
+            message=error.message,
+            data_json=b"" if error.data is None else orjson.dumps(error.data),
+            reason="downstream",
         )
     reason = "timeout" if isinstance(exc, DownstreamTimeoutError) else "unavailable"
     code = types.REQUEST_TIMEOUT if reason == "timeout" else types.CONNECTION_CLOSED
-    return connector_pb2.CallToolOutcome(
-        error=connector_pb2.CallError(code=code, message=str(exc), reason=reason)
-    )
+    return connector_pb2.CallError(code=code, message=str(exc), reason=reason)
+
+
+def _not_configured(server: str) -> DownstreamError:
+    return DownstreamError(server, f"server {server!r} is not configured on this connector")
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
@@ -60,8 +61,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     ) -> connector_pb2.CallToolOutcome:
         downstream = self._pool.get(request.server)
         if downstream is None:
-            message = f"server {request.server!r} is not configured on this connector"
-            return _error(DownstreamError(request.server, message))
+            return connector_pb2.CallToolOutcome(error=call_error(_not_configured(request.server)))
         try:
             result = await downstream.call_tool(
                 request.tool,
@@ -71,7 +71,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 on_progress,
             )
         except DownstreamError as exc:
-            return _error(exc)
+            return connector_pb2.CallToolOutcome(error=call_error(exc))
         return connector_pb2.CallToolOutcome(
             result=connector_pb2.ToolResult(result_json=result.json, is_error=result.is_error)
         )
@@ -125,3 +125,17 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         except DownstreamError as exc:
             await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         return connector_pb2.ListToolsResponse(tools_json=[orjson.dumps(t) for t in tools])
+
+    async def Forward(
+        self, request: connector_pb2.ForwardRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.ForwardOutcome:
+        downstream = self._pool.get(request.server)
+        try:
+            if downstream is None:
+                raise _not_configured(request.server)
+            result = await downstream.request(
+                request.method, request.params_json, request.timeout_seconds or None
+            )
+        except DownstreamError as exc:
+            return connector_pb2.ForwardOutcome(error=call_error(exc))
+        return connector_pb2.ForwardOutcome(result_json=result)

@@ -35,15 +35,14 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             "ready": ready,
             "revision": parts.follower.catalog.revision,
             "tools": len(parts.follower.catalog.routes),
+            "prompts": len(parts.follower.catalog.aggregate.prompt_routes),
             "audit_backlog": parts.audit.backlog,
             "streams": parts.hub.open_streams,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    # A Route, not a Mount: Mount("/mcp") would redirect /mcp to /mcp/.
     routes = Starlette(
         routes=[
-            Route("/mcp", parts.endpoint, methods=["GET", "POST", "DELETE"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ]
@@ -53,7 +52,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # The endpoint answers every method and error itself; skipping the router and
         # its middleware for /mcp is measurable on the hot path (make bench).
-        if scope["type"] == "http" and scope["path"] == "/mcp":
+        path = scope["path"] if scope["type"] == "http" else ""
+        if path == "/mcp" or path.startswith("/mcp/"):
             await mcp(scope, receive, send)
         else:
             await routes(scope, receive, send)

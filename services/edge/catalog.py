@@ -1,38 +1,184 @@
-"""The edge's in-memory view of one registry snapshot: what to list and where to route."""
+"""The edge's in-memory view of one registry snapshot: what each endpoint lists and where it routes.
+
+`/mcp` shows every visible server under exposed names (`services.naming`);
+`/mcp/{server}` shows one server as it is, unprefixed. Both are built once per
+snapshot, so a list request only slices bytes that are already serialized.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from services.contracts import registry_pb2
+from services.edge.errors import InvalidParamsError
+from services.naming import split_exposed_uri
+
+DEFAULT_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     server: str
-    tool: str
+    # The tool or prompt name, or the resource URI, as the downstream knows it.
+    name: str
+
+
+class Listing:
+    """One list method's entries, serialized once and served a page at a time."""
+
+    def __init__(self, field: str, entries: list[bytes], page_size: int) -> None:
+        self._field = field.encode()
+        self._entries = entries
+        self._page_size = page_size
+        self._first = self._page(0)
+        # Equal digests mean equal lists: what decides whether clients hear list_changed.
+        self.digest = hashlib.sha256(b"\0".join(entries)).digest()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def page(self, cursor: object) -> bytes:
+        """The result of a list request; InvalidParamsError for a cursor this edge did not issue."""
+        if cursor is None:
+            return self._first
+        offset = _decode_cursor(cursor)
+        if offset is None or offset > len(self._entries):
+            raise InvalidParamsError("Invalid params: unknown cursor")
+        return self._page(offset)
+
+    def _page(self, offset: int) -> bytes:
+        end = offset + self._page_size
+        body = b'{"' + self._field + b'":[' + b",".join(self._entries[offset:end]) + b"]"
+        if end < len(self._entries):
+            body += b',"nextCursor":' + orjson.dumps(_encode_cursor(end))
+        return body + b"}"
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: object) -> int | None:
+    if not isinstance(cursor, str):
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return int(text[1:]) if text.startswith("o") and text[1:].isdigit() else None
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What one endpoint serves: its lists, its routes back to servers and its capabilities."""
+
+    tools: Listing
+    prompts: Listing
+    resources: Listing
+    resource_templates: Listing
+    tool_routes: dict[str, Route]
+    prompt_routes: dict[str, Route]
+    capabilities: dict[str, Any]
+    # The one server of a /mcp/{server} view; None for the aggregate /mcp.
+    server: str | None = None
+    servers: frozenset[str] = frozenset()
+
+    def resource_route(self, uri: object) -> Route | None:
+        """The server and original URI behind a URI (or URI template) this view shows."""
+        if not isinstance(uri, str) or not uri:
+            return None
+        if self.server is not None:
+            return Route(self.server, uri)
+        split = split_exposed_uri(uri)
+        if split is None or split[0] not in self.servers:
+            return None
+        return Route(*split)
+
+
+def aggregate_capabilities(capabilities: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """What a view can promise: the union of its servers' features, with the gateway's list_changed."""
+    merged: dict[str, Any] = {"tools": {"listChanged": True}}
+    for offered in capabilities:
+        if "prompts" in offered:
+            merged["prompts"] = {"listChanged": True}
+        if isinstance(resources := offered.get("resources"), dict):
+            current = merged.setdefault("resources", {"subscribe": False, "listChanged": True})
+            current["subscribe"] = current["subscribe"] or resources.get("subscribe") is True
+        if "completions" in offered:
+            merged["completions"] = {}
+        if "logging" in offered:
+            merged["logging"] = {}
+    return merged
+
+
+def _entries(
+    entries: Iterable[registry_pb2.CatalogEntry], key: str, exposed: bool
+) -> tuple[list[bytes], dict[str, Route]]:
+    serialized: list[bytes] = []
+    routes: dict[str, Route] = {}
+    for entry in entries:
+        definition = orjson.loads(entry.definition_json)
+        name = entry.exposed_name if exposed else entry.name
+        # Only the key changes; every other field passes through as the downstream sent it.
+        definition[key] = name
+        serialized.append(orjson.dumps(definition))
+        routes[name] = Route(entry.server, entry.name)
+    return serialized, routes
+
+
+def build_view(
+    snapshot: registry_pb2.Snapshot, server: str | None, page_size: int = DEFAULT_PAGE_SIZE
+) -> View:
+    """The aggregate view (`server` None) or the unprefixed view of one server."""
+
+    def mine(entries: Iterable[registry_pb2.CatalogEntry]) -> list[registry_pb2.CatalogEntry]:
+        return [e for e in entries if server is None or e.server == server]
+
+    exposed = server is None
+    tools, tool_routes = _entries(mine(snapshot.tools), "name", exposed)
+    prompts, prompt_routes = _entries(mine(snapshot.prompts), "name", exposed)
+    resources, _ = _entries(mine(snapshot.resources), "uri", exposed)
+    templates, _ = _entries(mine(snapshot.resource_templates), "uriTemplate", exposed)
+    connected = [s for s in snapshot.servers if s.state == "connected" and server in (None, s.name)]
+    return View(
+        tools=Listing("tools", tools, page_size),
+        prompts=Listing("prompts", prompts, page_size),
+        resources=Listing("resources", resources, page_size),
+        resource_templates=Listing("resourceTemplates", templates, page_size),
+        tool_routes=tool_routes,
+        prompt_routes=prompt_routes,
+        capabilities=aggregate_capabilities(orjson.loads(s.capabilities_json or b"{}") for s in connected),
+        server=server,
+        servers=frozenset(s.name for s in connected),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
     revision: int = 0
-    routes: dict[str, Route] = field(default_factory=dict)
-    # The `tools` array of tools/list, serialized once per snapshot, not per request.
-    tools_json: bytes = b"[]"
+    aggregate: View = field(default_factory=lambda: build_view(registry_pb2.Snapshot(), None))
+    per_server: dict[str, View] = field(default_factory=dict)
 
     @classmethod
-    def from_snapshot(cls, snapshot: registry_pb2.Snapshot) -> Catalog:
-        routes: dict[str, Route] = {}
-        tools = []
-        for entry in snapshot.tools:
-            definition = orjson.loads(entry.definition_json)
-            # Only the name changes; every other field passes through as the downstream sent it.
-            definition["name"] = entry.exposed_name
-            tools.append(definition)
-            routes[entry.exposed_name] = Route(entry.server, entry.name)
-        return cls(snapshot.revision, routes, orjson.dumps(tools))
+    def from_snapshot(cls, snapshot: registry_pb2.Snapshot, page_size: int = DEFAULT_PAGE_SIZE) -> Catalog:
+        aggregate = build_view(snapshot, None, page_size)
+        return cls(
+            snapshot.revision,
+            aggregate,
+            {name: build_view(snapshot, name, page_size) for name in aggregate.servers},
+        )
 
-    def list_result(self) -> bytes:
-        return b'{"tools":' + self.tools_json + b"}"
+    def view(self, name: str | None) -> View | None:
+        """The view a path names: None for the aggregate, else a connected server's name."""
+        return self.aggregate if name is None else self.per_server.get(name)
+
+    @property
+    def routes(self) -> dict[str, Route]:
+        return self.aggregate.tool_routes

@@ -4,7 +4,8 @@ EdgeError                        (JSON-RPC code, HTTP status)
 ├── ParseError                   -32700, 400   body is not JSON
 ├── InvalidRequestError          -32600, 400   not a JSON-RPC request the revision allows
 ├── MethodNotFoundError          -32601, 200   method the gateway does not serve
-├── InvalidParamsError           -32602, 200   bad params, unknown tool
+├── InvalidParamsError           -32602, 200   bad params, unknown tool or prompt
+├── ResourceNotFoundError        -32002, 200   a resource URI no visible server offers
 ├── InternalError                -32603, 200   a fault of the gateway, never a stack trace
 ├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
 └── TransportError               -32000, 4xx   an HTTP rule broken before JSON-RPC applies
@@ -13,7 +14,8 @@ EdgeError                        (JSON-RPC code, HTTP status)
     ├── ForbiddenOriginError           403   Origin not allowed
     ├── BodyTooLargeError              413   body over the configured limit
     ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
-    └── SessionNotFoundError           404   unknown, expired or ended session
+    ├── SessionNotFoundError           404   unknown, expired or ended session
+    └── EndpointNotFoundError          404   /mcp/{name} names no connected server
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class InvalidParamsError(EdgeError):
     code = types.INVALID_PARAMS
 
 
+class ResourceNotFoundError(EdgeError):
+    code = -32002
+
+
 class InternalError(EdgeError):
     code = types.INTERNAL_ERROR
 
@@ -94,6 +100,10 @@ class BadRequestError(TransportError):
 
 class SessionNotFoundError(TransportError):
     code, status = -32001, 404
+
+
+class EndpointNotFoundError(TransportError):
+    status = 404
 
 
 def error_response(request_id: JsonRpcId, error: dict[str, Any]) -> bytes:

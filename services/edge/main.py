@@ -24,7 +24,10 @@ from services.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
-TOOLS_CHANGED = orjson.dumps({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+LIST_CHANGED = {
+    kind: orjson.dumps({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
+    for kind in ("tools", "prompts", "resources")
+}
 AUDIT_FLUSH_SECONDS = 5.0
 
 
@@ -39,18 +42,25 @@ async def serve(settings: EdgeSettings) -> None:
     audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
-        if previous.tools_json != current.tools_json:
-            hub.broadcast(TOOLS_CHANGED)
+        before, after = previous.aggregate, current.aggregate
+        if before.tools.digest != after.tools.digest:
+            hub.broadcast(LIST_CHANGED["tools"])
+        if before.prompts.digest != after.prompts.digest:
+            hub.broadcast(LIST_CHANGED["prompts"])
+        if (before.resources.digest, before.resource_templates.digest) != (
+            after.resources.digest,
+            after.resource_templates.digest,
+        ):
+            hub.broadcast(LIST_CHANGED["resources"])
 
     follower = SnapshotFollower(
         registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change
     )
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
-    handler = McpHandler(
-        lambda: follower.catalog, ConnectorClient(connector_channel), audit, settings.edge_id
-    )
+    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id)
     endpoint = StreamableHttpEndpoint(
         handler,
+        lambda: follower.catalog,
         SessionCodec(settings.session_secret, settings.session_ttl_seconds),
         hub,
         max_body_bytes=settings.max_body_bytes,

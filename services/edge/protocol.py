@@ -15,13 +15,14 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from services import __version__
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.catalog import Catalog
+from services.edge.catalog import Listing, Route, View
 from services.edge.errors import (
     DownstreamRpcError,
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
     MethodNotFoundError,
+    ResourceNotFoundError,
 )
 from services.edge.sessions import Session
 from services.edge.upstream import ConnectorClient, ConnectorUnavailableError
@@ -33,10 +34,20 @@ SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __versi
 INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
 
 
+LOG_LEVELS = frozenset({"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"})
+LISTS = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resource_templates",
+}
+
+
 @dataclass(slots=True)
 class CallContext:
     session: Session | None
     request_id: JsonRpcId
+    view: View
     notify: Callable[[bytes], None] | None = None
 
 
@@ -47,6 +58,25 @@ def negotiate_version(requested: object) -> str:
     return LATEST_HANDSHAKE_VERSION
 
 
+def _named(routes: dict[str, Route], params: dict[str, Any], kind: str) -> Route:
+    name = params.get("name")
+    if not isinstance(name, str):
+        raise InvalidParamsError('Invalid params: "name" must be a string')
+    route = routes.get(name)
+    if route is None:
+        raise InvalidParamsError(f"Unknown {kind}: {name}")
+    return route
+
+
+def _resource(view: View, uri: object) -> Route:
+    if not isinstance(uri, str):
+        raise InvalidParamsError('Invalid params: "uri" must be a string')
+    route = view.resource_route(uri)
+    if route is None:
+        raise ResourceNotFoundError(f"Resource not found: {uri}", {"uri": uri})
+    return route
+
+
 def tool_error_result(message: str) -> bytes:
     return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
@@ -54,37 +84,78 @@ def tool_error_result(message: str) -> bytes:
 class McpHandler:
     def __init__(
         self,
-        catalog: Callable[[], Catalog],
         connector: ConnectorClient,
         audit: AuditPublisher,
         edge_id: str,
     ) -> None:
-        self._catalog = catalog
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
 
-    def initialize_result(self, version: str) -> bytes:
-        return orjson.dumps(
-            {
-                "protocolVersion": version,
-                "capabilities": {"tools": {"listChanged": True}},
-                "serverInfo": SERVER_INFO,
-                "instructions": INSTRUCTIONS,
-            }
-        )
+    def initialize_result(self, version: str, view: View) -> bytes:
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": view.capabilities,
+            "serverInfo": SERVER_INFO,
+        }
+        if view.server is None:
+            result["instructions"] = INSTRUCTIONS
+        return orjson.dumps(result)
 
     async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
         """The JSON result of one request, or an EdgeError."""
+        params = params or {}
         if method == "tools/call":
-            return await self._call_tool(ctx, params or {})
-        if method == "tools/list":
-            return self._catalog().list_result()
+            return await self._call_tool(ctx, params)
+        if method in LISTS:
+            listing: Listing = getattr(ctx.view, LISTS[method])
+            return listing.page(params.get("cursor"))
+        if method == "prompts/get":
+            route = _named(ctx.view.prompt_routes, params, "prompt")
+            return await self._forward(route, method, {**params, "name": route.name})
+        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            route = _resource(ctx.view, params.get("uri"))
+            return await self._forward(route, method, {**params, "uri": route.name})
+        if method == "completion/complete":
+            return await self._complete(ctx.view, params)
+        if method == "logging/setLevel":
+            if params.get("level") not in LOG_LEVELS:
+                raise InvalidParamsError(f'Invalid params: "level" must be one of {sorted(LOG_LEVELS)}')
+            return b"{}"
         if method == "ping":
             return b"{}"
         if method == "initialize":
             raise InvalidRequestError("Invalid Request: the session is already initialized")
         raise MethodNotFoundError(f"Method not found: {method}")
+
+    async def _complete(self, view: View, params: dict[str, Any]) -> bytes:
+        ref = params.get("ref")
+        if not isinstance(ref, dict):
+            raise InvalidParamsError('Invalid params: "ref" must be an object')
+        if ref.get("type") == "ref/prompt":
+            route = _named(view.prompt_routes, ref, "prompt")
+            ref = {**ref, "name": route.name}
+        elif ref.get("type") == "ref/resource":
+            route = _resource(view, ref.get("uri"))
+            ref = {**ref, "uri": route.name}
+        else:
+            raise InvalidParamsError('Invalid params: "ref.type" must be ref/prompt or ref/resource')
+        return await self._forward(route, "completion/complete", {**params, "ref": ref})
+
+    async def _forward(self, route: Route, method: str, params: dict[str, Any]) -> bytes:
+        trace_id, span_id = new_trace()
+        try:
+            outcome = await self._connector.forward(
+                route.server, method, orjson.dumps(params), traceparent(trace_id, span_id)
+            )
+        except ConnectorUnavailableError as exc:
+            log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
+            raise DownstreamRpcError(-32000, "mcpgw: no connector is reachable") from None
+        if outcome.HasField("error"):
+            error = outcome.error
+            data = orjson.loads(error.data_json) if error.data_json else None
+            raise DownstreamRpcError(error.code, error.message, data)
+        return outcome.result_json
 
     async def _call_tool(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
         name = params.get("name")
@@ -93,14 +164,14 @@ class McpHandler:
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise InvalidParamsError('Invalid params: "arguments" must be an object')
-        route = self._catalog().routes.get(name)
+        route = ctx.view.tool_routes.get(name)
         if route is None:
             raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
         trace_id, span_id = new_trace()
         request = connector_pb2.CallToolRequest(
             server=route.server,
-            tool=route.tool,
+            tool=route.name,
             arguments_json=b"" if arguments is None else orjson.dumps(arguments),
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
         )
@@ -117,7 +188,7 @@ class McpHandler:
             )
         finally:
             self._audit.submit(
-                self._event(ctx, name, route.server, route.tool, started, outcome, trace_id, span_id)
+                self._event(ctx, name, route.server, route.name, started, outcome, trace_id, span_id)
             )
         if outcome.HasField("result"):
             return outcome.result.result_json

@@ -1,8 +1,8 @@
 """Sessions as signed, expiring tokens, so any edge replica can serve any session.
 
 A token is `<key id>.<claims>.<signature>`: base64url JSON claims (protocol version,
-client name, virtual key id, expiry, nonce) and an HMAC-SHA256 over the first two
-parts. Ended sessions are remembered until their expiry so DELETE is final.
+client name, virtual key id, endpoint, expiry, nonce) and an HMAC-SHA256 over the
+first two parts. Ended sessions are remembered until their expiry so DELETE is final.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ class Session:
     key_id: str
     expires_at: int
     nonce: str
+    # The server or group of /mcp/{name} the session was opened on; "" for /mcp.
+    endpoint: str = ""
 
     @property
     def id(self) -> str:
@@ -52,13 +54,16 @@ class SessionCodec:
     def _sign(self, signed_part: str) -> str:
         return _b64(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
 
-    def issue(self, protocol_version: str, client_name: str = "", key_id: str = "") -> str:
+    def issue(
+        self, protocol_version: str, client_name: str = "", key_id: str = "", endpoint: str = ""
+    ) -> str:
         claims = {
             "v": protocol_version,
             "c": client_name[:64],
             "k": key_id,
             "e": int(time.time()) + self._ttl,
             "n": secrets.token_urlsafe(12),
+            "p": endpoint,
         }
         signed_part = f"{KEY_ID}.{_b64(orjson.dumps(claims))}"
         return f"{signed_part}.{self._sign(signed_part)}"
@@ -74,7 +79,12 @@ class SessionCodec:
         try:
             claims = orjson.loads(_unb64(parts[1]))
             session = Session(
-                str(claims["v"]), str(claims["c"]), str(claims["k"]), int(claims["e"]), str(claims["n"])
+                str(claims["v"]),
+                str(claims["c"]),
+                str(claims["k"]),
+                int(claims["e"]),
+                str(claims["n"]),
+                str(claims.get("p", "")),
             )
         except (ValueError, KeyError, TypeError):
             raise SessionNotFoundError("Session not found: re-initialize") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 import anyio
@@ -17,15 +17,18 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
     BodyTooLargeError,
     EdgeError,
+    EndpointNotFoundError,
     ForbiddenOriginError,
     InternalError,
     InvalidParamsError,
     InvalidRequestError,
     NotAcceptableError,
+    SessionNotFoundError,
     UnsupportedMediaTypeError,
     error_response,
     result_response,
@@ -57,6 +60,11 @@ def accepts(header: str, media_type: str) -> bool:
     return False
 
 
+def endpoint_name(path: str) -> str:
+    """The server or group a path names: "" for /mcp, "a" for /mcp/a (a trailing slash allowed)."""
+    return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
+
+
 def sse_event(data: bytes) -> bytes:
     return b"event: message\ndata: " + data + b"\n\n"
 
@@ -65,6 +73,7 @@ class StreamableHttpEndpoint:
     def __init__(
         self,
         handler: McpHandler,
+        catalog: Callable[[], Catalog],
         sessions: SessionCodec,
         hub: StreamHub,
         *,
@@ -73,6 +82,7 @@ class StreamableHttpEndpoint:
         allowed_origins: frozenset[str] = frozenset(),
     ) -> None:
         self._handler = handler
+        self._catalog = catalog
         self._sessions = sessions
         self._hub = hub
         self._max_body = max_body_bytes
@@ -83,12 +93,13 @@ class StreamableHttpEndpoint:
         request = Request(scope, receive)
         try:
             self._check_origin(request)
+            endpoint = endpoint_name(scope["path"])
             if request.method == "POST":
-                response = await self._post(request)
+                response = await self._post(request, endpoint)
             elif request.method == "GET":
-                response = self._get(request)
+                response = self._get(request, endpoint)
             elif request.method == "DELETE":
-                response = self._delete(request)
+                response = self._delete(request, endpoint)
             else:
                 response = Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
         except EdgeError as exc:
@@ -109,11 +120,19 @@ class StreamableHttpEndpoint:
         if urlsplit(origin).hostname not in LOCAL_HOSTS:
             raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
 
-    def _session(self, request: Request) -> Session:
+    def _view(self, endpoint: str) -> View:
+        view = self._catalog().view(endpoint or None)
+        if view is None:
+            raise EndpointNotFoundError(f"Not Found: no connected server named {endpoint!r}")
+        return view
+
+    def _session(self, request: Request, endpoint: str) -> Session:
         token = request.headers.get(SESSION_HEADER)
         if not token:
             raise BadRequestError("Bad Request: Mcp-Session-Id header is required")
         session = self._sessions.resolve(token)
+        if session.endpoint != endpoint:
+            raise SessionNotFoundError("Session not found: it belongs to another endpoint")
         version = request.headers.get(VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             raise BadRequestError(f"Bad Request: unsupported MCP-Protocol-Version {version}")
@@ -135,7 +154,7 @@ class StreamableHttpEndpoint:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _post(self, request: Request) -> Response:
+    async def _post(self, request: Request, endpoint: str) -> Response:
         accept = request.headers.get("accept", "*/*")
         if not (accepts(accept, JSON) and accepts(accept, SSE)):
             raise NotAcceptableError(
@@ -145,11 +164,12 @@ class StreamableHttpEndpoint:
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
         messages, is_batch = parse_body(await self._read_body(request))
+        view = self._view(endpoint)
         if any(m.method == "initialize" for m in messages):
             if is_batch:
                 raise InvalidRequestError("Invalid Request: initialize must not be part of a batch")
-            return self._initialize(messages[0])
-        session = self._session(request)
+            return self._initialize(messages[0], view, endpoint)
+        session = self._session(request, endpoint)
         if is_batch and session.protocol_version not in BATCH_VERSIONS:
             raise InvalidRequestError(
                 f"Invalid Request: batches are not allowed in {session.protocol_version}"
@@ -158,15 +178,15 @@ class StreamableHttpEndpoint:
         if not requests:
             return Response(status_code=202)
         if is_batch:
-            answers = [await self._answer(CallContext(session, m.id), m) for m in requests]
+            answers = [await self._answer(CallContext(session, m.id, view), m) for m in requests]
             return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
         message = requests[0]
         meta = (message.params or {}).get("_meta")
         if isinstance(meta, dict) and "progressToken" in meta:
-            return await self._answer_streaming(session, message)
-        return Response(await self._answer(CallContext(session, message.id), message), media_type=JSON)
+            return await self._answer_streaming(CallContext(session, message.id, view), message)
+        return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
 
-    def _initialize(self, message: Message) -> Response:
+    def _initialize(self, message: Message, view: View, endpoint: str) -> Response:
         if message.kind != "request":
             raise InvalidRequestError("Invalid Request: initialize must be a request")
         params = message.params or {}
@@ -177,8 +197,10 @@ class StreamableHttpEndpoint:
         version = negotiate_version(requested)
         client = params.get("clientInfo")
         client_name = client.get("name", "") if isinstance(client, dict) else ""
-        token = self._sessions.issue(version, client_name if isinstance(client_name, str) else "")
-        body = result_response(message.id, self._handler.initialize_result(version))
+        token = self._sessions.issue(
+            version, client_name if isinstance(client_name, str) else "", endpoint=endpoint
+        )
+        body = result_response(message.id, self._handler.initialize_result(version, view))
         return Response(body, media_type=JSON, headers={SESSION_HEADER: token})
 
     async def _answer(self, ctx: CallContext, message: Message) -> bytes:
@@ -191,12 +213,11 @@ class StreamableHttpEndpoint:
             return error_response(message.id, InternalError("Internal error").error_object())
         return result_response(message.id, result)
 
-    async def _answer_streaming(self, session: Session, message: Message) -> Response:
+    async def _answer_streaming(self, ctx: CallContext, message: Message) -> Response:
         """JSON when the call finishes before it sends anything; SSE once it sends a notification."""
         notes: asyncio.Queue[bytes] = asyncio.Queue()
-        answer = asyncio.ensure_future(
-            self._answer(CallContext(session, message.id, notes.put_nowait), message)
-        )
+        ctx.notify = notes.put_nowait
+        answer = asyncio.ensure_future(self._answer(ctx, message))
         first = asyncio.ensure_future(notes.get())
         await asyncio.wait({answer, first}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():
@@ -221,10 +242,10 @@ class StreamableHttpEndpoint:
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
-    def _get(self, request: Request) -> Response:
+    def _get(self, request: Request, endpoint: str) -> Response:
         if not accepts(request.headers.get("accept", ""), SSE):
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
-        session = self._session(request)
+        session = self._session(request, endpoint)
         send, receive = self._hub.open(session.id)
 
         async def events() -> AsyncIterator[bytes]:
@@ -242,8 +263,8 @@ class StreamableHttpEndpoint:
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
-    def _delete(self, request: Request) -> Response:
-        session = self._session(request)
+    def _delete(self, request: Request, endpoint: str) -> Response:
+        session = self._session(request, endpoint)
         self._sessions.end(session)
         self._hub.end(session.id)
         return Response(status_code=200)

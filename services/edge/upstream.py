@@ -1,4 +1,4 @@
-"""The edge's client of the connector service: one tools/call as one gRPC call."""
+"""The edge's client of the connector service: one request to a downstream as one gRPC call."""
 
 from __future__ import annotations
 
@@ -37,3 +37,16 @@ class ConnectorClient:
         except grpc.aio.AioRpcError as exc:
             raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
+
+    async def forward(
+        self, server: str, method: str, params_json: bytes, traceparent: str
+    ) -> connector_pb2.ForwardOutcome:
+        """Any request other than tools/call, answered by the downstream named `server`."""
+        request = connector_pb2.ForwardRequest(server=server, method=method, params_json=params_json)
+        try:
+            outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
+                request, metadata=(("traceparent", traceparent),)
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+        return outcome

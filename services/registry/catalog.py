@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from services.contracts import registry_pb2
+from services.naming import exposed_tool_name, exposed_uri
 from services.registry.config import ClientConfig
-from services.registry.naming import exposed_tool_name
 from services.registry.store import CatalogState, StoredServer
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def allowed(tools_to_execute: list[str], tool: str) -> bool:
 
 
 def build_snapshot(state: CatalogState) -> registry_pb2.Snapshot:
-    """The tools of connected servers that their config admits, under their exposed names."""
+    """What connected servers offer (tools as their config admits), under their exposed names."""
     snapshot = registry_pb2.Snapshot(
         revision=state.revision,
         settings=registry_pb2.GatewaySettings(tool_separator=state.separator),
@@ -31,26 +31,38 @@ def build_snapshot(state: CatalogState) -> registry_pb2.Snapshot:
                 connection_type=server.config.connection_type,
                 state=server.state,
                 error=server.error,
+                capabilities_json=server.capabilities_json.encode(),
             )
         )
         if server.state == "connected":
             visible[server.config.name] = server.config
-    taken: set[str] = set()
-    for tool in state.tools:
-        config = visible.get(tool.server)
-        if config is None or not allowed(config.tools_to_execute, tool.name):
+    lists = {
+        "tool": snapshot.tools,
+        "prompt": snapshot.prompts,
+        "resource": snapshot.resources,
+        "template": snapshot.resource_templates,
+    }
+    taken: dict[str, set[str]] = {kind: set() for kind in lists}
+    for item in state.items:
+        config = visible.get(item.server)
+        if config is None or (item.kind == "tool" and not allowed(config.tools_to_execute, item.key)):
             continue
-        exposed = exposed_tool_name(tool.server, tool.name, state.separator)
-        if exposed in taken:
-            log.warning("tool %r of %r collides with another as %r; hidden", tool.name, tool.server, exposed)
+        if item.kind in ("tool", "prompt"):
+            exposed = exposed_tool_name(item.server, item.key, state.separator)
+        else:
+            exposed = exposed_uri(item.server, item.key)
+        if exposed in taken[item.kind]:
+            log.warning(
+                "%s %r of %r collides with another as %r; hidden", item.kind, item.key, item.server, exposed
+            )
             continue
-        taken.add(exposed)
-        snapshot.tools.append(
-            registry_pb2.ToolEntry(
+        taken[item.kind].add(exposed)
+        lists[item.kind].append(
+            registry_pb2.CatalogEntry(
                 exposed_name=exposed,
-                server=tool.server,
-                name=tool.name,
-                definition_json=tool.definition_json.encode(),
+                server=item.server,
+                name=item.key,
+                definition_json=item.definition_json.encode(),
             )
         )
     return snapshot

@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.registry.catalog import build_snapshot, server_config
-from services.registry.store import RegistryStore, UnknownServerError
+from services.registry.store import RegistryStore, StoredItem, UnknownServerError
 from services.rpc import abort
 
 log = logging.getLogger(__name__)
@@ -57,36 +57,55 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ReportCatalogResponse:
         if request.state not in STATES:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"state must be one of {sorted(STATES)}")
-        tools: list[tuple[str, str]] = []
-        for raw in request.tools_json:
-            name = _tool_name(raw)
-            if name is None:
-                await abort(
-                    context, grpc.StatusCode.INVALID_ARGUMENT, "each tool must be a JSON object with a name"
-                )
-            tools.append((name, raw.decode()))
+        items: list[StoredItem] = []
+        for kind, key, raws in (
+            ("tool", "name", request.tools_json),
+            ("prompt", "name", request.prompts_json),
+            ("resource", "uri", request.resources_json),
+            ("template", "uriTemplate", request.resource_templates_json),
+        ):
+            for raw in raws:
+                value = _key(raw, key)
+                if value is None:
+                    await abort(
+                        context,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"each {kind} must be a JSON object with a non-empty {key!r}",
+                    )
+                items.append(StoredItem(request.server, kind, value, raw.decode()))
+        capabilities = request.capabilities_json or b"{}"
+        if _object(capabilities) is None:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities_json must be a JSON object")
         try:
             revision, changed = await self._store.report_catalog(
-                request.server, request.state, request.error, tools
+                request.server, request.state, request.error, items, capabilities.decode()
             )
         except UnknownServerError:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
         if changed:
             log.info(
-                "server %s is %s with %d tools (revision %d)",
+                "server %s is %s with %d tools, %d prompts, %d resources (revision %d)",
                 request.server,
                 request.state,
-                len(tools),
+                len(request.tools_json),
+                len(request.prompts_json),
+                len(request.resources_json) + len(request.resource_templates_json),
                 revision,
             )
             await self.announce(revision)
         return registry_pb2.ReportCatalogResponse(revision=revision)
 
 
-def _tool_name(raw: bytes) -> str | None:
+def _object(raw: bytes) -> dict[str, object] | None:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    name = value.get("name") if isinstance(value, dict) else None
-    return name if isinstance(name, str) and name else None
+    return value if isinstance(value, dict) else None
+
+
+def _key(raw: bytes, field: str) -> str | None:
+    """The non-empty string `field` of a JSON object, or None when `raw` is not one."""
+    value = _object(raw)
+    key = None if value is None else value.get(field)
+    return key if isinstance(key, str) and key else None

@@ -1,4 +1,4 @@
-"""Persistence of servers, their discovered tools and the revision counter (SQLAlchemy async).
+"""Persistence of servers, what they offer and the revision counter (SQLAlchemy async).
 
 Every write that changes what edges or connectors see bumps the revision in the same
 transaction; a write that changes nothing leaves it alone, so repeated reports of an
@@ -30,13 +30,17 @@ class ServerRow(Base):
     config_json: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="connecting")
     error: Mapped[str] = mapped_column(Text, default="")
+    capabilities_json: Mapped[str] = mapped_column(Text, default="{}")
 
 
-class ToolRow(Base):
-    __tablename__ = "tools"
+class ItemRow(Base):
+    """One tool, prompt, resource or resource template of a server, as it defined it."""
+
+    __tablename__ = "catalog_items"
 
     server: Mapped[str] = mapped_column(ForeignKey("servers.name", ondelete="CASCADE"), primary_key=True)
-    name: Mapped[str] = mapped_column(String(512), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
     definition_json: Mapped[str] = mapped_column(Text)
 
@@ -57,12 +61,16 @@ class StoredServer:
     config: ClientConfig
     state: str
     error: str
+    capabilities_json: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
-class StoredTool:
+class StoredItem:
+    """`kind` is tool | prompt | resource | template; `key` its name, URI or URI template."""
+
     server: str
-    name: str
+    kind: str
+    key: str
     definition_json: str
 
 
@@ -71,7 +79,7 @@ class CatalogState:
     revision: int
     separator: str
     servers: list[StoredServer]
-    tools: list[StoredTool]
+    items: list[StoredItem]
 
 
 class RegistryStore:
@@ -134,28 +142,48 @@ class RegistryStore:
             return revision, [_stored(r) for r in rows]
 
     async def report_catalog(
-        self, server: str, state: str, error: str, tools: list[tuple[str, str]]
+        self,
+        server: str,
+        state: str,
+        error: str,
+        items: list[StoredItem],
+        capabilities_json: str = "{}",
     ) -> tuple[int, bool]:
-        """Record a connector's view of `server`: its state and its (name, definition) tools."""
+        """Record a connector's view of `server`: its state, capabilities and what it offers."""
         async with self._sessions.begin() as session:
             row = await session.get(ServerRow, server)
             if row is None:
                 raise UnknownServerError(server)
             changed = row.state != state or row.error != error
             row.state, row.error = state, error
-            current = (
-                await session.scalars(
-                    select(ToolRow).where(ToolRow.server == server).order_by(ToolRow.position)
-                )
-            ).all()
             # A server that is not connected keeps its last catalog: it returns as it was.
-            if state == "connected" and [(t.name, t.definition_json) for t in current] != tools:
-                await session.execute(delete(ToolRow).where(ToolRow.server == server))
-                session.add_all(
-                    ToolRow(server=server, name=name, position=i, definition_json=definition)
-                    for i, (name, definition) in enumerate(tools)
-                )
-                changed = True
+            if state == "connected":
+                if row.capabilities_json != capabilities_json:
+                    row.capabilities_json = capabilities_json
+                    changed = True
+                current = (
+                    await session.scalars(
+                        select(ItemRow)
+                        .where(ItemRow.server == server)
+                        .order_by(ItemRow.kind, ItemRow.position)
+                    )
+                ).all()
+                wanted = sorted(items, key=lambda i: i.kind)
+                if [(r.kind, r.key, r.definition_json) for r in current] != [
+                    (i.kind, i.key, i.definition_json) for i in wanted
+                ]:
+                    await session.execute(delete(ItemRow).where(ItemRow.server == server))
+                    session.add_all(
+                        ItemRow(
+                            server=server,
+                            kind=item.kind,
+                            key=item.key,
+                            position=position,
+                            definition_json=item.definition_json,
+                        )
+                        for position, item in enumerate(items)
+                    )
+                    changed = True
             revision = await _bump(session) if changed else int(await _meta(session, "revision", "0"))
         return revision, changed
 
@@ -164,12 +192,12 @@ class RegistryStore:
             revision = int(await _meta(session, "revision", "0"))
             separator = await _meta(session, "tool_separator", "_")
             servers = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
-            tools = (await session.scalars(select(ToolRow).order_by(ToolRow.server, ToolRow.position))).all()
+            items = (await session.scalars(select(ItemRow).order_by(ItemRow.server, ItemRow.position))).all()
             return CatalogState(
                 revision=revision,
                 separator=separator,
                 servers=[_stored(r) for r in servers],
-                tools=[StoredTool(t.server, t.name, t.definition_json) for t in tools],
+                items=[StoredItem(i.server, i.kind, i.key, i.definition_json) for i in items],
             )
 
 
@@ -180,7 +208,9 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _stored(row: ServerRow) -> StoredServer:
-    return StoredServer(ClientConfig.model_validate_json(row.config_json), row.state, row.error)
+    return StoredServer(
+        ClientConfig.model_validate_json(row.config_json), row.state, row.error, row.capabilities_json
+    )
 
 
 async def _meta(session: AsyncSession, key: str, default: str) -> str:

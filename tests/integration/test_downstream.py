@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -10,8 +11,12 @@ import anyio
 import orjson
 import pytest
 
-from services.connector.downstream import Downstream
-from services.connector.errors import DownstreamTimeoutError, DownstreamUnavailableError
+from services.connector.downstream import Downstream, Inventory
+from services.connector.errors import (
+    DownstreamRejectedError,
+    DownstreamTimeoutError,
+    DownstreamUnavailableError,
+)
 from services.contracts import registry_pb2
 from services.up.main import free_port
 from tests.processes import ROOT, port_open, python_script, running, wait_until
@@ -19,6 +24,7 @@ from tests.processes import ROOT, port_open, python_script, running, wait_until
 pytestmark = pytest.mark.anyio
 
 FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
+CONFORMANCE = ROOT / "tests" / "servers" / "conformance_server.py"
 
 
 async def call(downstream: Downstream, tool: str, arguments: dict[str, Any] | None, **options: Any) -> Any:
@@ -36,10 +42,13 @@ class Reports:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, list[str]]] = []
+        self.inventory = Inventory()
         self._changed = anyio.Event()
 
-    async def __call__(self, state: str, error: str, tools: list[dict[str, Any]]) -> None:
-        self.seen.append((state, error, [t["name"] for t in tools]))
+    async def __call__(self, state: str, error: str, inventory: Inventory) -> None:
+        self.seen.append((state, error, [t["name"] for t in inventory.tools]))
+        if state == "connected":
+            self.inventory = inventory
         self._changed.set()
         self._changed = anyio.Event()
 
@@ -150,3 +159,59 @@ async def test_calls_to_a_server_that_is_not_connected_fail_at_once() -> None:
     )
     with pytest.raises(DownstreamUnavailableError, match="not connected"):
         await call(downstream, "echo", {"text": "x"})
+
+
+@pytest.fixture(params=["stdio", "http"])
+async def conformance(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Downstream, Reports]]:
+    """The conformance fixture (tools, prompts, resources, templates) behind a Downstream."""
+    with contextlib.ExitStack() as stack:
+        config = registry_pb2.ServerConfig(name="conf", connection_type=request.param)
+        if request.param == "stdio":
+            config.stdio.command = sys.executable
+            config.stdio.args.append(str(CONFORMANCE))
+        else:
+            port = free_port()
+            process = stack.enter_context(running(python_script(CONFORMANCE, "--http", str(port))))
+            wait_until(lambda: port_open(port), 15, "conformance fixture", process)
+            config.connection_string = f"http://127.0.0.1:{port}/mcp"
+        reports = Reports()
+        downstream = Downstream(
+            config, reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(downstream.run)
+            await reports.wait_for(lambda r: r[0] == "connected")
+            yield downstream, reports
+            tg.cancel_scope.cancel()
+
+
+async def test_the_inventory_holds_every_list_the_server_announces(
+    conformance: tuple[Downstream, Reports],
+) -> None:
+    _, reports = conformance
+    inventory = reports.inventory
+    assert {"tools", "prompts", "resources", "completions", "logging"} <= set(inventory.capabilities)
+    assert "json_schema_2020_12_tool" in [t["name"] for t in inventory.tools]
+    schema = next(t for t in inventory.tools if t["name"] == "json_schema_2020_12_tool")["inputSchema"]
+    assert schema["$schema"].endswith("2020-12/schema") and "$defs" in schema
+    assert [p["name"] for p in inventory.prompts][:2] == ["test_simple_prompt", "test_prompt_with_arguments"]
+    assert "test://static-binary" in [r["uri"] for r in inventory.resources]
+    assert [t["uriTemplate"] for t in inventory.resource_templates] == ["test://template/{id}/data"]
+
+
+async def test_other_requests_are_forwarded_verbatim(conformance: tuple[Downstream, Reports]) -> None:
+    downstream, _ = conformance
+    read = orjson.loads(await downstream.request("resources/read", b'{"uri":"test://template/7/data"}'))
+    assert orjson.loads(read["contents"][0]["text"]) == {
+        "id": "7",
+        "templateTest": True,
+        "data": "Data for ID: 7",
+    }
+    prompt = orjson.loads(
+        await downstream.request(
+            "prompts/get", b'{"name":"test_prompt_with_arguments","arguments":{"arg1":"a","arg2":"b"}}'
+        )
+    )
+    assert prompt["messages"][0]["content"]["text"] == "Prompt with arguments: arg1='a', arg2='b'"
+    with pytest.raises(DownstreamRejectedError, match="Resource not found"):
+        await downstream.request("resources/read", b'{"uri":"test://nowhere"}')

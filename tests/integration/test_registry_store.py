@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.registry.config import parse_config
-from services.registry.store import RegistryStore, UnknownServerError
+from services.registry.store import RegistryStore, StoredItem, UnknownServerError
 
 pytestmark = pytest.mark.anyio
 
@@ -81,24 +81,33 @@ async def test_servers_removed_from_the_file_leave_the_registry(store: RegistryS
 
 async def test_catalog_reports_bump_the_revision_only_when_something_changed(store: RegistryStore) -> None:
     base, _ = await store.apply_config(config("a"))  # type: ignore[arg-type]
-    tools = [("echo", '{"name":"echo","inputSchema":{"type":"object"}}')]
-    connected, changed = await store.report_catalog("a", "connected", "", tools)
+    items = [
+        StoredItem("a", "tool", "echo", '{"name":"echo","inputSchema":{"type":"object"}}'),
+        StoredItem("a", "resource", "test://r", '{"uri":"test://r","name":"r"}'),
+    ]
+    connected, changed = await store.report_catalog("a", "connected", "", items, '{"tools":{}}')
     assert changed and connected == base + 1
-    same, changed = await store.report_catalog("a", "connected", "", tools)
+    same, changed = await store.report_catalog("a", "connected", "", items, '{"tools":{}}')
     assert (same, changed) == (connected, False)
     state = await store.catalog()
-    assert [(t.server, t.name) for t in state.tools] == [("a", "echo")]
+    assert [(i.server, i.kind, i.key) for i in state.items] == [
+        ("a", "tool", "echo"),
+        ("a", "resource", "test://r"),
+    ]
     assert state.servers[0].state == "connected"
+    assert state.servers[0].capabilities_json == '{"tools":{}}'
+    more, changed = await store.report_catalog("a", "connected", "", items, '{"tools":{},"resources":{}}')
+    assert changed and more == connected + 1
 
 
 async def test_a_disconnected_server_keeps_its_catalog_for_when_it_returns(store: RegistryStore) -> None:
     await store.apply_config(config("a"))  # type: ignore[arg-type]
-    await store.report_catalog("a", "connected", "", [("echo", '{"name":"echo"}')])
+    await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
     await store.report_catalog("a", "disconnected", "EOF", [])
     state = await store.catalog()
     assert state.servers[0].state == "disconnected"
     assert state.servers[0].error == "EOF"
-    assert [t.name for t in state.tools] == ["echo"]
+    assert [i.key for i in state.items] == ["echo"]
 
 
 async def test_reports_for_unknown_servers_are_refused(store: RegistryStore) -> None:
@@ -108,6 +117,6 @@ async def test_reports_for_unknown_servers_are_refused(store: RegistryStore) -> 
 
 async def test_removing_a_server_removes_its_tools(store: RegistryStore) -> None:
     await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
-    await store.report_catalog("a", "connected", "", [("echo", '{"name":"echo"}')])
+    await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
     await store.apply_config(config("b"))  # type: ignore[arg-type]
-    assert (await store.catalog()).tools == []
+    assert (await store.catalog()).items == []

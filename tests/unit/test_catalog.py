@@ -1,10 +1,12 @@
 import orjson
+import pytest
 
-from services.edge.catalog import Catalog
-from services.edge.transport import accepts
+from services.edge.catalog import Catalog, Route
+from services.edge.errors import InvalidParamsError
+from services.edge.transport import accepts, endpoint_name
 from services.registry.catalog import build_snapshot
 from services.registry.config import ClientConfig
-from services.registry.store import CatalogState, StoredServer, StoredTool
+from services.registry.store import CatalogState, StoredItem, StoredServer
 
 SCHEMA_TOOL: dict[str, object] = {
     "name": "query",
@@ -23,18 +25,28 @@ SCHEMA_TOOL: dict[str, object] = {
 }
 
 
-def server(name: str, state: str = "connected", tools: list[str] | None = None) -> StoredServer:
+def server(
+    name: str, state: str = "connected", tools: list[str] | None = None, capabilities: str = '{"tools":{}}'
+) -> StoredServer:
     config = ClientConfig(
         name=name,
         connection_type="http",
         connection_string="u",
         tools_to_execute=["*"] if tools is None else tools,
     )
-    return StoredServer(config, state, "")
+    return StoredServer(config, state, "", capabilities)
 
 
-def tool(server_name: str, definition: dict[str, object]) -> StoredTool:
-    return StoredTool(server_name, str(definition["name"]), orjson.dumps(definition).decode())
+def item(server_name: str, kind: str, definition: dict[str, object]) -> StoredItem:
+    key = {"tool": "name", "prompt": "name", "resource": "uri", "template": "uriTemplate"}[kind]
+    return StoredItem(server_name, kind, str(definition[key]), orjson.dumps(definition).decode())
+
+
+def tool(server_name: str, definition: dict[str, object]) -> StoredItem:
+    return item(server_name, "tool", definition)
+
+
+RICH = '{"tools":{},"prompts":{},"resources":{"subscribe":true},"completions":{},"logging":{}}'
 
 
 def test_snapshot_holds_tools_of_connected_servers_that_config_admits() -> None:
@@ -46,7 +58,7 @@ def test_snapshot_holds_tools_of_connected_servers_that_config_admits() -> None:
             server("down", state="disconnected"),
             server("none", tools=[]),
         ],
-        tools=[
+        items=[
             tool("db", SCHEMA_TOOL),
             tool("db", {"name": "drop", "inputSchema": {"type": "object"}}),
             tool("down", {"name": "x", "inputSchema": {"type": "object"}}),
@@ -66,10 +78,98 @@ def test_snapshot_holds_tools_of_connected_servers_that_config_admits() -> None:
 def test_edge_catalog_renames_tools_and_keeps_every_other_field() -> None:
     snapshot = build_snapshot(CatalogState(1, "_", [server("db")], [tool("db", SCHEMA_TOOL)]))
     catalog = Catalog.from_snapshot(snapshot)
-    listed = orjson.loads(catalog.list_result())["tools"]
+    listed = orjson.loads(catalog.aggregate.tools.page(None))["tools"]
     assert listed == [{**SCHEMA_TOOL, "name": "db_query"}]
-    assert catalog.routes["db_query"].server == "db"
-    assert catalog.routes["db_query"].tool == "query"
+    assert catalog.routes["db_query"] == Route("db", "query")
+
+
+def mixed_catalog(page_size: int = 500) -> Catalog:
+    state = CatalogState(
+        1,
+        "_",
+        [server("docs", capabilities=RICH), server("db")],
+        [
+            tool("db", SCHEMA_TOOL),
+            item("docs", "prompt", {"name": "summary", "arguments": [{"name": "topic", "required": True}]}),
+            item(
+                "docs",
+                "resource",
+                {"uri": "file:///readme.md", "name": "readme", "mimeType": "text/markdown"},
+            ),
+            item("docs", "template", {"uriTemplate": "file:///{path}", "name": "file"}),
+        ],
+    )
+    return Catalog.from_snapshot(build_snapshot(state), page_size)
+
+
+def test_aggregate_namespaces_prompts_and_resource_uris_losslessly() -> None:
+    view = mixed_catalog().aggregate
+    assert orjson.loads(view.prompts.page(None))["prompts"][0]["name"] == "docs_summary"
+    assert view.prompt_routes["docs_summary"] == Route("docs", "summary")
+    resource = orjson.loads(view.resources.page(None))["resources"][0]
+    assert resource == {
+        "uri": "mcpgw://docs/file:///readme.md",
+        "name": "readme",
+        "mimeType": "text/markdown",
+    }
+    template = orjson.loads(view.resource_templates.page(None))["resourceTemplates"][0]
+    assert template["uriTemplate"] == "mcpgw://docs/file:///{path}"
+    # A URI expanded from the exposed template maps back to the server and its own URI.
+    assert view.resource_route("mcpgw://docs/file:///src/a.py") == Route("docs", "file:///src/a.py")
+    assert view.resource_route("file:///readme.md") is None
+    assert view.resource_route("mcpgw://ghost/file:///x") is None
+
+
+def test_per_server_views_are_unprefixed_and_hold_one_server() -> None:
+    catalog = mixed_catalog()
+    docs = catalog.view("docs")
+    assert docs is not None
+    assert orjson.loads(docs.resources.page(None))["resources"][0]["uri"] == "file:///readme.md"
+    assert docs.prompt_routes == {"summary": Route("docs", "summary")}
+    assert docs.tool_routes == {}
+    assert docs.resource_route("file:///readme.md") == Route("docs", "file:///readme.md")
+    db = catalog.view("db")
+    assert db is not None and db.tool_routes == {"query": Route("db", "query")}
+    assert catalog.view("ghost") is None
+
+
+def test_capabilities_are_what_the_visible_servers_support() -> None:
+    catalog = mixed_catalog()
+    assert catalog.aggregate.capabilities == {
+        "tools": {"listChanged": True},
+        "prompts": {"listChanged": True},
+        "resources": {"subscribe": True, "listChanged": True},
+        "completions": {},
+        "logging": {},
+    }
+    db = catalog.view("db")
+    assert db is not None and db.capabilities == {"tools": {"listChanged": True}}
+
+
+def test_lists_are_paged_with_opaque_cursors() -> None:
+    tools = [tool("db", {"name": f"t{i}", "inputSchema": {"type": "object"}}) for i in range(5)]
+    catalog = Catalog.from_snapshot(build_snapshot(CatalogState(1, "_", [server("db")], tools)), page_size=2)
+    names: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = orjson.loads(catalog.aggregate.tools.page(cursor))
+        names += [t["name"] for t in page["tools"]]
+        pages += 1
+        cursor = page.get("nextCursor")
+        if cursor is None:
+            break
+    assert names == [f"db_t{i}" for i in range(5)] and pages == 3
+    for bad in ("nonsense", 7, "bzk5OTk="):
+        with pytest.raises(InvalidParamsError):
+            catalog.aggregate.tools.page(bad)
+
+
+def test_endpoint_names_come_from_the_path() -> None:
+    assert endpoint_name("/mcp") == ""
+    assert endpoint_name("/mcp/") == ""
+    assert endpoint_name("/mcp/docs") == "docs"
+    assert endpoint_name("/mcp/docs/") == "docs"
 
 
 def test_accept_headers() -> None:

@@ -1,4 +1,4 @@
-from services.registry.naming import EXPOSED_NAME, exposed_tool_name, server_name_problem
+from services.naming import EXPOSED_NAME, exposed_tool_name, server_name_problem
 
 
 def test_plain_names_join_with_the_separator() -> None:

@@ -49,6 +49,11 @@ class ConnectorStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsResponse.FromString,
                 _registered_method=True)
+        self.Forward = channel.unary_unary(
+                '/mcpgw.v1.Connector/Forward',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardOutcome.FromString,
+                _registered_method=True)
 
 
 class ConnectorServicer:
@@ -76,6 +81,14 @@ class ConnectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Forward(self, request, context):
+        """Any other request to one downstream (resources/read, prompts/get,
+        completion/complete, ...): its result verbatim, or the error it answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConnectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +106,11 @@ def add_ConnectorServicer_to_server(servicer, server):
                     servicer.ListTools,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsResponse.SerializeToString,
+            ),
+            'Forward': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forward,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardOutcome.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class Connector:
             '/mcpgw.v1.Connector/ListTools',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsRequest.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Connector/Forward',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ForwardOutcome.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,10 @@ class ConnectorStub:
     """
     ListTools: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]
     """The live tool list of one downstream server, fetched from it now."""
+    Forward: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ForwardRequest, _connector_pb2.ForwardOutcome]
+    """Any other request to one downstream (resources/read, prompts/get,
+    completion/complete, ...): its result verbatim, or the error it answered.
+    """
 
 @_typing.type_check_only
 class ConnectorAsyncStub(ConnectorStub):
@@ -51,6 +55,10 @@ class ConnectorAsyncStub(ConnectorStub):
     """
     ListTools: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]  # type: ignore[assignment]
     """The live tool list of one downstream server, fetched from it now."""
+    Forward: _aio.UnaryUnaryMultiCallable[_connector_pb2.ForwardRequest, _connector_pb2.ForwardOutcome]  # type: ignore[assignment]
+    """Any other request to one downstream (resources/read, prompts/get,
+    completion/complete, ...): its result verbatim, or the error it answered.
+    """
 
 class ConnectorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -78,5 +86,15 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_connector_pb2.ListToolsResponse, _abc.Awaitable[_connector_pb2.ListToolsResponse]]:
         """The live tool list of one downstream server, fetched from it now."""
+
+    @_abc_1.abstractmethod
+    def Forward(
+        self,
+        request: _connector_pb2.ForwardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connector_pb2.ForwardOutcome, _abc.Awaitable[_connector_pb2.ForwardOutcome]]:
+        """Any other request to one downstream (resources/read, prompts/get,
+        completion/complete, ...): its result verbatim, or the error it answered.
+        """
 
 def add_ConnectorServicer_to_server(servicer: ConnectorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*services/contracts/mcpgw/v1/registry.proto\x12\x08mcpgw.v1\",\n\x12GetSnapshotRequest\x12\x16\n\x0eknown_revision\x18\x01 \x01(\x03\"\xaa\x01\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\x12%\n\x07servers\x18\x03 \x03(\x0b\x32\x14.mcpgw.v1.ServerView\x12\"\n\x05tools\x18\x04 \x03(\x0b\x32\x13.mcpgw.v1.ToolEntry\x12+\n\x08settings\x18\x05 \x01(\x0b\x32\x19.mcpgw.v1.GatewaySettings\"Q\n\nServerView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_type\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"X\n\tToolEntry\x12\x14\n\x0c\x65xposed_name\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x04 \x01(\x0c\")\n\x0fGatewaySettings\x12\x16\n\x0etool_separator\x18\x01 \x01(\t\"\xa7\x01\n\x0bStdioConfig\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12+\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x1e.mcpgw.v1.StdioConfig.EnvEntry\x12\x13\n\x0binherit_env\x18\x04 \x03(\t\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x0cServerConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_type\x18\x02 \x01(\t\x12\x19\n\x11\x63onnection_string\x18\x03 \x01(\t\x12$\n\x05stdio\x18\x04 \x01(\x0b\x32\x15.mcpgw.v1.StdioConfig\x12\x34\n\x07headers\x18\x05 \x03(\x0b\x32#.mcpgw.v1.ServerConfig.HeadersEntry\x12&\n\x1etool_execution_timeout_seconds\x18\x06 \x01(\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListServersRequest\"P\n\x13ListServersResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x07servers\x18\x02 \x03(\x0b\x32\x16.mcpgw.v1.ServerConfig\"n\n\x14ReportCatalogRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\ntools_json\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63onnector_id\x18\x05 \x01(\t\")\n\x15ReportCatalogResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x32\xe9\x01\n\x08Registry\x12?\n\x0bGetSnapshot\x12\x1c.mcpgw.v1.GetSnapshotRequest\x1a\x12.mcpgw.v1.Snapshot\x12J\n\x0bListServers\x12\x1c.mcpgw.v1.ListServersRequest\x1a\x1d.mcpgw.v1.ListServersResponse\x12P\n\rReportCatalog\x12\x1e.mcpgw.v1.ReportCatalogRequest\x1a\x1f.mcpgw.v1.ReportCatalogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*services/contracts/mcpgw/v1/registry.proto\x12\x08mcpgw.v1\",\n\x12GetSnapshotRequest\x12\x16\n\x0eknown_revision\x18\x01 \x01(\x03\"\xb5\x02\n\x08Snapshot\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\x12%\n\x07servers\x18\x03 \x03(\x0b\x32\x14.mcpgw.v1.ServerView\x12%\n\x05tools\x18\x04 \x03(\x0b\x32\x16.mcpgw.v1.CatalogEntry\x12+\n\x08settings\x18\x05 \x01(\x0b\x32\x19.mcpgw.v1.GatewaySettings\x12\'\n\x07prompts\x18\x06 \x03(\x0b\x32\x16.mcpgw.v1.CatalogEntry\x12)\n\tresources\x18\x07 \x03(\x0b\x32\x16.mcpgw.v1.CatalogEntry\x12\x32\n\x12resource_templates\x18\x08 \x03(\x0b\x32\x16.mcpgw.v1.CatalogEntry\"l\n\nServerView\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_type\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x19\n\x11\x63\x61pabilities_json\x18\x05 \x01(\x0c\"[\n\x0c\x43\x61talogEntry\x12\x14\n\x0c\x65xposed_name\x18\x01 \x01(\t\x12\x0e\n\x06server\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x04 \x01(\x0c\")\n\x0fGatewaySettings\x12\x16\n\x0etool_separator\x18\x01 \x01(\t\"\xa7\x01\n\x0bStdioConfig\x12\x0f\n\x07\x63ommand\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12+\n\x03\x65nv\x18\x03 \x03(\x0b\x32\x1e.mcpgw.v1.StdioConfig.EnvEntry\x12\x13\n\x0binherit_env\x18\x04 \x03(\t\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x84\x02\n\x0cServerConfig\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63onnection_type\x18\x02 \x01(\t\x12\x19\n\x11\x63onnection_string\x18\x03 \x01(\t\x12$\n\x05stdio\x18\x04 \x01(\x0b\x32\x15.mcpgw.v1.StdioConfig\x12\x34\n\x07headers\x18\x05 \x03(\x0b\x32#.mcpgw.v1.ServerConfig.HeadersEntry\x12&\n\x1etool_execution_timeout_seconds\x18\x06 \x01(\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x14\n\x12ListServersRequest\"P\n\x13ListServersResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\'\n\x07servers\x18\x02 \x03(\x0b\x32\x16.mcpgw.v1.ServerConfig\"\xd8\x01\n\x14ReportCatalogRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x12\n\ntools_json\x18\x04 \x03(\x0c\x12\x14\n\x0c\x63onnector_id\x18\x05 \x01(\t\x12\x14\n\x0cprompts_json\x18\x06 \x03(\x0c\x12\x16\n\x0eresources_json\x18\x07 \x03(\x0c\x12\x1f\n\x17resource_templates_json\x18\x08 \x03(\x0c\x12\x19\n\x11\x63\x61pabilities_json\x18\t \x01(\x0c\")\n\x15ReportCatalogResponse\x12\x10\n\x08revision\x18\x01 \x01(\x03\x32\xe9\x01\n\x08Registry\x12?\n\x0bGetSnapshot\x12\x1c.mcpgw.v1.GetSnapshotRequest\x1a\x12.mcpgw.v1.Snapshot\x12J\n\x0bListServers\x12\x1c.mcpgw.v1.ListServersRequest\x1a\x1d.mcpgw.v1.ListServersResponse\x12P\n\rReportCatalog\x12\x1e.mcpgw.v1.ReportCatalogRequest\x1a\x1f.mcpgw.v1.ReportCatalogResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,29 +38,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSNAPSHOTREQUEST']._serialized_start=56
   _globals['_GETSNAPSHOTREQUEST']._serialized_end=100
   _globals['_SNAPSHOT']._serialized_start=103
-  _globals['_SNAPSHOT']._serialized_end=273
-  _globals['_SERVERVIEW']._serialized_start=275
-  _globals['_SERVERVIEW']._serialized_end=356
-  _globals['_TOOLENTRY']._serialized_start=358
-  _globals['_TOOLENTRY']._serialized_end=446
-  _globals['_GATEWAYSETTINGS']._serialized_start=448
-  _globals['_GATEWAYSETTINGS']._serialized_end=489
-  _globals['_STDIOCONFIG']._serialized_start=492
-  _globals['_STDIOCONFIG']._serialized_end=659
-  _globals['_STDIOCONFIG_ENVENTRY']._serialized_start=617
-  _globals['_STDIOCONFIG_ENVENTRY']._serialized_end=659
-  _globals['_SERVERCONFIG']._serialized_start=662
-  _globals['_SERVERCONFIG']._serialized_end=922
-  _globals['_SERVERCONFIG_HEADERSENTRY']._serialized_start=876
-  _globals['_SERVERCONFIG_HEADERSENTRY']._serialized_end=922
-  _globals['_LISTSERVERSREQUEST']._serialized_start=924
-  _globals['_LISTSERVERSREQUEST']._serialized_end=944
-  _globals['_LISTSERVERSRESPONSE']._serialized_start=946
-  _globals['_LISTSERVERSRESPONSE']._serialized_end=1026
-  _globals['_REPORTCATALOGREQUEST']._serialized_start=1028
-  _globals['_REPORTCATALOGREQUEST']._serialized_end=1138
-  _globals['_REPORTCATALOGRESPONSE']._serialized_start=1140
-  _globals['_REPORTCATALOGRESPONSE']._serialized_end=1181
-  _globals['_REGISTRY']._serialized_start=1184
-  _globals['_REGISTRY']._serialized_end=1417
+  _globals['_SNAPSHOT']._serialized_end=412
+  _globals['_SERVERVIEW']._serialized_start=414
+  _globals['_SERVERVIEW']._serialized_end=522
+  _globals['_CATALOGENTRY']._serialized_start=524
+  _globals['_CATALOGENTRY']._serialized_end=615
+  _globals['_GATEWAYSETTINGS']._serialized_start=617
+  _globals['_GATEWAYSETTINGS']._serialized_end=658
+  _globals['_STDIOCONFIG']._serialized_start=661
+  _globals['_STDIOCONFIG']._serialized_end=828
+  _globals['_STDIOCONFIG_ENVENTRY']._serialized_start=786
+  _globals['_STDIOCONFIG_ENVENTRY']._serialized_end=828
+  _globals['_SERVERCONFIG']._serialized_start=831
+  _globals['_SERVERCONFIG']._serialized_end=1091
+  _globals['_SERVERCONFIG_HEADERSENTRY']._serialized_start=1045
+  _globals['_SERVERCONFIG_HEADERSENTRY']._serialized_end=1091
+  _globals['_LISTSERVERSREQUEST']._serialized_start=1093
+  _globals['_LISTSERVERSREQUEST']._serialized_end=1113
+  _globals['_LISTSERVERSRESPONSE']._serialized_start=1115
+  _globals['_LISTSERVERSRESPONSE']._serialized_end=1195
+  _globals['_REPORTCATALOGREQUEST']._serialized_start=1198
+  _globals['_REPORTCATALOGREQUEST']._serialized_end=1414
+  _globals['_REPORTCATALOGRESPONSE']._serialized_start=1416
+  _globals['_REPORTCATALOGRESPONSE']._serialized_end=1457
+  _globals['_REGISTRY']._serialized_start=1460
+  _globals['_REGISTRY']._serialized_end=1693
 # @@protoc_insertion_point(module_scope)

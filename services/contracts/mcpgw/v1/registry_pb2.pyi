@@ -49,26 +49,38 @@ class Snapshot(_message.Message):
     SERVERS_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     SETTINGS_FIELD_NUMBER: _builtins.int
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    RESOURCE_TEMPLATES_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     not_modified: _builtins.bool
     @_builtins.property
     def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerView]: ...
     @_builtins.property
-    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolEntry]: ...
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
     @_builtins.property
     def settings(self) -> Global___GatewaySettings: ...
+    @_builtins.property
+    def prompts(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
+    @_builtins.property
+    def resource_templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
     def __init__(
         self,
         *,
         revision: _builtins.int = ...,
         not_modified: _builtins.bool = ...,
         servers: _abc.Iterable[Global___ServerView] | None = ...,
-        tools: _abc.Iterable[Global___ToolEntry] | None = ...,
+        tools: _abc.Iterable[Global___CatalogEntry] | None = ...,
         settings: Global___GatewaySettings | None = ...,
+        prompts: _abc.Iterable[Global___CatalogEntry] | None = ...,
+        resources: _abc.Iterable[Global___CatalogEntry] | None = ...,
+        resource_templates: _abc.Iterable[Global___CatalogEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_modified", b"not_modified", "revision", b"revision", "servers", b"servers", "settings", b"settings", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_modified", b"not_modified", "prompts", b"prompts", "resource_templates", b"resource_templates", "resources", b"resources", "revision", b"revision", "servers", b"servers", "settings", b"settings", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -82,10 +94,13 @@ class ServerView(_message.Message):
     CONNECTION_TYPE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
     error: _builtins.str
+    capabilities_json: _builtins.bytes
+    """The `capabilities` the server announced in its initialize result (JSON object)."""
     def __init__(
         self,
         *,
@@ -93,19 +108,20 @@ class ServerView(_message.Message):
         connection_type: _builtins.str = ...,
         state: _builtins.str = ...,
         error: _builtins.str = ...,
+        capabilities_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_type", b"connection_type", "error", b"error", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "name", b"name", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerView: _TypeAlias = ServerView  # noqa: Y015
 
 @_typing.final
-class ToolEntry(_message.Message):
-    """One tool a client may see: the downstream definition verbatim, plus the name the
-    gateway exposes it under.
+class CatalogEntry(_message.Message):
+    """One tool, prompt, resource or resource template a client may see: the downstream
+    definition verbatim, plus the key the aggregate /mcp exposes it under.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -115,8 +131,10 @@ class ToolEntry(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     DEFINITION_JSON_FIELD_NUMBER: _builtins.int
     exposed_name: _builtins.str
+    """The tool or prompt name, resource URI or URI template, as the gateway exposes it."""
     server: _builtins.str
     name: _builtins.str
+    """The same key as the downstream knows it."""
     definition_json: _builtins.bytes
     def __init__(
         self,
@@ -132,7 +150,7 @@ class ToolEntry(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ToolEntry: _TypeAlias = ToolEntry  # noqa: Y015
+Global___CatalogEntry: _TypeAlias = CatalogEntry  # noqa: Y015
 
 @_typing.final
 class GatewaySettings(_message.Message):
@@ -318,15 +336,27 @@ class ReportCatalogRequest(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     TOOLS_JSON_FIELD_NUMBER: _builtins.int
     CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    PROMPTS_JSON_FIELD_NUMBER: _builtins.int
+    RESOURCES_JSON_FIELD_NUMBER: _builtins.int
+    RESOURCE_TEMPLATES_JSON_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_JSON_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     state: _builtins.str
     """connecting | connected | disconnected | failed"""
     error: _builtins.str
     connector_id: _builtins.str
+    capabilities_json: _builtins.bytes
+    """The `capabilities` of the server's initialize result (JSON object)."""
     @_builtins.property
     def tools_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Each tool's definition as the downstream sent it (JSON object)."""
 
+    @_builtins.property
+    def prompts_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def resources_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
+    @_builtins.property
+    def resource_templates_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]: ...
     def __init__(
         self,
         *,
@@ -335,10 +365,14 @@ class ReportCatalogRequest(_message.Message):
         error: _builtins.str = ...,
         tools_json: _abc.Iterable[_builtins.bytes] | None = ...,
         connector_id: _builtins.str = ...,
+        prompts_json: _abc.Iterable[_builtins.bytes] | None = ...,
+        resources_json: _abc.Iterable[_builtins.bytes] | None = ...,
+        resource_templates_json: _abc.Iterable[_builtins.bytes] | None = ...,
+        capabilities_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id", "error", b"error", "server", b"server", "state", b"state", "tools_json", b"tools_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities_json", b"capabilities_json", "connector_id", b"connector_id", "error", b"error", "prompts_json", b"prompts_json", "resource_templates_json", b"resource_templates_json", "resources_json", b"resources_json", "server", b"server", "state", b"state", "tools_json", b"tools_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,10 +1,16 @@
-"""How downstream tools are named at the gateway: `<server><separator><tool>`.
+"""How downstream tools, prompts and resources are named at the aggregate `/mcp`.
+
+Tools and prompts are `<server><separator><name>`.
 
 Exposed names must fit what clients enforce, `^[a-zA-Z0-9_-]{1,64}$`. A joined name
 that does not fit keeps its first 55 characters (others replaced by `_`) and gets
 `_` plus the first 8 hex digits of the SHA-256 of the joined name, so it is
 deterministic and two long names never shorten to the same string by accident.
 Routing never splits a name: edges look the exposed name up in the catalog.
+
+Resource URIs and URI templates are `mcpgw://<server>/<original>`: the original
+follows verbatim, so the mapping is lossless both ways and a template stays a
+template (`mcpgw://docs/file:///{path}`).
 """
 
 from __future__ import annotations
@@ -35,3 +41,20 @@ def exposed_tool_name(server: str, tool: str, separator: str) -> str:
     digest = hashlib.sha256(joined.encode()).hexdigest()[:_DIGEST_LEN]
     head = _INVALID.sub("_", joined)[: MAX_LEN - _DIGEST_LEN - 1]
     return f"{head}_{digest}"
+
+
+URI_SCHEME = "mcpgw://"
+
+
+def exposed_uri(server: str, uri: str) -> str:
+    return f"{URI_SCHEME}{server}/{uri}"
+
+
+def split_exposed_uri(exposed: str) -> tuple[str, str] | None:
+    """(server, original URI) of an exposed URI, or None when it is not one."""
+    if not exposed.startswith(URI_SCHEME):
+        return None
+    server, slash, uri = exposed[len(URI_SCHEME) :].partition("/")
+    if not slash or not SERVER_NAME.fullmatch(server) or not uri:
+        return None
+    return server, uri
