@@ -3,7 +3,8 @@
     python tests/servers/conformance_server.py            # stdio
     python tests/servers/conformance_server.py --http 0   # Streamable HTTP on /mcp (port printed)
 
-Built on the `mcp` SDK's low-level server so every result goes out exactly as written.
+Built on the `mcp` SDK's low-level server so every result goes out exactly as written:
+its handlers return plain dicts, which the server serializes as they are.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def text(value: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": value}]}
 
 
-async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, Any]:
+async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
     name, arguments = params.name, params.arguments or {}
     session, request_id = ctx.session, ctx.request_id
     if name == "test_simple_text":
@@ -241,10 +242,10 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
             "isError": True,
         }
     if name == "test_sampling":
-        message = types.SamplingMessage(
+        question = types.SamplingMessage(
             role="user", content=types.TextContent(type="text", text=arguments.get("prompt", ""))
         )
-        result = await session.create_message([message], max_tokens=100, related_request_id=request_id)
+        result = await session.create_message([question], max_tokens=100, related_request_id=request_id)
         content = result.content if isinstance(result.content, types.TextContent) else None
         return text(f"LLM response: {content.text if content else 'No response'}")
     if name.startswith("test_elicitation"):
@@ -266,7 +267,7 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
     raise ValueError(f"Unknown tool: {name}")
 
 
-async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> dict[str, Any]:
+async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> Any:
     uri = str(params.uri)
     if uri in CONTENTS:
         return {"contents": [{"uri": uri, **CONTENTS[uri]}]}
@@ -278,7 +279,7 @@ async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> di
     raise ValueError(f"Resource not found: {uri}")
 
 
-async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> dict[str, Any]:
+async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> Any:
     arguments = params.arguments or {}
     if params.name == "test_simple_prompt":
         messages = [
@@ -310,15 +311,15 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> dict[str
     return {"messages": messages}
 
 
-async def list_tools(ctx: Any, params: Any) -> dict[str, Any]:
+async def list_tools(ctx: Any, params: Any) -> Any:
     return {"tools": TOOLS}
 
 
-async def list_resources(ctx: Any, params: Any) -> dict[str, Any]:
+async def list_resources(ctx: Any, params: Any) -> Any:
     return {"resources": RESOURCES}
 
 
-async def list_templates(ctx: Any, params: Any) -> dict[str, Any]:
+async def list_templates(ctx: Any, params: Any) -> Any:
     return {
         "resourceTemplates": [
             {
@@ -331,22 +332,22 @@ async def list_templates(ctx: Any, params: Any) -> dict[str, Any]:
     }
 
 
-async def list_prompts(ctx: Any, params: Any) -> dict[str, Any]:
+async def list_prompts(ctx: Any, params: Any) -> Any:
     return {"prompts": PROMPTS}
 
 
-async def subscribe(ctx: Any, params: Any) -> dict[str, Any]:
+async def subscribe(ctx: Any, params: Any) -> Any:
     return {}
 
 
-async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> dict[str, Any]:
+async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> Any:
     await ctx.session.send_log_message(
         "info", f"Log level set to: {params.level}", related_request_id=ctx.request_id
     )
     return {}
 
 
-async def complete(ctx: Any, params: Any) -> dict[str, Any]:
+async def complete(ctx: Any, params: Any) -> Any:
     return {"completion": {"values": [], "total": 0, "hasMore": False}}
 
 
