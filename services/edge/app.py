@@ -36,6 +36,7 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             "revision": parts.follower.catalog.revision,
             "tools": len(parts.follower.catalog.routes),
             "prompts": len(parts.follower.catalog.aggregate.prompt_routes),
+            "servers": sorted(parts.follower.catalog.aggregate.servers),
             "audit_backlog": parts.audit.backlog,
             "streams": parts.hub.open_streams,
         }
