@@ -4,7 +4,9 @@ CONFIG ?= examples/demo/config.json
 PEERS := bench/.peers
 PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
-.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile
+NODE_TESTS := tests/node
+
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,16 +14,25 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# The official conformance suite, Node 22 to run it, and the TypeScript client the tests drive.
+$(NODE_TESTS)/node_modules/.installed: $(NODE_TESTS)/package-lock.json
+	npm ci --prefix $(NODE_TESTS) --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(NODE_TESTS)/node_modules/.installed
 
 ## Start the whole gateway on the demo config (Ctrl-C stops everything).
 run: install
 	PATH=$(abspath $(VENV))/bin:$$PATH mcpgw up --config $(CONFIG) \
 	  --sidecar "python examples/servers/clock_http.py --port 8931"
 
-## Unit, integration and end-to-end tests.
+## Unit, integration and end-to-end tests (the conformance suite included).
 test: install
 	$(PY) -m pytest tests/unit tests/integration tests/e2e
+
+## The official MCP conformance suite against /mcp/{server} and /mcp of a running gateway.
+conformance: install
+	$(PY) -m pytest -v tests/e2e/test_conformance.py
 
 ## The gateway against a direct connection to the same downstream (a few minutes).
 bench: install
@@ -71,4 +82,4 @@ protos-check: install
 	  rm -rf $$tmp; echo "stubs are current"
 
 clean:
-	rm -rf $(VENV) .state
+	rm -rf $(VENV) .state $(NODE_TESTS)/node_modules

@@ -7,7 +7,7 @@ JSON object on stdout (see `Tally.report`).
 
 Modes:
     call      tools/call of --tool with a unique text per call, checked on the way back
-    list      tools/list, checked to hold at least --min-tools tools
+    list      tools/list (every page), checked to hold at least --min-tools tools
     sessions  open --count idle sessions (with --streams, each holding its GET
               stream open), print "ready", hold them until stdin closes
 """
@@ -160,10 +160,19 @@ def call_step(tool: str) -> Step:
 
 
 def list_step(min_tools: int) -> Step:
+    """Every page of tools/list, following nextCursor as a client listing everything does."""
+
     async def step(client: McpClient, n: int) -> None:
-        result = await client.request("tools/list")
-        if len(result.get("tools", [])) < min_tools:
-            raise ProtocolViolation(f"tools/list: {len(result.get('tools', []))} tools < {min_tools}")
+        tools = 0
+        cursor = None
+        while True:
+            result = await client.request("tools/list", {"cursor": cursor} if cursor else None)
+            tools += len(result.get("tools", []))
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        if tools < min_tools:
+            raise ProtocolViolation(f"tools/list: {tools} tools < {min_tools}")
 
     return step
 

@@ -141,7 +141,7 @@ def markdown(results: dict[str, Any]) -> str:
     lat = audit["lag_ms"]
     lines += [
         "",
-        f"- tools/list of {tools['tools']} tools over {settings['wide_servers']} servers: "
+        f"- tools/list of {tools['tools']} tools over {settings['wide_servers']} servers (every page): "
         f"p50 {_percentile(tools, 'p50'):.2f} ms, p99 {_percentile(tools, 'p99'):.2f} ms",
         f"- edge memory per idle session ({settings['sessions']} more sessions, no open connection): "
         f"{results['idle_session_bytes']:.0f} bytes; per session holding its GET stream open: "

@@ -8,7 +8,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
 import mcp_types as types
@@ -18,6 +18,7 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
+from pydantic import BaseModel, ValidationError
 
 from services import __version__
 from services.connector.errors import (
@@ -26,10 +27,13 @@ from services.connector.errors import (
     DownstreamUnavailableError,
 )
 from services.connector.forwarding import HttpForwarder, RawResult
+from services.connector.relay import CallRelay, RelayBoard, Response
 from services.connector.transports import open_transport
 from services.contracts import registry_pb2
 
 log = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
 
 LIST_CHANGED = frozenset(
     {
@@ -114,6 +118,7 @@ class Downstream:
         self._dispatcher: JSONRPCDispatcher[Any] | None = None
         self._forwarder: HttpForwarder | None = None
         self._refresh = anyio.Event()
+        self._board = RelayBoard()
 
     @property
     def connected(self) -> bool:
@@ -154,6 +159,10 @@ class Downstream:
                     dispatcher=dispatcher,
                     message_handler=self._on_message,
                     client_info=types.Implementation(name="mcpgw", version=__version__),
+                    sampling_callback=self._on_sampling,
+                    elicitation_callback=self._on_elicitation,
+                    list_roots_callback=self._on_list_roots,
+                    logging_callback=self._on_log,
                 )
             )
             with anyio.fail_after(self._connect_timeout):
@@ -196,6 +205,26 @@ class Downstream:
             | types.ResourceListChangedNotification,
         ):
             self._refresh.set()
+
+    # Requests and log messages on the shared session: relayed to the one call that can take them.
+    async def _on_sampling(
+        self, context: Any, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.ErrorData:
+        response = await self._board.ask("sampling/createMessage", _dump(params))
+        return _typed(response, types.CreateMessageResult)
+
+    async def _on_elicitation(
+        self, context: Any, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        response = await self._board.ask("elicitation/create", _dump(params))
+        return _typed(response, types.ElicitResult)
+
+    async def _on_list_roots(self, context: Any) -> types.ListRootsResult | types.ErrorData:
+        return _typed(await self._board.ask("roots/list", None), types.ListRootsResult)
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        message = {"jsonrpc": "2.0", "method": "notifications/message", "params": _dump(params)}
+        await self._board.notify(message)
 
     def _on_forwarded_notification(self, message: dict[str, Any]) -> None:
         if message.get("method") in LIST_CHANGED:
@@ -261,6 +290,7 @@ class Downstream:
         meta: dict[str, Any] | None,
         timeout: float | None = None,
         on_progress: ProgressFnT | None = None,
+        relay: CallRelay | None = None,
     ) -> RawResult:
         """The downstream's CallToolResult for `tool`; `arguments_json` is a JSON object or empty."""
         dispatcher = self._require()
@@ -269,13 +299,14 @@ class Downstream:
             # Progress tokens are minted per hop and mapped back to on_progress.
             meta = {k: v for k, v in meta.items() if k != "progressToken"}
         if self._forwarder is not None:
-            return await self._forwarder.call_tool(tool, arguments_json, meta, timeout, on_progress)
+            return await self._forwarder.call_tool(tool, arguments_json, meta, timeout, on_progress, relay)
         params: dict[str, Any] = {"name": tool}
         if arguments_json:
             params["arguments"] = orjson.loads(arguments_json)
         if meta:
             params["_meta"] = meta
-        result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
+        with self._board.holding(relay):
+            result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
         return RawResult(orjson.dumps(result), result.get("isError") is True)
 
     async def request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
@@ -317,3 +348,25 @@ class Downstream:
         if dispatcher is None:
             raise DownstreamUnavailableError(self.name, f"server {self.name!r} is not connected")
         return dispatcher
+
+
+def _dump(params: Any) -> dict[str, Any]:
+    dumped: dict[str, Any] = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return dumped
+
+
+def _typed(response: Response, model: type[ResultT]) -> ResultT | types.ErrorData:
+    """The client's answer as the SDK session wants it: a result model or an ErrorData."""
+    if "error" in response:
+        error = response["error"] if isinstance(response["error"], dict) else {}
+        return types.ErrorData(
+            code=int(error.get("code", types.INTERNAL_ERROR)),
+            message=str(error.get("message", "")),
+            data=error.get("data"),
+        )
+    try:
+        return model.model_validate(response.get("result"))
+    except ValidationError as exc:
+        return types.ErrorData(
+            code=types.INVALID_PARAMS, message=f"mcpgw: the client's answer is malformed: {exc}"
+        )

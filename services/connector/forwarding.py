@@ -27,6 +27,7 @@ from services.connector.errors import (
     DownstreamTimeoutError,
     DownstreamUnavailableError,
 )
+from services.connector.relay import CallRelay, unrelayable
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class RawResult:
 class _Call:
     id: str
     on_progress: ProgressFnT | None
+    relay: CallRelay | None = None
 
 
 async def sse_messages(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
@@ -149,8 +151,9 @@ class HttpForwarder:
         meta: dict[str, Any] | None,
         timeout: float,
         on_progress: ProgressFnT | None,
+        relay: CallRelay | None = None,
     ) -> RawResult:
-        call = _Call(f"mcpgw-{next(self._ids)}", on_progress)
+        call = _Call(f"mcpgw-{next(self._ids)}", on_progress, relay)
         if on_progress is not None:
             meta = {**(meta or {}), "progressToken": call.id}
         params = b'{"name":' + orjson.dumps(tool)
@@ -220,10 +223,10 @@ class HttpForwarder:
         if not isinstance(params, dict):
             params = {}
         if "id" in message and isinstance(method, str):
-            # A request from the server (sampling, elicitation, roots) that the gateway cannot relay yet.
-            error = {"code": types.METHOD_NOT_FOUND, "message": f"mcpgw does not relay {method}"}
-            reply = {"jsonrpc": "2.0", "id": message["id"], "error": error}
-            self._post_in_background(orjson.dumps(reply))
+            # A request of the server's (sampling, elicitation, roots): the client of this call answers.
+            self._answer_in_background(call, message["id"], method, message.get("params"))
+        elif method == "notifications/message" and call.relay is not None:
+            await call.relay.notify(message)
         elif method == "notifications/progress" and call.on_progress is not None:
             if params.get("progressToken") == call.id and isinstance(params.get("progress"), int | float):
                 total, note = params.get("total"), params.get("message")
@@ -239,6 +242,21 @@ class HttpForwarder:
         notification = {"jsonrpc": "2.0", "method": "notifications/cancelled",
                         "params": {"requestId": call.id, "reason": reason}}  # fmt: skip
         self._post_in_background(orjson.dumps(notification))
+
+    def _answer_in_background(self, call: _Call, request_id: object, method: str, params: object) -> None:
+        """Relay a server request to the call's client without holding up the call's stream."""
+
+        async def answer() -> None:
+            if call.relay is None:
+                response = unrelayable(method)
+            else:
+                response = await call.relay.ask(method, params if isinstance(params, dict) else None)
+            reply = {"jsonrpc": "2.0", "id": request_id, **response}
+            self._post_in_background(orjson.dumps(reply))
+
+        task = asyncio.ensure_future(answer())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _post_in_background(self, body: bytes) -> None:
         """Fire-and-forget POSTs (cancellations, replies): the call they belong to is not held up."""

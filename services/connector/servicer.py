@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ from services.connector.errors import (
     DownstreamTimeoutError,
 )
 from services.connector.pool import DownstreamPool
+from services.connector.relay import CallRelay, Response
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.rpc import abort
 
@@ -58,6 +60,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         request: connector_pb2.CallToolRequest,
         meta: dict[str, Any] | None,
         on_progress: ProgressFnT | None,
+        relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
         downstream = self._pool.get(request.server)
         if downstream is None:
@@ -69,6 +72,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 meta,
                 request.timeout_seconds or None,
                 on_progress,
+                relay,
             )
         except DownstreamError as exc:
             return connector_pb2.CallToolOutcome(error=call_error(exc))
@@ -83,11 +87,19 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         return await self._call(request, _json_object(request.meta_json), None)
 
     async def StreamTool(
-        self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[connector_pb2.CallToolMessage],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[connector_pb2.CallToolUpdate]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("call"):
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the call")
+        request = first.call
         meta = _json_object(request.meta_json)
         token = None if meta is None else meta.get("progressToken")
         updates: asyncio.Queue[connector_pb2.CallToolUpdate] = asyncio.Queue()
+        replies: dict[str, asyncio.Future[Response]] = {}
+        asked = itertools.count(1)
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             params: dict[str, Any] = {"progressToken": token, "progress": progress}
@@ -95,14 +107,40 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 params["total"] = total
             if message is not None:
                 params["message"] = message
-            notification = {"jsonrpc": "2.0", "method": "notifications/progress", "params": params}
-            updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(notification)))
+            await notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+        async def notify(message: dict[str, Any]) -> None:
+            updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(message)))
+
+        async def ask(method: str, params: dict[str, Any] | None) -> Response:
+            request_id = f"s{next(asked)}"
+            replies[request_id] = asyncio.get_running_loop().create_future()
+            updates.put_nowait(
+                connector_pb2.CallToolUpdate(
+                    request=connector_pb2.ServerRequest(
+                        request_id=request_id, method=method, params_json=orjson.dumps(params or {})
+                    )
+                )
+            )
+            try:
+                return await replies[request_id]
+            finally:
+                del replies[request_id]
+
+        async def read_replies() -> None:
+            async for message in request_iterator:
+                reply = message.reply
+                waiting = replies.get(reply.request_id)
+                response = _json_object(reply.response_json)
+                if waiting is not None and not waiting.done() and response is not None:
+                    waiting.set_result(response)
 
         async def call() -> None:
-            outcome = await self._call(request, meta, on_progress if token is not None else None)
+            relay = CallRelay(notify, ask)
+            outcome = await self._call(request, meta, on_progress if token is not None else None, relay)
             updates.put_nowait(connector_pb2.CallToolUpdate(outcome=outcome))
 
-        task = asyncio.create_task(call())
+        tasks = [asyncio.create_task(call()), asyncio.create_task(read_replies())]
         try:
             while True:
                 update = await updates.get()
@@ -110,9 +148,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 if update.HasField("outcome"):
                     return
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def ListTools(
         self, request: connector_pb2.ListToolsRequest, context: grpc.aio.ServicerContext

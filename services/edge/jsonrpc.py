@@ -16,6 +16,8 @@ class Message:
     id: JsonRpcId
     method: str
     params: dict[str, Any] | None
+    # A response's {"result": ...} or {"error": ...}; None for requests and notifications.
+    answer: dict[str, Any] | None = None
 
 
 def parse_body(body: bytes) -> tuple[list[Message], bool]:
@@ -41,7 +43,8 @@ def classify(value: object) -> Message:
     method = value.get("method")
     if method is None:
         if has_id and ("result" in value or "error" in value):
-            return Message("response", message_id, "", None)
+            answer = {"error": value["error"]} if "error" in value else {"result": value["result"]}
+            return Message("response", message_id, "", None, answer)
         raise InvalidRequestError('Invalid Request: "method" is missing')
     if not isinstance(method, str) or not method:
         raise InvalidRequestError('Invalid Request: "method" must be a non-empty string')

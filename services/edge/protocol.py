@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
 import logging
 import time
 import uuid
@@ -9,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import mcp_types as types
 import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
@@ -91,6 +95,35 @@ class McpHandler:
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
+        # Requests relayed to clients, by the id they were sent under, awaiting the client's reply.
+        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ask_ids = itertools.count(1)
+
+    def client_replied(self, request_id: JsonRpcId, answer: dict[str, Any]) -> None:
+        """A client's response to a request this edge relayed; unknown ids are ignored."""
+        waiting = self._asked.get(str(request_id))
+        if waiting is not None and not waiting.done():
+            waiting.set_result(answer)
+
+    async def _ask(self, ctx: CallContext, method: str, params_json: bytes) -> dict[str, Any]:
+        """Send a downstream's request to the client on the call's stream and wait for its reply."""
+        if ctx.notify is None:
+            return {
+                "error": {
+                    "code": types.METHOD_NOT_FOUND,
+                    "message": f"mcpgw: the client cannot answer {method}",
+                }
+            }
+        request_id = f"{self._edge_id}-{next(self._ask_ids)}"
+        self._asked[request_id] = asyncio.get_running_loop().create_future()
+        ctx.notify(
+            b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"method":' + orjson.dumps(method)
+            + b',"params":' + (params_json or b"{}") + b"}"
+        )  # fmt: skip
+        try:
+            return await self._asked[request_id]
+        finally:
+            del self._asked[request_id]
 
     def initialize_result(self, version: str, view: View) -> bytes:
         result: dict[str, Any] = {
@@ -178,7 +211,12 @@ class McpHandler:
         started = time.time_ns()
         outcome: connector_pb2.CallToolOutcome | None = None
         try:
-            outcome = await self._connector.call_tool(request, traceparent(trace_id, span_id), ctx.notify)
+            outcome = await self._connector.call_tool(
+                request,
+                traceparent(trace_id, span_id),
+                ctx.notify,
+                None if ctx.notify is None else functools.partial(self._ask, ctx),
+            )
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)
             outcome = connector_pb2.CallToolOutcome(

@@ -30,6 +30,8 @@ class Session:
     nonce: str
     # The server or group of /mcp/{name} the session was opened on; "" for /mcp.
     endpoint: str = ""
+    # Which server-to-client requests the client declared it answers (sampling, elicitation, roots).
+    answers: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -55,7 +57,12 @@ class SessionCodec:
         return _b64(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
 
     def issue(
-        self, protocol_version: str, client_name: str = "", key_id: str = "", endpoint: str = ""
+        self,
+        protocol_version: str,
+        client_name: str = "",
+        key_id: str = "",
+        endpoint: str = "",
+        answers: tuple[str, ...] = (),
     ) -> str:
         claims = {
             "v": protocol_version,
@@ -64,6 +71,7 @@ class SessionCodec:
             "e": int(time.time()) + self._ttl,
             "n": secrets.token_urlsafe(12),
             "p": endpoint,
+            "r": list(answers),
         }
         signed_part = f"{KEY_ID}.{_b64(orjson.dumps(claims))}"
         return f"{signed_part}.{self._sign(signed_part)}"
@@ -85,6 +93,7 @@ class SessionCodec:
                 int(claims["e"]),
                 str(claims["n"]),
                 str(claims.get("p", "")),
+                tuple(str(a) for a in claims.get("r", ())),
             )
         except (ValueError, KeyError, TypeError):
             raise SessionNotFoundError("Session not found: re-initialize") from None

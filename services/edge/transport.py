@@ -47,6 +47,8 @@ SSE = "text/event-stream"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Client capabilities that mean it answers requests a downstream may make during a call.
+ANSWERABLE = frozenset({"sampling", "elicitation", "roots"})
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -174,6 +176,8 @@ class StreamableHttpEndpoint:
             raise InvalidRequestError(
                 f"Invalid Request: batches are not allowed in {session.protocol_version}"
             )
+        for reply in (m for m in messages if m.kind == "response"):
+            self._handler.client_replied(reply.id, reply.answer or {})
         requests = [m for m in messages if m.kind == "request"]
         if not requests:
             return Response(status_code=202)
@@ -182,7 +186,10 @@ class StreamableHttpEndpoint:
             return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
         message = requests[0]
         meta = (message.params or {}).get("_meta")
-        if isinstance(meta, dict) and "progressToken" in meta:
+        # A call that may send the client something before its result answers over SSE.
+        if message.method == "tools/call" and (
+            session.answers or (isinstance(meta, dict) and "progressToken" in meta)
+        ):
             return await self._answer_streaming(CallContext(session, message.id, view), message)
         return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
 
@@ -197,8 +204,10 @@ class StreamableHttpEndpoint:
         version = negotiate_version(requested)
         client = params.get("clientInfo")
         client_name = client.get("name", "") if isinstance(client, dict) else ""
+        capabilities = params.get("capabilities")
+        answers = tuple(sorted(c for c in ANSWERABLE if isinstance(capabilities, dict) and c in capabilities))
         token = self._sessions.issue(
-            version, client_name if isinstance(client_name, str) else "", endpoint=endpoint
+            version, client_name if isinstance(client_name, str) else "", endpoint=endpoint, answers=answers
         )
         body = result_response(message.id, self._handler.initialize_result(version, view))
         return Response(body, media_type=JSON, headers={SESSION_HEADER: token})

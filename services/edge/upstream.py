@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+import orjson
 
 from services.contracts import connector_pb2, connector_pb2_grpc
 
 
 class ConnectorUnavailableError(ConnectionError):
     """No connector answered."""
+
+
+Ask = Callable[[str, bytes], Awaitable[dict[str, Any]]]
+"""(method, params JSON) -> the client's {"result": ...} or {"error": ...}."""
 
 
 class ConnectorClient:
@@ -22,20 +30,62 @@ class ConnectorClient:
         request: connector_pb2.CallToolRequest,
         traceparent: str,
         on_notification: Callable[[bytes], None] | None = None,
+        ask: Ask | None = None,
     ) -> connector_pb2.CallToolOutcome:
-        """The call's outcome; with `on_notification`, the notifications sent before it go there."""
+        """The call's outcome; with `on_notification`, what the downstream sends before it goes
+        there, and with `ask`, its requests are answered by the client."""
         metadata = (("traceparent", traceparent),)
         try:
             if on_notification is None:
                 # Unary: the cheapest gRPC call there is, and most tool calls are this.
                 outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(request, metadata=metadata)
                 return outcome
-            async for update in self._stub.StreamTool(request, metadata=metadata):
-                if update.HasField("outcome"):
-                    return update.outcome  # type: ignore[no-any-return]
-                on_notification(update.notification_json)
+            return await self._relayed(request, metadata, on_notification, ask)
         except grpc.aio.AioRpcError as exc:
             raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+
+    async def _relayed(
+        self,
+        request: connector_pb2.CallToolRequest,
+        metadata: tuple[tuple[str, str], ...],
+        on_notification: Callable[[bytes], None],
+        ask: Ask | None,
+    ) -> connector_pb2.CallToolOutcome:
+        call = self._stub.StreamTool(metadata=metadata)
+        answering: set[asyncio.Task[None]] = set()
+
+        async def answer(server_request: connector_pb2.ServerRequest) -> None:
+            if ask is None:
+                error = {
+                    "code": -32601,
+                    "message": f"mcpgw: the client cannot answer {server_request.method}",
+                }
+                response: dict[str, Any] = {"error": error}
+            else:
+                response = await ask(server_request.method, server_request.params_json)
+            reply = connector_pb2.ClientReply(
+                request_id=server_request.request_id, response_json=orjson.dumps(response)
+            )
+            await call.write(connector_pb2.CallToolMessage(reply=reply))
+
+        try:
+            await call.write(connector_pb2.CallToolMessage(call=request))
+            async for update in call:
+                if update.HasField("outcome"):
+                    return update.outcome  # type: ignore[no-any-return]
+                if update.HasField("request"):
+                    task = asyncio.create_task(answer(update.request))
+                    answering.add(task)
+                    task.add_done_callback(answering.discard)
+                else:
+                    on_notification(update.notification_json)
+        finally:
+            for task in answering:
+                task.cancel()
+            for task in list(answering):
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await task
+            call.cancel()
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
 
     async def forward(

@@ -78,7 +78,6 @@ def gateway(fixture_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-
         wait_until(
             lambda: _connected(base) == {"conf", "confhttp"}, 60, "mcpgw up with both fixtures", process
         )
@@ -126,4 +125,3 @@ def test_every_scenario_passes_through_a_server_endpoint(gateway: str, server: s
 def test_the_prefixed_aggregate_fails_only_verbatim_name_lookups(gateway: str, tmp_path: Path) -> None:
     code, summary = run_suite(gateway, tmp_path, "--expected-failures", str(EXPECTED_FAILURES))
     assert code == 0, summary
-

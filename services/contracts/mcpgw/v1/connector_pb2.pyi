@@ -134,30 +134,113 @@ class CallToolOutcome(_message.Message):
 Global___CallToolOutcome: _TypeAlias = CallToolOutcome  # noqa: Y015
 
 @_typing.final
+class CallToolMessage(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_FIELD_NUMBER: _builtins.int
+    REPLY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def call(self) -> Global___CallToolRequest: ...
+    @_builtins.property
+    def reply(self) -> Global___ClientReply: ...
+    def __init__(
+        self,
+        *,
+        call: Global___CallToolRequest | None = ...,
+        reply: Global___ClientReply | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "reply", b"reply"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "kind", b"kind", "reply", b"reply"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["call", "reply"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CallToolMessage: _TypeAlias = CallToolMessage  # noqa: Y015
+
+@_typing.final
+class ClientReply(_message.Message):
+    """The client's answer to a ServerRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_JSON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    response_json: _builtins.bytes
+    """{"result": ...} or {"error": {...}} as the client sent it."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        response_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "response_json", b"response_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientReply: _TypeAlias = ClientReply  # noqa: Y015
+
+@_typing.final
 class CallToolUpdate(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NOTIFICATION_JSON_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
     notification_json: _builtins.bytes
     """A JSON-RPC notification for the client, e.g. notifications/progress."""
     @_builtins.property
     def outcome(self) -> Global___CallToolOutcome: ...
+    @_builtins.property
+    def request(self) -> Global___ServerRequest: ...
     def __init__(
         self,
         *,
         notification_json: _builtins.bytes = ...,
         outcome: Global___CallToolOutcome | None = ...,
+        request: Global___ServerRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome", "request", b"request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "notification_json", b"notification_json", "outcome", b"outcome", "request", b"request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["notification_json", "outcome"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["notification_json", "outcome", "request"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___CallToolUpdate: _TypeAlias = CallToolUpdate  # noqa: Y015
+
+@_typing.final
+class ServerRequest(_message.Message):
+    """A request the downstream makes of the client during the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PARAMS_JSON_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Unique within the call; the ClientReply names it."""
+    method: _builtins.str
+    params_json: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        method: _builtins.str = ...,
+        params_json: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "params_json", b"params_json", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerRequest: _TypeAlias = ServerRequest  # noqa: Y015
 
 @_typing.final
 class ToolResult(_message.Message):

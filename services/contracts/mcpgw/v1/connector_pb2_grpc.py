@@ -39,9 +39,9 @@ class ConnectorStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutcome.FromString,
                 _registered_method=True)
-        self.StreamTool = channel.unary_stream(
+        self.StreamTool = channel.stream_stream(
                 '/mcpgw.v1.Connector/StreamTool',
-                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
                 _registered_method=True)
         self.ListTools = channel.unary_unary(
@@ -66,9 +66,11 @@ class ConnectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def StreamTool(self, request, context):
-        """One tools/call whose client asked for progress: the notifications the downstream
-        sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
+    def StreamTool(self, request_iterator, context):
+        """One tools/call relayed both ways: the first message is the call; the connector
+        streams the notifications (progress, log messages) and the requests (sampling,
+        elicitation, roots) the downstream sends for it, the edge streams back the
+        client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,9 +99,9 @@ def add_ConnectorServicer_to_server(servicer, server):
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolOutcome.SerializeToString,
             ),
-            'StreamTool': grpc.unary_stream_rpc_method_handler(
+            'StreamTool': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamTool,
-                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.FromString,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.SerializeToString,
             ),
             'ListTools': grpc.unary_unary_rpc_method_handler(
@@ -151,7 +153,7 @@ class Connector:
             _registered_method=True)
 
     @staticmethod
-    def StreamTool(request,
+    def StreamTool(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -161,11 +163,11 @@ class Connector:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
+        return grpc.experimental.stream_stream(
+            request_iterator,
             target,
             '/mcpgw.v1.Connector/StreamTool',
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
             options,
             channel_credentials,

@@ -33,9 +33,11 @@ class ConnectorStub:
     def __new__(cls, channel: _aio.Channel) -> ConnectorAsyncStub: ...
     CallTool: _grpc.UnaryUnaryMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolOutcome]
     """One tools/call: its outcome. Cancelling the RPC cancels the call downstream."""
-    StreamTool: _grpc.UnaryStreamMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolUpdate]
-    """One tools/call whose client asked for progress: the notifications the downstream
-    sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
+    StreamTool: _grpc.StreamStreamMultiCallable[_connector_pb2.CallToolMessage, _connector_pb2.CallToolUpdate]
+    """One tools/call relayed both ways: the first message is the call; the connector
+    streams the notifications (progress, log messages) and the requests (sampling,
+    elicitation, roots) the downstream sends for it, the edge streams back the
+    client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
     """
     ListTools: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]
     """The live tool list of one downstream server, fetched from it now."""
@@ -49,9 +51,11 @@ class ConnectorAsyncStub(ConnectorStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CallTool: _aio.UnaryUnaryMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolOutcome]  # type: ignore[assignment]
     """One tools/call: its outcome. Cancelling the RPC cancels the call downstream."""
-    StreamTool: _aio.UnaryStreamMultiCallable[_connector_pb2.CallToolRequest, _connector_pb2.CallToolUpdate]  # type: ignore[assignment]
-    """One tools/call whose client asked for progress: the notifications the downstream
-    sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
+    StreamTool: _aio.StreamStreamMultiCallable[_connector_pb2.CallToolMessage, _connector_pb2.CallToolUpdate]  # type: ignore[assignment]
+    """One tools/call relayed both ways: the first message is the call; the connector
+    streams the notifications (progress, log messages) and the requests (sampling,
+    elicitation, roots) the downstream sends for it, the edge streams back the
+    client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
     """
     ListTools: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]  # type: ignore[assignment]
     """The live tool list of one downstream server, fetched from it now."""
@@ -72,11 +76,13 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
     def StreamTool(
         self,
-        request: _connector_pb2.CallToolRequest,
+        request_iterator: _MaybeAsyncIterator[_connector_pb2.CallToolMessage],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_connector_pb2.CallToolUpdate], _abc.AsyncIterator[_connector_pb2.CallToolUpdate]]:
-        """One tools/call whose client asked for progress: the notifications the downstream
-        sends for it, then exactly one outcome. Cancelling the RPC cancels the call.
+        """One tools/call relayed both ways: the first message is the call; the connector
+        streams the notifications (progress, log messages) and the requests (sampling,
+        elicitation, roots) the downstream sends for it, the edge streams back the
+        client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
         """
 
     @_abc_1.abstractmethod
