@@ -317,3 +317,52 @@ def test_calls_are_audited(gateway: str, gateway_dir: Path) -> None:
         return any(r["attributes"].get("jsonrpc.request.id") == "4242" for r in records)
 
     wait_until(audited, 15, "audit record of request 4242")
+
+
+def rpc(url: str, session: str, method: str, params: dict[str, Any] | None = None) -> httpx2.Response:
+    body: dict[str, Any] = {"jsonrpc": "2.0", "id": 7, "method": method}
+    if params is not None:
+        body["params"] = params
+    return post(url, body, session)
+
+
+def test_a_server_endpoint_serves_that_server_unprefixed(gateway: str) -> None:
+    url = f"{gateway}/fixture"
+    session = initialize(url)
+    names = {t["name"] for t in rpc(url, session, "tools/list").json()["result"]["tools"]}
+    assert {"echo", "sleep", "fail"} <= names and not any(n.startswith("fixture_") for n in names)
+    answer = call(url, session, "echo", {"text": "one server"})
+    assert answer["result"]["content"] == [{"type": "text", "text": "one server"}]
+    # Prefixed names belong to /mcp only.
+    assert error_of(rpc(url, session, "tools/call", {"name": "fixture_echo"}))["code"] == -32602
+
+
+def test_an_unknown_endpoint_is_not_found(gateway: str) -> None:
+    response = post(f"{gateway}/ghost", {"jsonrpc": "2.0", "id": 0, "method": "ping"})
+    assert response.status_code == 404
+    assert "ghost" in error_of(response)["message"]
+
+
+def test_a_session_belongs_to_the_endpoint_it_was_opened_on(gateway: str) -> None:
+    session = initialize(gateway)
+    response = rpc(f"{gateway}/fixture", session, "tools/list")
+    assert response.status_code == 404
+    assert error_of(response)["code"] == -32001
+
+
+def test_unknown_prompts_resources_and_cursors_are_clear_errors(gateway: str) -> None:
+    session = initialize(gateway)
+    prompt = error_of(rpc(gateway, session, "prompts/get", {"name": "fixture_nothing"}))
+    assert prompt["code"] == -32602 and "fixture_nothing" in prompt["message"]
+    resource = error_of(rpc(gateway, session, "resources/read", {"uri": "mcpgw://ghost/test://none"}))
+    assert resource["code"] == -32002 and resource["data"] == {"uri": "mcpgw://ghost/test://none"}
+    assert error_of(rpc(gateway, session, "resources/read", {"uri": "test://none"}))["code"] == -32002
+    # A URI that names a visible server goes to it; its own error comes back as it answered.
+    downstream = error_of(rpc(gateway, session, "resources/read", {"uri": "mcpgw://fixture/test://none"}))
+    assert "test://none" in downstream["message"]
+    assert error_of(rpc(gateway, session, "resources/read", {"uri": 5}))["code"] == -32602
+    assert error_of(rpc(gateway, session, "tools/list", {"cursor": "not-ours"}))["code"] == -32602
+    assert error_of(rpc(gateway, session, "logging/setLevel", {"level": "loud"}))["code"] == -32602
+    assert rpc(gateway, session, "logging/setLevel", {"level": "debug"}).json()["result"] == {}
+    ref = {"ref": {"type": "ref/nothing"}, "argument": {"name": "a", "value": ""}}
+    assert error_of(rpc(gateway, session, "completion/complete", ref))["code"] == -32602
