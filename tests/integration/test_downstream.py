@@ -87,8 +87,9 @@ def config(request: pytest.FixtureRequest) -> registry_pb2.ServerConfig:
     return registry_pb2.ServerConfig(name="fx", connection_type="http", connection_string=url)
 
 
-@pytest.fixture
-async def connected(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Downstream, Reports]]:
+@contextlib.asynccontextmanager
+async def serving(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Downstream, Reports]]:
+    """A running Downstream for `config`, once it reported itself connected."""
     reports = Reports()
     downstream = Downstream(
         config, reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
@@ -98,6 +99,12 @@ async def connected(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Do
         await reports.wait_for(lambda r: r[0] == "connected")
         yield downstream, reports
         tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def connected(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Downstream, Reports]]:
+    async with serving(config) as both:
+        yield both
 
 
 async def test_connects_reports_tools_and_forwards_raw_results(connected: tuple[Downstream, Reports]) -> None:
@@ -174,15 +181,8 @@ async def conformance(request: pytest.FixtureRequest) -> AsyncIterator[tuple[Dow
             process = stack.enter_context(running(python_script(CONFORMANCE, "--http", str(port))))
             wait_until(lambda: port_open(port), 15, "conformance fixture", process)
             config.connection_string = f"http://127.0.0.1:{port}/mcp"
-        reports = Reports()
-        downstream = Downstream(
-            config, reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(downstream.run)
-            await reports.wait_for(lambda r: r[0] == "connected")
-            yield downstream, reports
-            tg.cancel_scope.cancel()
+        async with serving(config) as both:
+            yield both
 
 
 async def test_the_inventory_holds_every_list_the_server_announces(
