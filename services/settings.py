@@ -67,6 +67,9 @@ class EdgeSettings(CommonSettings):
     audit_linger_seconds: float = 0.05
     # Origins allowed besides localhost ones (DNS-rebinding protection), comma-separated.
     allowed_origins: str = ""
+    # Host names allowed besides loopback ones, comma-separated; "*" allows any. Empty means
+    # loopback only while the edge listens on loopback, and any host when it listens wider.
+    allowed_hosts: str = ""
 
 
 class AuditSettings(CommonSettings):

@@ -12,6 +12,7 @@ EdgeError                        (JSON-RPC code, HTTP status)
     ├── NotAcceptableError             406   Accept lacks what the answer needs
     ├── UnsupportedMediaTypeError      415   body is not application/json
     ├── ForbiddenOriginError           403   Origin not allowed
+    ├── ForbiddenHostError             403   Host not allowed (DNS rebinding)
     ├── BodyTooLargeError              413   body over the configured limit
     ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
     ├── SessionNotFoundError           404   unknown, expired or ended session
@@ -87,6 +88,10 @@ class UnsupportedMediaTypeError(TransportError):
 
 
 class ForbiddenOriginError(TransportError):
+    status = 403
+
+
+class ForbiddenHostError(TransportError):
     status = 403
 
 

@@ -65,7 +65,8 @@ async def serve(settings: EdgeSettings) -> None:
         hub,
         max_body_bytes=settings.max_body_bytes,
         keepalive_seconds=settings.keepalive_seconds,
-        allowed_origins=frozenset(o.strip() for o in settings.allowed_origins.split(",") if o.strip()),
+        allowed_origins=_names(settings.allowed_origins),
+        allowed_hosts=_allowed_hosts(settings),
     )
     app = create_app(EdgeComponents(endpoint, follower, audit, hub))
     server = uvicorn.Server(
@@ -91,3 +92,15 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.drain()
     await registry_channel.close()
     await connector_channel.close()
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(n.strip().lower() for n in text.split(",") if n.strip())
+
+
+def _allowed_hosts(settings: EdgeSettings) -> frozenset[str] | None:
+    """The Host names to admit besides loopback ones; None admits any."""
+    hosts = _names(settings.allowed_hosts)
+    if "*" in hosts or (not hosts and settings.edge_host not in ("127.0.0.1", "localhost", "::1")):
+        return None
+    return hosts

@@ -23,6 +23,7 @@ from services.edge.errors import (
     BodyTooLargeError,
     EdgeError,
     EndpointNotFoundError,
+    ForbiddenHostError,
     ForbiddenOriginError,
     InternalError,
     InvalidParamsError,
@@ -47,6 +48,7 @@ SSE = "text/event-stream"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+HOSTS_REMEMBERED = 64
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = frozenset({"sampling", "elicitation", "roots"})
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -82,6 +84,7 @@ class StreamableHttpEndpoint:
         max_body_bytes: int,
         keepalive_seconds: float,
         allowed_origins: frozenset[str] = frozenset(),
+        allowed_hosts: frozenset[str] | None = frozenset(),
     ) -> None:
         self._handler = handler
         self._catalog = catalog
@@ -90,10 +93,14 @@ class StreamableHttpEndpoint:
         self._max_body = max_body_bytes
         self._keepalive = keepalive_seconds
         self._allowed_origins = allowed_origins
+        # None admits any Host; otherwise loopback names and these.
+        self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
+        self._hosts_seen: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
+            self._check_host(request)
             self._check_origin(request)
             endpoint = endpoint_name(scope["path"])
             if request.method == "POST":
@@ -114,6 +121,17 @@ class StreamableHttpEndpoint:
     @staticmethod
     def _error(exc: EdgeError) -> Response:
         return Response(error_response(None, exc.error_object()), status_code=exc.status, media_type=JSON)
+
+    def _check_host(self, request: Request) -> None:
+        if self._allowed_hosts is None:
+            return
+        host = request.headers.get("host", "")
+        if host in self._hosts_seen:
+            return
+        if urlsplit(f"//{host}").hostname not in self._allowed_hosts:
+            raise ForbiddenHostError(f"Forbidden: host {host!r} is not allowed")
+        if len(self._hosts_seen) < HOSTS_REMEMBERED:
+            self._hosts_seen.add(host)
 
     def _check_origin(self, request: Request) -> None:
         origin = request.headers.get("origin")

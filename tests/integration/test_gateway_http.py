@@ -228,6 +228,10 @@ def test_http_rules(gateway: str) -> None:
     assert post(gateway, ping, session, **{"content-type": "text/plain"}).status_code == 415
     assert post(gateway, ping, session, origin="https://evil.example").status_code == 403
     assert post(gateway, ping, session, origin="http://localhost:3000").status_code == 200
+    # DNS rebinding: a loopback edge answers only requests addressed to a loopback name.
+    rebound = post(gateway, ping, session, host="evil.example:8080")
+    assert rebound.status_code == 403 and "evil.example" in error_of(rebound)["message"]
+    assert post(gateway, ping, session, host="localhost:8080").status_code == 200
     assert post(gateway, ping, session, **{"mcp-protocol-version": "2099-01-01"}).status_code == 400
     assert post(gateway, ping, session, **{"mcp-protocol-version": "2025-06-18"}).json()["result"] == {}
     notification = post(gateway, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
