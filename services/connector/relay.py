@@ -59,9 +59,8 @@ class RelayBoard:
         relay = self.only()
         return unrelayable(method) if relay is None else await relay.ask(method, params)
 
-    async def notify(self, message: dict[str, Any]) -> bool:
+    async def notify(self, message: dict[str, Any]) -> None:
+        """Relay `message` to the one call that can take it; drop it when there is none or several."""
         relay = self.only()
-        if relay is None:
-            return False
-        await relay.notify(message)
-        return True
+        if relay is not None:
+            await relay.notify(message)

@@ -28,6 +28,8 @@ LIST_CHANGED = {
     kind: orjson.dumps({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
     for kind in ("tools", "prompts", "resources")
 }
+# The View listings each list_changed notification covers.
+LISTINGS = {"tools": ("tools",), "prompts": ("prompts",), "resources": ("resources", "resource_templates")}
 AUDIT_FLUSH_SECONDS = 5.0
 
 
@@ -42,16 +44,10 @@ async def serve(settings: EdgeSettings) -> None:
     audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
-        before, after = previous.aggregate, current.aggregate
-        if before.tools.digest != after.tools.digest:
-            hub.broadcast(LIST_CHANGED["tools"])
-        if before.prompts.digest != after.prompts.digest:
-            hub.broadcast(LIST_CHANGED["prompts"])
-        if (before.resources.digest, before.resource_templates.digest) != (
-            after.resources.digest,
-            after.resource_templates.digest,
-        ):
-            hub.broadcast(LIST_CHANGED["resources"])
+        for kind, listings in LISTINGS.items():
+            before = [getattr(previous.aggregate, name).digest for name in listings]
+            if before != [getattr(current.aggregate, name).digest for name in listings]:
+                hub.broadcast(LIST_CHANGED[kind])
 
     follower = SnapshotFollower(
         registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change

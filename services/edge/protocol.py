@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import mcp_types as types
 import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
@@ -81,6 +80,18 @@ def _resource(view: View, uri: object) -> Route:
     return route
 
 
+NO_CONNECTOR = connector_pb2.CallError(
+    code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
+)
+
+
+def _rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
+    """The JSON-RPC error a client sees for a CallError."""
+    return DownstreamRpcError(
+        error.code, error.message, orjson.loads(error.data_json) if error.data_json else None
+    )
+
+
 def tool_error_result(message: str) -> bytes:
     return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
@@ -105,18 +116,11 @@ class McpHandler:
         if waiting is not None and not waiting.done():
             waiting.set_result(answer)
 
-    async def _ask(self, ctx: CallContext, method: str, params_json: bytes) -> dict[str, Any]:
+    async def _ask(self, send: Callable[[bytes], None], method: str, params_json: bytes) -> dict[str, Any]:
         """Send a downstream's request to the client on the call's stream and wait for its reply."""
-        if ctx.notify is None:
-            return {
-                "error": {
-                    "code": types.METHOD_NOT_FOUND,
-                    "message": f"mcpgw: the client cannot answer {method}",
-                }
-            }
         request_id = f"{self._edge_id}-{next(self._ask_ids)}"
         self._asked[request_id] = asyncio.get_running_loop().create_future()
-        ctx.notify(
+        send(
             b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"method":' + orjson.dumps(method)
             + b',"params":' + (params_json or b"{}") + b"}"
         )  # fmt: skip
@@ -183,11 +187,9 @@ class McpHandler:
             )
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
-            raise DownstreamRpcError(-32000, "mcpgw: no connector is reachable") from None
+            raise _rpc_error(NO_CONNECTOR) from None
         if outcome.HasField("error"):
-            error = outcome.error
-            data = orjson.loads(error.data_json) if error.data_json else None
-            raise DownstreamRpcError(error.code, error.message, data)
+            raise _rpc_error(outcome.error)
         return outcome.result_json
 
     async def _call_tool(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
@@ -215,15 +217,11 @@ class McpHandler:
                 request,
                 traceparent(trace_id, span_id),
                 ctx.notify,
-                None if ctx.notify is None else functools.partial(self._ask, ctx),
+                None if ctx.notify is None else functools.partial(self._ask, ctx.notify),
             )
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)
-            outcome = connector_pb2.CallToolOutcome(
-                error=connector_pb2.CallError(
-                    code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
-                )
-            )
+            outcome = connector_pb2.CallToolOutcome(error=NO_CONNECTOR)
         finally:
             self._audit.submit(
                 self._event(ctx, name, route.server, route.name, started, outcome, trace_id, span_id)
@@ -232,8 +230,7 @@ class McpHandler:
             return outcome.result.result_json
         error = outcome.error
         if error.reason == "downstream":
-            data = orjson.loads(error.data_json) if error.data_json else None
-            raise DownstreamRpcError(error.code, error.message, data)
+            raise _rpc_error(error)
         # Unreachable and timed-out downstreams are tool failures the model can read and act on.
         return tool_error_result(error.message)
 

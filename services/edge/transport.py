@@ -48,7 +48,6 @@ SSE = "text/event-stream"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-HOSTS_REMEMBERED = 64
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = frozenset({"sampling", "elicitation", "roots"})
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -95,7 +94,6 @@ class StreamableHttpEndpoint:
         self._allowed_origins = allowed_origins
         # None admits any Host; otherwise loopback names and these.
         self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
-        self._hosts_seen: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -126,12 +124,9 @@ class StreamableHttpEndpoint:
         if self._allowed_hosts is None:
             return
         host = request.headers.get("host", "")
-        if host in self._hosts_seen:
-            return
+        # urlsplit caches its results, so the same Host header is parsed once.
         if urlsplit(f"//{host}").hostname not in self._allowed_hosts:
             raise ForbiddenHostError(f"Forbidden: host {host!r} is not allowed")
-        if len(self._hosts_seen) < HOSTS_REMEMBERED:
-            self._hosts_seen.add(host)
 
     def _check_origin(self, request: Request) -> None:
         origin = request.headers.get("origin")
