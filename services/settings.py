@@ -63,6 +63,8 @@ class EdgeSettings(CommonSettings):
     edge_id: str = Field(default_factory=lambda: f"edge-{os.getpid()}")
     snapshot_poll_seconds: float = 30.0
     keepalive_seconds: float = 15.0
+    # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.
+    input_wait_seconds: float = 300.0
     # How long the first audit event of a batch waits for company before it is published.
     audit_linger_seconds: float = 0.05
     # Origins allowed besides localhost ones (DNS-rebinding protection), comma-separated.

@@ -102,6 +102,25 @@ class View:
         return Route(*split)
 
 
+# The listings each list_changed notification covers.
+LIST_CHANGED_LISTINGS = {
+    "tools": ("tools",),
+    "prompts": ("prompts",),
+    "resources": ("resources", "resource_templates"),
+}
+
+
+def changed_lists(before: View | None, after: View | None) -> set[str]:
+    """The list_changed kinds ("tools", "prompts", "resources") that differ between two views."""
+    empty = build_view(registry_pb2.Snapshot(), None)
+    old, new = before or empty, after or empty
+    return {
+        kind
+        for kind, names in LIST_CHANGED_LISTINGS.items()
+        if any(getattr(old, n).digest != getattr(new, n).digest for n in names)
+    }
+
+
 def aggregate_capabilities(capabilities: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """What a view can promise: the union of its servers' features, with the gateway's list_changed."""
     merged: dict[str, Any] = {"tools": {"listChanged": True}}
@@ -174,6 +193,10 @@ class Catalog:
             aggregate,
             {name: build_view(snapshot, name, page_size) for name in aggregate.servers},
         )
+
+    def endpoint(self, endpoint: str) -> View | None:
+        """The view of a path's endpoint name: "" for the aggregate /mcp."""
+        return self.view(endpoint or None)
 
     def view(self, name: str | None) -> View | None:
         """The view a path names: None for the aggregate, else a connected server's name."""

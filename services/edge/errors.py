@@ -8,6 +8,7 @@ EdgeError                        (JSON-RPC code, HTTP status)
 ├── ResourceNotFoundError        -32002, 200   a resource URI no visible server offers
 ├── InternalError                -32603, 200   a fault of the gateway, never a stack trace
 ├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
+├── EnvelopeError                (as the SDK's ladder says), 400  a 2026-07-28 envelope refused
 └── TransportError               -32000, 4xx   an HTTP rule broken before JSON-RPC applies
     ├── NotAcceptableError             406   Accept lacks what the answer needs
     ├── UnsupportedMediaTypeError      415   body is not application/json
@@ -70,6 +71,16 @@ class InternalError(EdgeError):
 
 
 class DownstreamRpcError(EdgeError):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message, data)
+        self.code = code
+
+
+class EnvelopeError(EdgeError):
+    """A 2026-07-28 request whose `_meta` envelope or routing headers the ladder refused."""
+
+    status = 400
+
     def __init__(self, code: int, message: str, data: Any = None) -> None:
         super().__init__(message, data)
         self.code = code

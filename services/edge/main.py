@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 
 import anyio
-import orjson
 import uvicorn
 
 from services import bus
 from services.contracts import registry_pb2_grpc
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
-from services.edge.catalog import Catalog
+from services.edge.catalog import Catalog, changed_lists
+from services.edge.inputs import InputRounds
+from services.edge.modern import ModernEndpoint
 from services.edge.protocol import McpHandler
-from services.edge.sessions import SessionCodec
+from services.edge.sessions import SessionCodec, Signer
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.transport import StreamableHttpEndpoint
@@ -24,12 +25,6 @@ from services.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
-LIST_CHANGED = {
-    kind: orjson.dumps({"jsonrpc": "2.0", "method": f"notifications/{kind}/list_changed"})
-    for kind in ("tools", "prompts", "resources")
-}
-# The View listings each list_changed notification covers.
-LISTINGS = {"tools": ("tools",), "prompts": ("prompts",), "resources": ("resources", "resource_templates")}
 AUDIT_FLUSH_SECONDS = 5.0
 
 
@@ -44,21 +39,23 @@ async def serve(settings: EdgeSettings) -> None:
     audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
-        for kind, listings in LISTINGS.items():
-            before = [getattr(previous.aggregate, name).digest for name in listings]
-            if before != [getattr(current.aggregate, name).digest for name in listings]:
-                hub.broadcast(LIST_CHANGED[kind])
+        hub.list_changed(
+            lambda endpoint: changed_lists(previous.endpoint(endpoint), current.endpoint(endpoint))
+        )
 
     follower = SnapshotFollower(
         registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change
     )
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id)
+    signer = Signer(settings.session_secret)
+    rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
     endpoint = StreamableHttpEndpoint(
         handler,
         lambda: follower.catalog,
-        SessionCodec(settings.session_secret, settings.session_ttl_seconds),
+        SessionCodec(signer, settings.session_ttl_seconds),
         hub,
+        ModernEndpoint(handler, rounds, hub, settings.keepalive_seconds),
         max_body_bytes=settings.max_body_bytes,
         keepalive_seconds=settings.keepalive_seconds,
         allowed_origins=_names(settings.allowed_origins),
@@ -81,6 +78,7 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(audit.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         await server.serve()
+        await rounds.close()
         await audit.flush(AUDIT_FLUSH_SECONDS)
         tg.cancel_scope.cancel()
     if audit.backlog:

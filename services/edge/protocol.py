@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
@@ -28,7 +27,7 @@ from services.edge.errors import (
     ResourceNotFoundError,
 )
 from services.edge.sessions import Session
-from services.edge.upstream import ConnectorClient, ConnectorUnavailableError
+from services.edge.upstream import Ask, ConnectorClient, ConnectorUnavailableError
 from services.telemetry import new_trace, traceparent
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,9 @@ SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __versi
 INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
 
 
-LOG_LEVELS = frozenset({"debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"})
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# Client capabilities that mean it answers requests a downstream may make during a call.
+ANSWERABLE = ("elicitation", "roots", "sampling")
 LISTS = {
     "tools/list": "tools",
     "prompts/list": "prompts",
@@ -51,7 +52,15 @@ class CallContext:
     session: Session | None
     request_id: JsonRpcId
     view: View
+    # Where the call's notifications go, and who answers a downstream's requests during it;
+    # with neither, the call is one unary gRPC call.
     notify: Callable[[bytes], None] | None = None
+    ask: Ask | None = None
+
+
+def answerable(capabilities: object) -> tuple[str, ...]:
+    """Which server-to-client requests a client's declared capabilities say it answers."""
+    return tuple(c for c in ANSWERABLE if isinstance(capabilities, dict) and c in capabilities)
 
 
 def negotiate_version(requested: object) -> str:
@@ -116,7 +125,9 @@ class McpHandler:
         if waiting is not None and not waiting.done():
             waiting.set_result(answer)
 
-    async def _ask(self, send: Callable[[bytes], None], method: str, params_json: bytes) -> dict[str, Any]:
+    async def ask_on_stream(
+        self, send: Callable[[bytes], None], method: str, params_json: bytes
+    ) -> dict[str, Any]:
         """Send a downstream's request to the client on the call's stream and wait for its reply."""
         request_id = f"{self._edge_id}-{next(self._ask_ids)}"
         self._asked[request_id] = asyncio.get_running_loop().create_future()
@@ -157,7 +168,7 @@ class McpHandler:
             return await self._complete(ctx.view, params)
         if method == "logging/setLevel":
             if params.get("level") not in LOG_LEVELS:
-                raise InvalidParamsError(f'Invalid params: "level" must be one of {sorted(LOG_LEVELS)}')
+                raise InvalidParamsError(f'Invalid params: "level" must be one of {list(LOG_LEVELS)}')
             return b"{}"
         if method == "ping":
             return b"{}"
@@ -214,10 +225,7 @@ class McpHandler:
         outcome: connector_pb2.CallToolOutcome | None = None
         try:
             outcome = await self._connector.call_tool(
-                request,
-                traceparent(trace_id, span_id),
-                ctx.notify,
-                None if ctx.notify is None else functools.partial(self._ask, ctx.notify),
+                request, traceparent(trace_id, span_id), ctx.notify, ctx.ask
             )
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)

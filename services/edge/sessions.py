@@ -47,14 +47,31 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class SessionCodec:
-    def __init__(self, secret: str, ttl_seconds: int) -> None:
+class Signer:
+    """HMAC-SHA256 over tokens the edge hands out, keyed by the secret all edges share."""
+
+    def __init__(self, secret: str) -> None:
+        # Without a shared secret, a random key: tokens are then good on this process only.
         self._key = hashlib.sha256(secret.encode()).digest() if secret else secrets.token_bytes(32)
+
+    def signature(self, text: str) -> str:
+        return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
+
+    def sign(self, text: str) -> str:
+        """`text` and its signature, as one token."""
+        return f"{text}.{self.signature(text)}"
+
+    def verify(self, token: str) -> str | None:
+        """The text a token signs, or None when it was not signed here (constant-time)."""
+        text, _, signature = token.rpartition(".")
+        return text if text and hmac.compare_digest(self.signature(text), signature) else None
+
+
+class SessionCodec:
+    def __init__(self, signer: Signer, ttl_seconds: int) -> None:
+        self._signer = signer
         self._ttl = ttl_seconds
         self._ended: dict[str, int] = {}
-
-    def _sign(self, signed_part: str) -> str:
-        return _b64(hmac.new(self._key, signed_part.encode(), hashlib.sha256).digest())
 
     def issue(
         self,
@@ -73,19 +90,16 @@ class SessionCodec:
             "p": endpoint,
             "r": list(answers),
         }
-        signed_part = f"{KEY_ID}.{_b64(orjson.dumps(claims))}"
-        return f"{signed_part}.{self._sign(signed_part)}"
+        return self._signer.sign(f"{KEY_ID}.{_b64(orjson.dumps(claims))}")
 
     def resolve(self, token: str) -> Session:
         """The session a token names; SessionNotFoundError for a forged, expired or ended one."""
-        parts = token.split(".")
-        if len(parts) != 3 or parts[0] != KEY_ID:
-            raise SessionNotFoundError("Session not found: re-initialize")
-        signed_part = f"{parts[0]}.{parts[1]}"
-        if not hmac.compare_digest(self._sign(signed_part), parts[2]):
+        signed = self._signer.verify(token)
+        key_id, _, encoded = (signed or "").partition(".")
+        if key_id != KEY_ID:
             raise SessionNotFoundError("Session not found: re-initialize")
         try:
-            claims = orjson.loads(_unb64(parts[1]))
+            claims = orjson.loads(_unb64(encoded))
             session = Session(
                 str(claims["v"]),
                 str(claims["c"]),

@@ -1,54 +1,105 @@
-"""The standalone GET streams this edge holds, for server-to-client notifications."""
+"""The long-lived streams this edge holds for server-to-client notifications: the GET
+streams of session clients and the `subscriptions/listen` streams of 2026-07-28 clients."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 log = logging.getLogger(__name__)
 
 STREAM_BUFFER = 64
+LIST_KINDS = frozenset({"tools", "prompts", "resources"})
+
+
+@dataclass(eq=False, slots=True)
+class Stream:
+    session_id: str
+    # The server or group of /mcp/{name} the stream was opened on; "" for /mcp.
+    endpoint: str
+    send: MemoryObjectSendStream[bytes]
+    # The list_changed kinds the stream wants, and what every notification's params._meta
+    # carries (a listen stream's subscription id).
+    kinds: frozenset[str] = LIST_KINDS
+    meta: dict[str, Any] | None = None
+
+    def notification(self, method: str, params: dict[str, Any] | None = None) -> bytes:
+        if self.meta is not None:
+            params = {**(params or {}), "_meta": self.meta}
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        return orjson.dumps(message)
 
 
 class StreamHub:
     def __init__(self) -> None:
-        self._streams: dict[str, set[MemoryObjectSendStream[bytes]]] = {}
+        self._streams: dict[str, set[Stream]] = {}
 
-    def open(self, session_id: str) -> tuple[MemoryObjectSendStream[bytes], MemoryObjectReceiveStream[bytes]]:
+    def open(
+        self,
+        session_id: str,
+        endpoint: str,
+        *,
+        kinds: frozenset[str] = LIST_KINDS,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[Stream, MemoryObjectReceiveStream[bytes]]:
         send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
-        self._streams.setdefault(session_id, set()).add(send)
-        return send, receive
+        stream = Stream(session_id, endpoint, send, kinds, meta)
+        self._streams.setdefault(session_id, set()).add(stream)
+        return stream, receive
 
-    def close(self, session_id: str, send: MemoryObjectSendStream[bytes]) -> None:
-        streams = self._streams.get(session_id)
+    def close(self, stream: Stream) -> None:
+        streams = self._streams.get(stream.session_id)
         if streams is not None:
-            streams.discard(send)
+            streams.discard(stream)
             if not streams:
-                del self._streams[session_id]
-        send.close()
+                del self._streams[stream.session_id]
+        stream.send.close()
 
     def end(self, session_id: str) -> None:
         """Close every stream of an ended session."""
-        for send in self._streams.pop(session_id, set()):
-            send.close()
+        for stream in self._streams.pop(session_id, set()):
+            stream.send.close()
 
-    def broadcast(self, message: bytes) -> int:
-        """Queue `message` on every open stream; returns how many got it."""
+    def close_all(self) -> None:
+        for session_id in list(self._streams):
+            self.end(session_id)
+
+    @property
+    def endpoints(self) -> set[str]:
+        return {s.endpoint for streams in self._streams.values() for s in streams}
+
+    def list_changed(self, changed: Callable[[str], Collection[str]]) -> int:
+        """Tell every stream which of its endpoint's lists changed; returns how many were told."""
+        by_endpoint = {endpoint: changed(endpoint) for endpoint in self.endpoints}
         delivered = 0
-        for session_id, streams in list(self._streams.items()):
-            for send in list(streams):
-                try:
-                    send.send_nowait(message)
-                    delivered += 1
-                except anyio.WouldBlock:
-                    # A client that stopped reading loses this notification, not the edge its memory.
-                    log.warning("GET stream of session %s is full; notification dropped", session_id)
-                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    streams.discard(send)
+        for stream in self._all():
+            for kind in sorted(by_endpoint[stream.endpoint]):
+                if kind in stream.kinds:
+                    delivered += self._put(stream, stream.notification(f"notifications/{kind}/list_changed"))
         return delivered
+
+    def _all(self) -> list[Stream]:
+        return [s for streams in self._streams.values() for s in streams]
+
+    def _put(self, stream: Stream, message: bytes) -> int:
+        try:
+            stream.send.send_nowait(message)
+            return 1
+        except anyio.WouldBlock:
+            # A client that stopped reading loses this notification, not the edge its memory.
+            log.warning("stream of session %s is full; notification dropped", stream.session_id)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self.close(stream)
+        return 0
 
     @property
     def open_streams(self) -> int:
-        return sum(len(s) for s in self._streams.values())
+        return len(self._all())

@@ -7,6 +7,7 @@ methods themselves are `McpHandler`'s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
@@ -35,22 +36,19 @@ from services.edge.errors import (
     result_response,
 )
 from services.edge.jsonrpc import Message, parse_body
-from services.edge.protocol import CallContext, McpHandler, negotiate_version
+from services.edge.modern import ModernEndpoint, is_modern
+from services.edge.protocol import CallContext, McpHandler, answerable, negotiate_version
 from services.edge.sessions import Session, SessionCodec
+from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
 from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
-JSON = "application/json"
-SSE = "text/event-stream"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-# Client capabilities that mean it answers requests a downstream may make during a call.
-ANSWERABLE = frozenset({"sampling", "elicitation", "roots"})
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def accepts(header: str, media_type: str) -> bool:
@@ -68,10 +66,6 @@ def endpoint_name(path: str) -> str:
     return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
 
 
-def sse_event(data: bytes) -> bytes:
-    return b"event: message\ndata: " + data + b"\n\n"
-
-
 class StreamableHttpEndpoint:
     def __init__(
         self,
@@ -79,6 +73,7 @@ class StreamableHttpEndpoint:
         catalog: Callable[[], Catalog],
         sessions: SessionCodec,
         hub: StreamHub,
+        modern: ModernEndpoint,
         *,
         max_body_bytes: int,
         keepalive_seconds: float,
@@ -89,6 +84,7 @@ class StreamableHttpEndpoint:
         self._catalog = catalog
         self._sessions = sessions
         self._hub = hub
+        self._modern = modern
         self._max_body = max_body_bytes
         self._keepalive = keepalive_seconds
         self._allowed_origins = allowed_origins
@@ -101,7 +97,10 @@ class StreamableHttpEndpoint:
             self._check_host(request)
             self._check_origin(request)
             endpoint = endpoint_name(scope["path"])
-            if request.method == "POST":
+            if is_modern(request.headers.get(VERSION_HEADER)) and request.method != "POST":
+                # 2026-07-28 has no GET stream and no session to DELETE.
+                response = Response(status_code=405, headers={"allow": "POST"})
+            elif request.method == "POST":
                 response = await self._post(request, endpoint)
             elif request.method == "GET":
                 response = self._get(request, endpoint)
@@ -136,7 +135,7 @@ class StreamableHttpEndpoint:
             raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
 
     def _view(self, endpoint: str) -> View:
-        view = self._catalog().view(endpoint or None)
+        view = self._catalog().endpoint(endpoint)
         if view is None:
             raise EndpointNotFoundError(f"Not Found: no connected server named {endpoint!r}")
         return view
@@ -178,8 +177,11 @@ class StreamableHttpEndpoint:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
-        messages, is_batch = parse_body(await self._read_body(request))
+        body = await self._read_body(request)
         view = self._view(endpoint)
+        if is_modern(request.headers.get(VERSION_HEADER)):
+            return await self._modern.post(request, body, view, endpoint)
+        messages, is_batch = parse_body(body)
         if any(m.method == "initialize" for m in messages):
             if is_batch:
                 raise InvalidRequestError("Invalid Request: initialize must not be part of a batch")
@@ -218,7 +220,7 @@ class StreamableHttpEndpoint:
         client = params.get("clientInfo")
         client_name = client.get("name", "") if isinstance(client, dict) else ""
         capabilities = params.get("capabilities")
-        answers = tuple(sorted(c for c in ANSWERABLE if isinstance(capabilities, dict) and c in capabilities))
+        answers = answerable(capabilities)
         token = self._sessions.issue(
             version, client_name if isinstance(client_name, str) else "", endpoint=endpoint, answers=answers
         )
@@ -236,39 +238,21 @@ class StreamableHttpEndpoint:
         return result_response(message.id, result)
 
     async def _answer_streaming(self, ctx: CallContext, message: Message) -> Response:
-        """JSON when the call finishes before it sends anything; SSE once it sends a notification."""
         notes: asyncio.Queue[bytes] = asyncio.Queue()
         ctx.notify = notes.put_nowait
-        answer = asyncio.ensure_future(self._answer(ctx, message))
-        first = asyncio.ensure_future(notes.get())
-        await asyncio.wait({answer, first}, return_when=asyncio.FIRST_COMPLETED)
-        if not first.done():
-            first.cancel()
-            return Response(answer.result(), media_type=JSON)
+        if ctx.session is not None and ctx.session.answers:
+            ctx.ask = functools.partial(self._handler.ask_on_stream, notes.put_nowait)
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield sse_event(first.result())
-                while not answer.done():
-                    note = asyncio.ensure_future(notes.get())
-                    await asyncio.wait({answer, note}, return_when=asyncio.FIRST_COMPLETED)
-                    if note.done():
-                        yield sse_event(note.result())
-                    else:
-                        note.cancel()
-                while not notes.empty():
-                    yield sse_event(notes.get_nowait())
-                yield sse_event(answer.result())
-            finally:
-                answer.cancel()
+        async def answer() -> Reply:
+            return Reply(await self._answer(ctx, message))
 
-        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+        return await json_or_events(notes, answer())
 
     def _get(self, request: Request, endpoint: str) -> Response:
         if not accepts(request.headers.get("accept", ""), SSE):
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
         session = self._session(request, endpoint)
-        send, receive = self._hub.open(session.id)
+        stream, receive = self._hub.open(session.id, endpoint)
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -281,7 +265,7 @@ class StreamableHttpEndpoint:
                             return
                     yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(message)
             finally:
-                self._hub.close(session.id, send)
+                self._hub.close(stream)
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 

@@ -36,7 +36,7 @@ class ConnectorClient:
         there, and with `ask`, its requests are answered by the client."""
         metadata = (("traceparent", traceparent),)
         try:
-            if on_notification is None:
+            if on_notification is None and ask is None:
                 # Unary: the cheapest gRPC call there is, and most tool calls are this.
                 outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(request, metadata=metadata)
                 return outcome
@@ -48,7 +48,7 @@ class ConnectorClient:
         self,
         request: connector_pb2.CallToolRequest,
         metadata: tuple[tuple[str, str], ...],
-        on_notification: Callable[[bytes], None],
+        on_notification: Callable[[bytes], None] | None,
         ask: Ask | None,
     ) -> connector_pb2.CallToolOutcome:
         call = self._stub.StreamTool(metadata=metadata)
@@ -77,7 +77,7 @@ class ConnectorClient:
                     task = asyncio.create_task(answer(update.request))
                     answering.add(task)
                     task.add_done_callback(answering.discard)
-                else:
+                elif on_notification is not None:
                     on_notification(update.notification_json)
         finally:
             for task in answering:

@@ -1,36 +1,36 @@
 import pytest
 
 from services.edge.errors import SessionNotFoundError
-from services.edge.sessions import SessionCodec
+from services.edge.sessions import SessionCodec, Signer
 
 
 def test_a_token_round_trips_on_every_edge_sharing_the_secret() -> None:
-    token = SessionCodec("shared", 60).issue("2025-06-18", "cursor", "vk-1")
-    session = SessionCodec("shared", 60).resolve(token)
+    token = SessionCodec(Signer("shared"), 60).issue("2025-06-18", "cursor", "vk-1")
+    session = SessionCodec(Signer("shared"), 60).resolve(token)
     assert (session.protocol_version, session.client_name, session.key_id) == ("2025-06-18", "cursor", "vk-1")
 
 
 def test_a_token_signed_with_another_secret_is_not_found() -> None:
-    token = SessionCodec("one", 60).issue("2025-06-18")
+    token = SessionCodec(Signer("one"), 60).issue("2025-06-18")
     with pytest.raises(SessionNotFoundError):
-        SessionCodec("two", 60).resolve(token)
+        SessionCodec(Signer("two"), 60).resolve(token)
 
 
 @pytest.mark.parametrize(
     "mangle", [lambda t: t + "x", lambda t: t.replace(".", "", 1), lambda t: "k1.e30.AAAA"]
 )
 def test_tampered_tokens_are_not_found(mangle: object) -> None:
-    codec = SessionCodec("s", 60)
+    codec = SessionCodec(Signer("s"), 60)
     token = codec.issue("2025-06-18")
     with pytest.raises(SessionNotFoundError):
         codec.resolve(mangle(token))  # type: ignore[operator]
 
 
 def test_expired_and_ended_sessions_are_not_found() -> None:
-    expired = SessionCodec("s", -1)
+    expired = SessionCodec(Signer("s"), -1)
     with pytest.raises(SessionNotFoundError, match="expired"):
         expired.resolve(expired.issue("2025-06-18"))
-    codec = SessionCodec("s", 60)
+    codec = SessionCodec(Signer("s"), 60)
     token = codec.issue("2025-06-18")
     codec.end(codec.resolve(token))
     with pytest.raises(SessionNotFoundError, match="ended"):

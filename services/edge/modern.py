@@ -1,0 +1,285 @@
+"""Revision 2026-07-28 over HTTP: every POST is one self-contained request, with no session.
+
+The request's `_meta` envelope and routing headers are checked by the `mcp` SDK's own
+ladder (`classify_inbound_request`); JSON-RPC errors go out with the status its table
+gives (-32601 is 404, -32602 is 400). Notifications ride the request's own SSE answer,
+and change notifications a `subscriptions/listen` stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import orjson
+from mcp.shared.inbound import (
+    ERROR_CODE_HTTP_STATUS,
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+    unsupported_protocol_version_rejection,
+)
+from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    HEADER_MISMATCH,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from services.edge.catalog import View
+from services.edge.errors import (
+    EdgeError,
+    EnvelopeError,
+    InternalError,
+    InvalidParamsError,
+    InvalidRequestError,
+    JsonRpcId,
+    MethodNotFoundError,
+    error_response,
+    result_response,
+)
+from services.edge.inputs import InputRounds, PendingCall
+from services.edge.jsonrpc import Message, parse_body
+from services.edge.protocol import INSTRUCTIONS, LOG_LEVELS, CallContext, McpHandler, answerable
+from services.edge.sessions import Session
+from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
+from services.edge.streams import LIST_KINDS, StreamHub
+
+log = logging.getLogger(__name__)
+
+VERSION_HEADER = "mcp-protocol-version"
+SUPPORTED_VERSIONS = [*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS]
+# What a 2026-07-28 client may ask; initialize, ping, logging/setLevel and the subscribe
+# pair are gone from the revision and get -32601 like any unknown method.
+METHODS = frozenset(
+    {
+        "server/discover",
+        "subscriptions/listen",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "completion/complete",
+    }
+)
+# Results that must carry cache hints; each key sees its own view, so they are private.
+CACHEABLE = frozenset(
+    {
+        "server/discover",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
+)
+LISTEN_KINDS = {
+    "toolsListChanged": "tools",
+    "promptsListChanged": "prompts",
+    "resourcesListChanged": "resources",
+}
+
+
+def is_modern(version: str | None) -> bool:
+    """Whether a request's MCP-Protocol-Version header sends it down this path (any value
+    the handshake revisions do not own, so an unknown one is refused by the ladder)."""
+    return version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def stamped(method: str, result_json: bytes) -> bytes:
+    """A result as 2026-07-28 wants it: `resultType`, plus cache hints where cacheable."""
+    if result_json.startswith(b'{"resultType"'):
+        return result_json
+    head = b'{"resultType":"complete"'
+    if method in CACHEABLE:
+        head += b',"ttlMs":0,"cacheScope":"private"'
+    rest = result_json.strip()[1:].lstrip()
+    return head + (rest if rest.startswith(b"}") else b"," + rest)
+
+
+ENVELOPE_KEYS = frozenset(
+    {PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, LOG_LEVEL_META_KEY}
+)
+
+
+def downstream_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The params to send a downstream, which speaks a handshake revision: without the
+    2026-07-28 envelope in `_meta` (it would refuse them) and the round-trip fields."""
+    sent = {k: v for k, v in (params or {}).items() if k not in ("inputResponses", "requestState")}
+    meta = {k: v for k, v in (sent.pop("_meta", None) or {}).items() if k not in ENVELOPE_KEYS}
+    if meta:
+        sent["_meta"] = meta
+    return sent
+
+
+def reply_for(request_id: JsonRpcId, exc: EdgeError) -> Reply:
+    return Reply(error_response(request_id, exc.error_object()), ERROR_CODE_HTTP_STATUS.get(exc.code, 200))
+
+
+def _log_gate(meta: dict[str, Any], sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """`sink` without the log messages below the level the request's `_meta` asked for
+    (all of them when it asked for none: 2026-07-28 logging is opt-in per request)."""
+    level = meta.get(LOG_LEVEL_META_KEY)
+    floor = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
+
+    def gated(message: bytes) -> None:
+        if b'"notifications/message"' in message:
+            params = orjson.loads(message).get("params") or {}
+            if params.get("level") not in LOG_LEVELS or LOG_LEVELS.index(params["level"]) < floor:
+                return
+        sink(message)
+
+    return gated
+
+
+class ModernEndpoint:
+    def __init__(
+        self, handler: McpHandler, rounds: InputRounds, hub: StreamHub, keepalive_seconds: float
+    ) -> None:
+        self._handler = handler
+        self._rounds = rounds
+        self._hub = hub
+        self._keepalive = keepalive_seconds
+
+    async def post(self, request: Request, body: bytes, view: View, endpoint: str) -> Response:
+        messages, is_batch = parse_body(body)
+        message = messages[0]
+        if is_batch or message.kind == "response":
+            raise InvalidRequestError("Invalid Request: a 2026-07-28 body is one request or notification")
+        version = request.headers.get(VERSION_HEADER, "")
+        if message.kind == "notification":
+            # Nothing a 2026-07-28 client notifies changes anything here (cancelling is closing
+            # the answer's stream), so a notification is acknowledged and dropped.
+            rejection = unsupported_protocol_version_rejection(version)
+            if rejection is not None:
+                return _json(
+                    reply_for(None, EnvelopeError(rejection.code, rejection.message, rejection.data))
+                )
+            return Response(status_code=202)
+        try:
+            envelope = self._envelope(request, message)
+            if message.method not in METHODS:
+                raise MethodNotFoundError(f"Method not found: {message.method}")
+            if message.method == "subscriptions/listen":
+                return self._listen(message, endpoint)
+            if message.method == "tools/call":
+                return await self._call(message, envelope, view)
+            if message.method == "server/discover":
+                return _json(Reply(result_response(message.id, stamped(message.method, self.discover(view)))))
+            ctx = CallContext(_caller(envelope), message.id, view)
+            result = await self._handler.request(ctx, message.method, downstream_params(message.params))
+            return _json(Reply(result_response(message.id, stamped(message.method, result))))
+        except EdgeError as exc:
+            return _json(reply_for(message.id, exc))
+
+    @staticmethod
+    def _envelope(request: Request, message: Message) -> dict[str, Any]:
+        """The request's `_meta`, once the SDK's ladder has accepted it and the headers."""
+        duplicated = find_duplicated_routing_header(request.headers.items())
+        if duplicated is not None:
+            raise EnvelopeError(HEADER_MISMATCH, f"{duplicated} header appears more than once")
+        body = {"method": message.method, "params": message.params}
+        verdict = classify_inbound_request(body, headers=request.headers)
+        if isinstance(verdict, InboundLadderRejection):
+            raise EnvelopeError(verdict.code, verdict.message, verdict.data)
+        meta: dict[str, Any] = (message.params or {})["_meta"]
+        return meta
+
+    def discover(self, view: View) -> bytes:
+        result: dict[str, Any] = {"supportedVersions": SUPPORTED_VERSIONS, "capabilities": view.capabilities}
+        if view.server is None:
+            result["instructions"] = INSTRUCTIONS
+        return orjson.dumps(result)
+
+    async def _call(self, message: Message, envelope: dict[str, Any], view: View) -> Response:
+        params = downstream_params(message.params)
+        notes: asyncio.Queue[bytes] = asyncio.Queue()
+        sink = _log_gate(envelope, notes.put_nowait)
+        ctx = CallContext(_caller(envelope), message.id, view)
+        original = message.params or {}
+        if "requestState" in original:
+            call = self._rounds.resume(
+                original["requestState"], str(params.get("name")), original.get("inputResponses")
+            )
+        elif answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
+
+            async def run(call: PendingCall) -> bytes:
+                ctx.notify, ctx.ask = call.notify, call.ask
+                return await self._handler.request(ctx, "tools/call", params)
+
+            call = self._rounds.start(str(params.get("name")), run)
+        else:
+            if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
+                ctx.notify = sink
+            return await json_or_events(
+                notes, self._answer(message.id, self._handler.request(ctx, "tools/call", params))
+            )
+        return await json_or_events(notes, self._answer(message.id, self._rounds.round(call, sink)))
+
+    @staticmethod
+    async def _answer(request_id: JsonRpcId, result: Any) -> Reply:
+        try:
+            return Reply(result_response(request_id, stamped("tools/call", await result)))
+        except EdgeError as exc:
+            return reply_for(request_id, exc)
+        except Exception:
+            log.exception("unexpected error answering tools/call")
+            return reply_for(request_id, InternalError("Internal error"))
+
+    def _listen(self, message: Message, endpoint: str) -> Response:
+        wanted = (message.params or {}).get("notifications")
+        if not isinstance(wanted, dict):
+            raise InvalidParamsError('Invalid params: "notifications" must be an object')
+        honored: dict[str, Any] = {flag: True for flag in LISTEN_KINDS if wanted.get(flag) is True}
+        meta = {SUBSCRIPTION_ID_META_KEY: message.id}
+        stream, receive = self._hub.open(
+            f"listen-{secrets.token_hex(8)}",
+            endpoint,
+            kinds=frozenset(LISTEN_KINDS[f] for f in honored) & LIST_KINDS,
+            meta=meta,
+        )
+        ack = stream.notification("notifications/subscriptions/acknowledged", {"notifications": honored})
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield sse_event(ack)
+                while True:
+                    with anyio.move_on_after(self._keepalive) as idle:
+                        try:
+                            note = await receive.receive()
+                        except anyio.EndOfStream:
+                            break
+                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(note)
+                # Closed by the edge, not the client: a graceful end, so the final result.
+                yield sse_event(
+                    result_response(message.id, stamped(message.method, orjson.dumps({"_meta": meta})))
+                )
+            finally:
+                self._hub.close(stream)
+
+        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+
+def _json(reply: Reply) -> Response:
+    return Response(reply.body, status_code=reply.status, media_type=JSON)
+
+
+def _caller(envelope: dict[str, Any]) -> Session:
+    """Who calls, for audit: a 2026-07-28 request has a client but no session."""
+    info = envelope.get(CLIENT_INFO_META_KEY)
+    name = info.get("name") if isinstance(info, dict) else None
+    return Session(
+        str(envelope.get(PROTOCOL_VERSION_META_KEY)), name if isinstance(name, str) else "", "", 0, ""
+    )
