@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services import __version__
 from services.edge.auditing import AuditPublisher
+from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.transport import StreamableHttpEndpoint
@@ -20,6 +21,7 @@ from services.edge.transport import StreamableHttpEndpoint
 @dataclass(frozen=True, slots=True)
 class EdgeComponents:
     endpoint: StreamableHttpEndpoint
+    legacy: LegacySseEndpoint
     follower: SnapshotFollower
     audit: AuditPublisher
     hub: StreamHub
@@ -48,7 +50,7 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             Route("/readyz", readyz),
         ]
     )
-    mcp = parts.endpoint
+    mcp, legacy = parts.endpoint, parts.legacy
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # The endpoint answers every method and error itself; skipping the router and
@@ -56,6 +58,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
         path = scope["path"] if scope["type"] == "http" else ""
         if path == "/mcp" or path.startswith("/mcp/"):
             await mcp(scope, receive, send)
+        elif path == "/sse" or path.startswith("/sse/") or path == MESSAGES_PATH:
+            await legacy(scope, receive, send)
         else:
             await routes(scope, receive, send)
 

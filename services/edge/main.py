@@ -9,10 +9,12 @@ import uvicorn
 
 from services import bus
 from services.contracts import registry_pb2_grpc
+from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.inputs import InputRounds
+from services.edge.legacy import LegacySseEndpoint
 from services.edge.modern import ModernEndpoint
 from services.edge.protocol import McpHandler
 from services.edge.sessions import SessionCodec, Signer
@@ -50,18 +52,25 @@ async def serve(settings: EdgeSettings) -> None:
     handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id)
     signer = Signer(settings.session_secret)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
+    admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
     endpoint = StreamableHttpEndpoint(
         handler,
         lambda: follower.catalog,
         SessionCodec(signer, settings.session_ttl_seconds),
         hub,
         ModernEndpoint(handler, rounds, hub, settings.keepalive_seconds),
-        max_body_bytes=settings.max_body_bytes,
+        admission,
         keepalive_seconds=settings.keepalive_seconds,
-        allowed_origins=_names(settings.allowed_origins),
-        allowed_hosts=_allowed_hosts(settings),
     )
-    app = create_app(EdgeComponents(endpoint, follower, audit, hub))
+    legacy = LegacySseEndpoint(
+        handler,
+        lambda: follower.catalog,
+        hub,
+        admission,
+        keepalive_seconds=settings.keepalive_seconds,
+        session_ttl_seconds=settings.session_ttl_seconds,
+    )
+    app = create_app(EdgeComponents(endpoint, legacy, follower, audit, hub))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

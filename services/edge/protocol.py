@@ -54,13 +54,36 @@ class CallContext:
     view: View
     # Where the call's notifications go, and who answers a downstream's requests during it;
     # with neither, the call is one unary gRPC call.
-    notify: Callable[[bytes], None] | None = None
+    notify: Callable[[bytes], object] | None = None
     ask: Ask | None = None
 
 
 def answerable(capabilities: object) -> tuple[str, ...]:
     """Which server-to-client requests a client's declared capabilities say it answers."""
     return tuple(c for c in ANSWERABLE if isinstance(capabilities, dict) and c in capabilities)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """What an `initialize` request settles: the version, who the client is, what it answers."""
+
+    version: str
+    client_name: str
+    answers: tuple[str, ...]
+
+
+def hello(params: dict[str, Any] | None) -> Hello:
+    """The settlement of an `initialize` request's params; InvalidParamsError when unusable."""
+    params = params or {}
+    if not isinstance(params.get("protocolVersion"), str):
+        raise InvalidParamsError('Invalid params: "protocolVersion" must be a string')
+    client = params.get("clientInfo")
+    name = client.get("name") if isinstance(client, dict) else None
+    return Hello(
+        negotiate_version(params["protocolVersion"]),
+        name[:64] if isinstance(name, str) else "",
+        answerable(params.get("capabilities")),
+    )
 
 
 def negotiate_version(requested: object) -> str:
@@ -126,7 +149,7 @@ class McpHandler:
             waiting.set_result(answer)
 
     async def ask_on_stream(
-        self, send: Callable[[bytes], None], method: str, params_json: bytes
+        self, send: Callable[[bytes], object], method: str, params_json: bytes
     ) -> dict[str, Any]:
         """Send a downstream's request to the client on the call's stream and wait for its reply."""
         request_id = f"{self._edge_id}-{next(self._ask_ids)}"

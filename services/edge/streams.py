@@ -29,6 +29,18 @@ class Stream:
     kinds: frozenset[str] = LIST_KINDS
     meta: dict[str, Any] | None = None
 
+    def offer(self, message: bytes) -> bool:
+        """Queue a notification unless the stream is full or gone; whether it was queued."""
+        try:
+            self.send.send_nowait(message)
+            return True
+        except anyio.WouldBlock:
+            # A client that stopped reading loses this notification, not the edge its memory.
+            log.warning("stream of session %s is full; notification dropped", self.session_id)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        return False
+
     def notification(self, method: str, params: dict[str, Any] | None = None) -> bytes:
         if self.meta is not None:
             params = {**(params or {}), "_meta": self.meta}
@@ -83,22 +95,11 @@ class StreamHub:
         for stream in self._all():
             for kind in sorted(by_endpoint[stream.endpoint]):
                 if kind in stream.kinds:
-                    delivered += self._put(stream, stream.notification(f"notifications/{kind}/list_changed"))
+                    delivered += stream.offer(stream.notification(f"notifications/{kind}/list_changed"))
         return delivered
 
     def _all(self) -> list[Stream]:
         return [s for streams in self._streams.values() for s in streams]
-
-    def _put(self, stream: Stream, message: bytes) -> int:
-        try:
-            stream.send.send_nowait(message)
-            return 1
-        except anyio.WouldBlock:
-            # A client that stopped reading loses this notification, not the edge its memory.
-            log.warning("stream of session %s is full; notification dropped", stream.session_id)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.close(stream)
-        return 0
 
     @property
     def open_streams(self) -> int:

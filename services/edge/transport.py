@@ -10,7 +10,6 @@ import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
-from urllib.parse import urlsplit
 
 import anyio
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
@@ -18,14 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from services.edge.admission import Admission
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
-    BodyTooLargeError,
     EdgeError,
     EndpointNotFoundError,
-    ForbiddenHostError,
-    ForbiddenOriginError,
     InternalError,
     InvalidParamsError,
     InvalidRequestError,
@@ -37,7 +34,7 @@ from services.edge.errors import (
 )
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.modern import ModernEndpoint, is_modern
-from services.edge.protocol import CallContext, McpHandler, answerable, negotiate_version
+from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session, SessionCodec
 from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
 from services.edge.streams import StreamHub
@@ -48,7 +45,6 @@ SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def accepts(header: str, media_type: str) -> bool:
@@ -74,28 +70,22 @@ class StreamableHttpEndpoint:
         sessions: SessionCodec,
         hub: StreamHub,
         modern: ModernEndpoint,
+        admission: Admission,
         *,
-        max_body_bytes: int,
         keepalive_seconds: float,
-        allowed_origins: frozenset[str] = frozenset(),
-        allowed_hosts: frozenset[str] | None = frozenset(),
     ) -> None:
         self._handler = handler
         self._catalog = catalog
         self._sessions = sessions
         self._hub = hub
         self._modern = modern
-        self._max_body = max_body_bytes
+        self._admission = admission
         self._keepalive = keepalive_seconds
-        self._allowed_origins = allowed_origins
-        # None admits any Host; otherwise loopback names and these.
-        self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            self._check_host(request)
-            self._check_origin(request)
+            self._admission.check(request)
             endpoint = endpoint_name(scope["path"])
             if is_modern(request.headers.get(VERSION_HEADER)) and request.method != "POST":
                 # 2026-07-28 has no GET stream and no session to DELETE.
@@ -119,21 +109,6 @@ class StreamableHttpEndpoint:
     def _error(exc: EdgeError) -> Response:
         return Response(error_response(None, exc.error_object()), status_code=exc.status, media_type=JSON)
 
-    def _check_host(self, request: Request) -> None:
-        if self._allowed_hosts is None:
-            return
-        host = request.headers.get("host", "")
-        # urlsplit caches its results, so the same Host header is parsed once.
-        if urlsplit(f"//{host}").hostname not in self._allowed_hosts:
-            raise ForbiddenHostError(f"Forbidden: host {host!r} is not allowed")
-
-    def _check_origin(self, request: Request) -> None:
-        origin = request.headers.get("origin")
-        if origin is None or origin in self._allowed_origins:
-            return
-        if urlsplit(origin).hostname not in LOCAL_HOSTS:
-            raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
-
     def _view(self, endpoint: str) -> View:
         view = self._catalog().endpoint(endpoint)
         if view is None:
@@ -152,22 +127,6 @@ class StreamableHttpEndpoint:
             raise BadRequestError(f"Bad Request: unsupported MCP-Protocol-Version {version}")
         return session
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise BadRequestError("Bad Request: invalid Content-Length")
-            if int(declared) > self._max_body:
-                raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self._max_body:
-                raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _post(self, request: Request, endpoint: str) -> Response:
         accept = request.headers.get("accept", "*/*")
         if not (accepts(accept, JSON) and accepts(accept, SSE)):
@@ -177,7 +136,7 @@ class StreamableHttpEndpoint:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
-        body = await self._read_body(request)
+        body = await self._admission.body(request)
         view = self._view(endpoint)
         if is_modern(request.headers.get(VERSION_HEADER)):
             return await self._modern.post(request, body, view, endpoint)
@@ -211,20 +170,14 @@ class StreamableHttpEndpoint:
     def _initialize(self, message: Message, view: View, endpoint: str) -> Response:
         if message.kind != "request":
             raise InvalidRequestError("Invalid Request: initialize must be a request")
-        params = message.params or {}
-        requested = params.get("protocolVersion")
-        if not isinstance(requested, str):
-            error = InvalidParamsError('Invalid params: "protocolVersion" must be a string')
-            return Response(error_response(message.id, error.error_object()), media_type=JSON)
-        version = negotiate_version(requested)
-        client = params.get("clientInfo")
-        client_name = client.get("name", "") if isinstance(client, dict) else ""
-        capabilities = params.get("capabilities")
-        answers = answerable(capabilities)
+        try:
+            settled = hello(message.params)
+        except InvalidParamsError as exc:
+            return Response(error_response(message.id, exc.error_object()), media_type=JSON)
         token = self._sessions.issue(
-            version, client_name if isinstance(client_name, str) else "", endpoint=endpoint, answers=answers
+            settled.version, settled.client_name, endpoint=endpoint, answers=settled.answers
         )
-        body = result_response(message.id, self._handler.initialize_result(version, view))
+        body = result_response(message.id, self._handler.initialize_result(settled.version, view))
         return Response(body, media_type=JSON, headers={SESSION_HEADER: token})
 
     async def _answer(self, ctx: CallContext, message: Message) -> bytes:

@@ -29,7 +29,7 @@ class ConnectorClient:
         self,
         request: connector_pb2.CallToolRequest,
         traceparent: str,
-        on_notification: Callable[[bytes], None] | None = None,
+        on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
@@ -48,7 +48,7 @@ class ConnectorClient:
         self,
         request: connector_pb2.CallToolRequest,
         metadata: tuple[tuple[str, str], ...],
-        on_notification: Callable[[bytes], None] | None,
+        on_notification: Callable[[bytes], object] | None,
         ask: Ask | None,
     ) -> connector_pb2.CallToolOutcome:
         call = self._stub.StreamTool(metadata=metadata)

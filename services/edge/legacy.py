@@ -1,0 +1,179 @@
+"""The HTTP+SSE transport of revision 2024-11-05, for clients that predate Streamable HTTP.
+
+`GET /sse` (or `/sse/{name}` for one server) opens the session's event stream, whose first
+event names the URL to POST to: `/messages?session_id=...`. Every POST is answered 202 and
+its responses travel on that stream, as do notifications and the downstream's requests.
+The stream lives on the edge that opened it, so its session does too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from services.edge.admission import Admission
+from services.edge.catalog import Catalog, View
+from services.edge.errors import (
+    EdgeError,
+    EndpointNotFoundError,
+    InternalError,
+    InvalidRequestError,
+    NotAcceptableError,
+    SessionNotFoundError,
+    UnsupportedMediaTypeError,
+    error_response,
+    result_response,
+)
+from services.edge.jsonrpc import Message, parse_body
+from services.edge.protocol import CallContext, McpHandler, hello
+from services.edge.sessions import Session
+from services.edge.sse import JSON, SSE, SSE_HEADERS, sse_event
+from services.edge.streams import Stream, StreamHub
+from services.edge.transport import accepts
+
+log = logging.getLogger(__name__)
+
+MESSAGES_PATH = "/messages"
+
+
+def sse_endpoint_name(path: str) -> str | None:
+    """The server a legacy stream path names: "" for /sse, "a" for /sse/a, None for others."""
+    if path == "/sse":
+        return ""
+    return path[len("/sse/") :].rstrip("/") if path.startswith("/sse/") else None
+
+
+@dataclass(eq=False)
+class SseSession:
+    id: str
+    stream: Stream
+    view: Callable[[], View | None]
+    session: Session | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def send(self, message: bytes) -> None:
+        """Responses wait for room on the stream; only notifications may be dropped."""
+        await self.stream.send.send(message)
+
+
+class LegacySseEndpoint:
+    def __init__(
+        self,
+        handler: McpHandler,
+        catalog: Callable[[], Catalog],
+        hub: StreamHub,
+        admission: Admission,
+        *,
+        keepalive_seconds: float,
+        session_ttl_seconds: int,
+    ) -> None:
+        self._handler = handler
+        self._catalog = catalog
+        self._hub = hub
+        self._admission = admission
+        self._keepalive = keepalive_seconds
+        self._ttl = session_ttl_seconds
+        self._sessions: dict[str, SseSession] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            self._admission.check(request)
+            name = sse_endpoint_name(scope["path"])
+            if name is not None and request.method == "GET":
+                response = self._open(request, name)
+            elif name is None and request.method == "POST":
+                response = await self._post(request)
+            else:
+                response = Response(status_code=405, headers={"allow": "GET" if name is not None else "POST"})
+        except EdgeError as exc:
+            response = Response(error_response(None, exc.error_object()), exc.status, media_type=JSON)
+        await response(scope, receive, send)
+
+    def _open(self, request: Request, name: str) -> Response:
+        if not accepts(request.headers.get("accept", ""), SSE):
+            raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
+        if self._catalog().endpoint(name) is None:
+            raise EndpointNotFoundError(f"Not Found: no connected server named {name!r}")
+        session_id = secrets.token_urlsafe(16)
+        stream, receive = self._hub.open(session_id, name)
+        sse = SseSession(session_id, stream, lambda: self._catalog().endpoint(name))
+        self._sessions[session_id] = sse
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                yield f"event: endpoint\ndata: {MESSAGES_PATH}?session_id={session_id}\n\n".encode()
+                while True:
+                    with anyio.move_on_after(self._keepalive) as idle:
+                        try:
+                            message = await receive.receive()
+                        except anyio.EndOfStream:
+                            return
+                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(message)
+            finally:
+                del self._sessions[session_id]
+                self._hub.close(stream)
+                for task in sse.tasks:
+                    task.cancel()
+
+        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+    async def _post(self, request: Request) -> Response:
+        sse = self._sessions.get(request.query_params.get("session_id", ""))
+        if sse is None:
+            raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != JSON:
+            raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
+        messages, _ = parse_body(await self._admission.body(request))
+        for message in messages:
+            if message.kind == "response":
+                self._handler.client_replied(message.id, message.answer or {})
+            elif message.kind == "request":
+                task = asyncio.create_task(self._serve(sse, message))
+                sse.tasks.add(task)
+                task.add_done_callback(sse.tasks.discard)
+        return Response("Accepted", status_code=202)
+
+    async def _serve(self, sse: SseSession, message: Message) -> None:
+        try:
+            body = result_response(message.id, await self._answer(sse, message))
+        except EdgeError as exc:
+            body = error_response(message.id, exc.error_object())
+        except Exception:
+            log.exception("unexpected error answering %s over SSE", message.method)
+            body = error_response(message.id, InternalError("Internal error").error_object())
+        await sse.send(body)
+
+    async def _answer(self, sse: SseSession, message: Message) -> bytes:
+        view = sse.view()
+        if view is None:
+            raise InvalidRequestError("Invalid Request: the server of this stream is no longer connected")
+        if message.method == "initialize":
+            return self._initialize(sse, message, view)
+        if sse.session is None:
+            raise InvalidRequestError("Invalid Request: send initialize first")
+        ctx = CallContext(sse.session, message.id, view, notify=sse.stream.offer)
+        if sse.session.answers:
+            ctx.ask = functools.partial(self._handler.ask_on_stream, sse.stream.offer)
+        return await self._handler.request(ctx, message.method, message.params)
+
+    def _initialize(self, sse: SseSession, message: Message, view: View) -> bytes:
+        if sse.session is not None:
+            raise InvalidRequestError("Invalid Request: the session is already initialized")
+        settled = hello(message.params)
+        expires = int(time.time()) + self._ttl
+        sse.session = Session(
+            settled.version, settled.client_name, "", expires, sse.id, sse.stream.endpoint, settled.answers
+        )
+        return self._handler.initialize_result(settled.version, view)
