@@ -7,6 +7,7 @@ start-up with a message naming the variable (see `load`).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -60,7 +61,8 @@ class EdgeSettings(CommonSettings):
     session_secret: str = ""
     session_ttl_seconds: int = 24 * 3600
     max_body_bytes: int = 4 * 1024 * 1024
-    edge_id: str = Field(default_factory=lambda: f"edge-{os.getpid()}")
+    # Names this replica in NATS subjects and in the ids it mints: unique per replica.
+    edge_id: str = Field(default_factory=lambda: f"edge-{secrets.token_hex(4)}", pattern=r"^[A-Za-z0-9_-]+$")
     snapshot_poll_seconds: float = 30.0
     keepalive_seconds: float = 15.0
     # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -9,8 +10,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
@@ -91,3 +94,57 @@ def service(name: str, *args: str) -> list[str]:
 
 def python_script(path: Path, *args: str) -> list[str]:
     return [sys.executable, str(path), *args]
+
+
+def stdio_server(name: str, script: Path) -> dict[str, Any]:
+    """A Bifrost-shaped client config entry for a Python MCP server over stdio."""
+    return {
+        "name": name,
+        "connection_type": "stdio",
+        "stdio_config": {"command": sys.executable, "args": [str(script)]},
+        "tools_to_execute": ["*"],
+    }
+
+
+@contextmanager
+def service_tree(
+    tmp: Path, servers: list[dict[str, Any]], *, edges: int = 1, env: dict[str, str] | None = None
+) -> Iterator[list[str]]:
+    """NATS, registry, connector, audit and `edges` edge replicas sharing a session secret,
+    in front of `servers`; yields each edge's base URL once every edge lists every server."""
+    (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
+    registry, connector = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    with ExitStack() as stack:
+        nats_url = stack.enter_context(nats_server(tmp))
+        common = {
+            "MCPGW_NATS_URL": nats_url,
+            "MCPGW_REGISTRY_ADDR": registry,
+            "MCPGW_REGISTRY_LISTEN": registry,
+            "MCPGW_CONNECTOR_ADDR": connector,
+            "MCPGW_CONNECTOR_LISTEN": connector,
+            "MCPGW_STATE_DIR": str(tmp),
+            "MCPGW_AUDIT_FILE": str(tmp / "spans.jsonl"),
+            "MCPGW_SESSION_SECRET": "test-secret",
+            **(env or {}),
+        }
+        log = tmp / "services.log"
+        stack.enter_context(running(service("registry", "--config", str(tmp / "config.json")), common, log))
+        stack.enter_context(running(service("connector"), common, log))
+        stack.enter_context(running(service("audit"), common, log))
+        bases = []
+        for index in range(edges):
+            port = free_port()
+            edge_env = {**common, "MCPGW_EDGE_ID": f"edge-{index + 1}"}
+            process = stack.enter_context(running(service("edge", "--port", str(port)), edge_env, log))
+            base = f"http://127.0.0.1:{port}"
+            wanted = {s["name"] for s in servers}
+            wait_until(partial(_serves, base, wanted), 30, f"edge {index + 1} with every server", process)
+            bases.append(base)
+        yield bases
+
+
+def _serves(base: str, servers: set[str]) -> bool:
+    try:
+        return servers <= set(httpx2.get(f"{base}/readyz", timeout=1).json().get("servers", []))
+    except (httpx2.HTTPError, ValueError):
+        return False

@@ -43,7 +43,7 @@ class PendingCall:
     asks: dict[str, _Ask] = field(default_factory=dict)
     asked: asyncio.Event = field(default_factory=asyncio.Event)
     # Where the notifications of the round in progress go; None between rounds.
-    sink: Callable[[bytes], None] | None = None
+    sink: Callable[[bytes], object] | None = None
     expiry: asyncio.TimerHandle | None = None
     _keys: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -81,24 +81,34 @@ class InputRounds:
     """The calls of this edge that wait on a client, by the id their `requestState` carries."""
 
     def __init__(self, edge_id: str, signer: Signer, wait_seconds: float) -> None:
-        self._edge_id = edge_id
+        self.edge_id = edge_id
         self._signer = signer
         self._wait = wait_seconds
         self._calls: dict[str, PendingCall] = {}
 
     def start(self, tool: str, run: Callable[[PendingCall], Awaitable[bytes]]) -> PendingCall:
         call_id = secrets.token_hex(8)
-        call = PendingCall(call_id, tool, self._signer.sign(f"{self._edge_id}.{call_id}"))
+        call = PendingCall(call_id, tool, self._signer.sign(f"{self.edge_id}.{call_id}"))
         call.task = asyncio.ensure_future(run(call))
         self._calls[call_id] = call
         return call
 
-    def resume(self, state: object, tool: str, responses: object) -> PendingCall:
-        """The call a retry's `requestState` names, given the answers the retry carries."""
+    def holder(self, state: object) -> str:
+        """The edge holding the call a retry's `requestState` names."""
         if not isinstance(state, str) or (signed := self._signer.verify(state)) is None:
             raise InvalidParamsError('Invalid params: "requestState" was not issued by this gateway')
+        return signed.rpartition(".")[0]
+
+    async def carry_on(
+        self, state: str, tool: str, responses: object, sink: Callable[[bytes], object] | None = None
+    ) -> bytes:
+        """The next round of a call this edge holds, given the answers a retry carries."""
+        return await self.round(self._resume(state, tool, responses), sink)
+
+    def _resume(self, state: str, tool: str, responses: object) -> PendingCall:
+        signed = self._signer.verify(state) or ""
         edge_id, _, call_id = signed.rpartition(".")
-        call = self._calls.get(call_id) if edge_id == self._edge_id else None
+        call = self._calls.get(call_id) if edge_id == self.edge_id else None
         if call is None or call.tool != tool:
             raise InvalidParamsError('Invalid params: "requestState" names no waiting call; retry it anew')
         if responses is not None and not isinstance(responses, dict):
@@ -108,7 +118,7 @@ class InputRounds:
         call.answer(responses or {})
         return call
 
-    async def round(self, call: PendingCall, sink: Callable[[bytes], None]) -> bytes:
+    async def round(self, call: PendingCall, sink: Callable[[bytes], object] | None) -> bytes:
         """The call's result if it ends before asking anything open; else `input_required`."""
         assert call.task is not None
         call.sink = sink

@@ -35,6 +35,7 @@ from services.edge.errors import (
     result_response,
 )
 from services.edge.jsonrpc import Message, parse_body
+from services.edge.peers import Peers, owner
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, sse_event
@@ -73,6 +74,7 @@ class LegacySseEndpoint:
         catalog: Callable[[], Catalog],
         hub: StreamHub,
         admission: Admission,
+        peers: Peers,
         *,
         keepalive_seconds: float,
         session_ttl_seconds: int,
@@ -81,6 +83,7 @@ class LegacySseEndpoint:
         self._catalog = catalog
         self._hub = hub
         self._admission = admission
+        self._peers = peers
         self._keepalive = keepalive_seconds
         self._ttl = session_ttl_seconds
         self._sessions: dict[str, SseSession] = {}
@@ -105,7 +108,8 @@ class LegacySseEndpoint:
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
         if self._catalog().endpoint(name) is None:
             raise EndpointNotFoundError(f"Not Found: no connected server named {name!r}")
-        session_id = secrets.token_urlsafe(16)
+        # The id names this edge, so a POST landing on another one finds its way here.
+        session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
         stream, receive = self._hub.open(session_id, name)
         sse = SseSession(session_id, stream, lambda: self._catalog().endpoint(name))
         self._sessions[session_id] = sse
@@ -129,21 +133,36 @@ class LegacySseEndpoint:
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
     async def _post(self, request: Request) -> Response:
-        sse = self._sessions.get(request.query_params.get("session_id", ""))
-        if sse is None:
-            raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
+        session_id = request.query_params.get("session_id", "")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
-        messages, _ = parse_body(await self._admission.body(request))
+        body = await self._admission.body(request)
+        messages, _ = parse_body(body)
+        if session_id in self._sessions:
+            await self._dispatch(self._sessions[session_id], messages)
+        elif owner(session_id) in ("", self._peers.edge_id):
+            raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
+        else:
+            await self._peers.deliver(session_id, body)
+        return Response("Accepted", status_code=202)
+
+    async def deliver(self, session_id: str, body: bytes) -> bool:
+        """Messages POSTed to another edge for a session this one holds; whether it does."""
+        sse = self._sessions.get(session_id)
+        if sse is None:
+            return False
+        await self._dispatch(sse, parse_body(body)[0])
+        return True
+
+    async def _dispatch(self, sse: SseSession, messages: list[Message]) -> None:
         for message in messages:
             if message.kind == "response":
-                self._handler.client_replied(message.id, message.answer or {})
+                await self._handler.client_replied(message.id, message.answer or {})
             elif message.kind == "request":
                 task = asyncio.create_task(self._serve(sse, message))
                 sse.tasks.add(task)
                 task.add_done_callback(sse.tasks.discard)
-        return Response("Accepted", status_code=202)
 
     async def _serve(self, sse: SseSession, message: Message) -> None:
         try:

@@ -16,6 +16,7 @@ from services.edge.catalog import Catalog, changed_lists
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
 from services.edge.modern import ModernEndpoint
+from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
 from services.edge.sessions import SessionCodec, Signer
 from services.edge.snapshot import SnapshotFollower
@@ -49,7 +50,8 @@ async def serve(settings: EdgeSettings) -> None:
         registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change
     )
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
-    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id)
+    peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
+    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id, peers)
     signer = Signer(settings.session_secret)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
     admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
@@ -58,7 +60,7 @@ async def serve(settings: EdgeSettings) -> None:
         lambda: follower.catalog,
         SessionCodec(signer, settings.session_ttl_seconds),
         hub,
-        ModernEndpoint(handler, rounds, hub, settings.keepalive_seconds),
+        ModernEndpoint(handler, rounds, peers, hub, settings.keepalive_seconds),
         admission,
         keepalive_seconds=settings.keepalive_seconds,
     )
@@ -67,9 +69,11 @@ async def serve(settings: EdgeSettings) -> None:
         lambda: follower.catalog,
         hub,
         admission,
+        peers,
         keepalive_seconds=settings.keepalive_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
     )
+    await peers.serve(handler.resolve, rounds.carry_on, legacy.deliver)
     app = create_app(EdgeComponents(endpoint, legacy, follower, audit, hub))
     server = uvicorn.Server(
         uvicorn.Config(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -49,6 +49,7 @@ from services.edge.errors import (
 )
 from services.edge.inputs import InputRounds, PendingCall
 from services.edge.jsonrpc import Message, parse_body
+from services.edge.peers import Peers
 from services.edge.protocol import INSTRUCTIONS, LOG_LEVELS, CallContext, McpHandler, answerable
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
@@ -146,10 +147,11 @@ def _log_gate(meta: dict[str, Any], sink: Callable[[bytes], None]) -> Callable[[
 
 class ModernEndpoint:
     def __init__(
-        self, handler: McpHandler, rounds: InputRounds, hub: StreamHub, keepalive_seconds: float
+        self, handler: McpHandler, rounds: InputRounds, peers: Peers, hub: StreamHub, keepalive_seconds: float
     ) -> None:
         self._handler = handler
         self._rounds = rounds
+        self._peers = peers
         self._hub = hub
         self._keepalive = keepalive_seconds
 
@@ -205,31 +207,34 @@ class ModernEndpoint:
 
     async def _call(self, message: Message, envelope: dict[str, Any], view: View) -> Response:
         params = downstream_params(message.params)
+        tool = str(params.get("name"))
         notes: asyncio.Queue[bytes] = asyncio.Queue()
         sink = _log_gate(envelope, notes.put_nowait)
         ctx = CallContext(_caller(envelope), message.id, view)
         original = message.params or {}
+        result: Awaitable[bytes]
         if "requestState" in original:
-            call = self._rounds.resume(
-                original["requestState"], str(params.get("name")), original.get("inputResponses")
-            )
+            state, responses = original["requestState"], original.get("inputResponses")
+            holder = self._rounds.holder(state)
+            if holder == self._rounds.edge_id:
+                result = self._rounds.carry_on(state, tool, responses, sink)
+            else:
+                result = self._peers.resume(holder, state, tool, responses)
         elif answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
 
             async def run(call: PendingCall) -> bytes:
                 ctx.notify, ctx.ask = call.notify, call.ask
                 return await self._handler.request(ctx, "tools/call", params)
 
-            call = self._rounds.start(str(params.get("name")), run)
+            result = self._rounds.round(self._rounds.start(tool, run), sink)
         else:
             if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
                 ctx.notify = sink
-            return await json_or_events(
-                notes, self._answer(message.id, self._handler.request(ctx, "tools/call", params))
-            )
-        return await json_or_events(notes, self._answer(message.id, self._rounds.round(call, sink)))
+            result = self._handler.request(ctx, "tools/call", params)
+        return await json_or_events(notes, self._answer(message.id, result))
 
     @staticmethod
-    async def _answer(request_id: JsonRpcId, result: Any) -> Reply:
+    async def _answer(request_id: JsonRpcId, result: Awaitable[bytes]) -> Reply:
         try:
             return Reply(result_response(request_id, stamped("tools/call", await result)))
         except EdgeError as exc:

@@ -26,6 +26,7 @@ from services.edge.errors import (
     MethodNotFoundError,
     ResourceNotFoundError,
 )
+from services.edge.peers import Peers, owner
 from services.edge.sessions import Session
 from services.edge.upstream import Ask, ConnectorClient, ConnectorUnavailableError
 from services.telemetry import new_trace, traceparent
@@ -134,7 +135,9 @@ class McpHandler:
         connector: ConnectorClient,
         audit: AuditPublisher,
         edge_id: str,
+        peers: Peers | None = None,
     ) -> None:
+        self._peers = peers
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
@@ -142,11 +145,21 @@ class McpHandler:
         self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ask_ids = itertools.count(1)
 
-    def client_replied(self, request_id: JsonRpcId, answer: dict[str, Any]) -> None:
-        """A client's response to a request this edge relayed; unknown ids are ignored."""
+    async def client_replied(self, request_id: JsonRpcId, answer: dict[str, Any]) -> None:
+        """A client's response to a request an edge relayed: resolved here when this edge
+        asked, else sent to the edge that did; ids no edge issued are ignored."""
+        if self.resolve(request_id, answer) or not isinstance(request_id, str):
+            return
+        if self._peers is not None and owner(request_id) not in ("", self._edge_id):
+            await self._peers.reply(request_id, answer)
+
+    def resolve(self, request_id: JsonRpcId, answer: dict[str, Any]) -> bool:
+        """Hand a reply to the relayed request of this edge it answers; whether there was one."""
         waiting = self._asked.get(str(request_id))
-        if waiting is not None and not waiting.done():
-            waiting.set_result(answer)
+        if waiting is None or waiting.done():
+            return False
+        waiting.set_result(answer)
+        return True
 
     async def ask_on_stream(
         self, send: Callable[[bytes], object], method: str, params_json: bytes

@@ -151,7 +151,7 @@ class StreamableHttpEndpoint:
                 f"Invalid Request: batches are not allowed in {session.protocol_version}"
             )
         for reply in (m for m in messages if m.kind == "response"):
-            self._handler.client_replied(reply.id, reply.answer or {})
+            await self._handler.client_replied(reply.id, reply.answer or {})
         requests = [m for m in messages if m.kind == "request"]
         if not requests:
             return Response(status_code=202)

@@ -1,0 +1,97 @@
+"""Edge replicas reaching one another over NATS, so a client may land on any of them.
+
+Some state lives on exactly one edge: the call a downstream's request waits in, and a
+legacy SSE stream. A message for it that lands elsewhere goes to its edge on
+`mcpgw.edge.<edge id>.<kind>`: a client's reply to a relayed request (its id names the
+edge that sent it), a 2026-07-28 retry (its `requestState` names the edge that holds the
+call), and a POST for a legacy SSE session (its id names the edge that holds the stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from services.edge.errors import DownstreamRpcError, EdgeError, InternalError, JsonRpcId, SessionNotFoundError
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "mcpgw.edge.{edge}.{kind}"
+# A resumed round's answer: a marker byte, then the result JSON or the error object.
+RESULT, ERROR = b"R", b"E"
+
+Resume = Callable[[str, str, object], Awaitable[bytes]]
+"""(requestState, tool, inputResponses) -> the next round's result JSON, or an EdgeError."""
+Deliver = Callable[[str, bytes], Awaitable[bool]]
+"""(legacy SSE session id, POSTed body) -> whether this edge holds the session."""
+
+
+def owner(identifier: str) -> str:
+    """The edge an identifier this gateway minted (`<edge id>-<local part>`) belongs to."""
+    return identifier.rpartition("-")[0]
+
+
+class Peers:
+    def __init__(self, nc: NATS, edge_id: str, wait_seconds: float) -> None:
+        self._nc = nc
+        self.edge_id = edge_id
+        self._wait = wait_seconds
+
+    async def serve(
+        self, on_reply: Callable[[JsonRpcId, dict[str, Any]], object], resume: Resume, deliver: Deliver
+    ) -> None:
+        """Answer what other edges send this one."""
+
+        async def replied(msg: Msg) -> None:
+            reply = orjson.loads(msg.data)
+            on_reply(reply["id"], reply["answer"])
+
+        async def resumed(msg: Msg) -> None:
+            request = orjson.loads(msg.data)
+            try:
+                answer = RESULT + await resume(request["state"], request["tool"], request.get("responses"))
+            except EdgeError as exc:
+                answer = ERROR + orjson.dumps(exc.error_object())
+            await msg.respond(answer)
+
+        async def delivered(msg: Msg) -> None:
+            held = await deliver(msg.headers.get("session", "") if msg.headers else "", msg.data)
+            await msg.respond(b"1" if held else b"0")
+
+        for kind, handler in (("reply", replied), ("resume", resumed), ("sse", delivered)):
+            await self._nc.subscribe(SUBJECT.format(edge=self.edge_id, kind=kind), cb=handler)
+
+    async def reply(self, request_id: str, answer: dict[str, Any]) -> None:
+        """Send a client's reply to the edge whose relayed request it answers."""
+        subject = SUBJECT.format(edge=owner(request_id), kind="reply")
+        await self._nc.publish(subject, orjson.dumps({"id": request_id, "answer": answer}))
+
+    async def resume(self, edge: str, state: str, tool: str, responses: object) -> bytes:
+        """The next round of a call another edge holds."""
+        body = orjson.dumps({"state": state, "tool": tool, "responses": responses})
+        try:
+            msg = await self._nc.request(SUBJECT.format(edge=edge, kind="resume"), body, timeout=self._wait)
+        except (NoRespondersError, NatsTimeoutError):
+            raise InternalError(f"The edge holding this call ({edge}) is gone; retry the call anew") from None
+        if msg.data.startswith(ERROR):
+            error = orjson.loads(msg.data[len(ERROR) :])
+            raise DownstreamRpcError(error["code"], error["message"], error.get("data"))
+        # The result's bytes as the holding edge produced them, never re-encoded.
+        return msg.data[len(RESULT) :]
+
+    async def deliver(self, session_id: str, body: bytes) -> None:
+        """POST a legacy SSE session's message to the edge holding its stream."""
+        subject = SUBJECT.format(edge=owner(session_id), kind="sse")
+        try:
+            msg = await self._nc.request(subject, body, timeout=5, headers={"session": session_id})
+        except (NoRespondersError, NatsTimeoutError):
+            msg = None
+        if msg is None or msg.data != b"1":
+            raise SessionNotFoundError("Session not found: open a new stream with GET /sse")

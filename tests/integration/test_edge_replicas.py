@@ -1,0 +1,148 @@
+"""Two edge replicas serving one client interchangeably, with no sticky sessions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.integration.test_gateway_http import ACCEPT, call, error_of, post
+from tests.integration.test_gateway_modern import MODERN, envelope
+from tests.processes import ROOT, service_tree, stdio_server
+
+SERVERS = [
+    stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
+    stdio_server("conf", ROOT / "tests" / "servers" / "conformance_server.py"),
+]
+SAMPLED = {
+    "role": "assistant",
+    "content": {"type": "text", "text": "sampled on the other edge"},
+    "model": "m",
+}
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    with service_tree(tmp_path_factory.mktemp("replicas"), SERVERS, edges=2) as (one, two):
+        yield one, two
+
+
+def initialize(url: str, capabilities: dict[str, Any] | None = None) -> str:
+    params = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": capabilities or {},
+        "clientInfo": {"name": "replica-test", "version": "1"},
+    }
+    response = post(url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
+    assert response.status_code == 200
+    return response.headers["mcp-session-id"]
+
+
+def events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    return (json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: "))
+
+
+def test_one_session_alternates_between_edges_and_hears_changes_made_through_the_other(
+    edges: tuple[str, str],
+) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one)
+    for turn in range(6):
+        url = (one, two)[turn % 2]
+        answer = call(url, session, "fixture_echo", {"text": f"turn {turn}"}, id=turn + 1)
+        assert answer["result"]["content"][0]["text"] == f"turn {turn}", url
+    headers = {"accept": "text/event-stream", "mcp-session-id": session}
+    with httpx2.stream("GET", one, headers=headers, timeout=30) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(lines).startswith(": stream open")
+        added = call(two, session, "fixture_add_tool", {"name": "replicated"})
+        assert added["result"]["content"][0]["text"] == "added replicated"
+        assert next(events(lines)) == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+    listed = post(two, {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, session).json()["result"]["tools"]
+    assert "fixture_replicated" in {t["name"] for t in listed}
+
+
+def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one, {"sampling": {}})
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "conf_test_sampling", "arguments": {"prompt": "hi"}},
+    }
+    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": session}
+    with httpx2.stream("POST", one, content=json.dumps(body), headers=headers, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        received = events(stream.iter_lines())
+        asked = next(received)
+        assert asked["method"] == "sampling/createMessage" and asked["id"].startswith("edge-1-")
+        reply = post(two, {"jsonrpc": "2.0", "id": asked["id"], "result": SAMPLED}, session)
+        assert reply.status_code == 202
+        result = next(received)
+    assert result["id"] == 1
+    assert result["result"]["content"][0]["text"] == "LLM response: sampled on the other edge"
+
+
+def modern_call(url: str, params: dict[str, Any]) -> httpx2.Response:
+    meta = envelope(**{"io.modelcontextprotocol/clientCapabilities": {"sampling": {}}})
+    body = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {**params, "_meta": meta}}
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": params["name"],
+    }
+    return httpx2.post(url, content=json.dumps(body), headers=headers, timeout=30)
+
+
+def test_a_2026_retry_landing_on_the_other_edge_resumes_the_call(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    params = {"name": "conf_test_sampling", "arguments": {"prompt": "hi"}}
+    first = modern_call(one, params).json()["result"]
+    assert first["resultType"] == "input_required"
+    [(key, request)] = first["inputRequests"].items()
+    assert request["method"] == "sampling/createMessage"
+    retry = {**params, "inputResponses": {key: SAMPLED}, "requestState": first["requestState"]}
+    result = modern_call(two, retry).json()["result"]
+    assert result["resultType"] == "complete"
+    assert result["content"][0]["text"] == "LLM response: sampled on the other edge"
+    # The call is over: its state cannot be replayed on either edge.
+    for url in (one, two):
+        replayed = modern_call(url, retry)
+        assert (replayed.status_code, error_of(replayed)["code"]) == (400, -32602)
+
+
+def test_a_legacy_sse_post_to_the_other_edge_reaches_the_stream(edges: tuple[str, str]) -> None:
+    one, two = edges
+    with httpx2.stream(
+        "GET", f"{one}/sse/fixture", headers={"accept": "text/event-stream"}, timeout=30
+    ) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == "event: endpoint"
+        endpoint = next(lines)[len("data: ") :]
+        assert endpoint.startswith("/messages?session_id=edge-1-")
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "sse"}},
+        }
+        posted = httpx2.post(f"{two}{endpoint}", json=initialize, timeout=10)
+        assert posted.status_code == 202
+        answer = next(events(lines))
+    assert answer["id"] == 1 and answer["result"]["protocolVersion"] == "2024-11-05"
+    gone = httpx2.post(f"{two}{endpoint}", json=initialize, timeout=10)
+    assert gone.status_code == 404
+
+
+def test_an_unknown_legacy_sse_session_is_not_found(edges: tuple[str, str]) -> None:
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for session in ("nonsense", "edge-1-00", "edge-9-00"):
+        response = httpx2.post(f"{edges[1]}/messages?session_id={session}", json=ping, timeout=10)
+        assert response.status_code == 404, session
