@@ -17,6 +17,8 @@ REGISTRY_CHANGED = "mcpgw.registry.changed"
 AUDIT_STREAM = "MCPGW_AUDIT"
 AUDIT_SUBJECTS = "mcpgw.audit.>"
 TOOL_CALL_SUBJECT = "mcpgw.audit.toolcalls"
+EVENTS_STREAM = "MCPGW_EVENTS"
+EVENTS_SUBJECTS = "mcpgw.events.>"
 # JetStream drops a republished event whose Nats-Msg-Id it saw within this window.
 DEDUPE_WINDOW_SECONDS = 120.0
 AUDIT_RETENTION_SECONDS = 7 * 24 * 3600.0
@@ -67,20 +69,40 @@ async def connect(
 
 async def ensure_audit_stream(nc: NATS) -> None:
     """Create the audit stream, or leave the existing one as it is."""
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=AUDIT_STREAM,
-        subjects=[AUDIT_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=AUDIT_RETENTION_SECONDS,
-        duplicate_window=DEDUPE_WINDOW_SECONDS,
+    await _ensure_stream(
+        nc,
+        StreamConfig(
+            name=AUDIT_STREAM,
+            subjects=[AUDIT_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=AUDIT_RETENTION_SECONDS,
+            duplicate_window=DEDUPE_WINDOW_SECONDS,
+        ),
     )
+
+
+async def ensure_events_stream(nc: NATS, retention_seconds: float) -> None:
+    """Create the stream that keeps SSE answers' events for resumption, or leave it be."""
+    await _ensure_stream(
+        nc,
+        StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            # Short-lived and re-creatable: memory is enough, and it keeps the hot path off disk.
+            storage=StorageType.MEMORY,
+            max_age=retention_seconds,
+        ),
+    )
+
+
+async def _ensure_stream(nc: NATS, config: StreamConfig) -> None:
     try:
-        await js.add_stream(config)
+        await nc.jetstream().add_stream(config)
     except BadRequestError as exc:
         # Another process created it first with other limits: keep theirs.
-        log.debug("audit stream exists: %s", exc)
+        log.debug("stream %s exists: %s", config.name, exc)
 
 
 class ChangeSignal:

@@ -65,6 +65,8 @@ class EdgeSettings(CommonSettings):
     edge_id: str = Field(default_factory=lambda: f"edge-{secrets.token_hex(4)}", pattern=r"^[A-Za-z0-9_-]+$")
     snapshot_poll_seconds: float = 30.0
     keepalive_seconds: float = 15.0
+    # How long the events of SSE answers stay resumable with Last-Event-ID.
+    event_retention_seconds: float = 600.0
     # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.
     input_wait_seconds: float = 300.0
     # How long the first audit event of a batch waits for company before it is published.

@@ -17,7 +17,8 @@ EdgeError                        (JSON-RPC code, HTTP status)
     ├── BodyTooLargeError              413   body over the configured limit
     ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
     ├── SessionNotFoundError           404   unknown, expired or ended session
-    └── EndpointNotFoundError          404   /mcp/{name} names no connected server
+    ├── EndpointNotFoundError          404   /mcp/{name} names no connected server
+    └── EventStreamNotFoundError       404   Last-Event-ID names no stream of the session
 """
 
 from __future__ import annotations
@@ -119,6 +120,10 @@ class SessionNotFoundError(TransportError):
 
 
 class EndpointNotFoundError(TransportError):
+    status = 404
+
+
+class EventStreamNotFoundError(TransportError):
     status = 404
 
 

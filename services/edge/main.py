@@ -13,6 +13,7 @@ from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
 from services.edge.catalog import Catalog, changed_lists
+from services.edge.eventlog import EventLog
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
 from services.edge.modern import ModernEndpoint
@@ -36,6 +37,7 @@ async def serve(settings: EdgeSettings) -> None:
         log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}")
     await bus.ensure_audit_stream(nc)
+    await bus.ensure_events_stream(nc, settings.event_retention_seconds)
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
@@ -62,6 +64,7 @@ async def serve(settings: EdgeSettings) -> None:
         hub,
         ModernEndpoint(handler, rounds, peers, hub, settings.keepalive_seconds),
         admission,
+        EventLog(nc, settings.keepalive_seconds),
         keepalive_seconds=settings.keepalive_seconds,
     )
     legacy = LegacySseEndpoint(

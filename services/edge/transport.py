@@ -32,6 +32,7 @@ from services.edge.errors import (
     error_response,
     result_response,
 )
+from services.edge.eventlog import EventLog
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.protocol import CallContext, McpHandler, hello
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 SESSION_HEADER = "mcp-session-id"
 VERSION_HEADER = "mcp-protocol-version"
+# The first revision whose clients resume a broken SSE answer (priming events, Last-Event-ID).
+RESUMABLE_FROM = "2025-11-25"
 # Batches were removed in 2025-06-18.
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 
@@ -71,9 +74,11 @@ class StreamableHttpEndpoint:
         hub: StreamHub,
         modern: ModernEndpoint,
         admission: Admission,
+        events: EventLog,
         *,
         keepalive_seconds: float,
     ) -> None:
+        self._events = events
         self._handler = handler
         self._catalog = catalog
         self._sessions = sessions
@@ -93,7 +98,7 @@ class StreamableHttpEndpoint:
             elif request.method == "POST":
                 response = await self._post(request, endpoint)
             elif request.method == "GET":
-                response = self._get(request, endpoint)
+                response = await self._get(request, endpoint)
             elif request.method == "DELETE":
                 response = self._delete(request, endpoint)
             else:
@@ -164,7 +169,7 @@ class StreamableHttpEndpoint:
         if message.method == "tools/call" and (
             session.answers or (isinstance(meta, dict) and "progressToken" in meta)
         ):
-            return await self._answer_streaming(CallContext(session, message.id, view), message)
+            return await self._answer_streaming(session, CallContext(session, message.id, view), message)
         return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
 
     def _initialize(self, message: Message, view: View, endpoint: str) -> Response:
@@ -190,21 +195,35 @@ class StreamableHttpEndpoint:
             return error_response(message.id, InternalError("Internal error").error_object())
         return result_response(message.id, result)
 
-    async def _answer_streaming(self, ctx: CallContext, message: Message) -> Response:
+    async def _answer_streaming(self, session: Session, ctx: CallContext, message: Message) -> Response:
         notes: asyncio.Queue[bytes] = asyncio.Queue()
         ctx.notify = notes.put_nowait
-        if ctx.session is not None and ctx.session.answers:
+        if session.answers:
             ctx.ask = functools.partial(self._handler.ask_on_stream, notes.put_nowait)
 
         async def answer() -> Reply:
             return Reply(await self._answer(ctx, message))
 
-        return await json_or_events(notes, answer())
+        record = self._events.open(session.id) if session.protocol_version >= RESUMABLE_FROM else None
+        return await json_or_events(notes, answer(), record)
 
-    def _get(self, request: Request, endpoint: str) -> Response:
+    async def _resume(self, session: Session, last_event_id: str) -> Response:
+        """The rest of an SSE answer the client lost, from the event after the one it names."""
+        replay = await self._events.replay(session.id, last_event_id)
+
+        async def events() -> AsyncIterator[bytes]:
+            async for event in replay:
+                yield b": keepalive\n\n" if event is None else sse_event(event[1], event[0])
+
+        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+    async def _get(self, request: Request, endpoint: str) -> Response:
         if not accepts(request.headers.get("accept", ""), SSE):
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
         session = self._session(request, endpoint)
+        last_event_id = request.headers.get("last-event-id")
+        if last_event_id is not None:
+            return await self._resume(session, last_event_id)
         stream, receive = self._hub.open(session.id, endpoint)
 
         async def events() -> AsyncIterator[bytes]:

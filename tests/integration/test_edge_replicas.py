@@ -41,8 +41,21 @@ def initialize(url: str, capabilities: dict[str, Any] | None = None) -> str:
     return response.headers["mcp-session-id"]
 
 
+def sse(lines: Iterator[str]) -> Iterator[tuple[str | None, str]]:
+    """(id, data) of each SSE event, priming events (id, no data) included."""
+    event_id, data = None, None
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = line[len("id: ") :]
+        elif line.startswith("data: ") or line == "data:":
+            data = line[len("data: ") :]
+        elif line == "" and data is not None:
+            yield event_id, data
+            event_id, data = None, None
+
+
 def events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    return (json.loads(line[len("data: ") :]) for line in lines if line.startswith("data: "))
+    return (json.loads(data) for _, data in sse(lines) if data)
 
 
 def test_one_session_alternates_between_edges_and_hears_changes_made_through_the_other(
@@ -86,6 +99,39 @@ def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tupl
         result = next(received)
     assert result["id"] == 1
     assert result["result"]["content"][0]["text"] == "LLM response: sampled on the other edge"
+
+
+def test_a_broken_answer_stream_resumes_on_the_other_edge(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one, {"sampling": {}})
+    body = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "conf_test_sampling", "arguments": {"prompt": "hi"}},
+    }
+    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": session}
+    with httpx2.stream("POST", one, content=json.dumps(body), headers=headers, timeout=30) as stream:
+        received = sse(stream.iter_lines())
+        priming_id, priming_data = next(received)
+        assert priming_id is not None and priming_data == ""
+        asked_id, asked = next(received)
+        asked_message = json.loads(asked)
+        assert asked_message["method"] == "sampling/createMessage"
+    # The client lost the stream after the sampling request; the call carries on without it.
+    reply = post(two, {"jsonrpc": "2.0", "id": asked_message["id"], "result": SAMPLED}, session)
+    assert reply.status_code == 202
+    resume = {"accept": "text/event-stream", "mcp-session-id": session, "last-event-id": str(asked_id)}
+    with httpx2.stream("GET", two, headers=resume, timeout=30) as stream:
+        assert stream.status_code == 200
+        replayed = list(sse(stream.iter_lines()))
+    assert len(replayed) == 1, "only the events after the one named, and only of that stream"
+    result_id, result = replayed[0]
+    assert result_id is not None and result_id.split(".")[0] == priming_id.split(".")[0]
+    assert json.loads(result)["result"]["content"][0]["text"] == "LLM response: sampled on the other edge"
+    # Another session cannot resume this stream.
+    stranger = {**resume, "mcp-session-id": initialize(two)}
+    assert httpx2.get(two, headers=stranger, timeout=10).status_code == 404
 
 
 def modern_call(url: str, params: dict[str, Any]) -> httpx2.Response:
