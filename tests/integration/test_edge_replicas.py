@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.integration.test_gateway_http import ACCEPT, call, error_of, post
+from tests.integration.test_gateway_http import ACCEPT, call, error_of, post, sse
 from tests.integration.test_gateway_modern import MODERN, envelope
 from tests.processes import ROOT, service_tree, stdio_server
 
@@ -39,19 +39,6 @@ def initialize(url: str, capabilities: dict[str, Any] | None = None) -> str:
     response = post(url, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": params})
     assert response.status_code == 200
     return response.headers["mcp-session-id"]
-
-
-def sse(lines: Iterator[str]) -> Iterator[tuple[str | None, str]]:
-    """(id, data) of each SSE event, priming events (id, no data) included."""
-    event_id, data = None, None
-    for line in lines:
-        if line.startswith("id: "):
-            event_id = line[len("id: ") :]
-        elif line.startswith("data: ") or line == "data:":
-            data = line[len("data: ") :]
-        elif line == "" and data is not None:
-            yield event_id, data
-            event_id, data = None, None
 
 
 def events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

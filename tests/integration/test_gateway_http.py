@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ def call(url: str, session: str, name: str, arguments: dict[str, Any], id: int =
     )
     assert response.status_code == 200
     return response.json()  # type: ignore[no-any-return]
+
+
+def sse(lines: Iterator[str]) -> Iterator[tuple[str | None, str]]:
+    """(id, data) of each SSE event, priming events (id, no data) included."""
+    event_id, data = None, None
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = line[len("id: ") :]
+        elif line.startswith("data: ") or line == "data:":
+            data = line[len("data: ") :]
+        elif line == "" and data is not None:
+            yield event_id, data
+            event_id, data = None, None
 
 
 def error_of(response: httpx2.Response) -> dict[str, Any]:
@@ -202,7 +216,7 @@ def test_a_downstream_tool_error_comes_back_as_a_result(gateway: str) -> None:
     assert "quota exceeded" in answer["result"]["content"][0]["text"]
 
 
-def test_progress_streams_as_sse_before_the_result(gateway: str) -> None:
+def test_a_call_that_sends_nothing_first_answers_with_json(gateway: str) -> None:
     session = initialize(gateway)
     body = {
         "jsonrpc": "2.0",
@@ -214,6 +228,51 @@ def test_progress_streams_as_sse_before_the_result(gateway: str) -> None:
     # The fixture's sleep sends no progress, so the answer stays plain JSON.
     assert response.headers["content-type"].startswith("application/json")
     assert response.json()["result"]["content"][0]["text"] == "slept 0.01"
+
+
+def counting(session: str) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": 10,
+        "method": "tools/call",
+        "params": {"name": "fixture_count", "arguments": {"to": 3}, "_meta": {"progressToken": "c1"}},
+    }
+
+
+def test_progress_streams_as_resumable_sse_before_the_result(gateway: str) -> None:
+    session = initialize(gateway, "2025-11-25")
+    response = post(gateway, counting(session), session)
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = list(sse(iter(response.text.splitlines())))
+    # A priming event first: an id and no data, with the retry interval to resume after.
+    priming_id, priming = events[0]
+    assert priming == "" and priming_id is not None and priming_id.endswith(".0")
+    assert "retry: 1000" in response.text.split("\n\n")[0]
+    stream = priming_id.split(".")[0]
+    assert [event_id for event_id, _ in events[1:]] == [f"{stream}.{n}" for n in range(1, 5)]
+    messages = [json.loads(data) for _, data in events[1:]]
+    assert [m["params"]["progress"] for m in messages[:3]] == [1, 2, 3]
+    assert messages[3]["result"]["content"][0]["text"] == "counted to 3"
+    # Resuming after the second progress event replays the rest of that stream.
+    headers = {"accept": "text/event-stream", "mcp-session-id": session, "last-event-id": f"{stream}.2"}
+    with httpx2.stream("GET", gateway, headers=headers, timeout=30) as resumed:
+        replayed = list(sse(resumed.iter_lines()))
+    assert [event_id for event_id, _ in replayed] == [f"{stream}.3", f"{stream}.4"]
+
+
+def test_older_revisions_get_sse_without_event_ids(gateway: str) -> None:
+    session = initialize(gateway, "2025-06-18")
+    response = post(gateway, counting(session), session)
+    events = list(sse(iter(response.text.splitlines())))
+    assert [event_id for event_id, _ in events] == [None] * 4
+    assert json.loads(events[-1][1])["result"]["content"][0]["text"] == "counted to 3"
+
+
+def test_an_unknown_last_event_id_is_not_found(gateway: str) -> None:
+    session = initialize(gateway)
+    for last in ("garbage", "0123456789abcdef.1"):
+        headers = {"accept": "text/event-stream", "mcp-session-id": session, "last-event-id": last}
+        assert httpx2.get(gateway, headers=headers, timeout=10).status_code == 404, last
 
 
 def test_a_list_change_reaches_the_get_stream(gateway: str) -> None:

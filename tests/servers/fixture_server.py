@@ -1,4 +1,4 @@
-"""A downstream for tests: echo, slow calls, a crash, and tools added at run time."""
+"""A downstream for tests: echo, slow calls, progress, a crash, and tools added at run time."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ async def sleep(seconds: float) -> str:
     """Answer after `seconds`."""
     await anyio.sleep(seconds)
     return f"slept {seconds}"
+
+
+@server.tool()
+async def count(to: int, ctx: Context) -> str:
+    """Count to `to`, reporting each step as progress."""
+    for step in range(1, to + 1):
+        await ctx.report_progress(step, to)
+    return f"counted to {to}"
 
 
 @server.tool()
