@@ -28,6 +28,7 @@ from services.connector.errors import (
 )
 from services.connector.forwarding import HttpForwarder, RawResult
 from services.connector.relay import CallRelay, RelayBoard, Response
+from services.connector.subscriptions import SubscriptionCounts
 from services.connector.transports import open_transport
 from services.contracts import registry_pb2
 
@@ -56,6 +57,8 @@ class Inventory:
 
 
 Report = Callable[[str, str, Inventory], Awaitable[None]]
+Updated = Callable[[str, str], None]
+"""(server, resource URI): the downstream said the resource changed."""
 """(state, error, inventory) -> None: tells the registry what this server is now."""
 
 
@@ -102,6 +105,7 @@ class Downstream:
         self,
         config: registry_pb2.ServerConfig,
         report: Report,
+        updated: Updated,
         *,
         call_timeout: float,
         connect_timeout: float,
@@ -111,6 +115,8 @@ class Downstream:
         self.config = config
         self.name = config.name
         self._report = report
+        self._updated = updated
+        self._subscriptions = SubscriptionCounts()
         self._call_timeout = config.tool_execution_timeout_seconds or call_timeout
         self._connect_timeout = connect_timeout
         self._backoff_initial = backoff_initial
@@ -191,6 +197,9 @@ class Downstream:
                 len(inventory.resources) + len(inventory.resource_templates),
             )
             await self._report("connected", "", inventory)
+            for uri in self._subscriptions.uris:
+                # A new downstream session knows nothing of the old one's subscriptions.
+                await self._request("resources/subscribe", orjson.dumps({"uri": uri}))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_on_change, dispatcher, capabilities)
                 await closed.wait()
@@ -198,7 +207,9 @@ class Downstream:
         return True
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
-        if isinstance(
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self._updated(self.name, message.params.uri)
+        elif isinstance(
             message,
             types.ToolListChangedNotification
             | types.PromptListChangedNotification
@@ -229,6 +240,10 @@ class Downstream:
     def _on_forwarded_notification(self, message: dict[str, Any]) -> None:
         if message.get("method") in LIST_CHANGED:
             self._refresh.set()
+        elif message.get("method") == "notifications/resources/updated":
+            uri = (message.get("params") or {}).get("uri")
+            if isinstance(uri, str):
+                self._updated(self.name, uri)
 
     async def _refresh_on_change(
         self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any]
@@ -310,7 +325,22 @@ class Downstream:
         return RawResult(orjson.dumps(result), result.get("isError") is True)
 
     async def request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
-        """The downstream's result of any other request, as JSON bytes."""
+        """The downstream's result of any other request, as JSON bytes; subscriptions are
+        counted, and only the first and the last of a URI reach the downstream."""
+        self._require()
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            uri = orjson.loads(params_json or b"{}").get("uri")
+            if isinstance(uri, str):
+                counted = (
+                    self._subscriptions.want
+                    if method == "resources/subscribe"
+                    else self._subscriptions.release
+                )
+                if not counted(uri):
+                    return b"{}"
+        return await self._request(method, params_json, timeout)
+
+    async def _request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
         dispatcher = self._require()
         timeout = timeout or self._call_timeout
         if self._forwarder is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
 import grpc
+import orjson
 
 from services import bus
 from services.connector.pool import DownstreamPool
@@ -21,14 +23,6 @@ RESYNC_SECONDS = 30.0
 
 
 async def serve(settings: ConnectorSettings) -> None:
-    registry_channel = channel(settings.registry_addr)
-    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel))
-    servicer = ConnectorServicer(pool)
-    server = HealthyServer(
-        settings.connector_listen,
-        "mcpgw.v1.Connector",
-        lambda s: connector_pb2_grpc.add_ConnectorServicer_to_server(servicer, s),
-    )
     changed = bus.ChangeSignal()
 
     async def on_reconnect() -> None:
@@ -36,6 +30,24 @@ async def serve(settings: ConnectorSettings) -> None:
 
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.connector_id}", on_reconnect=on_reconnect)
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=changed.on_message)
+    publishing: set[asyncio.Future[None]] = set()
+
+    def updated(server: str, uri: str) -> None:
+        # Every edge hears it and tells the sessions subscribed to the resource.
+        sent = asyncio.ensure_future(
+            nc.publish(bus.RESOURCE_UPDATED, orjson.dumps({"server": server, "uri": uri}))
+        )
+        publishing.add(sent)
+        sent.add_done_callback(publishing.discard)
+
+    registry_channel = channel(settings.registry_addr)
+    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), updated)
+    servicer = ConnectorServicer(pool)
+    server = HealthyServer(
+        settings.connector_listen,
+        "mcpgw.v1.Connector",
+        lambda s: connector_pb2_grpc.add_ConnectorServicer_to_server(servicer, s),
+    )
 
     async def keep_in_sync() -> None:
         while True:

@@ -9,7 +9,7 @@ import anyio.abc
 import grpc
 import orjson
 
-from services.connector.downstream import Downstream, Inventory, Report
+from services.connector.downstream import Downstream, Inventory, Report, Updated
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
 
@@ -19,8 +19,11 @@ REPORT_DEADLINE_SECONDS = 10.0
 
 
 class DownstreamPool:
-    def __init__(self, settings: ConnectorSettings, registry: registry_pb2_grpc.RegistryStub) -> None:
+    def __init__(
+        self, settings: ConnectorSettings, registry: registry_pb2_grpc.RegistryStub, updated: Updated
+    ) -> None:
         self._settings = settings
+        self._updated = updated
         self._registry = registry
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -58,6 +61,7 @@ class DownstreamPool:
         downstream = Downstream(
             config,
             self._reporter(config.name),
+            self._updated,
             call_timeout=self._settings.call_timeout_seconds,
             connect_timeout=self._settings.connect_timeout_seconds,
             backoff_initial=self._settings.reconnect_initial_seconds,

@@ -129,6 +129,9 @@ class LegacySseEndpoint:
                 self._hub.close(stream)
                 for task in sse.tasks:
                     task.cancel()
+                # The stream was the session: it ends with it.
+                if sse.session is not None:
+                    await self._handler.forget(sse.session)
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
@@ -182,7 +185,9 @@ class LegacySseEndpoint:
             return self._initialize(sse, message, view)
         if sse.session is None:
             raise InvalidRequestError("Invalid Request: send initialize first")
-        ctx = CallContext(sse.session, message.id, view, notify=sse.stream.offer)
+        ctx = CallContext(
+            sse.session, message.id, view, self._handler.session_sink(sse.session, sse.stream.offer)
+        )
         if sse.session.answers:
             ctx.ask = functools.partial(self._handler.ask_on_stream, sse.stream.offer)
         return await self._handler.request(ctx, message.method, message.params)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 import anyio
+import orjson
 import uvicorn
+from nats.aio.msg import Msg
 
 from services import bus
 from services.contracts import registry_pb2_grpc
@@ -19,6 +21,7 @@ from services.edge.legacy import LegacySseEndpoint
 from services.edge.modern import ModernEndpoint
 from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
+from services.edge.session_state import SessionState
 from services.edge.sessions import SessionCodec, Signer
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
@@ -53,7 +56,15 @@ async def serve(settings: EdgeSettings) -> None:
     )
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
-    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id, peers)
+    state = SessionState(nc, settings.session_ttl_seconds)
+    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id, peers, state)
+
+    async def on_resource_updated(msg: Msg) -> None:
+        update = orjson.loads(msg.data)
+        server, uri = update["server"], update["uri"]
+        hub.resource_updated(server, uri, state.subscribers(server, uri))
+
+    await nc.subscribe(bus.RESOURCE_UPDATED, cb=on_resource_updated)
     signer = Signer(settings.session_secret)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
     admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
@@ -92,6 +103,7 @@ async def serve(settings: EdgeSettings) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(follower.run)
         await tg.start(audit.run)
+        await tg.start(state.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         await server.serve()
         await rounds.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import anyio
@@ -35,7 +35,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from services.edge.catalog import View
+from services.edge.catalog import Route, View
 from services.edge.errors import (
     EdgeError,
     EnvelopeError,
@@ -50,10 +50,10 @@ from services.edge.errors import (
 from services.edge.inputs import InputRounds, PendingCall
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
-from services.edge.protocol import INSTRUCTIONS, LOG_LEVELS, CallContext, McpHandler, answerable
+from services.edge.protocol import INSTRUCTIONS, CallContext, McpHandler, answerable, log_gate
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
-from services.edge.streams import LIST_KINDS, StreamHub
+from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ CACHEABLE = frozenset(
         "resources/read",
     }
 )
+# Unsubscriptions of closed listen streams, kept referenced until they are done.
+_releasing: set[asyncio.Future[None]] = set()
 LISTEN_KINDS = {
     "toolsListChanged": "tools",
     "promptsListChanged": "prompts",
@@ -129,22 +131,6 @@ def reply_for(request_id: JsonRpcId, exc: EdgeError) -> Reply:
     return Reply(error_response(request_id, exc.error_object()), ERROR_CODE_HTTP_STATUS.get(exc.code, 200))
 
 
-def _log_gate(meta: dict[str, Any], sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
-    """`sink` without the log messages below the level the request's `_meta` asked for
-    (all of them when it asked for none: 2026-07-28 logging is opt-in per request)."""
-    level = meta.get(LOG_LEVEL_META_KEY)
-    floor = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
-
-    def gated(message: bytes) -> None:
-        if b'"notifications/message"' in message:
-            params = orjson.loads(message).get("params") or {}
-            if params.get("level") not in LOG_LEVELS or LOG_LEVELS.index(params["level"]) < floor:
-                return
-        sink(message)
-
-    return gated
-
-
 class ModernEndpoint:
     def __init__(
         self, handler: McpHandler, rounds: InputRounds, peers: Peers, hub: StreamHub, keepalive_seconds: float
@@ -175,7 +161,7 @@ class ModernEndpoint:
             if message.method not in METHODS:
                 raise MethodNotFoundError(f"Method not found: {message.method}")
             if message.method == "subscriptions/listen":
-                return self._listen(message, endpoint)
+                return await self._listen(message, view, endpoint)
             if message.method == "tools/call":
                 return await self._call(message, envelope, view)
             if message.method == "server/discover":
@@ -209,7 +195,8 @@ class ModernEndpoint:
         params = downstream_params(message.params)
         tool = str(params.get("name"))
         notes: asyncio.Queue[bytes] = asyncio.Queue()
-        sink = _log_gate(envelope, notes.put_nowait)
+        # 2026-07-28 logging is opt-in per request: no level asked for, no log messages.
+        sink = log_gate(str(envelope.get(LOG_LEVEL_META_KEY, "off")), notes.put_nowait)
         ctx = CallContext(_caller(envelope), message.id, view)
         original = message.params or {}
         result: Awaitable[bytes]
@@ -243,17 +230,21 @@ class ModernEndpoint:
             log.exception("unexpected error answering tools/call")
             return reply_for(request_id, InternalError("Internal error"))
 
-    def _listen(self, message: Message, endpoint: str) -> Response:
+    async def _listen(self, message: Message, view: View, endpoint: str) -> Response:
         wanted = (message.params or {}).get("notifications")
         if not isinstance(wanted, dict):
             raise InvalidParamsError('Invalid params: "notifications" must be an object')
         honored: dict[str, Any] = {flag: True for flag in LISTEN_KINDS if wanted.get(flag) is True}
+        resources = await self._subscribe(view, wanted.get("resourceSubscriptions"))
+        if resources:
+            honored["resourceSubscriptions"] = list(resources)
         meta = {SUBSCRIPTION_ID_META_KEY: message.id}
         stream, receive = self._hub.open(
             f"listen-{secrets.token_hex(8)}",
             endpoint,
-            kinds=frozenset(LISTEN_KINDS[f] for f in honored) & LIST_KINDS,
+            kinds=frozenset(LISTEN_KINDS[f] for f in honored if f in LISTEN_KINDS),
             meta=meta,
+            resources=frozenset((r.server, r.name) for r in resources.values()),
         )
         ack = stream.notification("notifications/subscriptions/acknowledged", {"notifications": honored})
 
@@ -268,13 +259,38 @@ class ModernEndpoint:
                             break
                     yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(note)
                 # Closed by the edge, not the client: a graceful end, so the final result.
-                yield sse_event(
-                    result_response(message.id, stamped(message.method, orjson.dumps({"_meta": meta})))
-                )
+                final = stamped(message.method, orjson.dumps({"_meta": meta}))
+                yield sse_event(result_response(message.id, final))
             finally:
                 self._hub.close(stream)
+                # Not awaited here: the generator may be closing because it was cancelled.
+                release = asyncio.ensure_future(self._unsubscribe(list(resources.values())))
+                _releasing.add(release)
+                release.add_done_callback(_releasing.discard)
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+
+    async def _subscribe(self, view: View, uris: object) -> dict[str, Route]:
+        """The resources of `uris` the view shows and whose servers took the subscription."""
+        honored: dict[str, Route] = {}
+        for uri in uris if isinstance(uris, list) else ():
+            route = view.resource_route(uri)
+            if route is None or uri in honored:
+                continue
+            try:
+                await self._handler.forward(route, "resources/subscribe", {"uri": route.name})
+            except EdgeError as exc:
+                log.info("listen stream not subscribed to %s: %s", uri, exc.message)
+                continue
+            honored[uri] = route
+        return honored
+
+    async def _unsubscribe(self, routes: list[Route]) -> None:
+        for route in routes:
+            try:
+                await self._handler.forward(route, "resources/unsubscribe", {"uri": route.name})
+            except EdgeError as exc:
+                log.info("unsubscribing a closed listen stream from %s: %s", route.name, exc.message)
 
 
 def _json(reply: Reply) -> Response:

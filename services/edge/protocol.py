@@ -20,6 +20,7 @@ from services.edge.auditing import AuditPublisher
 from services.edge.catalog import Listing, Route, View
 from services.edge.errors import (
     DownstreamRpcError,
+    EdgeError,
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
@@ -27,6 +28,7 @@ from services.edge.errors import (
     ResourceNotFoundError,
 )
 from services.edge.peers import Peers, owner
+from services.edge.session_state import SessionState
 from services.edge.sessions import Session
 from services.edge.upstream import Ask, ConnectorClient, ConnectorUnavailableError
 from services.telemetry import new_trace, traceparent
@@ -57,6 +59,23 @@ class CallContext:
     # with neither, the call is one unary gRPC call.
     notify: Callable[[bytes], object] | None = None
     ask: Ask | None = None
+
+
+def log_gate(level: str | None, sink: Callable[[bytes], object]) -> Callable[[bytes], object]:
+    """`sink` without the log messages below `level`; None lets all through, and a level that
+    is not one (a 2026-07-28 request that asked for none) lets none through."""
+    if level is None:
+        return sink
+    floor = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
+
+    def gated(message: bytes) -> object:
+        if b'"notifications/message"' in message:
+            logged = (orjson.loads(message).get("params") or {}).get("level")
+            if logged not in LOG_LEVELS or LOG_LEVELS.index(logged) < floor:
+                return None
+        return sink(message)
+
+    return gated
 
 
 def answerable(capabilities: object) -> tuple[str, ...]:
@@ -136,8 +155,10 @@ class McpHandler:
         audit: AuditPublisher,
         edge_id: str,
         peers: Peers | None = None,
+        state: SessionState | None = None,
     ) -> None:
         self._peers = peers
+        self._state = state
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
@@ -196,21 +217,54 @@ class McpHandler:
             return listing.page(params.get("cursor"))
         if method == "prompts/get":
             route = _named(ctx.view.prompt_routes, params, "prompt")
-            return await self._forward(route, method, {**params, "name": route.name})
-        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            return await self.forward(route, method, {**params, "name": route.name})
+        if method == "resources/read":
             route = _resource(ctx.view, params.get("uri"))
-            return await self._forward(route, method, {**params, "uri": route.name})
+            return await self.forward(route, method, {**params, "uri": route.name})
+        if method in ("resources/subscribe", "resources/unsubscribe"):
+            return await self._subscription(ctx, method, params)
         if method == "completion/complete":
             return await self._complete(ctx.view, params)
         if method == "logging/setLevel":
             if params.get("level") not in LOG_LEVELS:
                 raise InvalidParamsError(f'Invalid params: "level" must be one of {list(LOG_LEVELS)}')
+            # Per session: the downstream's own level is shared by every client, so it stays.
+            if ctx.session is not None and ctx.session.id and self._state is not None:
+                await self._state.set_level(ctx.session.id, params["level"])
             return b"{}"
         if method == "ping":
             return b"{}"
         if method == "initialize":
             raise InvalidRequestError("Invalid Request: the session is already initialized")
         raise MethodNotFoundError(f"Method not found: {method}")
+
+    async def _subscription(self, ctx: CallContext, method: str, params: dict[str, Any]) -> bytes:
+        """A session's (un)subscription, recorded for the edges; the downstream, shared by every
+        client, hears only of a session's first subscribe and its matching unsubscribe."""
+        route = _resource(ctx.view, params.get("uri"))
+        if ctx.session is not None and ctx.session.id and self._state is not None:
+            change = self._state.subscribe if method == "resources/subscribe" else self._state.unsubscribe
+            if not await change(ctx.session.id, route.server, route.name):
+                return b"{}"
+        return await self.forward(route, method, {**params, "uri": route.name})
+
+    def wants_logs(self, session: Session) -> bool:
+        """Whether a session asked for log messages (logging/setLevel)."""
+        return self._state is not None and self._state.level(session.id) is not None
+
+    def session_sink(self, session: Session, sink: Callable[[bytes], object]) -> Callable[[bytes], object]:
+        """`sink` for a session's notifications, without the log messages below its level."""
+        return log_gate(None if self._state is None else self._state.level(session.id), sink)
+
+    async def forget(self, session: Session) -> None:
+        """Undo what an ended session left behind: its subscriptions and log level."""
+        if self._state is None:
+            return
+        for server, uri in await self._state.forget(session.id):
+            try:
+                await self.forward(Route(server, uri), "resources/unsubscribe", {"uri": uri})
+            except EdgeError as exc:
+                log.info("unsubscribing ended session from %s on %s: %s", uri, server, exc.message)
 
     async def _complete(self, view: View, params: dict[str, Any]) -> bytes:
         ref = params.get("ref")
@@ -224,9 +278,10 @@ class McpHandler:
             ref = {**ref, "uri": route.name}
         else:
             raise InvalidParamsError('Invalid params: "ref.type" must be ref/prompt or ref/resource')
-        return await self._forward(route, "completion/complete", {**params, "ref": ref})
+        return await self.forward(route, "completion/complete", {**params, "ref": ref})
 
-    async def _forward(self, route: Route, method: str, params: dict[str, Any]) -> bytes:
+    async def forward(self, route: Route, method: str, params: dict[str, Any]) -> bytes:
+        """The downstream's result of a request other than tools/call."""
         trace_id, span_id = new_trace()
         try:
             outcome = await self._connector.forward(

@@ -12,6 +12,8 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from services.naming import exposed_uri
+
 log = logging.getLogger(__name__)
 
 STREAM_BUFFER = 64
@@ -28,6 +30,9 @@ class Stream:
     # carries (a listen stream's subscription id).
     kinds: frozenset[str] = LIST_KINDS
     meta: dict[str, Any] | None = None
+    # The (server, URI) resources a listen stream asked to hear about; session streams'
+    # subscriptions live in SessionState.
+    resources: frozenset[tuple[str, str]] = frozenset()
 
     def offer(self, message: bytes) -> bool:
         """Queue a notification unless the stream is full or gone; whether it was queued."""
@@ -61,9 +66,10 @@ class StreamHub:
         *,
         kinds: frozenset[str] = LIST_KINDS,
         meta: dict[str, Any] | None = None,
+        resources: frozenset[tuple[str, str]] = frozenset(),
     ) -> tuple[Stream, MemoryObjectReceiveStream[bytes]]:
         send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
-        stream = Stream(session_id, endpoint, send, kinds, meta)
+        stream = Stream(session_id, endpoint, send, kinds, meta, resources)
         self._streams.setdefault(session_id, set()).add(stream)
         return stream, receive
 
@@ -96,6 +102,19 @@ class StreamHub:
             for kind in sorted(by_endpoint[stream.endpoint]):
                 if kind in stream.kinds:
                     delivered += stream.offer(stream.notification(f"notifications/{kind}/list_changed"))
+        return delivered
+
+    def resource_updated(self, server: str, uri: str, sessions: Collection[str]) -> int:
+        """Tell the streams of `sessions`, and the listen streams that asked, that a resource
+        changed, under the URI their endpoint shows; returns how many were told."""
+        delivered = 0
+        for stream in self._all():
+            if stream.session_id not in sessions and (server, uri) not in stream.resources:
+                continue
+            if stream.endpoint not in ("", server):
+                continue
+            shown = exposed_uri(server, uri) if stream.endpoint == "" else uri
+            delivered += stream.offer(stream.notification("notifications/resources/updated", {"uri": shown}))
         return delivered
 
     def _all(self) -> list[Stream]:

@@ -100,7 +100,7 @@ class StreamableHttpEndpoint:
             elif request.method == "GET":
                 response = await self._get(request, endpoint)
             elif request.method == "DELETE":
-                response = self._delete(request, endpoint)
+                response = await self._delete(request, endpoint)
             else:
                 response = Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
         except EdgeError as exc:
@@ -165,9 +165,12 @@ class StreamableHttpEndpoint:
             return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
         message = requests[0]
         meta = (message.params or {}).get("_meta")
-        # A call that may send the client something before its result answers over SSE.
+        # A call that may send the client something before its result answers over SSE: one
+        # that asked for progress, or whose client answers requests or set a log level.
         if message.method == "tools/call" and (
-            session.answers or (isinstance(meta, dict) and "progressToken" in meta)
+            session.answers
+            or (isinstance(meta, dict) and "progressToken" in meta)
+            or self._handler.wants_logs(session)
         ):
             return await self._answer_streaming(session, CallContext(session, message.id, view), message)
         return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
@@ -197,7 +200,7 @@ class StreamableHttpEndpoint:
 
     async def _answer_streaming(self, session: Session, ctx: CallContext, message: Message) -> Response:
         notes: asyncio.Queue[bytes] = asyncio.Queue()
-        ctx.notify = notes.put_nowait
+        ctx.notify = self._handler.session_sink(session, notes.put_nowait)
         if session.answers:
             ctx.ask = functools.partial(self._handler.ask_on_stream, notes.put_nowait)
 
@@ -241,8 +244,9 @@ class StreamableHttpEndpoint:
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
-    def _delete(self, request: Request, endpoint: str) -> Response:
+    async def _delete(self, request: Request, endpoint: str) -> Response:
         session = self._session(request, endpoint)
         self._sessions.end(session)
         self._hub.end(session.id)
+        await self._handler.forget(session)
         return Response(status_code=200)

@@ -43,7 +43,19 @@ class Reports:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, list[str]]] = []
         self.inventory = Inventory()
+        self.updates: list[tuple[str, str]] = []
         self._changed = anyio.Event()
+
+    def updated(self, server: str, uri: str) -> None:
+        self.updates.append((server, uri))
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for_update(self, timeout: float = 10) -> tuple[str, str]:
+        with anyio.fail_after(timeout):
+            while not self.updates:
+                await self._changed.wait()
+        return self.updates.pop(0)
 
     async def __call__(self, state: str, error: str, inventory: Inventory) -> None:
         self.seen.append((state, error, [t["name"] for t in inventory.tools]))
@@ -92,7 +104,13 @@ async def serving(config: registry_pb2.ServerConfig) -> AsyncIterator[tuple[Down
     """A running Downstream for `config`, once it reported itself connected."""
     reports = Reports()
     downstream = Downstream(
-        config, reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
+        config,
+        reports,
+        reports.updated,
+        call_timeout=10,
+        connect_timeout=10,
+        backoff_initial=0.05,
+        backoff_max=0.2,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(downstream.run)
@@ -143,7 +161,13 @@ async def test_a_list_change_is_refetched_and_reported(connected: tuple[Downstre
 async def test_a_crash_fails_the_call_in_flight_then_reconnects() -> None:
     reports = Reports()
     downstream = Downstream(
-        stdio_config(), reports, call_timeout=10, connect_timeout=10, backoff_initial=0.05, backoff_max=0.2
+        stdio_config(),
+        reports,
+        reports.updated,
+        call_timeout=10,
+        connect_timeout=10,
+        backoff_initial=0.05,
+        backoff_max=0.2,
     )
     async with anyio.create_task_group() as tg:
         tg.start_soon(downstream.run)
@@ -161,8 +185,15 @@ async def test_calls_to_a_server_that_is_not_connected_fail_at_once() -> None:
     config = registry_pb2.ServerConfig(
         name="gone", connection_type="http", connection_string=f"http://127.0.0.1:{free_port()}/mcp"
     )
+    reports = Reports()
     downstream = Downstream(
-        config, Reports(), call_timeout=10, connect_timeout=1, backoff_initial=0.05, backoff_max=0.2
+        config,
+        reports,
+        reports.updated,
+        call_timeout=10,
+        connect_timeout=1,
+        backoff_initial=0.05,
+        backoff_max=0.2,
     )
     with pytest.raises(DownstreamUnavailableError, match="not connected"):
         await call(downstream, "echo", {"text": "x"})
@@ -215,3 +246,29 @@ async def test_other_requests_are_forwarded_verbatim(conformance: tuple[Downstre
     assert prompt["messages"][0]["content"]["text"] == "Prompt with arguments: arg1='a', arg2='b'"
     with pytest.raises(DownstreamRejectedError, match="Resource not found"):
         await downstream.request("resources/read", b'{"uri":"test://nowhere"}')
+
+
+async def touch(downstream: Downstream, uri: str) -> str:
+    return str((await call(downstream, "touch_resource", {"uri": uri}))["content"][0]["text"])
+
+
+async def test_subscriptions_are_counted_and_updates_reported(
+    conformance: tuple[Downstream, Reports],
+) -> None:
+    downstream, reports = conformance
+    uri = b'{"uri":"test://watched-resource"}'
+    watched = "test://watched-resource"
+    # Two clients subscribe; the downstream hears of the first only, and of the last unsubscribe.
+    for _ in range(2):
+        assert orjson.loads(await downstream.request("resources/subscribe", uri)) == {}
+    assert await touch(downstream, watched) == f"notified {watched}"
+    assert await reports.wait_for_update() == ("conf", watched)
+    await downstream.request("resources/unsubscribe", uri)
+    assert await touch(downstream, watched) == f"notified {watched}"
+    assert await reports.wait_for_update() == ("conf", watched)
+    await downstream.request("resources/unsubscribe", uri)
+    assert await touch(downstream, watched) == f"nobody subscribed to {watched}"
+    # An unsubscribe without a subscription does not drive the count below zero.
+    await downstream.request("resources/unsubscribe", uri)
+    await downstream.request("resources/subscribe", uri)
+    assert await touch(downstream, watched) == f"notified {watched}"

@@ -179,3 +179,106 @@ def test_an_unknown_legacy_sse_session_is_not_found(edges: tuple[str, str]) -> N
     for session in ("nonsense", "edge-1-00", "edge-9-00"):
         response = httpx2.post(f"{edges[1]}/messages?session_id={session}", json=ping, timeout=10)
         assert response.status_code == 404, session
+
+
+WATCHED = "test://watched-resource"
+
+
+def rpc(url: str, session: str, method: str, params: dict[str, Any], id: int = 1) -> dict[str, Any]:
+    response = post(url, {"jsonrpc": "2.0", "id": id, "method": method, "params": params}, session)
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def touch(url: str, session: str) -> str:
+    return str(call(url, session, "conf_touch_resource", {"uri": WATCHED})["result"]["content"][0]["text"])
+
+
+def get_stream(url: str, session: str) -> Any:
+    return httpx2.stream(
+        "GET", url, headers={"accept": "text/event-stream", "mcp-session-id": session}, timeout=30
+    )
+
+
+def test_resource_updates_reach_subscribed_sessions_wherever_their_stream_is(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    aggregate, direct, idle = initialize(one), initialize(f"{one}/conf"), initialize(one)
+    # Subscribed through one edge; their streams held by the other.
+    assert rpc(two, aggregate, "resources/subscribe", {"uri": f"mcpgw://conf/{WATCHED}"})["result"] == {}
+    assert rpc(f"{one}/conf", direct, "resources/subscribe", {"uri": WATCHED})["result"] == {}
+    with (
+        get_stream(one, aggregate) as first,
+        get_stream(f"{two}/conf", direct) as second,
+        get_stream(one, idle) as third,
+    ):
+        streams = [events(s.iter_lines()) for s in (first, second, third)]
+        assert touch(two, aggregate) == f"notified {WATCHED}"
+        updated = "notifications/resources/updated"
+        assert next(streams[0]) == {
+            "jsonrpc": "2.0",
+            "method": updated,
+            "params": {"uri": f"mcpgw://conf/{WATCHED}"},
+        }
+        assert next(streams[1]) == {"jsonrpc": "2.0", "method": updated, "params": {"uri": WATCHED}}
+        # The unsubscribed session heard nothing of it: its next message is a list change.
+        call(one, idle, "fixture_add_tool", {"name": "after_update"})
+        assert next(streams[2])["method"] == "notifications/tools/list_changed"
+    # The downstream stays subscribed while any session is, and not after the last one ends.
+    assert rpc(one, aggregate, "resources/unsubscribe", {"uri": f"mcpgw://conf/{WATCHED}"})["result"] == {}
+    assert touch(one, aggregate) == f"notified {WATCHED}"
+    ended = httpx2.delete(f"{two}/conf", headers={"mcp-session-id": direct}, timeout=10)
+    assert ended.status_code == 200
+    assert touch(one, aggregate) == f"nobody subscribed to {WATCHED}"
+
+
+def test_a_listen_stream_hears_of_the_resources_it_named(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    wanted = [f"mcpgw://conf/{WATCHED}", "mcpgw://nowhere/x"]
+    body = {
+        "jsonrpc": "2.0",
+        "id": 77,
+        "method": "subscriptions/listen",
+        "params": {"notifications": {"resourceSubscriptions": wanted}, "_meta": envelope()},
+    }
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "subscriptions/listen",
+    }
+    session = initialize(two)
+    with httpx2.stream("POST", one, content=json.dumps(body), headers=headers, timeout=30) as stream:
+        received = events(stream.iter_lines())
+        ack = next(received)
+        assert ack["params"]["notifications"] == {"resourceSubscriptions": [wanted[0]]}
+        assert touch(two, session) == f"notified {WATCHED}"
+        assert next(received) == {
+            "jsonrpc": "2.0",
+            "method": "notifications/resources/updated",
+            "params": {"uri": wanted[0], "_meta": {"io.modelcontextprotocol/subscriptionId": 77}},
+        }
+
+
+def test_a_log_level_set_through_one_edge_filters_calls_on_the_other(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one)
+    logging_call = {
+        "jsonrpc": "2.0",
+        "id": 3,
+        "method": "tools/call",
+        "params": {"name": "conf_test_tool_with_logging"},
+    }
+    # Without a level the client asked for no log messages, and the answer is plain JSON.
+    assert post(two, logging_call, session).headers["content-type"].startswith("application/json")
+    assert rpc(two, session, "logging/setLevel", {"level": "info"})["result"] == {}
+    streamed = [json.loads(d) for _, d in sse(iter(post(one, logging_call, session).text.splitlines())) if d]
+    assert [m["params"]["data"] for m in streamed if m.get("method") == "notifications/message"] == [
+        "Tool execution started",
+        "Tool processing data",
+        "Tool execution completed",
+    ]
+    assert rpc(one, session, "logging/setLevel", {"level": "error"})["result"] == {}
+    # Every message below the level is held back, so nothing precedes the result: plain JSON.
+    quiet = post(two, logging_call, session)
+    assert quiet.headers["content-type"].startswith("application/json")
+    assert quiet.json()["result"]["content"][0]["text"] == "Tool with logging executed successfully"

@@ -66,6 +66,11 @@ TOOLS: list[dict[str, Any]] = [
         "inputSchema": EMPTY,
     },
     {
+        "name": "touch_resource",
+        "description": "Tell subscribers a resource changed (not a suite scenario: for gateway tests)",
+        "inputSchema": {"type": "object", "properties": {"uri": {"type": "string"}}, "required": ["uri"]},
+    },
+    {
         "name": "json_schema_2020_12_tool",
         "description": "JSON Schema 2020-12 features",
         "inputSchema": {
@@ -262,6 +267,12 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> Any:
             prompt = arguments.get("message", "Please fill in the form")
             answer = await session.elicit(prompt, schema, related_request_id=request_id)
             return text(f"User response: action={answer.action}, content={json.dumps(answer.content or {})}")
+    if name == "touch_resource":
+        uri = str(arguments.get("uri"))
+        if uri not in SUBSCRIBED:
+            return text(f"nobody subscribed to {uri}")
+        await session.send_resource_updated(uri)
+        return text(f"notified {uri}")
     if name == "json_schema_2020_12_tool":
         return text(f"JSON Schema 2020-12 tool called with: {json.dumps(arguments)}")
     raise ValueError(f"Unknown tool: {name}")
@@ -336,7 +347,18 @@ async def list_prompts(ctx: Any, params: Any) -> Any:
     return {"prompts": PROMPTS}
 
 
+# The URIs the gateway has subscribed this server to; the gateway should subscribe once per
+# URI however many of its clients do.
+SUBSCRIBED: set[str] = set()
+
+
 async def subscribe(ctx: Any, params: Any) -> Any:
+    SUBSCRIBED.add(str(params.uri))
+    return {}
+
+
+async def unsubscribe(ctx: Any, params: Any) -> Any:
+    SUBSCRIBED.discard(str(params.uri))
     return {}
 
 
@@ -360,7 +382,7 @@ server: Server[Any] = Server(
     on_list_resource_templates=list_templates,
     on_read_resource=read_resource,
     on_subscribe_resource=subscribe,
-    on_unsubscribe_resource=subscribe,
+    on_unsubscribe_resource=unsubscribe,
     on_list_prompts=list_prompts,
     on_get_prompt=get_prompt,
     on_completion=complete,

@@ -1,0 +1,122 @@
+"""What a session sets after it starts, which its signed token cannot carry: its log level
+and its resource subscriptions.
+
+Kept in a JetStream KV bucket that every edge watches, so the edge holding a session's
+stream knows what another edge was told. Keys are `<session>.level` and
+`<session>.sub.<server and URI, base64url>`; the bucket forgets them with the sessions' TTL.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+
+import anyio
+import anyio.abc
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+log = logging.getLogger(__name__)
+
+BUCKET = "mcpgw-sessions"
+
+
+def _subscription_key(session_id: str, server: str, uri: str) -> str:
+    encoded = base64.urlsafe_b64encode(f"{server}\n{uri}".encode()).decode().rstrip("=")
+    return f"{session_id}.sub.{encoded}"
+
+
+def _subscription(key: str) -> tuple[str, str, str] | None:
+    session_id, _, rest = key.partition(".sub.")
+    if not rest:
+        return None
+    server, _, uri = base64.urlsafe_b64decode(rest + "=" * (-len(rest) % 4)).decode().partition("\n")
+    return session_id, server, uri
+
+
+class SessionState:
+    def __init__(self, nc: NATS, ttl_seconds: float) -> None:
+        self._nc = nc
+        self._ttl = ttl_seconds
+        self._kv: KeyValue | None = None
+        self._levels: dict[str, str] = {}
+        self._subscribers: dict[tuple[str, str], set[str]] = {}
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open the bucket and apply what any edge writes to it, until cancelled."""
+        js = self._nc.jetstream()
+        self._kv = await js.create_key_value(
+            KeyValueConfig(bucket=BUCKET, ttl=self._ttl, storage=StorageType.MEMORY, history=1)
+        )
+        watcher = await self._kv.watchall()
+        task_status.started()
+        try:
+            async for entry in watcher:
+                if entry is not None:
+                    self._apply(entry.key, entry.value, entry.operation in (KV_DEL, KV_PURGE))
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def _apply(self, key: str, value: bytes | None, deleted: bool) -> None:
+        if key.endswith(".level"):
+            session_id = key[: -len(".level")]
+            if deleted:
+                self._levels.pop(session_id, None)
+            elif value:
+                self._levels[session_id] = value.decode()
+            return
+        subscription = _subscription(key)
+        if subscription is None:
+            return
+        session_id, server, uri = subscription
+        sessions = self._subscribers.setdefault((server, uri), set())
+        if deleted:
+            sessions.discard(session_id)
+            if not sessions:
+                del self._subscribers[(server, uri)]
+        else:
+            sessions.add(session_id)
+
+    def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            raise RuntimeError("SessionState.run() first")
+        return self._kv
+
+    def level(self, session_id: str) -> str | None:
+        return self._levels.get(session_id)
+
+    async def set_level(self, session_id: str, level: str) -> None:
+        key = f"{session_id}.level"
+        await self._bucket().put(key, level.encode())
+        self._apply(key, level.encode(), False)
+
+    def subscribers(self, server: str, uri: str) -> set[str]:
+        return self._subscribers.get((server, uri), set())
+
+    async def subscribe(self, session_id: str, server: str, uri: str) -> bool:
+        """Record a session's subscription; whether it is new (the downstream must hear of it)."""
+        if session_id in self.subscribers(server, uri):
+            return False
+        key = _subscription_key(session_id, server, uri)
+        await self._bucket().put(key, b"1")
+        self._apply(key, b"1", False)
+        return True
+
+    async def unsubscribe(self, session_id: str, server: str, uri: str) -> bool:
+        """Drop a session's subscription; whether it had one (the downstream must hear of it)."""
+        if session_id not in self.subscribers(server, uri):
+            return False
+        key = _subscription_key(session_id, server, uri)
+        await self._bucket().delete(key)
+        self._apply(key, None, True)
+        return True
+
+    async def forget(self, session_id: str) -> list[tuple[str, str]]:
+        """Drop everything of an ended session; returns the (server, URI) it was subscribed to."""
+        subscriptions = [pair for pair, sessions in self._subscribers.items() if session_id in sessions]
+        for server, uri in subscriptions:
+            await self.unsubscribe(session_id, server, uri)
+        if self._levels.pop(session_id, None) is not None:
+            await self._bucket().delete(f"{session_id}.level")
+        return subscriptions
