@@ -11,6 +11,7 @@ from tests.processes import ROOT, service_tree, stdio_server
 
 FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
 MAX_BODY = 64 * 1024
+KEEPALIVE_SECONDS = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,6 @@ def gateway_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def gateway(gateway_dir: Path) -> Iterator[str]:
-    env = {"MCPGW_MAX_BODY_BYTES": str(MAX_BODY)}
+    env = {"MCPGW_MAX_BODY_BYTES": str(MAX_BODY), "MCPGW_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}
     with service_tree(gateway_dir, [stdio_server("fixture", FIXTURE)], env=env) as (base,):
         yield f"{base}/mcp"

@@ -197,6 +197,22 @@ def test_http_rules(gateway: str) -> None:
     assert httpx2.put(gateway).status_code == 405
 
 
+def test_an_idle_get_stream_sends_keepalive_comments(gateway: str) -> None:
+    headers = {"accept": "text/event-stream", "mcp-session-id": initialize(gateway)}
+    with httpx2.stream("GET", gateway, headers=headers, timeout=30) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        lines = stream.iter_lines()
+        assert next(lines) == ": stream open"
+        assert next(line for line in lines if line) == ": keepalive"
+
+
+def test_a_request_without_a_version_header_is_taken_as_2025_03_26(gateway: str) -> None:
+    session = initialize(gateway, "2025-03-26")
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    assert "mcp-protocol-version" not in post(gateway, ping, session).request.headers
+    assert post(gateway, ping, session).json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
 def test_batches_only_where_the_revision_allows_them(gateway: str) -> None:
     batch = [
         {"jsonrpc": "2.0", "id": 1, "method": "ping"},
