@@ -89,6 +89,8 @@ class View:
     # The one server of a /mcp/{server} view; None for the aggregate /mcp.
     server: str | None = None
     servers: frozenset[str] = frozenset()
+    # The inputSchema of each tool that routes arguments into Mcp-Param-* headers (x-mcp-header).
+    header_schemas: dict[str, Any] = field(default_factory=dict)
 
     def resource_route(self, uri: object) -> Route | None:
         """The server and original URI behind a URI (or URI template) this view shows."""
@@ -138,7 +140,7 @@ def aggregate_capabilities(capabilities: Iterable[dict[str, Any]]) -> dict[str, 
 
 
 def _entries(
-    entries: Iterable[registry_pb2.CatalogEntry], key: str, exposed: bool
+    entries: Iterable[registry_pb2.CatalogEntry], key: str, exposed: bool, header_schemas: dict[str, Any]
 ) -> tuple[list[bytes], dict[str, Route]]:
     serialized: list[bytes] = []
     routes: dict[str, Route] = {}
@@ -149,6 +151,8 @@ def _entries(
         definition[key] = name
         serialized.append(orjson.dumps(definition))
         routes[name] = Route(entry.server, entry.name)
+        if b'"x-mcp-header"' in entry.definition_json:
+            header_schemas[name] = definition.get("inputSchema")
     return serialized, routes
 
 
@@ -161,10 +165,11 @@ def build_view(
         return [e for e in entries if server is None or e.server == server]
 
     exposed = server is None
-    tools, tool_routes = _entries(mine(snapshot.tools), "name", exposed)
-    prompts, prompt_routes = _entries(mine(snapshot.prompts), "name", exposed)
-    resources, _ = _entries(mine(snapshot.resources), "uri", exposed)
-    templates, _ = _entries(mine(snapshot.resource_templates), "uriTemplate", exposed)
+    header_schemas: dict[str, Any] = {}
+    tools, tool_routes = _entries(mine(snapshot.tools), "name", exposed, header_schemas)
+    prompts, prompt_routes = _entries(mine(snapshot.prompts), "name", exposed, {})
+    resources, _ = _entries(mine(snapshot.resources), "uri", exposed, {})
+    templates, _ = _entries(mine(snapshot.resource_templates), "uriTemplate", exposed, {})
     connected = [s for s in snapshot.servers if s.state == "connected" and server in (None, s.name)]
     return View(
         tools=Listing("tools", tools, page_size),
@@ -176,6 +181,7 @@ def build_view(
         capabilities=aggregate_capabilities(orjson.loads(s.capabilities_json or b"{}") for s in connected),
         server=server,
         servers=frozenset(s.name for s in connected),
+        header_schemas=header_schemas,
     )
 
 

@@ -22,6 +22,7 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
     unsupported_protocol_version_rejection,
+    validate_mcp_param_headers,
 )
 from mcp.shared.subscriptions import SUBSCRIPTION_ID_META_KEY
 from mcp_types import (
@@ -163,6 +164,7 @@ class ModernEndpoint:
             if message.method == "subscriptions/listen":
                 return await self._listen(message, view, endpoint)
             if message.method == "tools/call":
+                _check_param_headers(request, view, message.params or {})
                 return await self._call(message, envelope, view)
             if message.method == "server/discover":
                 return _json(Reply(result_response(message.id, stamped(message.method, self.discover(view)))))
@@ -291,6 +293,19 @@ class ModernEndpoint:
                 await self._handler.forward(route, "resources/unsubscribe", {"uri": route.name})
             except EdgeError as exc:
                 log.info("unsubscribing a closed listen stream from %s: %s", route.name, exc.message)
+
+
+def _check_param_headers(request: Request, view: View, params: dict[str, Any]) -> None:
+    """The tool's `x-mcp-header` arguments and their Mcp-Param-* headers must agree (400)."""
+    schema = view.header_schemas.get(str(params.get("name")))
+    if schema is None:
+        return
+    arguments = params.get("arguments")
+    rejection = validate_mcp_param_headers(
+        schema, arguments if isinstance(arguments, dict) else {}, request.headers
+    )
+    if rejection is not None:
+        raise EnvelopeError(rejection.code, rejection.message, rejection.data)
 
 
 def _json(reply: Reply) -> Response:

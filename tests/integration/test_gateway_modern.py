@@ -188,3 +188,16 @@ def test_listen_acknowledges_then_streams_the_changes_asked_for(gateway: str) ->
             "params": {"_meta": subscription},
         }
     assert "fixture_modern" in {t["name"] for t in send(gateway, "tools/list").json()["result"]["tools"]}
+
+
+def test_mcp_param_headers_must_agree_with_the_arguments_they_mirror(gateway: str) -> None:
+    listed = send(gateway, "tools/list").json()["result"]["tools"]
+    schema = next(t for t in listed if t["name"] == "fixture_weather")["inputSchema"]
+    assert schema["properties"]["region"]["x-mcp-header"] == "Region"
+    params = {"name": "fixture_weather", "arguments": {"region": "eu-west"}}
+    agreed = send(gateway, "tools/call", params, headers={"mcp-param-region": "eu-west"})
+    assert agreed.json()["result"]["content"][0]["text"] == "sunny in eu-west"
+    for headers in ({}, {"mcp-param-region": "us-east"}):
+        refused = send(gateway, "tools/call", params, headers=headers)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, -32020), headers
+        assert "Mcp-Param-Region" in refused.json()["error"]["message"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Annotated
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
 
 server = MCPServer("fixture", log_level="WARNING")
 
@@ -31,6 +33,12 @@ async def count(to: int, ctx: Context) -> str:
     for step in range(1, to + 1):
         await ctx.report_progress(step, to)
     return f"counted to {to}"
+
+
+@server.tool()
+def weather(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+    """The weather of a region, which 2026-07-28 clients also send as the Mcp-Param-Region header."""
+    return f"sunny in {region}"
 
 
 @server.tool()
