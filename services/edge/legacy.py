@@ -131,7 +131,7 @@ class LegacySseEndpoint:
                     task.cancel()
                 # The stream was the session: it ends with it.
                 if sse.session is not None:
-                    await self._handler.forget(sse.session)
+                    await self._handler.end_session(sse.session)
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 

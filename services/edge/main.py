@@ -71,7 +71,7 @@ async def serve(settings: EdgeSettings) -> None:
     endpoint = StreamableHttpEndpoint(
         handler,
         lambda: follower.catalog,
-        SessionCodec(signer, settings.session_ttl_seconds),
+        SessionCodec(signer, settings.session_ttl_seconds, state.is_ended),
         hub,
         ModernEndpoint(handler, rounds, peers, hub, settings.keepalive_seconds),
         admission,

@@ -256,11 +256,12 @@ class McpHandler:
         """`sink` for a session's notifications, without the log messages below its level."""
         return log_gate(None if self._state is None else self._state.level(session.id), sink)
 
-    async def forget(self, session: Session) -> None:
-        """Undo what an ended session left behind: its subscriptions and log level."""
+    async def end_session(self, session: Session) -> None:
+        """End a session on every edge, and undo what it left behind: its subscriptions
+        downstream and its log level."""
         if self._state is None:
             return
-        for server, uri in await self._state.forget(session.id):
+        for server, uri in await self._state.end(session.id):
             try:
                 await self.forward(Route(server, uri), "resources/unsubscribe", {"uri": uri})
             except EdgeError as exc:

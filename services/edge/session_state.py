@@ -1,9 +1,10 @@
-"""What a session sets after it starts, which its signed token cannot carry: its log level
-and its resource subscriptions.
+"""What happens to a session after it starts, which its signed token cannot carry: its log
+level, its resource subscriptions, and its end.
 
 Kept in a JetStream KV bucket that every edge watches, so the edge holding a session's
-stream knows what another edge was told. Keys are `<session>.level` and
-`<session>.sub.<server and URI, base64url>`; the bucket forgets them with the sessions' TTL.
+stream knows what another edge was told. Keys are `<session>.level`,
+`<session>.sub.<server and URI, base64url>` and `<session>.ended`; the bucket forgets
+them with the sessions' TTL.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SessionState:
         self._ttl = ttl_seconds
         self._kv: KeyValue | None = None
         self._levels: dict[str, str] = {}
+        self._ended: set[str] = set()
         self._subscribers: dict[tuple[str, str], set[str]] = {}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -59,6 +61,13 @@ class SessionState:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
     def _apply(self, key: str, value: bytes | None, deleted: bool) -> None:
+        if key.endswith(".ended"):
+            session_id = key[: -len(".ended")]
+            if deleted:
+                self._ended.discard(session_id)
+            else:
+                self._ended.add(session_id)
+            return
         if key.endswith(".level"):
             session_id = key[: -len(".level")]
             if deleted:
@@ -112,8 +121,15 @@ class SessionState:
         self._apply(key, None, True)
         return True
 
-    async def forget(self, session_id: str) -> list[tuple[str, str]]:
-        """Drop everything of an ended session; returns the (server, URI) it was subscribed to."""
+    def is_ended(self, session_id: str) -> bool:
+        return session_id in self._ended
+
+    async def end(self, session_id: str) -> list[tuple[str, str]]:
+        """Mark a session ended for every edge (until the bucket's TTL, which outlives its
+        token) and drop what it set; returns the (server, URI) it was subscribed to."""
+        key = f"{session_id}.ended"
+        await self._bucket().put(key, b"1")
+        self._apply(key, b"1", False)
         subscriptions = [pair for pair, sessions in self._subscribers.items() if session_id in sessions]
         for server, uri in subscriptions:
             await self.unsubscribe(session_id, server, uri)

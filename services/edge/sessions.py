@@ -2,7 +2,8 @@
 
 A token is `<key id>.<claims>.<signature>`: base64url JSON claims (protocol version,
 client name, virtual key id, endpoint, expiry, nonce) and an HMAC-SHA256 over the
-first two parts. Ended sessions are remembered until their expiry so DELETE is final.
+first two parts. Which sessions were ended with DELETE is not the token's to say: `ended`
+answers it (SessionState, shared by every edge), so DELETE is final everywhere.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -68,10 +70,13 @@ class Signer:
 
 
 class SessionCodec:
-    def __init__(self, signer: Signer, ttl_seconds: int) -> None:
+    def __init__(
+        self, signer: Signer, ttl_seconds: int, ended: Callable[[str], bool] = lambda _: False
+    ) -> None:
         self._signer = signer
         self._ttl = ttl_seconds
-        self._ended: dict[str, int] = {}
+        # Whether a session (by nonce) was ended with DELETE, on any edge.
+        self._ended = ended
 
     def issue(
         self,
@@ -111,12 +116,6 @@ class SessionCodec:
             )
         except (ValueError, KeyError, TypeError):
             raise SessionNotFoundError("Session not found: re-initialize") from None
-        if session.expires_at < time.time() or session.nonce in self._ended:
+        if session.expires_at < time.time() or self._ended(session.nonce):
             raise SessionNotFoundError("Session expired or ended: re-initialize")
         return session
-
-    def end(self, session: Session) -> None:
-        now = time.time()
-        for nonce in [n for n, expiry in self._ended.items() if expiry < now]:
-            del self._ended[nonce]
-        self._ended[session.nonce] = session.expires_at

@@ -246,7 +246,6 @@ class StreamableHttpEndpoint:
 
     async def _delete(self, request: Request, endpoint: str) -> Response:
         session = self._session(request, endpoint)
-        self._sessions.end(session)
         self._hub.end(session.id)
-        await self._handler.forget(session)
+        await self._handler.end_session(session)
         return Response(status_code=200)

@@ -66,6 +66,16 @@ def test_one_session_alternates_between_edges_and_hears_changes_made_through_the
     assert "fixture_replicated" in {t["name"] for t in listed}
 
 
+def test_a_session_ended_on_one_edge_is_ended_on_the_other(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one)
+    assert httpx2.delete(two, headers={"mcp-session-id": session}, timeout=10).status_code == 200
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    for url in (one, two):
+        gone = post(url, ping, session)
+        assert (gone.status_code, error_of(gone)["code"]) == (404, -32001), url
+
+
 def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tuple[str, str]) -> None:
     one, two = (f"{base}/mcp" for base in edges)
     session = initialize(one, {"sampling": {}})

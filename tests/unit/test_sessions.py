@@ -30,8 +30,9 @@ def test_expired_and_ended_sessions_are_not_found() -> None:
     expired = SessionCodec(Signer("s"), -1)
     with pytest.raises(SessionNotFoundError, match="expired"):
         expired.resolve(expired.issue("2025-06-18"))
-    codec = SessionCodec(Signer("s"), 60)
+    ended: set[str] = set()
+    codec = SessionCodec(Signer("s"), 60, ended.__contains__)
     token = codec.issue("2025-06-18")
-    codec.end(codec.resolve(token))
+    ended.add(codec.resolve(token).id)
     with pytest.raises(SessionNotFoundError, match="ended"):
         codec.resolve(token)
