@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -38,7 +37,7 @@ from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers, owner
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session
-from services.edge.sse import JSON, SSE, SSE_HEADERS, sse_event
+from services.edge.sse import JSON, SSE, SSE_HEADERS, keepalive_events
 from services.edge.streams import Stream, StreamHub
 from services.edge.transport import accepts
 
@@ -117,13 +116,8 @@ class LegacySseEndpoint:
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield f"event: endpoint\ndata: {MESSAGES_PATH}?session_id={session_id}\n\n".encode()
-                while True:
-                    with anyio.move_on_after(self._keepalive) as idle:
-                        try:
-                            message = await receive.receive()
-                        except anyio.EndOfStream:
-                            return
-                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(message)
+                async for event in keepalive_events(receive, self._keepalive):
+                    yield event
             finally:
                 del self._sessions[session_id]
                 self._hub.close(stream)

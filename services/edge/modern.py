@@ -14,7 +14,6 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
-import anyio
 import orjson
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
@@ -53,7 +52,7 @@ from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
 from services.edge.protocol import INSTRUCTIONS, CallContext, McpHandler, answerable, log_gate
 from services.edge.sessions import Session
-from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
+from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, keepalive_events, sse_event
 from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
@@ -253,13 +252,8 @@ class ModernEndpoint:
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield sse_event(ack)
-                while True:
-                    with anyio.move_on_after(self._keepalive) as idle:
-                        try:
-                            note = await receive.receive()
-                        except anyio.EndOfStream:
-                            break
-                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(note)
+                async for event in keepalive_events(receive, self._keepalive):
+                    yield event
                 # Closed by the edge, not the client: a graceful end, so the final result.
                 final = stamped(message.method, orjson.dumps({"_meta": meta}))
                 yield sse_event(result_response(message.id, final))

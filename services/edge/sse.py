@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, NamedTuple
 
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 from starlette.responses import Response, StreamingResponse
 
 from services.edge.eventlog import StreamRecord
@@ -32,6 +34,23 @@ def sse_event(data: bytes, event_id: str | None = None) -> bytes:
     if event_id is None:
         return b"event: message\ndata: " + data + b"\n\n"
     return b"id: " + event_id.encode() + b"\nevent: message\ndata: " + data + b"\n\n"
+
+
+KEEPALIVE = b": keepalive\n\n"
+
+
+async def keepalive_events(
+    receive: MemoryObjectReceiveStream[bytes], keepalive_seconds: float
+) -> AsyncIterator[bytes]:
+    """Each message of `receive` as an SSE event, with a comment whenever none came for
+    `keepalive_seconds` (so proxies keep the stream open); ends when the sender closes."""
+    while True:
+        with anyio.move_on_after(keepalive_seconds) as idle:
+            try:
+                message = await receive.receive()
+            except anyio.EndOfStream:
+                return
+        yield KEEPALIVE if idle.cancelled_caught else sse_event(message)
 
 
 def priming_event(event_id: str) -> bytes:

@@ -11,7 +11,6 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
-import anyio
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -37,7 +36,16 @@ from services.edge.jsonrpc import Message, parse_body
 from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session, SessionCodec
-from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, sse_event
+from services.edge.sse import (
+    JSON,
+    KEEPALIVE,
+    SSE,
+    SSE_HEADERS,
+    Reply,
+    json_or_events,
+    keepalive_events,
+    sse_event,
+)
 from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
@@ -216,7 +224,7 @@ class StreamableHttpEndpoint:
 
         async def events() -> AsyncIterator[bytes]:
             async for event in replay:
-                yield b": keepalive\n\n" if event is None else sse_event(event[1], event[0])
+                yield KEEPALIVE if event is None else sse_event(event[1], event[0])
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
@@ -232,13 +240,8 @@ class StreamableHttpEndpoint:
         async def events() -> AsyncIterator[bytes]:
             try:
                 yield b": stream open\n\n"
-                while True:
-                    with anyio.move_on_after(self._keepalive) as idle:
-                        try:
-                            message = await receive.receive()
-                        except anyio.EndOfStream:
-                            return
-                    yield b": keepalive\n\n" if idle.cancelled_caught else sse_event(message)
+                async for event in keepalive_events(receive, self._keepalive):
+                    yield event
             finally:
                 self._hub.close(stream)
 

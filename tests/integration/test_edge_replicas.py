@@ -76,17 +76,22 @@ def test_a_session_ended_on_one_edge_is_ended_on_the_other(edges: tuple[str, str
         assert (gone.status_code, error_of(gone)["code"]) == (404, -32001), url
 
 
-def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tuple[str, str]) -> None:
-    one, two = (f"{base}/mcp" for base in edges)
-    session = initialize(one, {"sampling": {}})
+def sampling_call(url: str, session: str, id: int) -> Any:
+    """A streamed tools/call of the fixture's sampling tool (a context manager)."""
     body = {
         "jsonrpc": "2.0",
-        "id": 1,
+        "id": id,
         "method": "tools/call",
         "params": {"name": "conf_test_sampling", "arguments": {"prompt": "hi"}},
     }
     headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": session}
-    with httpx2.stream("POST", one, content=json.dumps(body), headers=headers, timeout=30) as stream:
+    return httpx2.stream("POST", url, content=json.dumps(body), headers=headers, timeout=30)
+
+
+def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tuple[str, str]) -> None:
+    one, two = (f"{base}/mcp" for base in edges)
+    session = initialize(one, {"sampling": {}})
+    with sampling_call(one, session, 1) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         received = events(stream.iter_lines())
         asked = next(received)
@@ -101,14 +106,7 @@ def test_a_sampling_answer_posted_to_the_other_edge_reaches_the_call(edges: tupl
 def test_a_broken_answer_stream_resumes_on_the_other_edge(edges: tuple[str, str]) -> None:
     one, two = (f"{base}/mcp" for base in edges)
     session = initialize(one, {"sampling": {}})
-    body = {
-        "jsonrpc": "2.0",
-        "id": 2,
-        "method": "tools/call",
-        "params": {"name": "conf_test_sampling", "arguments": {"prompt": "hi"}},
-    }
-    headers = {"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": session}
-    with httpx2.stream("POST", one, content=json.dumps(body), headers=headers, timeout=30) as stream:
+    with sampling_call(one, session, 2) as stream:
         received = sse(stream.iter_lines())
         priming_id, priming_data = next(received)
         assert priming_id is not None and priming_data == ""
