@@ -8,13 +8,18 @@ unchanged catalog never wake the fleet.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text, delete, event, select
+import alembic.command
+import alembic.config
+from sqlalchemy import Connection, ForeignKey, Integer, String, Text, delete, event, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.registry.config import ClientConfig, GatewayConfig
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class Base(DeclarativeBase):
@@ -94,7 +99,7 @@ class RegistryStore:
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked per connection.
             event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
         async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+            await conn.run_sync(_migrate)
         return cls(engine)
 
     async def close(self) -> None:
@@ -199,6 +204,18 @@ class RegistryStore:
                 servers=[_stored(r) for r in servers],
                 items=[StoredItem(i.server, i.kind, i.key, i.definition_json) for i in items],
             )
+
+
+def _migrate(connection: Connection) -> None:
+    """Bring the schema to the newest migration (the same ones for SQLite and PostgreSQL)."""
+    config = alembic.config.Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    tables = set(inspect(connection).get_table_names())
+    if "servers" in tables and "alembic_version" not in tables:
+        # A registry from before migrations: its tables are those of the first one.
+        alembic.command.stamp(config, "0001")
+    alembic.command.upgrade(config, "head")
 
 
 def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:

@@ -52,6 +52,7 @@ class Snapshot(_message.Message):
     PROMPTS_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     RESOURCE_TEMPLATES_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     not_modified: _builtins.bool
     @_builtins.property
@@ -66,6 +67,8 @@ class Snapshot(_message.Message):
     def resources(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
     @_builtins.property
     def resource_templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]: ...
+    @_builtins.property
+    def governance(self) -> Global___Governance: ...
     def __init__(
         self,
         *,
@@ -77,14 +80,511 @@ class Snapshot(_message.Message):
         prompts: _abc.Iterable[Global___CatalogEntry] | None = ...,
         resources: _abc.Iterable[Global___CatalogEntry] | None = ...,
         resource_templates: _abc.Iterable[Global___CatalogEntry] | None = ...,
+        governance: Global___Governance | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["governance", b"governance", "settings", b"settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["not_modified", b"not_modified", "prompts", b"prompts", "resource_templates", b"resource_templates", "resources", b"resources", "revision", b"revision", "servers", b"servers", "settings", b"settings", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["governance", b"governance", "not_modified", b"not_modified", "prompts", b"prompts", "resource_templates", b"resource_templates", "resources", b"resources", "revision", b"revision", "servers", b"servers", "settings", b"settings", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Snapshot: _TypeAlias = Snapshot  # noqa: Y015
+
+@_typing.final
+class Governance(_message.Message):
+    """Who may call what: everything an edge needs to authenticate a key and build its view."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTINGS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    BLOCKLIST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settings(self) -> Global___GovernanceSettings: ...
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___VirtualKey]: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolGroup]: ...
+    @_builtins.property
+    def blocklist(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Exposed tool names, or `<server><separator>*` for every tool of a server."""
+
+    def __init__(
+        self,
+        *,
+        settings: Global___GovernanceSettings | None = ...,
+        keys: _abc.Iterable[Global___VirtualKey] | None = ...,
+        groups: _abc.Iterable[Global___ToolGroup] | None = ...,
+        blocklist: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settings", b"settings"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocklist", b"blocklist", "groups", b"groups", "keys", b"keys", "settings", b"settings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Governance: _TypeAlias = Governance  # noqa: Y015
+
+@_typing.final
+class GovernanceSettings(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUIRE_KEY_FIELD_NUMBER: _builtins.int
+    require_key: _builtins.bool
+    """Bifrost's enforce_governance_header: requests without a key get 401 instead of the
+    global view.
+    """
+    def __init__(
+        self,
+        *,
+        require_key: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["require_key", b"require_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GovernanceSettings: _TypeAlias = GovernanceSettings  # noqa: Y015
+
+@_typing.final
+class ToolSelection(_message.Message):
+    """Bifrost's mcp_configs entry: the tools of one server; ["*"] is all, [] none."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MCP_CLIENT_NAME_FIELD_NUMBER: _builtins.int
+    TOOLS_TO_EXECUTE_FIELD_NUMBER: _builtins.int
+    mcp_client_name: _builtins.str
+    @_builtins.property
+    def tools_to_execute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        mcp_client_name: _builtins.str = ...,
+        tools_to_execute: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mcp_client_name", b"mcp_client_name", "tools_to_execute", b"tools_to_execute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolSelection: _TypeAlias = ToolSelection  # noqa: Y015
+
+@_typing.final
+class VirtualKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    MCP_CONFIGS_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    SECRET_HASH_FIELD_NUMBER: _builtins.int
+    SECRET_PREFIX_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    ROTATED_AT_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Stable id (a key keeps it across rotations); the admin API addresses keys by it."""
+    name: _builtins.str
+    description: _builtins.str
+    active: _builtins.bool
+    expires_at: _builtins.int
+    """Unix seconds; 0 never expires."""
+    secret_hash: _builtins.str
+    """Hex SHA-256 of the secret: in snapshots for edges to authenticate, never in admin replies."""
+    secret_prefix: _builtins.str
+    """The secret's first characters, so people can tell keys apart."""
+    created_at: _builtins.int
+    rotated_at: _builtins.int
+    @_builtins.property
+    def mcp_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        active: _builtins.bool = ...,
+        expires_at: _builtins.int = ...,
+        mcp_configs: _abc.Iterable[Global___ToolSelection] | None = ...,
+        groups: _abc.Iterable[_builtins.str] | None = ...,
+        secret_hash: _builtins.str = ...,
+        secret_prefix: _builtins.str = ...,
+        created_at: _builtins.int = ...,
+        rotated_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VirtualKey: _TypeAlias = VirtualKey  # noqa: Y015
+
+@_typing.final
+class IssuedKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The secret, shown this once."""
+    @_builtins.property
+    def key(self) -> Global___VirtualKey: ...
+    def __init__(
+        self,
+        *,
+        key: Global___VirtualKey | None = ...,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssuedKey: _TypeAlias = IssuedKey  # noqa: Y015
+
+@_typing.final
+class KeyList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___VirtualKey]: ...
+    def __init__(
+        self,
+        *,
+        keys: _abc.Iterable[Global___VirtualKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyList: _TypeAlias = KeyList  # noqa: Y015
+
+@_typing.final
+class ToolGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        tools: _abc.Iterable[Global___ToolSelection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolGroup: _TypeAlias = ToolGroup  # noqa: Y015
+
+@_typing.final
+class PutGroupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_FIELD_NUMBER: _builtins.int
+    CREATE_FIELD_NUMBER: _builtins.int
+    create: _builtins.bool
+    """True refuses an existing name (create); false replaces it (update; NOT_FOUND if absent)."""
+    @_builtins.property
+    def group(self) -> Global___ToolGroup: ...
+    def __init__(
+        self,
+        *,
+        group: Global___ToolGroup | None = ...,
+        create: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create", b"create", "group", b"group"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutGroupRequest: _TypeAlias = PutGroupRequest  # noqa: Y015
+
+@_typing.final
+class GroupList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolGroup]: ...
+    def __init__(
+        self,
+        *,
+        groups: _abc.Iterable[Global___ToolGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupList: _TypeAlias = GroupList  # noqa: Y015
+
+@_typing.final
+class Blocklist(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATTERNS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        patterns: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["patterns", b"patterns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Blocklist: _TypeAlias = Blocklist  # noqa: Y015
+
+@_typing.final
+class AdminRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminRequest: _TypeAlias = AdminRequest  # noqa: Y015
+
+@_typing.final
+class AdminReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminReply: _TypeAlias = AdminReply  # noqa: Y015
+
+@_typing.final
+class NameRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NameRequest: _TypeAlias = NameRequest  # noqa: Y015
+
+@_typing.final
+class ServerState(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    config_json: _builtins.bytes
+    """The server's config in Bifrost's client_configs shape (JSON object)."""
+    state: _builtins.str
+    error: _builtins.str
+    source: _builtins.str
+    """file | api: where it came from; servers from the config file are replaced when it changes."""
+    tools: _builtins.int
+    def __init__(
+        self,
+        *,
+        config_json: _builtins.bytes = ...,
+        state: _builtins.str = ...,
+        error: _builtins.str = ...,
+        source: _builtins.str = ...,
+        tools: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "error", b"error", "source", b"source", "state", b"state", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerState: _TypeAlias = ServerState  # noqa: Y015
+
+@_typing.final
+class ServerStates(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ServerState]: ...
+    def __init__(
+        self,
+        *,
+        servers: _abc.Iterable[Global___ServerState] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["servers", b"servers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServerStates: _TypeAlias = ServerStates  # noqa: Y015
+
+@_typing.final
+class PutServerRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_JSON_FIELD_NUMBER: _builtins.int
+    CREATE_FIELD_NUMBER: _builtins.int
+    config_json: _builtins.bytes
+    create: _builtins.bool
+    def __init__(
+        self,
+        *,
+        config_json: _builtins.bytes = ...,
+        create: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "create", b"create"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutServerRequest: _TypeAlias = PutServerRequest  # noqa: Y015
+
+@_typing.final
+class CatalogToolsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    """Empty for every server."""
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CatalogToolsRequest: _TypeAlias = CatalogToolsRequest  # noqa: Y015
+
+@_typing.final
+class ToolInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    EXPOSED_NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    name: _builtins.str
+    exposed_name: _builtins.str
+    description: _builtins.str
+    enabled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        name: _builtins.str = ...,
+        exposed_name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "enabled", b"enabled", "exposed_name", b"exposed_name", "name", b"name", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolInfo: _TypeAlias = ToolInfo  # noqa: Y015
+
+@_typing.final
+class ToolList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolInfo]: ...
+    def __init__(
+        self,
+        *,
+        tools: _abc.Iterable[Global___ToolInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolList: _TypeAlias = ToolList  # noqa: Y015
+
+@_typing.final
+class ToolToggle(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    tool: _builtins.str
+    enabled: _builtins.bool
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        tool: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enabled", b"enabled", "server", b"server", "tool", b"tool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolToggle: _TypeAlias = ToolToggle  # noqa: Y015
 
 @_typing.final
 class ServerView(_message.Message):

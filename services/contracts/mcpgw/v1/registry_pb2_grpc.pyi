@@ -39,6 +39,26 @@ class RegistryStub:
     """Connectors: the downstream servers to hold sessions with."""
     ReportCatalog: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportCatalogRequest, _registry_pb2.ReportCatalogResponse]
     """Connectors: what a downstream server offers, after a connect or a list change."""
+    ListServerStates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.ServerStates]
+    """Administration, for the edge's /api/. Every change bumps the revision, so it reaches
+    every edge and connector through registry.changed. Refusals: INVALID_ARGUMENT (the
+    message starts with the offending field), ALREADY_EXISTS, NOT_FOUND.
+    """
+    PutServer: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PutServerRequest, _registry_pb2.ServerState]
+    RemoveServer: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
+    ListCatalogTools: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CatalogToolsRequest, _registry_pb2.ToolList]
+    SetToolEnabled: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ToolToggle, _registry_pb2.AdminReply]
+    CreateKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.IssuedKey]
+    ListKeys: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.KeyList]
+    UpdateKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.VirtualKey]
+    RotateKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.IssuedKey]
+    DeleteKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
+    PutGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]
+    ListGroups: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]
+    DeleteGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
+    SetBlocklist: _grpc.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]
+    GetSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]
+    UpdateSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]
 
 @_typing.type_check_only
 class RegistryAsyncStub(RegistryStub):
@@ -49,6 +69,26 @@ class RegistryAsyncStub(RegistryStub):
     """Connectors: the downstream servers to hold sessions with."""
     ReportCatalog: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportCatalogRequest, _registry_pb2.ReportCatalogResponse]  # type: ignore[assignment]
     """Connectors: what a downstream server offers, after a connect or a list change."""
+    ListServerStates: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.ServerStates]  # type: ignore[assignment]
+    """Administration, for the edge's /api/. Every change bumps the revision, so it reaches
+    every edge and connector through registry.changed. Refusals: INVALID_ARGUMENT (the
+    message starts with the offending field), ALREADY_EXISTS, NOT_FOUND.
+    """
+    PutServer: _aio.UnaryUnaryMultiCallable[_registry_pb2.PutServerRequest, _registry_pb2.ServerState]  # type: ignore[assignment]
+    RemoveServer: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    ListCatalogTools: _aio.UnaryUnaryMultiCallable[_registry_pb2.CatalogToolsRequest, _registry_pb2.ToolList]  # type: ignore[assignment]
+    SetToolEnabled: _aio.UnaryUnaryMultiCallable[_registry_pb2.ToolToggle, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    CreateKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.IssuedKey]  # type: ignore[assignment]
+    ListKeys: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.KeyList]  # type: ignore[assignment]
+    UpdateKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.VirtualKey]  # type: ignore[assignment]
+    RotateKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.IssuedKey]  # type: ignore[assignment]
+    DeleteKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    PutGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]  # type: ignore[assignment]
+    ListGroups: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]  # type: ignore[assignment]
+    DeleteGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    SetBlocklist: _aio.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]  # type: ignore[assignment]
+    GetSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
+    UpdateSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -74,5 +114,121 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportCatalogResponse, _abc.Awaitable[_registry_pb2.ReportCatalogResponse]]:
         """Connectors: what a downstream server offers, after a connect or a list change."""
+
+    @_abc_1.abstractmethod
+    def ListServerStates(
+        self,
+        request: _registry_pb2.AdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ServerStates, _abc.Awaitable[_registry_pb2.ServerStates]]:
+        """Administration, for the edge's /api/. Every change bumps the revision, so it reaches
+        every edge and connector through registry.changed. Refusals: INVALID_ARGUMENT (the
+        message starts with the offending field), ALREADY_EXISTS, NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def PutServer(
+        self,
+        request: _registry_pb2.PutServerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ServerState, _abc.Awaitable[_registry_pb2.ServerState]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveServer(
+        self,
+        request: _registry_pb2.NameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ListCatalogTools(
+        self,
+        request: _registry_pb2.CatalogToolsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ToolList, _abc.Awaitable[_registry_pb2.ToolList]]: ...
+
+    @_abc_1.abstractmethod
+    def SetToolEnabled(
+        self,
+        request: _registry_pb2.ToolToggle,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateKey(
+        self,
+        request: _registry_pb2.VirtualKey,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.IssuedKey, _abc.Awaitable[_registry_pb2.IssuedKey]]: ...
+
+    @_abc_1.abstractmethod
+    def ListKeys(
+        self,
+        request: _registry_pb2.AdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.KeyList, _abc.Awaitable[_registry_pb2.KeyList]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateKey(
+        self,
+        request: _registry_pb2.VirtualKey,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.VirtualKey, _abc.Awaitable[_registry_pb2.VirtualKey]]: ...
+
+    @_abc_1.abstractmethod
+    def RotateKey(
+        self,
+        request: _registry_pb2.NameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.IssuedKey, _abc.Awaitable[_registry_pb2.IssuedKey]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteKey(
+        self,
+        request: _registry_pb2.NameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def PutGroup(
+        self,
+        request: _registry_pb2.PutGroupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ToolGroup, _abc.Awaitable[_registry_pb2.ToolGroup]]: ...
+
+    @_abc_1.abstractmethod
+    def ListGroups(
+        self,
+        request: _registry_pb2.AdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GroupList, _abc.Awaitable[_registry_pb2.GroupList]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteGroup(
+        self,
+        request: _registry_pb2.NameRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def SetBlocklist(
+        self,
+        request: _registry_pb2.Blocklist,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Blocklist, _abc.Awaitable[_registry_pb2.Blocklist]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSettings(
+        self,
+        request: _registry_pb2.AdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GovernanceSettings, _abc.Awaitable[_registry_pb2.GovernanceSettings]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSettings(
+        self,
+        request: _registry_pb2.GovernanceSettings,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GovernanceSettings, _abc.Awaitable[_registry_pb2.GovernanceSettings]]: ...
 
 def add_RegistryServicer_to_server(servicer: RegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
