@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from services.contracts import registry_pb2
 from services.naming import exposed_tool_name, exposed_uri
@@ -17,11 +18,17 @@ def allowed(tools_to_execute: list[str], tool: str) -> bool:
     return "*" in tools_to_execute or tool in tools_to_execute
 
 
-def build_snapshot(state: CatalogState) -> registry_pb2.Snapshot:
-    """What connected servers offer (tools as their config admits), under their exposed names."""
+def build_snapshot(
+    state: CatalogState,
+    governance: registry_pb2.Governance | None = None,
+    disabled: Collection[tuple[str, str]] = (),
+) -> registry_pb2.Snapshot:
+    """What connected servers offer (tools as their config admits, less those switched off),
+    under their exposed names, and who may call what."""
     snapshot = registry_pb2.Snapshot(
         revision=state.revision,
         settings=registry_pb2.GatewaySettings(tool_separator=state.separator),
+        governance=governance,
     )
     visible: dict[str, ClientConfig] = {}
     for server in state.servers:
@@ -45,7 +52,11 @@ def build_snapshot(state: CatalogState) -> registry_pb2.Snapshot:
     taken: dict[str, set[str]] = {kind: set() for kind in lists}
     for item in state.items:
         config = visible.get(item.server)
-        if config is None or (item.kind == "tool" and not allowed(config.tools_to_execute, item.key)):
+        if config is None:
+            continue
+        if item.kind == "tool" and (
+            not allowed(config.tools_to_execute, item.key) or (item.server, item.key) in disabled
+        ):
             continue
         if item.kind in ("tool", "prompt"):
             exposed = exposed_tool_name(item.server, item.key, state.separator)

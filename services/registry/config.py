@@ -84,6 +84,42 @@ class GatewayOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tool_separator: Literal["_", "-"] = "_"
+    # Clearer name for Bifrost's client.enforce_governance_header; wins when both are set.
+    require_key: bool | None = None
+
+
+class ToolSelectionConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    mcp_client_name: str
+    # Bifrost semantics: ["*"] is every tool, [] or absent is none.
+    tools_to_execute: list[str] = []
+
+
+class VirtualKeyConfig(BaseModel):
+    """Bifrost's governance.virtual_keys entry; budgets, rate limits and providers are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(default=None, min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=128)
+    # The secret clients present; only its hash is stored.
+    value: str = Field(min_length=16)
+    description: str = ""
+    is_active: bool = True
+    mcp_configs: list[ToolSelectionConfig] = []
+
+
+class GovernanceSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    virtual_keys: list[VirtualKeyConfig] = []
+
+
+class ClientSection(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    enforce_governance_header: bool | None = None
 
 
 class GatewayConfig(BaseModel):
@@ -91,6 +127,15 @@ class GatewayConfig(BaseModel):
 
     mcp: McpSection = McpSection()
     mcpgw: GatewayOptions = GatewayOptions()
+    governance: GovernanceSection = GovernanceSection()
+    client: ClientSection = ClientSection()
+
+    @property
+    def require_key(self) -> bool | None:
+        """Whether requests need a key, when the file says (else the stored setting stands)."""
+        if self.mcpgw.require_key is not None:
+            return self.mcpgw.require_key
+        return self.client.enforce_governance_header
 
     @model_validator(mode="after")
     def _server_names(self) -> GatewayConfig:
@@ -120,6 +165,19 @@ def parse_config(data: object, source: str = "config") -> GatewayConfig:
             f"{_location(err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigurationError(f"{source}: {problems}") from None
+
+
+def client_config(raw: bytes, separator: str) -> ClientConfig:
+    """One server's config as the admin API sends it; ConfigurationError naming the field."""
+    try:
+        config = ClientConfig.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_location(e['loc']) or '(body)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(problems) from None
+    problem = server_name_problem(config.name, separator)
+    if problem:
+        raise ConfigurationError(f"name: {config.name!r} {problem}")
+    return config
 
 
 def load_config(path: Path) -> GatewayConfig:

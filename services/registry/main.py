@@ -7,6 +7,7 @@ import logging
 from services import bus
 from services.contracts import registry_pb2_grpc
 from services.registry.config import GatewayConfig, load_config
+from services.registry.governance import GovernanceStore
 from services.registry.servicer import RegistryServicer
 from services.registry.store import RegistryStore
 from services.rpc import HealthyServer
@@ -21,7 +22,9 @@ async def serve(settings: RegistrySettings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = await RegistryStore.open(settings.database_url())
     try:
-        revision, _ = await store.apply_config(config)
+        await store.apply_config(config)
+        await GovernanceStore(store).apply_config(config)
+        revision = await store.revision()
         nc = await bus.connect(settings.nats_url, "mcpgw-registry")
         servicer = RegistryServicer(store, nc)
         server = HealthyServer(

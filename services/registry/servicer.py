@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 import orjson
@@ -10,18 +13,30 @@ from nats.aio.client import Client as NATS
 
 from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
+from services.naming import exposed_tool_name
 from services.registry.catalog import build_snapshot, server_config
-from services.registry.store import RegistryStore, StoredItem, UnknownServerError
+from services.registry.config import client_config
+from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
+from services.registry.store import (
+    RegistryStore,
+    ServerExistsError,
+    StoredItem,
+    StoredServer,
+    UnknownServerError,
+)
 from services.rpc import abort
+from services.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 STATES = frozenset({"connecting", "connected", "disconnected", "failed"})
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, nc: NATS) -> None:
         self._store = store
+        self._governance = GovernanceStore(store)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
 
@@ -41,7 +56,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if request.known_revision and request.known_revision == revision:
             return registry_pb2.Snapshot(revision=revision, not_modified=True)
         if self._cached is None or self._cached.revision != revision:
-            self._cached = build_snapshot(await self._store.catalog())
+            self._cached = build_snapshot(
+                await self._store.catalog(),
+                await self._governance.governance(),
+                await self._governance.disabled_tools(),
+            )
         return self._cached
 
     async def ListServers(
@@ -94,6 +113,152 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             )
             await self.announce(revision)
         return registry_pb2.ReportCatalogResponse(revision=revision)
+
+    # Administration. Every change is announced, so edges and connectors follow within a moment.
+
+    async def _admin(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+        """`work`'s result, its refusal as the status the API maps (422, 409, 404), and the
+        change announced."""
+        try:
+            result = await work
+        except (InvalidFieldError, ConfigurationError) as exc:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except ConflictError as exc:
+            await abort(context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except ServerExistsError as exc:
+            await abort(context, grpc.StatusCode.ALREADY_EXISTS, f"a server named {exc.args[0]!r} exists")
+        except MissingError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except UnknownServerError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {exc.args[0]!r}")
+        await self.announce(await self._store.revision())
+        return result
+
+    async def ListServerStates(
+        self, request: registry_pb2.AdminRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ServerStates:
+        _, servers = await self._store.servers()
+        counts = Counter(i.server for i in (await self._store.catalog()).items if i.kind == "tool")
+        return registry_pb2.ServerStates(servers=[_server_state(s, counts[s.config.name]) for s in servers])
+
+    async def PutServer(
+        self, request: registry_pb2.PutServerRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ServerState:
+        async def put() -> registry_pb2.ServerState:
+            config = client_config(request.config_json, await self._separator())
+            if any(g.name == config.name for g in await self._governance.groups()):
+                raise ConflictError(f"{config.name!r} names a tool group; /mcp/{{name}} serves both")
+            return _server_state(await self._store.put_server(config, request.create), 0)
+
+        return await self._admin(context, put())
+
+    async def RemoveServer(
+        self, request: registry_pb2.NameRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        return registry_pb2.AdminReply(
+            revision=await self._admin(context, self._store.remove_server(request.name))
+        )
+
+    async def ListCatalogTools(
+        self, request: registry_pb2.CatalogToolsRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ToolList:
+        state = await self._store.catalog()
+        disabled = await self._governance.disabled_tools()
+        tools = registry_pb2.ToolList()
+        for item in state.items:
+            if item.kind != "tool" or request.server not in ("", item.server):
+                continue
+            description = orjson.loads(item.definition_json).get("description")
+            tools.tools.append(
+                registry_pb2.ToolInfo(
+                    server=item.server,
+                    name=item.key,
+                    exposed_name=exposed_tool_name(item.server, item.key, state.separator),
+                    description=description if isinstance(description, str) else "",
+                    enabled=(item.server, item.key) not in disabled,
+                )
+            )
+        return tools
+
+    async def SetToolEnabled(
+        self, request: registry_pb2.ToolToggle, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        revision = await self._admin(
+            context, self._governance.set_tool_enabled(request.server, request.tool, request.enabled)
+        )
+        return registry_pb2.AdminReply(revision=revision)
+
+    async def CreateKey(
+        self, request: registry_pb2.VirtualKey, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.IssuedKey:
+        return await self._admin(context, self._governance.create_key(request))
+
+    async def ListKeys(
+        self, request: registry_pb2.AdminRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.KeyList:
+        return registry_pb2.KeyList(keys=await self._governance.keys())
+
+    async def UpdateKey(
+        self, request: registry_pb2.VirtualKey, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.VirtualKey:
+        return await self._admin(context, self._governance.update_key(request))
+
+    async def RotateKey(
+        self, request: registry_pb2.NameRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.IssuedKey:
+        return await self._admin(context, self._governance.rotate_key(request.name))
+
+    async def DeleteKey(
+        self, request: registry_pb2.NameRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        return registry_pb2.AdminReply(
+            revision=await self._admin(context, self._governance.delete_key(request.name))
+        )
+
+    async def PutGroup(
+        self, request: registry_pb2.PutGroupRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ToolGroup:
+        return await self._admin(context, self._governance.put_group(request.group, request.create))
+
+    async def ListGroups(
+        self, request: registry_pb2.AdminRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GroupList:
+        return registry_pb2.GroupList(groups=await self._governance.groups())
+
+    async def DeleteGroup(
+        self, request: registry_pb2.NameRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        revision = await self._admin(context, self._governance.delete_group(request.name))
+        return registry_pb2.AdminReply(revision=revision)
+
+    async def SetBlocklist(
+        self, request: registry_pb2.Blocklist, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Blocklist:
+        patterns = await self._admin(context, self._governance.set_blocklist(list(request.patterns)))
+        return registry_pb2.Blocklist(patterns=patterns)
+
+    async def GetSettings(
+        self, request: registry_pb2.AdminRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GovernanceSettings:
+        return await self._governance.settings()
+
+    async def UpdateSettings(
+        self, request: registry_pb2.GovernanceSettings, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.GovernanceSettings:
+        return await self._admin(context, self._governance.set_settings(request))
+
+    async def _separator(self) -> str:
+        return (await self._store.catalog()).separator
+
+
+def _server_state(server: StoredServer, tools: int) -> registry_pb2.ServerState:
+    return registry_pb2.ServerState(
+        config_json=server.config.model_dump_json(exclude_none=True).encode(),
+        state=server.state,
+        error=server.error,
+        source=server.source,
+        tools=tools,
+    )
 
 
 def _object(raw: bytes) -> dict[str, object] | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import alembic.command
 import alembic.config
-from sqlalchemy import Connection, ForeignKey, Integer, String, Text, delete, event, inspect, select
+from sqlalchemy import Connection, ForeignKey, Integer, String, Text, delete, event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -61,12 +61,18 @@ class UnknownServerError(LookupError):
     """A report or lookup named a server the registry does not hold."""
 
 
+class ServerExistsError(Exception):
+    """A server by that name is already held."""
+
+
 @dataclass(frozen=True, slots=True)
 class StoredServer:
     config: ClientConfig
     state: str
     error: str
     capabilities_json: str = "{}"
+    # file | api
+    source: str = "file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,7 @@ class CatalogState:
 class RegistryStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
     async def open(cls, url: str, **engine_options: Any) -> RegistryStore:
@@ -106,14 +112,14 @@ class RegistryStore:
         await self.engine.dispose()
 
     async def revision(self) -> int:
-        async with self._sessions() as session:
-            return int(await _meta(session, "revision", "0"))
+        async with self.sessions() as session:
+            return int(await read_meta(session, "revision", "0"))
 
     async def apply_config(self, config: GatewayConfig) -> tuple[int, bool]:
         """Make the file-sourced servers exactly those of `config`; returns (revision, changed)."""
         wanted = {c.name: c for c in config.mcp.client_configs if not c.disabled}
-        async with self._sessions.begin() as session:
-            changed = await _set_meta(session, "tool_separator", config.mcpgw.tool_separator)
+        async with self.sessions.begin() as session:
+            changed = await write_meta(session, "tool_separator", config.mcpgw.tool_separator)
             rows = {r.name: r for r in (await session.scalars(select(ServerRow))).all()}
             for name, row in rows.items():
                 if row.source == "file" and name not in wanted:
@@ -137,12 +143,43 @@ class RegistryStore:
                 elif existing.config_json != config_json or existing.position != position:
                     existing.config_json, existing.position = config_json, position
                     changed = True
-            revision = await _bump(session) if changed else int(await _meta(session, "revision", "0"))
+            revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
 
+    async def put_server(self, config: ClientConfig, create: bool) -> StoredServer:
+        """Add (`create`) or replace a server the API manages; a file server replaced here
+        becomes the API's. ServerExistsError / UnknownServerError when it is (not) there."""
+        async with self.sessions.begin() as session:
+            row = await session.get(ServerRow, config.name)
+            if create and row is not None:
+                raise ServerExistsError(config.name)
+            if not create and row is None:
+                raise UnknownServerError(config.name)
+            if row is None:
+                last = await session.scalar(select(func.max(ServerRow.position)))
+                row = ServerRow(
+                    name=config.name,
+                    position=(last or 0) + 1,
+                    state="connecting",
+                    error="",
+                    capabilities_json="{}",
+                )
+                session.add(row)
+            row.source, row.config_json = "api", config.model_dump_json()
+            await bump(session)
+            return _stored(row)
+
+    async def remove_server(self, name: str) -> int:
+        async with self.sessions.begin() as session:
+            row = await session.get(ServerRow, name)
+            if row is None:
+                raise UnknownServerError(name)
+            await session.delete(row)
+            return await bump(session)
+
     async def servers(self) -> tuple[int, list[StoredServer]]:
-        async with self._sessions() as session:
-            revision = int(await _meta(session, "revision", "0"))
+        async with self.sessions() as session:
+            revision = int(await read_meta(session, "revision", "0"))
             rows = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
             return revision, [_stored(r) for r in rows]
 
@@ -155,7 +192,7 @@ class RegistryStore:
         capabilities_json: str = "{}",
     ) -> tuple[int, bool]:
         """Record a connector's view of `server`: its state, capabilities and what it offers."""
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             row = await session.get(ServerRow, server)
             if row is None:
                 raise UnknownServerError(server)
@@ -189,13 +226,13 @@ class RegistryStore:
                         for position, item in enumerate(items)
                     )
                     changed = True
-            revision = await _bump(session) if changed else int(await _meta(session, "revision", "0"))
+            revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
 
     async def catalog(self) -> CatalogState:
-        async with self._sessions() as session:
-            revision = int(await _meta(session, "revision", "0"))
-            separator = await _meta(session, "tool_separator", "_")
+        async with self.sessions() as session:
+            revision = int(await read_meta(session, "revision", "0"))
+            separator = await read_meta(session, "tool_separator", "_")
             servers = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
             items = (await session.scalars(select(ItemRow).order_by(ItemRow.server, ItemRow.position))).all()
             return CatalogState(
@@ -226,16 +263,20 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 def _stored(row: ServerRow) -> StoredServer:
     return StoredServer(
-        ClientConfig.model_validate_json(row.config_json), row.state, row.error, row.capabilities_json
+        ClientConfig.model_validate_json(row.config_json),
+        row.state,
+        row.error,
+        row.capabilities_json,
+        row.source,
     )
 
 
-async def _meta(session: AsyncSession, key: str, default: str) -> str:
+async def read_meta(session: AsyncSession, key: str, default: str) -> str:
     row = await session.get(MetaRow, key)
     return default if row is None else row.value
 
 
-async def _set_meta(session: AsyncSession, key: str, value: str) -> bool:
+async def write_meta(session: AsyncSession, key: str, value: str) -> bool:
     row = await session.get(MetaRow, key)
     if row is None:
         session.add(MetaRow(key=key, value=value))
@@ -246,7 +287,7 @@ async def _set_meta(session: AsyncSession, key: str, value: str) -> bool:
     return True
 
 
-async def _bump(session: AsyncSession) -> int:
+async def bump(session: AsyncSession) -> int:
     row = await session.get(MetaRow, "revision", with_for_update=True)
     if row is None:
         row = MetaRow(key="revision", value="0")
