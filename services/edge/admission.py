@@ -6,8 +6,16 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
+from starlette.responses import Response
 
-from services.edge.errors import BadRequestError, BodyTooLargeError, ForbiddenHostError, ForbiddenOriginError
+from services.edge.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    EdgeError,
+    ForbiddenHostError,
+    ForbiddenOriginError,
+    error_response,
+)
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -53,3 +61,13 @@ class Admission:
                 raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def refusal(exc: EdgeError) -> Response:
+    """The answer to a request refused before any JSON-RPC id was read."""
+    return Response(
+        error_response(None, exc.error_object()),
+        exc.status,
+        headers=exc.headers,
+        media_type="application/json",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ import orjson
 
 from services.contracts import registry_pb2
 from services.edge.errors import InvalidParamsError
+from services.edge.policy import Governance, KeyPolicy, Selection, presented_key
 from services.naming import split_exposed_uri
 
 DEFAULT_PAGE_SIZE = 500
@@ -156,21 +157,43 @@ def _entries(
     return serialized, routes
 
 
+Allow = Callable[[str, registry_pb2.CatalogEntry], bool]
+"""(kind: tool | prompt | resource, entry) -> whether a view shows the entry."""
+
+
 def build_view(
-    snapshot: registry_pb2.Snapshot, server: str | None, page_size: int = DEFAULT_PAGE_SIZE
+    snapshot: registry_pb2.Snapshot,
+    server: str | None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    allow: Allow | None = None,
+    *,
+    prefixed: bool | None = None,
+    servers: Collection[str] | None = None,
 ) -> View:
-    """The aggregate view (`server` None) or the unprefixed view of one server."""
+    """The aggregate view (`server` None) or the unprefixed view of one server, showing what
+    `allow` admits of `servers` (all connected ones by default); a tool group's view is an
+    aggregate that is not `prefixed`."""
 
-    def mine(entries: Iterable[registry_pb2.CatalogEntry]) -> list[registry_pb2.CatalogEntry]:
-        return [e for e in entries if server is None or e.server == server]
+    def mine(kind: str, entries: Iterable[registry_pb2.CatalogEntry]) -> list[registry_pb2.CatalogEntry]:
+        return [
+            e
+            for e in entries
+            if (server is None or e.server == server)
+            and (servers is None or e.server in servers)
+            and (allow is None or allow(kind, e))
+        ]
 
-    exposed = server is None
+    exposed = server is None if prefixed is None else prefixed
     header_schemas: dict[str, Any] = {}
-    tools, tool_routes = _entries(mine(snapshot.tools), "name", exposed, header_schemas)
-    prompts, prompt_routes = _entries(mine(snapshot.prompts), "name", exposed, {})
-    resources, _ = _entries(mine(snapshot.resources), "uri", exposed, {})
-    templates, _ = _entries(mine(snapshot.resource_templates), "uriTemplate", exposed, {})
-    connected = [s for s in snapshot.servers if s.state == "connected" and server in (None, s.name)]
+    tools, tool_routes = _entries(mine("tool", snapshot.tools), "name", exposed, header_schemas)
+    prompts, prompt_routes = _entries(mine("prompt", snapshot.prompts), "name", exposed, {})
+    resources, _ = _entries(mine("resource", snapshot.resources), "uri", exposed, {})
+    templates, _ = _entries(mine("resource", snapshot.resource_templates), "uriTemplate", exposed, {})
+    connected = [
+        s
+        for s in snapshot.servers
+        if s.state == "connected" and server in (None, s.name) and (servers is None or s.name in servers)
+    ]
     return View(
         tools=Listing("tools", tools, page_size),
         prompts=Listing("prompts", prompts, page_size),
@@ -187,26 +210,84 @@ def build_view(
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
+    """One snapshot's views: the global ones (no key) built at once, each key's on first use."""
+
     revision: int = 0
     aggregate: View = field(default_factory=lambda: build_view(registry_pb2.Snapshot(), None))
     per_server: dict[str, View] = field(default_factory=dict)
+    groups: dict[str, View] = field(default_factory=dict)
+    governance: Governance = field(default_factory=Governance)
+    snapshot: registry_pb2.Snapshot = field(default_factory=registry_pb2.Snapshot)
+    page_size: int = DEFAULT_PAGE_SIZE
+    _keyed: dict[tuple[str, str], View | None] = field(default_factory=dict)
 
     @classmethod
     def from_snapshot(cls, snapshot: registry_pb2.Snapshot, page_size: int = DEFAULT_PAGE_SIZE) -> Catalog:
-        aggregate = build_view(snapshot, None, page_size)
+        governance = Governance.from_snapshot(snapshot)
+
+        def unblocked(kind: str, entry: registry_pb2.CatalogEntry) -> bool:
+            return kind != "tool" or not governance.blocked(entry.server, entry.name)
+
+        aggregate = build_view(snapshot, None, page_size, unblocked)
+        groups = {}
+        for name, selection in governance.groups.items():
+
+            def chosen(kind: str, entry: registry_pb2.CatalogEntry, selection: Selection = selection) -> bool:
+                return (
+                    kind == "tool" and selection.permits(entry.server, entry.name) and unblocked(kind, entry)
+                )
+
+            groups[name] = build_view(snapshot, None, page_size, chosen, prefixed=False)
         return cls(
             snapshot.revision,
             aggregate,
-            {name: build_view(snapshot, name, page_size) for name in aggregate.servers},
+            {name: build_view(snapshot, name, page_size, unblocked) for name in aggregate.servers},
+            groups,
+            governance,
+            snapshot,
+            page_size,
         )
 
-    def endpoint(self, endpoint: str) -> View | None:
-        """The view of a path's endpoint name: "" for the aggregate /mcp."""
-        return self.view(endpoint or None)
+    def view_for(self, endpoint: str, key: KeyPolicy | None) -> View | None:
+        """What `key` (None: no key) sees at /mcp (endpoint "") or /mcp/{endpoint}; None when
+        it sees nothing there, which callers answer as for an endpoint that does not exist."""
+        if key is None:
+            if not endpoint:
+                return self.aggregate
+            return self.per_server.get(endpoint) or self.groups.get(endpoint)
+        cached = (endpoint, key.id)
+        if cached not in self._keyed:
+            self._keyed[cached] = self._build_for(endpoint, key)
+        return self._keyed[cached]
 
-    def view(self, name: str | None) -> View | None:
-        """The view a path names: None for the aggregate, else a connected server's name."""
-        return self.aggregate if name is None else self.per_server.get(name)
+    def _build_for(self, endpoint: str, key: KeyPolicy) -> View | None:
+        if endpoint in self.groups:
+            return self.groups[endpoint] if endpoint in key.groups else None
+        if endpoint and (endpoint not in self.per_server or endpoint not in key.reach.servers):
+            return None
+        governance = self.governance
+
+        def reachable(kind: str, entry: registry_pb2.CatalogEntry) -> bool:
+            if kind != "tool":
+                return True
+            return key.reach.permits(entry.server, entry.name) and not governance.blocked(
+                entry.server, entry.name
+            )
+
+        return build_view(
+            self.snapshot, endpoint or None, self.page_size, reachable, servers=key.reach.servers
+        )
+
+    def authenticate(self, headers: Mapping[str, str]) -> KeyPolicy | None:
+        """The key a request presents, checked against this snapshot (see Governance)."""
+        return self.governance.authenticate(presented_key(headers))
+
+    def view_of(self, endpoint: str, key_id: str) -> View | None:
+        """`view_for` by key id ("" for none): what a stream opened with that key sees now."""
+        if not key_id:
+            return self.view_for(endpoint, None)
+        key = self.governance.by_id.get(key_id)
+        return None if key is None else self.view_for(endpoint, key)
 
     @property
     def routes(self) -> dict[str, Route]:

@@ -14,6 +14,7 @@ EdgeError                        (JSON-RPC code, HTTP status)
     ├── UnsupportedMediaTypeError      415   body is not application/json
     ├── ForbiddenOriginError           403   Origin not allowed
     ├── ForbiddenHostError             403   Host not allowed (DNS rebinding)
+    ├── UnauthorizedError              401   virtual key missing (where required), unknown, expired, inactive
     ├── BodyTooLargeError              413   body over the configured limit
     ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
     ├── SessionNotFoundError           404   unknown, expired or ended session
@@ -34,6 +35,8 @@ JsonRpcId = str | int | None
 class EdgeError(Exception):
     code: int = types.INTERNAL_ERROR
     status: int = 200
+    # HTTP headers the refusal goes out with.
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, data: Any = None) -> None:
         super().__init__(message)
@@ -105,6 +108,11 @@ class ForbiddenOriginError(TransportError):
 
 class ForbiddenHostError(TransportError):
     status = 403
+
+
+class UnauthorizedError(TransportError):
+    status = 401
+    headers = {"www-authenticate": 'Bearer realm="mcpgw"'}
 
 
 class BodyTooLargeError(TransportError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import secrets
 import time
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission
+from services.edge.admission import Admission, refusal
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     EdgeError,
@@ -99,18 +100,21 @@ class LegacySseEndpoint:
             else:
                 response = Response(status_code=405, headers={"allow": "GET" if name is not None else "POST"})
         except EdgeError as exc:
-            response = Response(error_response(None, exc.error_object()), exc.status, media_type=JSON)
+            response = refusal(exc)
         await response(scope, receive, send)
 
     def _open(self, request: Request, name: str) -> Response:
         if not accepts(request.headers.get("accept", ""), SSE):
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
-        if self._catalog().endpoint(name) is None:
-            raise EndpointNotFoundError(f"Not Found: no connected server named {name!r}")
+        catalog = self._catalog()
+        key = catalog.authenticate(request.headers)
+        if catalog.view_for(name, key) is None:
+            raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {name!r}")
+        key_id = "" if key is None else key.id
         # The id names this edge, so a POST landing on another one finds its way here.
         session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
-        stream, receive = self._hub.open(session_id, name)
-        sse = SseSession(session_id, stream, lambda: self._catalog().endpoint(name))
+        stream, receive = self._hub.open(session_id, name, key_id=key_id)
+        sse = SseSession(session_id, stream, lambda: self._catalog().view_of(name, key_id))
         self._sessions[session_id] = sse
 
         async def events() -> AsyncIterator[bytes]:
@@ -135,19 +139,20 @@ class LegacySseEndpoint:
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
         body = await self._admission.body(request)
-        messages, _ = parse_body(body)
-        if session_id in self._sessions:
-            await self._dispatch(self._sessions[session_id], messages)
-        elif owner(session_id) in ("", self._peers.edge_id):
+        parse_body(body)  # refused here (400), before it travels to another edge
+        key = self._catalog().authenticate(request.headers)
+        key_id = "" if key is None else key.id
+        if owner(session_id) not in ("", self._peers.edge_id):
+            await self._peers.deliver(session_id, body, key_id)
+        elif not await self.deliver(session_id, body, key_id):
             raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
-        else:
-            await self._peers.deliver(session_id, body)
         return Response("Accepted", status_code=202)
 
-    async def deliver(self, session_id: str, body: bytes) -> bool:
-        """Messages POSTed to another edge for a session this one holds; whether it does."""
+    async def deliver(self, session_id: str, body: bytes, key_id: str) -> bool:
+        """Messages POSTed for a session this edge holds (here or on another edge, with the
+        key they came with); whether it holds the session and the key is the session's."""
         sse = self._sessions.get(session_id)
-        if sse is None:
+        if sse is None or not hmac.compare_digest(sse.stream.key_id, key_id):
             return False
         await self._dispatch(sse, parse_body(body)[0])
         return True
@@ -192,6 +197,12 @@ class LegacySseEndpoint:
         settled = hello(message.params)
         expires = int(time.time()) + self._ttl
         sse.session = Session(
-            settled.version, settled.client_name, "", expires, sse.id, sse.stream.endpoint, settled.answers
+            settled.version,
+            settled.client_name,
+            sse.stream.key_id,
+            expires,
+            sse.id,
+            sse.stream.endpoint,
+            settled.answers,
         )
         return self._handler.initialize_result(settled.version, view)

@@ -47,9 +47,11 @@ async def serve(settings: EdgeSettings) -> None:
     audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
-        hub.list_changed(
-            lambda endpoint: changed_lists(previous.endpoint(endpoint), current.endpoint(endpoint))
-        )
+        def changed(endpoint: str, key_id: str) -> set[str] | None:
+            now = current.view_of(endpoint, key_id)
+            return None if now is None else changed_lists(previous.view_of(endpoint, key_id), now)
+
+        hub.list_changed(changed)
 
     follower = SnapshotFollower(
         registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change

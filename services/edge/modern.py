@@ -141,7 +141,7 @@ class ModernEndpoint:
         self._hub = hub
         self._keepalive = keepalive_seconds
 
-    async def post(self, request: Request, body: bytes, view: View, endpoint: str) -> Response:
+    async def post(self, request: Request, body: bytes, view: View, endpoint: str, key_id: str) -> Response:
         messages, is_batch = parse_body(body)
         message = messages[0]
         if is_batch or message.kind == "response":
@@ -158,16 +158,17 @@ class ModernEndpoint:
             return Response(status_code=202)
         try:
             envelope = self._envelope(request, message)
+            caller = _caller(envelope, key_id)
             if message.method not in METHODS:
                 raise MethodNotFoundError(f"Method not found: {message.method}")
             if message.method == "subscriptions/listen":
-                return await self._listen(message, view, endpoint)
+                return await self._listen(message, view, endpoint, key_id)
             if message.method == "tools/call":
                 _check_param_headers(request, view, message.params or {})
-                return await self._call(message, envelope, view)
+                return await self._call(message, envelope, view, caller)
             if message.method == "server/discover":
                 return _json(Reply(result_response(message.id, stamped(message.method, self.discover(view)))))
-            ctx = CallContext(_caller(envelope), message.id, view)
+            ctx = CallContext(caller, message.id, view)
             result = await self._handler.request(ctx, message.method, downstream_params(message.params))
             return _json(Reply(result_response(message.id, stamped(message.method, result))))
         except EdgeError as exc:
@@ -192,13 +193,15 @@ class ModernEndpoint:
             result["instructions"] = INSTRUCTIONS
         return orjson.dumps(result)
 
-    async def _call(self, message: Message, envelope: dict[str, Any], view: View) -> Response:
+    async def _call(
+        self, message: Message, envelope: dict[str, Any], view: View, caller: Session
+    ) -> Response:
         params = downstream_params(message.params)
         tool = str(params.get("name"))
         notes: asyncio.Queue[bytes] = asyncio.Queue()
         # 2026-07-28 logging is opt-in per request: no level asked for, no log messages.
         sink = log_gate(str(envelope.get(LOG_LEVEL_META_KEY, "off")), notes.put_nowait)
-        ctx = CallContext(_caller(envelope), message.id, view)
+        ctx = CallContext(caller, message.id, view)
         original = message.params or {}
         result: Awaitable[bytes]
         if "requestState" in original:
@@ -231,7 +234,7 @@ class ModernEndpoint:
             log.exception("unexpected error answering tools/call")
             return reply_for(request_id, InternalError("Internal error"))
 
-    async def _listen(self, message: Message, view: View, endpoint: str) -> Response:
+    async def _listen(self, message: Message, view: View, endpoint: str, key_id: str) -> Response:
         wanted = (message.params or {}).get("notifications")
         if not isinstance(wanted, dict):
             raise InvalidParamsError('Invalid params: "notifications" must be an object')
@@ -246,6 +249,7 @@ class ModernEndpoint:
             kinds=frozenset(LISTEN_KINDS[f] for f in honored if f in LISTEN_KINDS),
             meta=meta,
             resources=frozenset((r.server, r.name) for r in resources.values()),
+            key_id=key_id,
         )
         ack = stream.notification("notifications/subscriptions/acknowledged", {"notifications": honored})
 
@@ -306,10 +310,10 @@ def _json(reply: Reply) -> Response:
     return Response(reply.body, status_code=reply.status, media_type=JSON)
 
 
-def _caller(envelope: dict[str, Any]) -> Session:
-    """Who calls, for audit: a 2026-07-28 request has a client but no session."""
+def _caller(envelope: dict[str, Any], key_id: str) -> Session:
+    """Who calls, for audit: a 2026-07-28 request has a client and a key but no session."""
     info = envelope.get(CLIENT_INFO_META_KEY)
     name = info.get("name") if isinstance(info, dict) else None
     return Session(
-        str(envelope.get(PROTOCOL_VERSION_META_KEY)), name if isinstance(name, str) else "", "", 0, ""
+        str(envelope.get(PROTOCOL_VERSION_META_KEY)), name if isinstance(name, str) else "", key_id, 0, ""
     )

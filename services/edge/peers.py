@@ -29,8 +29,8 @@ RESULT, ERROR = b"R", b"E"
 
 Resume = Callable[[str, str, object], Awaitable[bytes]]
 """(requestState, tool, inputResponses) -> the next round's result JSON, or an EdgeError."""
-Deliver = Callable[[str, bytes], Awaitable[bool]]
-"""(legacy SSE session id, POSTed body) -> whether this edge holds the session."""
+Deliver = Callable[[str, bytes, str], Awaitable[bool]]
+"""(legacy SSE session id, POSTed body, key id) -> whether this edge holds the session."""
 
 
 def owner(identifier: str) -> str:
@@ -62,7 +62,8 @@ class Peers:
             await msg.respond(answer)
 
         async def delivered(msg: Msg) -> None:
-            held = await deliver(msg.headers.get("session", "") if msg.headers else "", msg.data)
+            headers = msg.headers or {}
+            held = await deliver(headers.get("session", ""), msg.data, headers.get("key", ""))
             await msg.respond(b"1" if held else b"0")
 
         for kind, handler in (("reply", replied), ("resume", resumed), ("sse", delivered)):
@@ -86,11 +87,13 @@ class Peers:
         # The result's bytes as the holding edge produced them, never re-encoded.
         return msg.data[len(RESULT) :]
 
-    async def deliver(self, session_id: str, body: bytes) -> None:
+    async def deliver(self, session_id: str, body: bytes, key_id: str) -> None:
         """POST a legacy SSE session's message to the edge holding its stream."""
         subject = SUBJECT.format(edge=owner(session_id), kind="sse")
         try:
-            msg = await self._nc.request(subject, body, timeout=5, headers={"session": session_id})
+            msg = await self._nc.request(
+                subject, body, timeout=5, headers={"session": session_id, "key": key_id}
+            )
         except (NoRespondersError, NatsTimeoutError):
             msg = None
         if msg is None or msg.data != b"1":

@@ -33,6 +33,8 @@ class Stream:
     # The (server, URI) resources a listen stream asked to hear about; session streams'
     # subscriptions live in SessionState.
     resources: frozenset[tuple[str, str]] = frozenset()
+    # The virtual key the stream was opened with ("" for none): its view decides what changed.
+    key_id: str = ""
 
     def offer(self, message: bytes) -> bool:
         """Queue a notification unless the stream is full or gone; whether it was queued."""
@@ -67,9 +69,10 @@ class StreamHub:
         kinds: frozenset[str] = LIST_KINDS,
         meta: dict[str, Any] | None = None,
         resources: frozenset[tuple[str, str]] = frozenset(),
+        key_id: str = "",
     ) -> tuple[Stream, MemoryObjectReceiveStream[bytes]]:
         send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
-        stream = Stream(session_id, endpoint, send, kinds, meta, resources)
+        stream = Stream(session_id, endpoint, send, kinds, meta, resources, key_id)
         self._streams.setdefault(session_id, set()).add(stream)
         return stream, receive
 
@@ -90,16 +93,19 @@ class StreamHub:
         for session_id in list(self._streams):
             self.end(session_id)
 
-    @property
-    def endpoints(self) -> set[str]:
-        return {s.endpoint for streams in self._streams.values() for s in streams}
-
-    def list_changed(self, changed: Callable[[str], Collection[str]]) -> int:
-        """Tell every stream which of its endpoint's lists changed; returns how many were told."""
-        by_endpoint = {endpoint: changed(endpoint) for endpoint in self.endpoints}
+    def list_changed(self, changed: Callable[[str, str], Collection[str] | None]) -> int:
+        """Tell every stream which lists of its view (endpoint and key) changed, and close the
+        streams whose view is gone (`changed` says None: the key was revoked); returns how
+        many were told."""
+        views = {(s.endpoint, s.key_id) for s in self._all()}
+        by_view = {view: changed(*view) for view in views}
         delivered = 0
         for stream in self._all():
-            for kind in sorted(by_endpoint[stream.endpoint]):
+            kinds = by_view[(stream.endpoint, stream.key_id)]
+            if kinds is None:
+                self.close(stream)
+                continue
+            for kind in sorted(kinds):
                 if kind in stream.kinds:
                     delivered += stream.offer(stream.notification(f"notifications/{kind}/list_changed"))
         return delivered

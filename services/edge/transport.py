@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -16,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission
+from services.edge.admission import Admission, refusal
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
@@ -112,29 +113,30 @@ class StreamableHttpEndpoint:
             else:
                 response = Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
         except EdgeError as exc:
-            response = self._error(exc)
+            response = refusal(exc)
         except Exception:
             log.exception("unexpected error serving %s %s", request.method, request.url.path)
-            response = self._error(InternalError("Internal error"))
+            response = refusal(InternalError("Internal error"))
         await response(scope, receive, send)
 
-    @staticmethod
-    def _error(exc: EdgeError) -> Response:
-        return Response(error_response(None, exc.error_object()), status_code=exc.status, media_type=JSON)
-
-    def _view(self, endpoint: str) -> View:
-        view = self._catalog().endpoint(endpoint)
+    def _view(self, request: Request, endpoint: str) -> tuple[View, str]:
+        """What the request's key (if any) sees at the endpoint, and the key's id."""
+        catalog = self._catalog()
+        key = catalog.authenticate(request.headers)
+        view = catalog.view_for(endpoint, key)
         if view is None:
-            raise EndpointNotFoundError(f"Not Found: no connected server named {endpoint!r}")
-        return view
+            raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
+        return view, "" if key is None else key.id
 
-    def _session(self, request: Request, endpoint: str) -> Session:
+    def _session(self, request: Request, endpoint: str, key_id: str) -> Session:
         token = request.headers.get(SESSION_HEADER)
         if not token:
             raise BadRequestError("Bad Request: Mcp-Session-Id header is required")
         session = self._sessions.resolve(token)
         if session.endpoint != endpoint:
             raise SessionNotFoundError("Session not found: it belongs to another endpoint")
+        if not hmac.compare_digest(session.key_id, key_id):
+            raise SessionNotFoundError("Session not found: it was opened with another key")
         version = request.headers.get(VERSION_HEADER)
         if version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS:
             raise BadRequestError(f"Bad Request: unsupported MCP-Protocol-Version {version}")
@@ -150,15 +152,15 @@ class StreamableHttpEndpoint:
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
         body = await self._admission.body(request)
-        view = self._view(endpoint)
+        view, key_id = self._view(request, endpoint)
         if is_modern(request.headers.get(VERSION_HEADER)):
-            return await self._modern.post(request, body, view, endpoint)
+            return await self._modern.post(request, body, view, endpoint, key_id)
         messages, is_batch = parse_body(body)
         if any(m.method == "initialize" for m in messages):
             if is_batch:
                 raise InvalidRequestError("Invalid Request: initialize must not be part of a batch")
-            return self._initialize(messages[0], view, endpoint)
-        session = self._session(request, endpoint)
+            return self._initialize(messages[0], view, endpoint, key_id)
+        session = self._session(request, endpoint, key_id)
         if is_batch and session.protocol_version not in BATCH_VERSIONS:
             raise InvalidRequestError(
                 f"Invalid Request: batches are not allowed in {session.protocol_version}"
@@ -183,7 +185,7 @@ class StreamableHttpEndpoint:
             return await self._answer_streaming(session, CallContext(session, message.id, view), message)
         return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
 
-    def _initialize(self, message: Message, view: View, endpoint: str) -> Response:
+    def _initialize(self, message: Message, view: View, endpoint: str, key_id: str) -> Response:
         if message.kind != "request":
             raise InvalidRequestError("Invalid Request: initialize must be a request")
         try:
@@ -191,7 +193,7 @@ class StreamableHttpEndpoint:
         except InvalidParamsError as exc:
             return Response(error_response(message.id, exc.error_object()), media_type=JSON)
         token = self._sessions.issue(
-            settled.version, settled.client_name, endpoint=endpoint, answers=settled.answers
+            settled.version, settled.client_name, key_id, endpoint=endpoint, answers=settled.answers
         )
         body = result_response(message.id, self._handler.initialize_result(settled.version, view))
         return Response(body, media_type=JSON, headers={SESSION_HEADER: token})
@@ -231,11 +233,12 @@ class StreamableHttpEndpoint:
     async def _get(self, request: Request, endpoint: str) -> Response:
         if not accepts(request.headers.get("accept", ""), SSE):
             raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
-        session = self._session(request, endpoint)
+        _, key_id = self._view(request, endpoint)
+        session = self._session(request, endpoint, key_id)
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is not None:
             return await self._resume(session, last_event_id)
-        stream, receive = self._hub.open(session.id, endpoint)
+        stream, receive = self._hub.open(session.id, endpoint, key_id=key_id)
 
         async def events() -> AsyncIterator[bytes]:
             try:
@@ -248,7 +251,8 @@ class StreamableHttpEndpoint:
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
     async def _delete(self, request: Request, endpoint: str) -> Response:
-        session = self._session(request, endpoint)
+        _, key_id = self._view(request, endpoint)
+        session = self._session(request, endpoint, key_id)
         self._hub.end(session.id)
         await self._handler.end_session(session)
         return Response(status_code=200)

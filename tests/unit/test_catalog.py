@@ -122,15 +122,15 @@ def test_aggregate_namespaces_prompts_and_resource_uris_losslessly() -> None:
 
 def test_per_server_views_are_unprefixed_and_hold_one_server() -> None:
     catalog = mixed_catalog()
-    docs = catalog.view("docs")
+    docs = catalog.view_for("docs", None)
     assert docs is not None
     assert orjson.loads(docs.resources.page(None))["resources"][0]["uri"] == "file:///readme.md"
     assert docs.prompt_routes == {"summary": Route("docs", "summary")}
     assert docs.tool_routes == {}
     assert docs.resource_route("file:///readme.md") == Route("docs", "file:///readme.md")
-    db = catalog.view("db")
+    db = catalog.view_for("db", None)
     assert db is not None and db.tool_routes == {"query": Route("db", "query")}
-    assert catalog.view("ghost") is None
+    assert catalog.view_for("ghost", None) is None
 
 
 def test_capabilities_are_what_the_visible_servers_support() -> None:
@@ -142,7 +142,7 @@ def test_capabilities_are_what_the_visible_servers_support() -> None:
         "completions": {},
         "logging": {},
     }
-    db = catalog.view("db")
+    db = catalog.view_for("db", None)
     assert db is not None and db.capabilities == {"tools": {"listChanged": True}}
 
 

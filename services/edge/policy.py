@@ -1,0 +1,130 @@
+"""Who may call what, as the edge enforces it from its snapshot: keys by the hash of their
+secret, each key's tools (its own allowlist and its groups), and the global blocklist."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from services import virtual_keys
+from services.contracts import registry_pb2
+from services.edge.errors import UnauthorizedError
+from services.naming import exposed_tool_name
+
+# Request headers a virtual key may arrive in (Bifrost's three).
+BEARER = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """The tools of each server a key or group reaches: "*" in a set is every tool."""
+
+    tools: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, selections: Iterable[registry_pb2.ToolSelection]) -> Selection:
+        merged: dict[str, set[str]] = {}
+        for s in selections:
+            merged.setdefault(s.mcp_client_name, set()).update(s.tools_to_execute)
+        return cls({server: frozenset(tools) for server, tools in merged.items()})
+
+    def __or__(self, other: Selection) -> Selection:
+        servers = self.tools.keys() | other.tools.keys()
+        return Selection(
+            {s: self.tools.get(s, frozenset()) | other.tools.get(s, frozenset()) for s in servers}
+        )
+
+    def permits(self, server: str, tool: str) -> bool:
+        tools = self.tools.get(server)
+        return tools is not None and ("*" in tools or tool in tools)
+
+    @property
+    def servers(self) -> frozenset[str]:
+        return frozenset(self.tools)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicy:
+    id: str
+    name: str
+    secret_hash: str
+    active: bool
+    expires_at: int
+    # The key's own allowlist together with its groups'.
+    reach: Selection
+    groups: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Governance:
+    require_key: bool = False
+    # By the hash of their secret, and by id.
+    keys: Mapping[str, KeyPolicy] = field(default_factory=dict)
+    by_id: Mapping[str, KeyPolicy] = field(default_factory=dict)
+    groups: Mapping[str, Selection] = field(default_factory=dict)
+    blocked_names: frozenset[str] = frozenset()
+    blocked_servers: frozenset[str] = frozenset()
+    separator: str = "_"
+
+    @classmethod
+    def from_snapshot(cls, snapshot: registry_pb2.Snapshot) -> Governance:
+        governance = snapshot.governance
+        separator = snapshot.settings.tool_separator or "_"
+        groups = {g.name: Selection.of(g.tools) for g in governance.groups}
+        keys = {}
+        for key in governance.keys:
+            reach = Selection.of(key.mcp_configs)
+            for group in key.groups:
+                reach = reach | groups.get(group, Selection())
+            keys[key.secret_hash] = KeyPolicy(
+                key.id, key.name, key.secret_hash, key.active, key.expires_at, reach, frozenset(key.groups)
+            )
+        wildcard = f"{separator}*"
+        return cls(
+            require_key=governance.settings.require_key,
+            keys=keys,
+            by_id={k.id: k for k in keys.values()},
+            groups=groups,
+            blocked_names=frozenset(p for p in governance.blocklist if not p.endswith("*")),
+            blocked_servers=frozenset(
+                p[: -len(wildcard)] for p in governance.blocklist if p.endswith(wildcard)
+            ),
+            separator=separator,
+        )
+
+    def blocked(self, server: str, tool: str) -> bool:
+        return (
+            server in self.blocked_servers
+            or exposed_tool_name(server, tool, self.separator) in self.blocked_names
+        )
+
+    def authenticate(self, secret: str | None) -> KeyPolicy | None:
+        """The policy of the key presented; None for no key where none is required.
+        UnauthorizedError saying what to fix otherwise."""
+        if secret is None:
+            if self.require_key:
+                raise UnauthorizedError(
+                    "Unauthorized: this gateway requires a virtual key: send Authorization: Bearer <key>"
+                )
+            return None
+        hashed = virtual_keys.digest(secret)
+        policy = self.keys.get(hashed)
+        if policy is None or not hmac.compare_digest(policy.secret_hash, hashed):
+            raise UnauthorizedError(
+                "Unauthorized: the virtual key is not recognised; check it or ask for a new one"
+            )
+        if not policy.active:
+            raise UnauthorizedError("Unauthorized: the virtual key is deactivated; ask an administrator")
+        if policy.expires_at and policy.expires_at <= time.time():
+            raise UnauthorizedError("Unauthorized: the virtual key has expired; ask for a new one")
+        return policy
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The virtual key a request carries: Authorization: Bearer, X-Api-Key or x-bf-virtual-key."""
+    authorization = headers.get("authorization")
+    if authorization is not None and authorization[: len(BEARER)].lower() == BEARER:
+        return authorization[len(BEARER) :].strip() or None
+    return headers.get("x-api-key") or headers.get("x-bf-virtual-key") or None
