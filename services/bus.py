@@ -14,6 +14,8 @@ from nats.js.errors import BadRequestError
 log = logging.getLogger(__name__)
 
 REGISTRY_CHANGED = "mcpgw.registry.changed"
+# A server name: reconnect it now (the admin API's POST /api/mcp/client/{name}/reconnect).
+SERVER_RECONNECT = "mcpgw.servers.reconnect"
 # {"server", "uri"}: a downstream said one of its resources changed (core NATS, every edge).
 RESOURCE_UPDATED = "mcpgw.resources.updated"
 AUDIT_STREAM = "MCPGW_AUDIT"

@@ -98,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mcpgw {command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(settings.log_level, command)
-    logging.getLogger(__name__).debug("settings: %s", settings.model_dump(exclude={"session_secret"}))
+    logging.getLogger(__name__).debug(
+        "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token"})
+    )
     return run_service(command, lambda: _serve(command, settings))
 
 

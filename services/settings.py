@@ -67,6 +67,8 @@ class EdgeSettings(CommonSettings):
     keepalive_seconds: float = 15.0
     # How long the events of SSE answers stay resumable with Last-Event-ID.
     event_retention_seconds: float = 600.0
+    # Bearer token of the management API under /api/; empty turns the API off.
+    admin_token: str = ""
     # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.
     input_wait_seconds: float = 300.0
     # How long the first audit event of a batch waits for company before it is published.

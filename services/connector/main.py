@@ -8,6 +8,7 @@ import logging
 import anyio
 import grpc
 import orjson
+from nats.aio.msg import Msg
 
 from services import bus
 from services.connector.pool import DownstreamPool
@@ -59,6 +60,10 @@ async def serve(settings: ConnectorSettings) -> None:
                 )
             await changed.wait(RESYNC_SECONDS)
 
+    async def on_reconnect_request(msg: Msg) -> None:
+        await pool.reconnect(msg.data.decode())
+
+    await nc.subscribe(bus.SERVER_RECONNECT, cb=on_reconnect_request)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
         await server.start()

@@ -56,6 +56,16 @@ class DownstreamPool:
                 if name not in self._running:
                     self._start(config)
 
+    async def reconnect(self, name: str) -> None:
+        """Close a server's session and open a new one (an operator asked for it)."""
+        async with self._sync_lock:
+            entry = self._running.pop(name, None)
+            if entry is not None:
+                log.info("server %s: reconnecting on request", name)
+                entry[2].cancel()
+        if entry is not None:
+            await self.sync()
+
     def _start(self, config: registry_pb2.ServerConfig) -> None:
         assert self._tg is not None, "run() first"
         downstream = Downstream(

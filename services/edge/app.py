@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,6 +23,8 @@ from services.edge.transport import StreamableHttpEndpoint
 class EdgeComponents:
     endpoint: StreamableHttpEndpoint
     legacy: LegacySseEndpoint
+    admin: ASGIApp
+    max_body_bytes: int
     follower: SnapshotFollower
     audit: AuditPublisher
     hub: StreamHub
@@ -52,6 +55,14 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
     )
     mcp, legacy = parts.endpoint, parts.legacy
 
+    async def admin(scope: Scope, receive: Receive, send: Send) -> None:
+        declared = Headers(scope=scope).get("content-length", "0")
+        if not declared.isdigit() or int(declared) > parts.max_body_bytes:
+            error = {"error": {"message": f"the body must be under {parts.max_body_bytes} bytes"}}
+            await JSONResponse(error, 413)(scope, receive, send)
+            return
+        await parts.admin(scope, receive, send)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # The endpoint answers every method and error itself; skipping the router and
         # its middleware for /mcp is measurable on the hot path (make bench).
@@ -60,6 +71,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             await mcp(scope, receive, send)
         elif path == "/sse" or path.startswith("/sse/") or path == MESSAGES_PATH:
             await legacy(scope, receive, send)
+        elif path == "/api" or path.startswith("/api/"):
+            await admin(scope, receive, send)
         else:
             await routes(scope, receive, send)
 

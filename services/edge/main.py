@@ -11,6 +11,7 @@ from nats.aio.msg import Msg
 
 from services import bus
 from services.contracts import registry_pb2_grpc
+from services.edge.admin import create_admin_api
 from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
@@ -90,7 +91,8 @@ async def serve(settings: EdgeSettings) -> None:
         session_ttl_seconds=settings.session_ttl_seconds,
     )
     await peers.serve(handler.resolve, rounds.carry_on, legacy.deliver)
-    app = create_app(EdgeComponents(endpoint, legacy, follower, audit, hub))
+    admin = create_admin_api(registry_pb2_grpc.RegistryStub(registry_channel), nc, settings.admin_token)
+    app = create_app(EdgeComponents(endpoint, legacy, admin, settings.max_body_bytes, follower, audit, hub))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

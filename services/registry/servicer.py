@@ -231,6 +231,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         revision = await self._admin(context, self._governance.delete_group(request.name))
         return registry_pb2.AdminReply(revision=revision)
 
+    async def GetBlocklist(
+        self, request: registry_pb2.AdminRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.Blocklist:
+        return registry_pb2.Blocklist(patterns=await self._governance.blocklist())
+
     async def SetBlocklist(
         self, request: registry_pb2.Blocklist, context: grpc.aio.ServicerContext
     ) -> registry_pb2.Blocklist:

@@ -56,13 +56,17 @@ def nats_argv(binary: str, port: int, state_dir: Path) -> list[str]:
             "-l", str(state_dir / "nats.log")]  # fmt: skip
 
 
-def session_secret(state_dir: Path) -> str:
-    """A secret kept in the state directory, so sessions survive an edge restart."""
-    path = state_dir / "session.secret"
+def kept_secret(state_dir: Path, name: str) -> str:
+    """A secret kept in the state directory (mode 0600), made on first use: the session
+    secret, so sessions survive an edge restart, and the admin token the CLI reads."""
+    path = state_dir / name
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
     return path.read_text().strip()
+
+
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name
 
 
 def _service(name: str, extra: list[str] | None = None) -> list[str]:
@@ -83,7 +87,8 @@ async def run(options: UpOptions) -> int:
         MCPGW_REGISTRY_LISTEN=registry_addr,
         MCPGW_CONNECTOR_ADDR=connector_addr,
         MCPGW_CONNECTOR_LISTEN=connector_addr,
-        MCPGW_SESSION_SECRET=session_secret(state),
+        MCPGW_SESSION_SECRET=kept_secret(state, "session.secret"),
+        MCPGW_ADMIN_TOKEN=env.get("MCPGW_ADMIN_TOKEN") or kept_secret(state, ADMIN_TOKEN_FILE),
         MCPGW_STATE_DIR=str(state),
         MCPGW_AUDIT_FILE=str(state / "audit" / "spans.jsonl"),
     )

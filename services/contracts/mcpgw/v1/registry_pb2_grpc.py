@@ -114,6 +114,11 @@ class RegistryStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
                 _registered_method=True)
+        self.GetBlocklist = channel.unary_unary(
+                '/mcpgw.v1.Registry/GetBlocklist',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.Blocklist.FromString,
+                _registered_method=True)
         self.SetBlocklist = channel.unary_unary(
                 '/mcpgw.v1.Registry/SetBlocklist',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.Blocklist.SerializeToString,
@@ -236,6 +241,12 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBlocklist(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetBlocklist(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -336,6 +347,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.DeleteGroup,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
+            ),
+            'GetBlocklist': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBlocklist,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.Blocklist.SerializeToString,
             ),
             'SetBlocklist': grpc.unary_unary_rpc_method_handler(
                     servicer.SetBlocklist,
@@ -785,6 +801,33 @@ class Registry:
             '/mcpgw.v1.Registry/DeleteGroup',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlocklist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/GetBlocklist',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.Blocklist.FromString,
             options,
             channel_credentials,
             insecure,

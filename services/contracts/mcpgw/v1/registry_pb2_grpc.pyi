@@ -56,6 +56,7 @@ class RegistryStub:
     PutGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]
     ListGroups: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
+    GetBlocklist: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.Blocklist]
     SetBlocklist: _grpc.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]
     GetSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]
     UpdateSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]
@@ -86,6 +87,7 @@ class RegistryAsyncStub(RegistryStub):
     PutGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]  # type: ignore[assignment]
     ListGroups: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]  # type: ignore[assignment]
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    GetBlocklist: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.Blocklist]  # type: ignore[assignment]
     SetBlocklist: _aio.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]  # type: ignore[assignment]
     GetSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
     UpdateSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
@@ -209,6 +211,13 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.NameRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def GetBlocklist(
+        self,
+        request: _registry_pb2.AdminRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.Blocklist, _abc.Awaitable[_registry_pb2.Blocklist]]: ...
 
     @_abc_1.abstractmethod
     def SetBlocklist(

@@ -1,0 +1,398 @@
+"""The management REST API under `/api/` (OpenAPI at `/api/openapi.json`): servers, tools,
+virtual keys, tool groups, the blocklist and settings, each one call to registry's admin RPCs.
+
+Every route needs `Authorization: Bearer <admin token>` (`MCPGW_ADMIN_TOKEN`), which is
+not a virtual key. Registry's refusals map to 422 (the field named), 409 and 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
+
+import grpc
+import orjson
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from nats.aio.client import Client as NATS
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from services import bus
+from services.contracts import registry_pb2, registry_pb2_grpc
+
+T = TypeVar("T")
+ADMIN_TIMEOUT = 10.0
+STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 422,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.NOT_FOUND: 404,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+class ToolSelection(BaseModel):
+    """Bifrost's mcp_configs entry: ["*"] is every tool of the server, [] none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mcp_client_name: str = Field(min_length=1, max_length=64)
+    tools_to_execute: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    description: str = Field(default="", max_length=1000)
+    active: bool = True
+    # Unix seconds; absent or null never expires.
+    expires_at: int | None = Field(default=None, ge=0, le=2**53)
+    mcp_configs: list[ToolSelection] = Field(default_factory=list, max_length=1000)
+    groups: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+
+class KeyPatch(BaseModel):
+    """The fields to change; the others keep their values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    description: str | None = Field(default=None, max_length=1000)
+    active: bool | None = None
+    expires_at: int | None = Field(default=None, ge=0, le=2**53)
+    mcp_configs: list[ToolSelection] | None = Field(default=None, max_length=1000)
+    groups: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=1000
+    )
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    active: bool
+    expires_at: int | None
+    mcp_configs: list[ToolSelection]
+    groups: list[str]
+    # The secret's first characters, to tell keys apart; the secret itself is never listed.
+    secret_prefix: str
+    created_at: int
+    rotated_at: int
+
+
+class IssuedKey(KeyOut):
+    # Shown this once: store it now.
+    secret: str
+
+
+class GroupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field(default="", max_length=1000)
+    tools: list[ToolSelection] = Field(default_factory=list, max_length=1000)
+
+
+class Blocklist(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Exposed tool names, or <server><separator>* for every tool of a server.
+    patterns: list[Annotated[str, Field(min_length=1, max_length=129)]] = Field(max_length=10000)
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # Requests without a virtual key get 401 (Bifrost: enforce_governance_header).
+    require_key: bool = Field(validation_alias=AliasChoices("require_key", "enforce_governance_header"))
+
+
+class ToolToggle(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+class ServerOut(BaseModel):
+    config: dict[str, Any]
+    state: str
+    error: str
+    source: str
+    tools: int
+
+
+class ToolOut(BaseModel):
+    server: str
+    name: str
+    exposed_name: str
+    description: str
+    enabled: bool
+
+
+def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "description": key.description,
+        "active": key.active,
+        "expires_at": key.expires_at or None,
+        "mcp_configs": [
+            {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
+            for s in key.mcp_configs
+        ],
+        "groups": list(key.groups),
+        "secret_prefix": key.secret_prefix,
+        "created_at": key.created_at,
+        "rotated_at": key.rotated_at,
+    }
+
+
+def _selections(selections: list[ToolSelection]) -> list[registry_pb2.ToolSelection]:
+    return [registry_pb2.ToolSelection(**s.model_dump()) for s in selections]
+
+
+def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
+    return registry_pb2.VirtualKey(
+        id=key_id,
+        name=spec.name,
+        description=spec.description,
+        active=spec.active,
+        expires_at=spec.expires_at or 0,
+        mcp_configs=_selections(spec.mcp_configs),
+        groups=spec.groups,
+    )
+
+
+def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
+    return {
+        "name": group.name,
+        "description": group.description,
+        "tools": [
+            {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
+            for s in group.tools
+        ],
+    }
+
+
+def _server_out(server: registry_pb2.ServerState) -> dict[str, Any]:
+    return {
+        "config": orjson.loads(server.config_json),
+        "state": server.state,
+        "error": server.error,
+        "source": server.source,
+        "tools": server.tools,
+    }
+
+
+def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_token: str) -> FastAPI:
+    token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
+
+    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        if not token_hash:
+            raise ApiError(401, "the admin API is off: start the edge with MCPGW_ADMIN_TOKEN set")
+        presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
+        # Hashes of equal length, compared in constant time.
+        if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), token_hash):
+            raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
+
+    api = FastAPI(
+        title="mcpgw management API",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        dependencies=[Depends(admin)],
+    )
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"] if part != "body") or "body"
+        return JSONResponse({"error": {"message": first["msg"], "field": field}}, 422)
+
+    @api.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        body: dict[str, Any] = {"error": {"message": exc.message}}
+        if exc.field is not None:
+            body["error"]["field"] = exc.field
+        headers = {"www-authenticate": 'Bearer realm="mcpgw-admin"'} if exc.status == 401 else None
+        return JSONResponse(body, exc.status, headers=headers)
+
+    async def rpc(call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except grpc.aio.AioRpcError as exc:
+            status = STATUS.get(exc.code())
+            if status is None:
+                raise ApiError(503, f"the registry did not answer: {exc.code().name}") from None
+            message = exc.details() or exc.code().name
+            field, _, rest = message.partition(": ")
+            if status == 422 and rest and " " not in field:
+                raise ApiError(422, rest, field) from None
+            raise ApiError(status, message) from None
+
+    def call(method: Any, request: Any) -> Awaitable[Any]:
+        return rpc(method(request, timeout=ADMIN_TIMEOUT))
+
+    # Servers
+
+    @api.get("/api/servers", response_model=list[ServerOut])
+    async def list_servers() -> list[dict[str, Any]]:
+        states = await call(registry.ListServerStates, registry_pb2.AdminRequest())
+        return [_server_out(s) for s in states.servers]
+
+    @api.post("/api/servers", status_code=201, response_model=ServerOut)
+    async def add_server(config: dict[str, Any]) -> dict[str, Any]:
+        request = registry_pb2.PutServerRequest(config_json=orjson.dumps(config), create=True)
+        return _server_out(await call(registry.PutServer, request))
+
+    @api.put("/api/servers/{name}", response_model=ServerOut)
+    async def update_server(name: str, config: dict[str, Any]) -> dict[str, Any]:
+        if config.get("name", name) != name:
+            raise ApiError(422, "must match the server named in the path", "name")
+        request = registry_pb2.PutServerRequest(config_json=orjson.dumps({**config, "name": name}))
+        return _server_out(await call(registry.PutServer, request))
+
+    @api.delete("/api/servers/{name}", status_code=204)
+    async def remove_server(name: str) -> Response:
+        await call(registry.RemoveServer, registry_pb2.NameRequest(name=name))
+        return Response(status_code=204)
+
+    @api.post("/api/mcp/client/{name}/reconnect", status_code=202)
+    async def reconnect(name: str) -> dict[str, str]:
+        states = await call(registry.ListServerStates, registry_pb2.AdminRequest())
+        if not any(orjson.loads(s.config_json).get("name") == name for s in states.servers):
+            raise ApiError(404, f"no server named {name!r}")
+        await nc.publish(bus.SERVER_RECONNECT, name.encode())
+        return {"status": "reconnecting", "server": name}
+
+    # Tools
+
+    @api.get("/api/tools", response_model=list[ToolOut])
+    async def list_tools(server: Annotated[str, Query(max_length=64)] = "") -> list[dict[str, Any]]:
+        tools = await call(registry.ListCatalogTools, registry_pb2.CatalogToolsRequest(server=server))
+        return [
+            {
+                "server": t.server,
+                "name": t.name,
+                "exposed_name": t.exposed_name,
+                "description": t.description,
+                "enabled": t.enabled,
+            }
+            for t in tools.tools
+        ]
+
+    @api.put("/api/tools/{server}/{tool}")
+    async def toggle_tool(server: str, tool: str, toggle: ToolToggle) -> dict[str, Any]:
+        request = registry_pb2.ToolToggle(server=server, tool=tool, enabled=toggle.enabled)
+        await call(registry.SetToolEnabled, request)
+        return {"server": server, "tool": tool, "enabled": toggle.enabled}
+
+    # Virtual keys
+
+    async def key_by_id(key_id: str) -> registry_pb2.VirtualKey:
+        keys = await call(registry.ListKeys, registry_pb2.AdminRequest())
+        for key in keys.keys:
+            if key.id == key_id:
+                return key  # type: ignore[no-any-return]
+        raise ApiError(404, f"no key with id {key_id!r}")
+
+    @api.get("/api/keys", response_model=list[KeyOut])
+    async def list_keys() -> list[dict[str, Any]]:
+        keys = await call(registry.ListKeys, registry_pb2.AdminRequest())
+        return [_key_out(k) for k in keys.keys]
+
+    @api.post("/api/keys", status_code=201, response_model=IssuedKey)
+    async def create_key(spec: KeyIn) -> dict[str, Any]:
+        issued = await call(registry.CreateKey, _key_message("", spec))
+        return {**_key_out(issued.key), "secret": issued.secret}
+
+    @api.get("/api/keys/{key_id}", response_model=KeyOut)
+    async def get_key(key_id: str) -> dict[str, Any]:
+        return _key_out(await key_by_id(key_id))
+
+    @api.patch("/api/keys/{key_id}", response_model=KeyOut)
+    async def update_key(key_id: str, patch: KeyPatch) -> dict[str, Any]:
+        current = KeyIn.model_validate(
+            {k: v for k, v in _key_out(await key_by_id(key_id)).items() if k in KeyIn.model_fields}
+        )
+        changes = patch.model_dump(exclude_unset=True)
+        merged = KeyIn.model_validate({**current.model_dump(), **changes})
+        return _key_out(await call(registry.UpdateKey, _key_message(key_id, merged)))
+
+    @api.post("/api/keys/{key_id}/rotate", response_model=IssuedKey)
+    async def rotate_key(key_id: str) -> dict[str, Any]:
+        issued = await call(registry.RotateKey, registry_pb2.NameRequest(name=key_id))
+        return {**_key_out(issued.key), "secret": issued.secret}
+
+    @api.delete("/api/keys/{key_id}", status_code=204)
+    async def revoke_key(key_id: str) -> Response:
+        await call(registry.DeleteKey, registry_pb2.NameRequest(name=key_id))
+        return Response(status_code=204)
+
+    # Tool groups
+
+    @api.get("/api/groups", response_model=list[GroupIn])
+    async def list_groups() -> list[dict[str, Any]]:
+        groups = await call(registry.ListGroups, registry_pb2.AdminRequest())
+        return [_group_out(g) for g in groups.groups]
+
+    def group_message(group: GroupIn) -> registry_pb2.ToolGroup:
+        return registry_pb2.ToolGroup(
+            name=group.name, description=group.description, tools=_selections(group.tools)
+        )
+
+    @api.post("/api/groups", status_code=201, response_model=GroupIn)
+    async def create_group(group: GroupIn) -> dict[str, Any]:
+        request = registry_pb2.PutGroupRequest(group=group_message(group), create=True)
+        return _group_out(await call(registry.PutGroup, request))
+
+    @api.put("/api/groups/{name}", response_model=GroupIn)
+    async def update_group(name: str, group: GroupIn) -> dict[str, Any]:
+        if group.name != name:
+            raise ApiError(422, "must match the group named in the path", "name")
+        request = registry_pb2.PutGroupRequest(group=group_message(group))
+        return _group_out(await call(registry.PutGroup, request))
+
+    @api.delete("/api/groups/{name}", status_code=204)
+    async def delete_group(name: str) -> Response:
+        await call(registry.DeleteGroup, registry_pb2.NameRequest(name=name))
+        return Response(status_code=204)
+
+    # Blocklist and settings
+
+    @api.get("/api/blocklist", response_model=Blocklist)
+    async def get_blocklist() -> dict[str, Any]:
+        stored = await call(registry.GetBlocklist, registry_pb2.AdminRequest())
+        return {"patterns": list(stored.patterns)}
+
+    @api.put("/api/blocklist", response_model=Blocklist)
+    async def set_blocklist(blocklist: Blocklist) -> dict[str, Any]:
+        stored = await call(registry.SetBlocklist, registry_pb2.Blocklist(patterns=blocklist.patterns))
+        return {"patterns": list(stored.patterns)}
+
+    @api.get("/api/settings", response_model=Settings)
+    async def get_settings() -> dict[str, Any]:
+        settings = await call(registry.GetSettings, registry_pb2.AdminRequest())
+        return {"require_key": settings.require_key}
+
+    @api.put("/api/settings", response_model=Settings)
+    async def set_settings(settings: Settings) -> dict[str, Any]:
+        stored = await call(
+            registry.UpdateSettings, registry_pb2.GovernanceSettings(require_key=settings.require_key)
+        )
+        return {"require_key": stored.require_key}
+
+    return api
