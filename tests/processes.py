@@ -108,11 +108,17 @@ def stdio_server(name: str, script: Path) -> dict[str, Any]:
 
 @contextmanager
 def service_tree(
-    tmp: Path, servers: list[dict[str, Any]], *, edges: int = 1, env: dict[str, str] | None = None
+    tmp: Path,
+    servers: list[dict[str, Any]],
+    *,
+    edges: int = 1,
+    env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[list[str]]:
     """NATS, registry, connector, audit and `edges` edge replicas sharing a session secret,
-    in front of `servers`; yields each edge's base URL once every edge lists every server."""
-    (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
+    in front of `servers` (and the other sections of `config`); yields each edge's base URL
+    once every edge lists every server."""
+    (tmp / "config.json").write_text(json.dumps({**(config or {}), "mcp": {"client_configs": servers}}))
     registry, connector = (f"127.0.0.1:{free_port()}" for _ in range(2))
     with ExitStack() as stack:
         nats_url = stack.enter_context(nats_server(tmp))

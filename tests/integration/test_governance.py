@@ -1,0 +1,276 @@
+"""Governance over the real process tree: keys, groups and the blocklist administered through
+/api/ on one edge and enforced by both, a key from a Bifrost-shaped config file, bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from tests.integration.test_gateway_http import ACCEPT
+from tests.processes import ROOT, service_tree, stdio_server
+
+ADMIN = "admin-token-for-tests"
+FILE_KEY = "sk-bf-file-key-0123456789abcdef"
+SERVERS = [
+    stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
+    stdio_server("conf", ROOT / "tests" / "servers" / "conformance_server.py"),
+]
+# Bifrost's shape, as an operator would bring it over.
+GOVERNANCE = {
+    "governance": {
+        "virtual_keys": [
+            {
+                "id": "vk-from-file",
+                "name": "from-file",
+                "value": FILE_KEY,
+                "is_active": True,
+                "budget": {"max_limit": 10},
+                "mcp_configs": [{"mcp_client_name": "conf", "tools_to_execute": ["test_sampling"]}],
+            }
+        ]
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    tmp = tmp_path_factory.mktemp("governance")
+    env = {"MCPGW_ADMIN_TOKEN": ADMIN}
+    with service_tree(tmp, SERVERS, edges=2, env=env, config=GOVERNANCE) as (one, two):
+        yield one, two, tmp
+
+
+def api(base: str, method: str, path: str, body: Any = None, token: str = ADMIN) -> httpx2.Response:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    response = httpx2.request(method, f"{base}/api{path}", json=body, headers=headers, timeout=10)
+    assert response.status_code < 500, response.text
+    return response
+
+
+def rpc(
+    url: str, method: str, params: dict[str, Any] | None = None, key: str | None = None
+) -> httpx2.Response:
+    """One stateless (2026-07-28) request, so every call authenticates on its own."""
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**(params or {}), "_meta": meta}}
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": "2026-07-28",
+        "mcp-method": method,
+    }
+    if method == "tools/call":
+        headers["mcp-name"] = str((params or {}).get("name"))
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx2.post(url, content=json.dumps(body), headers=headers, timeout=30)
+
+
+def settled(check: Any, seconds: float = 5.0) -> None:
+    """Wait for edges to follow a change (registry.changed, then a snapshot), with a deadline."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the edges did not follow the change in time"
+
+
+def tools(url: str, key: str | None = None) -> set[str]:
+    response = rpc(url, "tools/list", key=key)
+    assert response.status_code == 200, response.text
+    return {t["name"] for t in response.json()["result"]["tools"]}
+
+
+def call(url: str, name: str, key: str | None, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+    return rpc(url, "tools/call", {"name": name, "arguments": arguments or {}}, key).json()  # type: ignore[no-any-return]
+
+
+def test_keys_groups_and_the_blocklist_shape_each_view(tree: tuple[str, str, Path]) -> None:
+    one, two, state = tree
+    created = api(
+        one,
+        "POST",
+        "/keys",
+        {
+            "name": "team-a",
+            "mcp_configs": [{"mcp_client_name": "fixture", "tools_to_execute": ["echo", "weather", "fail"]}],
+        },
+    )
+    assert created.status_code == 201
+    key_a, key_a_id = created.json()["secret"], created.json()["id"]
+    assert key_a.startswith("vk_") and len(key_a) >= 3 + 22
+    group = {
+        "name": "ops",
+        "tools": [
+            {"mcp_client_name": "fixture", "tools_to_execute": ["count", "fail"]},
+            {"mcp_client_name": "conf", "tools_to_execute": ["test_simple_text"]},
+        ],
+    }
+    assert api(one, "POST", "/groups", group).status_code == 201
+    key_b = api(one, "POST", "/keys", {"name": "team-b", "groups": ["ops"]}).json()["secret"]
+    assert api(one, "PUT", "/blocklist", {"patterns": ["fixture_fail"]}).json() == {
+        "patterns": ["fixture_fail"]
+    }
+    mcp_one, mcp_two = f"{one}/mcp", f"{two}/mcp"
+    for url in (mcp_one, mcp_two):
+        settled(lambda url=url: "fixture_fail" not in tools(url, key_b))
+    assert tools(mcp_two, key_a) == {"fixture_echo", "fixture_weather"}
+    assert (
+        call(mcp_two, "fixture_echo", key_a, {"text": "allowed"})["result"]["content"][0]["text"] == "allowed"
+    )
+    forbidden = call(mcp_one, "fixture_count", key_a, {"to": 1})["error"]
+    unknown = call(mcp_one, "fixture_nothing_at_all", key_a)["error"]
+    # A tool the key may not use looks exactly like one that does not exist.
+    assert forbidden["code"] == unknown["code"] == -32602
+    assert forbidden["message"] == unknown["message"].replace("fixture_nothing_at_all", "fixture_count")
+    assert tools(mcp_one, key_b) == {"fixture_count", "conf_test_simple_text"}
+    assert tools(f"{mcp_two}/ops", key_b) == {"count", "test_simple_text"}
+    assert rpc(f"{mcp_two}/ops", "tools/list", key=key_a).status_code == 404
+    everything = tools(mcp_one)
+    assert "fixture_fail" not in everything and {"fixture_echo", "conf_test_sampling"} <= everything
+    # The file's key (Bifrost shape) works as is.
+    assert tools(mcp_two, FILE_KEY) == {"conf_test_sampling"}
+    # No secret is stored in plaintext anywhere in the registry's database.
+    database = (state / "registry.db").read_bytes()
+    for secret in (key_a, key_b, FILE_KEY):
+        assert secret.encode() not in database
+    with sqlite3.connect(state / "registry.db") as db:
+        stored = {name: hashed for name, hashed in db.execute("SELECT name, secret_hash FROM virtual_keys")}
+    assert set(stored) == {"team-a", "team-b", "from-file"} and all(len(h) == 64 for h in stored.values())
+    # Revoked through one edge, refused by the other within a second.
+    assert api(one, "DELETE", f"/keys/{key_a_id}").status_code == 204
+    revoked = time.monotonic()
+    while rpc(mcp_two, "tools/list", key=key_a).status_code != 401:
+        assert time.monotonic() - revoked < 1.0, "key A still works on edge 2 a second after revocation"
+    refused = rpc(mcp_two, "tools/list", key=key_a)
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert "not recognised" in refused.json()["error"]["message"]
+
+
+def test_requiring_a_key_refuses_requests_without_one(tree: tuple[str, str, Path]) -> None:
+    one, two, _ = tree
+    assert api(one, "PUT", "/settings", {"enforce_governance_header": True}).json() == {"require_key": True}
+    try:
+        settled(lambda: rpc(f"{two}/mcp", "tools/list").status_code == 401)
+        response = rpc(f"{two}/mcp", "tools/list")
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "requires a virtual key" in response.json()["error"]["message"]
+        assert tools(f"{two}/mcp", FILE_KEY) == {"conf_test_sampling"}
+        for header in ("x-api-key", "x-bf-virtual-key"):
+            listed = httpx2.post(
+                f"{two}/mcp",
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "h"},
+                    },
+                },
+                headers={"accept": ACCEPT, header: FILE_KEY},
+                timeout=10,
+            )
+            assert listed.status_code == 200, header
+    finally:
+        api(one, "PUT", "/settings", {"require_key": False})
+        settled(lambda: rpc(f"{two}/mcp", "tools/list").status_code == 200)
+
+
+def test_switching_a_tool_off_hides_it_everywhere(tree: tuple[str, str, Path]) -> None:
+    one, two, _ = tree
+    listed = api(one, "GET", "/tools?server=fixture").json()
+    assert {
+        "server": "fixture",
+        "name": "echo",
+        "exposed_name": "fixture_echo",
+        "enabled": True,
+    }.items() <= next(t for t in listed if t["name"] == "echo").items()
+    assert api(one, "PUT", "/tools/fixture/echo", {"enabled": False}).status_code == 200
+    try:
+        settled(lambda: "fixture_echo" not in tools(f"{two}/mcp"))
+        assert call(f"{two}/mcp", "fixture_echo", None, {"text": "x"})["error"]["code"] == -32602
+    finally:
+        api(one, "PUT", "/tools/fixture/echo", {"enabled": True})
+        settled(lambda: "fixture_echo" in tools(f"{two}/mcp"))
+
+
+def test_bad_admin_input_is_refused_with_the_field_named(tree: tuple[str, str, Path]) -> None:
+    one, _, _ = tree
+    unknown_server = api(
+        one,
+        "POST",
+        "/keys",
+        {"name": "x", "mcp_configs": [{"mcp_client_name": "nope", "tools_to_execute": ["*"]}]},
+    )
+    assert unknown_server.status_code == 422
+    assert unknown_server.json()["error"]["field"] == "mcp_configs[0].mcp_client_name"
+    malformed = api(
+        one,
+        "POST",
+        "/keys",
+        {"name": "y", "mcp_configs": [{"mcp_client_name": "fixture", "tools_to_execute": ["ec*ho"]}]},
+    )
+    assert (malformed.status_code, malformed.json()["error"]["field"]) == (
+        422,
+        "mcp_configs[0].tools_to_execute[0]",
+    )
+    assert api(one, "POST", "/keys", {"name": "dup"}).status_code == 201
+    assert api(one, "POST", "/keys", {"name": "dup"}).status_code == 409
+    assert api(one, "POST", "/groups", {"name": "fixture"}).status_code == 409
+    assert api(one, "POST", "/groups", {"name": "bad name!"}).status_code == 422
+    assert api(one, "PUT", "/blocklist", {"patterns": ["a*b"]}).status_code == 422
+    assert api(one, "POST", "/keys", {"name": ""}).json()["error"]["field"] == "name"
+    assert api(one, "DELETE", "/keys/vk-nothing").status_code == 404
+    # Without the admin token, with a wrong one, or with a virtual key instead: 401.
+    for token in ("", "wrong", FILE_KEY):
+        refused = api(one, "GET", "/keys", token=token)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    garbage = httpx2.post(
+        f"{one}/api/keys",
+        content=b"{not json",
+        headers={"authorization": f"Bearer {ADMIN}", "content-type": "application/json"},
+    )
+    assert garbage.status_code == 422
+    huge = httpx2.post(
+        f"{one}/api/keys",
+        content=b"x" * (5 * 1024 * 1024),
+        headers={"authorization": f"Bearer {ADMIN}"},
+        timeout=30,
+    )
+    assert huge.status_code == 413
+    # Listing never shows a secret.
+    assert all("secret" not in k for k in api(one, "GET", "/keys").json())
+
+
+def test_servers_are_added_and_removed_live(tree: tuple[str, str, Path]) -> None:
+    one, two, _ = tree
+    config = {
+        "name": "extra",
+        "connection_type": "stdio",
+        "stdio_config": {
+            "command": SERVERS[0]["stdio_config"]["command"],
+            "args": SERVERS[0]["stdio_config"]["args"],
+        },
+        "tools_to_execute": ["echo"],
+    }
+    assert api(one, "POST", "/servers", config).status_code == 201
+    assert api(one, "POST", "/servers", config).status_code == 409
+    try:
+        settled(lambda: "extra_echo" in tools(f"{two}/mcp"), 20)
+        states = {s["config"]["name"]: s for s in api(one, "GET", "/servers").json()}
+        assert states["extra"]["state"] == "connected" and states["extra"]["source"] == "api"
+        assert api(one, "POST", "/mcp/client/extra/reconnect").status_code == 202
+        assert api(one, "POST", "/mcp/client/nowhere/reconnect").status_code == 404
+    finally:
+        assert api(one, "DELETE", "/servers/extra").status_code == 204
+    settled(lambda: "extra_echo" not in tools(f"{two}/mcp"), 10)
