@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from services.registry.store import RegistryStore
 from tests.processes import ROOT, service_tree, stdio_server
 
 FIXTURE = ROOT / "tests" / "servers" / "fixture_server.py"
+PG_DSN_VARIABLE = "MCPGW_TEST_PG_DSN"
 MAX_BODY = 64 * 1024
 KEEPALIVE_SECONDS = 0.5
 
@@ -24,3 +30,31 @@ def gateway(gateway_dir: Path) -> Iterator[str]:
     env = {"MCPGW_MAX_BODY_BYTES": str(MAX_BODY), "MCPGW_KEEPALIVE_SECONDS": str(KEEPALIVE_SECONDS)}
     with service_tree(gateway_dir, [stdio_server("fixture", FIXTURE)], env=env) as (base,):
         yield f"{base}/mcp"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
+    if request.param == "sqlite":
+        opened = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
+        yield opened
+        await opened.close()
+        return
+    dsn = os.environ.get(PG_DSN_VARIABLE)
+    if not dsn:
+        pytest.skip(f"{PG_DSN_VARIABLE} is not set (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
+    schema = f"mcpgw_test_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(dsn)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OSError as exc:
+        await admin.dispose()
+        pytest.skip(f"PostgreSQL at {PG_DSN_VARIABLE} is not reachable: {exc}")
+    opened = await RegistryStore.open(dsn, connect_args={"server_settings": {"search_path": schema}})
+    try:
+        yield opened
+    finally:
+        await opened.close()
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()

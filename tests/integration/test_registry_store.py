@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.registry.config import parse_config
 from services.registry.store import RegistryStore, StoredItem, UnknownServerError
 
 pytestmark = pytest.mark.anyio
-
-PG_DSN_VARIABLE = "MCPGW_TEST_PG_DSN"
 
 
 def config(*names: str, separator: str = "_") -> object:
@@ -30,34 +21,6 @@ def config(*names: str, separator: str = "_") -> object:
         for n in names
     ]
     return parse_config({"mcp": {"client_configs": clients}, "mcpgw": {"tool_separator": separator}})
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
-    if request.param == "sqlite":
-        opened = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
-        yield opened
-        await opened.close()
-        return
-    dsn = os.environ.get(PG_DSN_VARIABLE)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_VARIABLE} is not set (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
-    schema = f"mcpgw_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(dsn)
-    try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except OSError as exc:
-        await admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_DSN_VARIABLE} is not reachable: {exc}")
-    opened = await RegistryStore.open(dsn, connect_args={"server_settings": {"search_path": schema}})
-    try:
-        yield opened
-    finally:
-        await opened.close()
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
 
 
 async def test_applying_the_same_config_twice_changes_nothing(store: RegistryStore) -> None:

@@ -1,0 +1,139 @@
+"""Governance in the registry store, on a real SQLite file and the local PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from services import virtual_keys
+from services.contracts import registry_pb2
+from services.registry.catalog import build_snapshot
+from services.registry.config import parse_config
+from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
+from services.registry.store import RegistryStore, StoredItem
+
+pytestmark = pytest.mark.anyio
+
+
+def selection(server: str, *tools: str) -> registry_pb2.ToolSelection:
+    return registry_pb2.ToolSelection(mcp_client_name=server, tools_to_execute=tools)
+
+
+async def with_servers(store: RegistryStore, *names: str) -> GovernanceStore:
+    clients = [
+        {
+            "name": n,
+            "connection_type": "http",
+            "connection_string": f"http://{n}/mcp",
+            "tools_to_execute": ["*"],
+        }
+        for n in names
+    ]
+    await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    return GovernanceStore(store)
+
+
+async def test_a_key_is_stored_hashed_and_its_policy_kept_across_rotation(store: RegistryStore) -> None:
+    governance = await with_servers(store, "a", "b")
+    before = await store.revision()
+    issued = await governance.create_key(
+        registry_pb2.VirtualKey(name="team", active=True, mcp_configs=[selection("a", "x", "y")])
+    )
+    assert issued.secret.startswith("vk_") and await store.revision() == before + 1
+    assert issued.key.secret_hash == "" and issued.key.secret_prefix == issued.secret[:8]
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT secret_hash FROM virtual_keys"))).all()
+    assert rows == [(virtual_keys.digest(issued.secret),)]
+    rotated = await governance.rotate_key(issued.key.id)
+    assert rotated.secret != issued.secret
+    [stored] = await governance.keys(with_hash=True)
+    assert stored.secret_hash == virtual_keys.digest(rotated.secret)
+    assert list(stored.mcp_configs) == [selection("a", "x", "y")]
+
+
+async def test_bad_keys_and_groups_are_refused_naming_the_field(store: RegistryStore) -> None:
+    governance = await with_servers(store, "a")
+    with pytest.raises(InvalidFieldError) as unknown:
+        await governance.create_key(registry_pb2.VirtualKey(name="k", mcp_configs=[selection("zzz", "*")]))
+    assert unknown.value.field == "mcp_configs[0].mcp_client_name"
+    with pytest.raises(InvalidFieldError) as pattern:
+        await governance.create_key(registry_pb2.VirtualKey(name="k", mcp_configs=[selection("a", "x*")]))
+    assert pattern.value.field == "mcp_configs[0].tools_to_execute[0]"
+    with pytest.raises(InvalidFieldError, match="groups"):
+        await governance.create_key(registry_pb2.VirtualKey(name="k", groups=["none"]))
+    await governance.create_key(registry_pb2.VirtualKey(name="k"))
+    with pytest.raises(ConflictError):
+        await governance.create_key(registry_pb2.VirtualKey(name="k"))
+    with pytest.raises(ConflictError):
+        await governance.put_group(registry_pb2.ToolGroup(name="a"), create=True)
+    with pytest.raises(MissingError):
+        await governance.put_group(registry_pb2.ToolGroup(name="g"), create=False)
+    with pytest.raises(InvalidFieldError):
+        await governance.set_blocklist(["a_*x"])
+    with pytest.raises(MissingError):
+        await governance.delete_key("vk-none")
+
+
+async def test_deleting_a_group_detaches_it_from_keys(store: RegistryStore) -> None:
+    governance = await with_servers(store, "a")
+    await governance.put_group(registry_pb2.ToolGroup(name="g", tools=[selection("a", "*")]), create=True)
+    issued = await governance.create_key(registry_pb2.VirtualKey(name="k", groups=["g"]))
+    assert list((await governance.keys())[0].groups) == ["g"]
+    await governance.delete_group("g")
+    assert list((await governance.keys())[0].groups) == []
+    assert issued.key.id == (await governance.keys())[0].id
+
+
+async def test_the_snapshot_carries_governance_and_leaves_out_tools_switched_off(
+    store: RegistryStore,
+) -> None:
+    governance = await with_servers(store, "a")
+    tools = [StoredItem("a", "tool", name, f'{{"name":"{name}"}}') for name in ("x", "y")]
+    await store.report_catalog("a", "connected", "", tools)
+    await governance.set_tool_enabled("a", "y", False)
+    await governance.set_blocklist(["a_x", "b_*", "a_x"])
+    await governance.set_settings(registry_pb2.GovernanceSettings(require_key=True))
+    snapshot = build_snapshot(
+        await store.catalog(), await governance.governance(), await governance.disabled_tools()
+    )
+    assert [t.exposed_name for t in snapshot.tools] == ["a_x"]
+    assert list(snapshot.governance.blocklist) == ["a_x", "b_*"] and snapshot.governance.settings.require_key
+    revision = await store.revision()
+    assert await governance.set_tool_enabled("a", "y", False) == revision, "no change, no new revision"
+
+
+async def test_file_keys_follow_the_config(store: RegistryStore) -> None:
+    def config(*keys: dict[str, object]) -> object:
+        return parse_config(
+            {
+                "mcp": {
+                    "client_configs": [
+                        {"name": "a", "connection_type": "http", "connection_string": "http://a"}
+                    ]
+                },
+                "governance": {"virtual_keys": list(keys)},
+                "client": {"enforce_governance_header": True},
+            }
+        )
+
+    governance = GovernanceStore(store)
+    first = {
+        "id": "f1",
+        "name": "one",
+        "value": "sk-bf-aaaaaaaaaaaaaaaa",
+        "mcp_configs": [{"mcp_client_name": "a"}],
+    }
+    await store.apply_config(config(first))  # type: ignore[arg-type]
+    await governance.apply_config(config(first))  # type: ignore[arg-type]
+    revision = await store.revision()
+    await governance.apply_config(config(first))  # type: ignore[arg-type]
+    assert await store.revision() == revision, "an unchanged file changes nothing"
+    [key] = await governance.keys(with_hash=True)
+    assert (key.id, key.secret_hash) == ("f1", virtual_keys.digest("sk-bf-aaaaaaaaaaaaaaaa"))
+    assert (await governance.settings()).require_key
+    await governance.apply_config(config({**first, "value": "sk-bf-bbbbbbbbbbbbbbbb"}))  # type: ignore[arg-type]
+    assert (await governance.keys(with_hash=True))[0].secret_hash == virtual_keys.digest(
+        "sk-bf-bbbbbbbbbbbbbbbb"
+    )
+    await governance.apply_config(config())  # type: ignore[arg-type]
+    assert await governance.keys() == []
