@@ -1,4 +1,5 @@
-"""The `mcpgw` command: `up` for everything, one subcommand per service for containers."""
+"""The `mcpgw` command: `up` for everything, one subcommand per service for containers, and
+the administration commands (`services/manage.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.manage import COMMANDS, add_commands
+from services.manage import run as manage
 from services.runtime import EXIT_CONFIG, run_service
 from services.settings import (
     AuditSettings,
@@ -67,11 +70,15 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="run the audit service")
     audit.add_argument("--exporter", dest="audit_exporter", choices=["console", "file", "otlp"], default=None)
     audit.add_argument("--file", dest="audit_file", type=Path, default=None)
+    add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
+    namespace = _parser().parse_args(argv)
+    if namespace.command in COMMANDS:
+        return manage(namespace.command, namespace)
+    args = vars(namespace)
     command = args.pop("command")
     if command == "up":
         from services.up.main import UpOptions, run

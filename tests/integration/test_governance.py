@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -274,3 +276,35 @@ def test_servers_are_added_and_removed_live(tree: tuple[str, str, Path]) -> None
     finally:
         assert api(one, "DELETE", "/servers/extra").status_code == 204
     settled(lambda: "extra_echo" not in tools(f"{two}/mcp"), 10)
+
+
+def mcpgw(base: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "services.cli", *args, "--url", base, "--admin-token", ADMIN]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_cli_drives_the_api(tree: tuple[str, str, Path]) -> None:
+    one, two, _ = tree
+    created = mcpgw(one, "keys", "create", "cli-key", "--tools", "fixture:echo,weather", "--json")
+    assert created.returncode == 0, created.stderr
+    issued = json.loads(created.stdout)
+    assert issued["mcp_configs"] == [{"mcp_client_name": "fixture", "tools_to_execute": ["echo", "weather"]}]
+    settled(lambda: tools(f"{two}/mcp", issued["secret"]) == {"fixture_echo", "fixture_weather"})
+    table = mcpgw(one, "keys", "list")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["ID", "NAME", "ACTIVE"]
+    assert any(line.split()[1] == "cli-key" for line in table.stdout.splitlines()[1:])
+    assert issued["secret"] not in table.stdout
+    updated = mcpgw(one, "keys", "update", issued["id"], "--no-active", "--json")
+    assert updated.returncode == 0 and json.loads(updated.stdout)["active"] is False
+    settled(lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 401)
+    assert "deactivated" in rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).json()["error"]["message"]
+    refused = mcpgw(one, "keys", "create", "bad", "--tools", "nowhere:x")
+    assert refused.returncode == 1 and "mcp_configs[0].mcp_client_name" in refused.stderr
+    servers = mcpgw(one, "servers", "list")
+    assert servers.returncode == 0 and {"fixture", "conf"} <= {
+        line.split()[0] for line in servers.stdout.splitlines()[1:]
+    }
+    assert mcpgw(one, "keys", "revoke", issued["id"]).returncode == 0
+    assert json.loads(mcpgw(one, "blocklist", "add", "conf_test_error_handling", "--json").stdout)[
+        "patterns"
+    ][-1]

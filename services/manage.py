@@ -1,0 +1,282 @@
+"""`mcpgw servers|tools|keys|groups|blocklist|settings`: the management API from a shell.
+
+Tables for people by default, `--json` for scripts. The edge is `--url` (`MCPGW_URL`,
+default http://127.0.0.1:8080); the admin token is `--admin-token`, `MCPGW_ADMIN_TOKEN`, or
+the one `mcpgw up` keeps in its state directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+COMMANDS = ("servers", "tools", "keys", "groups", "blocklist", "settings")
+EXIT_REFUSED = 1
+# Columns each listing shows in table form.
+COLUMNS = {
+    "servers": ("name", "connection_type", "state", "tools", "source", "error"),
+    "tools": ("exposed_name", "server", "name", "enabled"),
+    "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups"),
+    "groups": ("name", "tools", "description"),
+}
+
+
+class Refused(Exception):
+    """The API (or the network) said no; the message says why."""
+
+
+def add_commands(commands: Any) -> None:
+    """The administration subcommands, on the `mcpgw` parser's subcommand set."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("MCPGW_URL", "http://127.0.0.1:8080"))
+    common.add_argument(
+        "--admin-token", default=None, help="default: MCPGW_ADMIN_TOKEN or <state-dir>/admin.token"
+    )
+    common.add_argument("--state-dir", type=Path, default=Path(".state"))
+    common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    def command(name: str, help_text: str) -> Any:
+        parser = commands.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest="action", required=True)
+
+    def action(group: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(name, help=help_text, parents=[common])
+        return parser
+
+    servers = command("servers", "downstream MCP servers")
+    action(servers, "list", "servers with their state")
+    add = action(servers, "add", "add a server from a JSON file in Bifrost's client_configs shape")
+    add.add_argument("file", type=Path)
+    update = action(servers, "update", "replace a server's config from a JSON file")
+    update.add_argument("file", type=Path)
+    for verb in ("remove", "reconnect"):
+        action(servers, verb, f"{verb} a server").add_argument("name")
+
+    tools = command("tools", "the tools of every server, and switching them off or on")
+    action(tools, "list", "tools and whether they are enabled").add_argument("--server", default="")
+    for verb in ("enable", "disable"):
+        parser = action(tools, verb, f"{verb} one tool of a server")
+        parser.add_argument("server")
+        parser.add_argument("tool")
+
+    def policy(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--tools",
+            action="append",
+            metavar="SERVER:TOOL,TOOL",
+            help="SERVER:* for every tool, SERVER: for none; repeat for more servers",
+        )
+        parser.add_argument("--group", action="append", help="a tool group; repeat for more")
+        parser.add_argument("--description", default=None)
+        parser.add_argument("--expires-at", type=int, default=None, help="Unix seconds")
+        parser.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
+
+    keys = command("keys", "virtual keys")
+    action(keys, "list", "keys (never their secrets)")
+    create = action(keys, "create", "a new key; its secret is printed once")
+    create.add_argument("name")
+    policy(create)
+    change = action(keys, "update", "change a key's policy or details (its secret stays)")
+    change.add_argument("id")
+    change.add_argument("--name", default=None)
+    policy(change)
+    for verb, text in (
+        ("show", "one key"),
+        ("rotate", "a new secret, same policy"),
+        ("revoke", "delete a key"),
+    ):
+        action(keys, verb, text).add_argument("id")
+
+    groups = command("groups", "tool groups (virtual MCP servers)")
+    action(groups, "list", "groups")
+    for verb in ("create", "update"):
+        parser = action(groups, verb, f"{verb} a group")
+        parser.add_argument("name")
+        parser.add_argument("--tools", action="append", metavar="SERVER:TOOL,TOOL", default=[])
+        parser.add_argument("--description", default="")
+    action(groups, "delete", "delete a group").add_argument("name")
+
+    blocklist = command("blocklist", "tools no key can reach")
+    action(blocklist, "show", "the patterns")
+    for verb in ("set", "add", "remove"):
+        action(blocklist, verb, f"{verb} patterns (exposed names or SERVER_*)").add_argument(
+            "patterns", nargs="*"
+        )
+
+    settings = command("settings", "gateway-wide governance settings")
+    action(settings, "show", "the settings")
+    action(settings, "set", "change them").add_argument(
+        "--require-key", action=argparse.BooleanOptionalAction, required=True
+    )
+
+
+def selections(values: list[str] | None) -> list[dict[str, Any]] | None:
+    if values is None:
+        return None
+    out = []
+    for value in values:
+        server, colon, tools = value.partition(":")
+        if not colon or not server:
+            raise Refused(f"--tools {value!r}: write SERVER:TOOL,TOOL (or SERVER:* or SERVER:)")
+        out.append({"mcp_client_name": server, "tools_to_execute": [t for t in tools.split(",") if t]})
+    return out
+
+
+class Api:
+    def __init__(self, url: str, token: str) -> None:
+        self._client = httpx2.Client(
+            base_url=url.rstrip("/") + "/api", headers={"authorization": f"Bearer {token}"}, timeout=15
+        )
+
+    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx2.HTTPError as exc:
+            raise Refused(f"cannot reach the gateway at {self._client.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message = f"{error['field']}: {error['message']}" if "field" in error else error["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text or response.reason_phrase
+            raise Refused(f"{response.status_code}: {message}")
+        return None if response.status_code == 204 else response.json()
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = args.admin_token or os.environ.get("MCPGW_ADMIN_TOKEN")
+    if token:
+        return str(token)
+    path = args.state_dir / "admin.token"
+    if path.is_file():
+        return str(path.read_text().strip())
+    raise Refused(f"no admin token: pass --admin-token, set MCPGW_ADMIN_TOKEN, or run where {path} exists")
+
+
+def run(command: str, args: argparse.Namespace) -> int:
+    try:
+        api = Api(args.url, _token(args))
+        shown = act(api, command, args)
+    except Refused as exc:
+        print(f"mcpgw {command} {args.action}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(json.dumps(shown, indent=2) if args.json else render(command, shown))
+    return 0
+
+
+def act(api: Api, command: str, args: argparse.Namespace) -> Any:
+    """What one subcommand asks of the API, and what it shows."""
+    match command, args.action:
+        case "servers", "list":
+            return [
+                {**s["config"], **{k: v for k, v in s.items() if k != "config"}}
+                for s in api("GET", "/servers")
+            ]
+        case "servers", "add" | "update":
+            config = json.loads(args.file.read_text())
+            if args.action == "add":
+                return api("POST", "/servers", config)
+            return api("PUT", f"/servers/{config.get('name', '')}", config)
+        case "servers", "remove":
+            return api("DELETE", f"/servers/{args.name}") or {"removed": args.name}
+        case "servers", "reconnect":
+            return api("POST", f"/mcp/client/{args.name}/reconnect")
+        case "tools", "list":
+            return (
+                api("GET", "/tools", None) if not args.server else api("GET", f"/tools?server={args.server}")
+            )
+        case "tools", "enable" | "disable":
+            return api("PUT", f"/tools/{args.server}/{args.tool}", {"enabled": args.action == "enable"})
+        case "keys", "list":
+            return api("GET", "/keys")
+        case "keys", "show":
+            return api("GET", f"/keys/{args.id}")
+        case "keys", "create":
+            body = _key_body(args)
+            return api("POST", "/keys", {"name": args.name, **body})
+        case "keys", "update":
+            body = _key_body(args)
+            if args.name is not None:
+                body["name"] = args.name
+            return api("PATCH", f"/keys/{args.id}", body)
+        case "keys", "rotate":
+            return api("POST", f"/keys/{args.id}/rotate")
+        case "keys", "revoke":
+            return api("DELETE", f"/keys/{args.id}") or {"revoked": args.id}
+        case "groups", "list":
+            return api("GET", "/groups")
+        case "groups", "create" | "update":
+            body = {"name": args.name, "description": args.description, "tools": selections(args.tools)}
+            return (
+                api("POST", "/groups", body)
+                if args.action == "create"
+                else api("PUT", f"/groups/{args.name}", body)
+            )
+        case "groups", "delete":
+            return api("DELETE", f"/groups/{args.name}") or {"deleted": args.name}
+        case "blocklist", "show":
+            return api("GET", "/blocklist")
+        case "blocklist", "set" | "add" | "remove":
+            current = set(api("GET", "/blocklist")["patterns"])
+            wanted = {
+                "set": set(args.patterns),
+                "add": current | set(args.patterns),
+                "remove": current - set(args.patterns),
+            }[args.action]
+            return api("PUT", "/blocklist", {"patterns": sorted(wanted)})
+        case "settings", "show":
+            return api("GET", "/settings")
+        case "settings", "set":
+            return api("PUT", "/settings", {"require_key": args.require_key})
+    raise Refused(f"unknown action {args.action!r}")
+
+
+def _key_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if (configs := selections(args.tools)) is not None:
+        body["mcp_configs"] = configs
+    for field, value in (
+        ("groups", args.group),
+        ("description", args.description),
+        ("expires_at", args.expires_at),
+        ("active", args.active),
+    ):
+        if value is not None:
+            body[field] = value
+    return body
+
+
+def _selection(value: dict[str, Any]) -> str:
+    return f"{value['mcp_client_name']}:{','.join(value['tools_to_execute'])}"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(
+            f"{v['mcp_client_name']}:{','.join(v['tools_to_execute'])}" if isinstance(v, dict) else str(v)
+            for v in value
+        )
+    return "" if value is None else str(value)
+
+
+def render(command: str, shown: Any) -> str:
+    """A table of a listing; a `field: value` block of one thing."""
+    if isinstance(shown, list):
+        columns = COLUMNS[command]
+        rows = [[_cell(item.get(c)) for c in columns] for item in shown]
+        widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
+        lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+        return "\n".join(line.rstrip() for line in lines)
+    if isinstance(shown, dict):
+        lines = [f"{key}: {_cell(value)}" for key, value in shown.items()]
+        if "secret" in shown:
+            lines.append("(the secret is shown this once: store it now)")
+        return "\n".join(lines)
+    return str(shown)
