@@ -308,3 +308,36 @@ def test_the_cli_drives_the_api(tree: tuple[str, str, Path]) -> None:
     assert json.loads(mcpgw(one, "blocklist", "add", "conf_test_error_handling", "--json").stdout)[
         "patterns"
     ][-1]
+
+
+def test_a_session_hears_when_its_keys_view_changes_and_loses_its_stream_with_the_key(
+    tree: tuple[str, str, Path],
+) -> None:
+    one, two, _ = tree
+    assert api(one, "POST", "/groups", {"name": "watchers", "tools": []}).status_code == 201
+    issued = api(one, "POST", "/keys", {"name": "watcher", "groups": ["watchers"]}).json()
+    settled(lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 200)
+    auth = {"authorization": f"Bearer {issued['secret']}"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "watcher"}},
+    }
+    session = httpx2.post(f"{two}/mcp", json=hello, headers={"accept": ACCEPT, **auth}, timeout=10)
+    headers = {"accept": "text/event-stream", "mcp-session-id": session.headers["mcp-session-id"], **auth}
+    with httpx2.stream("GET", f"{two}/mcp", headers=headers, timeout=30) as stream:
+        lines = stream.iter_lines()
+        assert next(lines) == ": stream open"
+        widened = {
+            "name": "watchers",
+            "tools": [{"mcp_client_name": "fixture", "tools_to_execute": ["echo"]}],
+        }
+        assert api(one, "PUT", "/groups/watchers", widened).status_code == 200
+        change = next(line for line in lines if line.startswith("data: "))
+        assert json.loads(change[len("data: ") :])["method"] == "notifications/tools/list_changed"
+        assert api(one, "DELETE", f"/keys/{issued['id']}").status_code == 204
+        # The key is gone: its stream ends.
+        assert all(not line.startswith("data: ") for line in lines)
+    # Without its key the session is of no use to anyone.
+    assert httpx2.get(f"{two}/mcp", headers=headers, timeout=10).status_code == 401
