@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,7 +28,7 @@ from services.connector.errors import (
 from services.connector.forwarding import HttpForwarder, RawResult
 from services.connector.relay import CallRelay, RelayBoard, Response
 from services.connector.subscriptions import SubscriptionCounts
-from services.connector.transports import open_transport
+from services.connector.transports import MissingSecretError, open_transport
 from services.contracts import registry_pb2
 
 log = logging.getLogger(__name__)
@@ -57,6 +56,8 @@ class Inventory:
 
 
 Report = Callable[[str, str, Inventory], Awaitable[None]]
+# A connection that fails for these fails for its config or environment: state "failed".
+CONFIG_ERRORS = (MissingSecretError, FileNotFoundError, PermissionError, ValueError)
 Updated = Callable[[str, str], None]
 """(server, resource URI): the downstream said the resource changed."""
 """(state, error, inventory) -> None: tells the registry what this server is now."""
@@ -125,31 +126,40 @@ class Downstream:
         self._forwarder: HttpForwarder | None = None
         self._refresh = anyio.Event()
         self._board = RelayBoard()
+        # Why the last connection ended, for the report.
+        self._lost = ""
 
     @property
     def connected(self) -> bool:
         return self._dispatcher is not None
 
     async def run(self) -> None:
-        """Connect, serve until the connection ends, and try again, forever (until cancelled)."""
+        """Connect, serve until the connection ends, and try again (with backoff, or when
+        asked if auto-reconnect is off), until cancelled."""
         delay = self._backoff_initial
         while True:
             served = False
+            state = "disconnected"
+            self._lost = "connection closed"
             try:
                 served = await self._serve_once()
-                error = "connection closed"
+                error = self._lost
             except MCPError as exc:
                 error = f"MCP error {exc.error.code}: {exc.error.message}"
+            except CONFIG_ERRORS as exc:
+                # Retrying cannot help until someone fixes the config or the environment.
+                state, error = "failed", f"{type(exc).__name__}: {exc}"
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             finally:
                 self._dispatcher = None
                 self._forwarder = None
-            log.warning("server %s disconnected: %s", self.name, error)
-            await self._report("disconnected", error, Inventory())
+            log.warning("server %s %s: %s", self.name, state, error)
+            await self._report(state, error, Inventory())
+            if self.config.manual_reconnect:
+                log.info("server %s waits for a reconnect request (auto-reconnect is off)", self.name)
+                await anyio.sleep_forever()
             delay = self._backoff_initial if served else min(delay * 2, self._backoff_max)
-            # Full jitter keeps a fleet of connectors from reconnecting in lockstep.
-            await anyio.sleep(random.uniform(delay / 2, delay))  # noqa: S311
 
     async def _serve_once(self) -> bool:
         """One connection's lifetime; True if it got as far as serving."""
@@ -202,9 +212,35 @@ class Downstream:
                 await self._request("resources/subscribe", orjson.dumps({"uri": uri}))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_on_change, dispatcher, capabilities)
+                if self.config.health.ping and self.config.health.interval_seconds > 0:
+                    tg.start_soon(self._watch_health, session, closed)
                 await closed.wait()
                 tg.cancel_scope.cancel()
         return True
+
+    async def _watch_health(self, session: ClientSession, closed: anyio.Event) -> None:
+        """Ping every interval; after `max_failures` misses in a row the server is gone."""
+        health = self.config.health
+        failures = 0
+        while True:
+            await anyio.sleep(health.interval_seconds)
+            try:
+                with anyio.fail_after(health.timeout_seconds):
+                    await session.send_ping()
+                failures = 0
+            except (TimeoutError, MCPError, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+                failures += 1
+                log.warning(
+                    "server %s missed health check %d of %d: %s",
+                    self.name,
+                    failures,
+                    health.max_failures,
+                    type(exc).__name__,
+                )
+                if failures >= max(1, health.max_failures):
+                    self._lost = f"{failures} health checks in a row failed"
+                    closed.set()
+                    return
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
         if isinstance(message, types.ResourceUpdatedNotification):
@@ -309,7 +345,7 @@ class Downstream:
     ) -> RawResult:
         """The downstream's CallToolResult for `tool`; `arguments_json` is a JSON object or empty."""
         dispatcher = self._require()
-        timeout = timeout or self._call_timeout
+        timeout = timeout or self.config.tool_timeouts_seconds.get(tool) or self._call_timeout
         if meta:
             # Progress tokens are minted per hop and mapped back to on_progress.
             meta = {k: v for k, v in meta.items() if k != "progressToken"}

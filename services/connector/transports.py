@@ -7,11 +7,12 @@ resolved here, at connect time, and never stored resolved.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TextIO
 
 import httpx2
 from mcp.client.sse import sse_client
@@ -22,6 +23,8 @@ from services.connector.forwarding import HttpEndpoint
 from services.contracts import registry_pb2
 
 ENV_PREFIX = "env."
+# What stdio servers write to stderr, one record per line, under the server's name.
+child_log = logging.getLogger("services.connector.stderr")
 
 
 class MissingSecretError(LookupError):
@@ -48,6 +51,25 @@ def stdio_parameters(config: registry_pb2.StdioConfig) -> StdioServerParameters:
     )
 
 
+@contextmanager
+def stderr_to_log(server: str) -> Iterator[TextIO]:
+    """A file for a child's stderr whose lines go to the connector's log, named by server."""
+    read_fd, write_fd = os.pipe()
+    writer = os.fdopen(write_fd, "w")
+
+    def pump() -> None:
+        # A thread: the child writes whenever it likes, and a blocking read costs no loop time.
+        with os.fdopen(read_fd, errors="replace") as reader:
+            for line in reader:
+                child_log.info("%s: %s", server, line.rstrip())
+
+    threading.Thread(target=pump, name=f"stderr-{server}", daemon=True).start()
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
 Transport = tuple[Any, Any, HttpEndpoint | None]
 """(read, write) of the SDK transport, and the HTTP endpoint when calls can go straight to it."""
 
@@ -57,8 +79,9 @@ async def open_transport(
     config: registry_pb2.ServerConfig, connect_timeout: float
 ) -> AsyncIterator[Transport]:
     if config.connection_type == "stdio":
-        async with stdio_client(stdio_parameters(config.stdio), errlog=sys.stderr) as (read, write):
-            yield read, write, None
+        with stderr_to_log(config.name) as errlog:
+            async with stdio_client(stdio_parameters(config.stdio), errlog=errlog) as (read, write):
+                yield read, write, None
         return
     url = resolve(config.connection_string)
     headers = {name: resolve(value) for name, value in config.headers.items()}

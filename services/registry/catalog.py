@@ -8,7 +8,7 @@ from collections.abc import Collection
 from services.contracts import registry_pb2
 from services.naming import exposed_tool_name, exposed_uri
 from services.registry.config import ClientConfig
-from services.registry.store import CatalogState, StoredServer
+from services.registry.store import CatalogState, Lifecycle, StoredServer
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,23 @@ def build_snapshot(
     return snapshot
 
 
-def server_config(server: StoredServer) -> registry_pb2.ServerConfig:
+def server_config(server: StoredServer, lifecycle: Lifecycle) -> registry_pb2.ServerConfig:
     config = server.config
+    health = lifecycle.health
     out = registry_pb2.ServerConfig(
         name=config.name,
         connection_type=config.connection_type,
         connection_string=config.connection_string or "",
         headers=config.headers,
         tool_execution_timeout_seconds=config.tool_execution_timeout or 0.0,
+        health=registry_pb2.HealthCheck(
+            ping=config.is_ping_available,
+            interval_seconds=health.check_interval,
+            timeout_seconds=health.check_timeout,
+            max_failures=health.max_consecutive_failures,
+        ),
+        manual_reconnect=not lifecycle.auto_reconnect,
+        tool_timeouts_seconds=config.tool_timeouts,
     )
     if config.stdio_config is not None:
         stdio = config.stdio_config

@@ -58,12 +58,23 @@ class ClientConfig(BaseModel):
     # Bifrost semantics: ["*"] is every tool, [] or absent is none.
     tools_to_execute: list[str] = []
     tool_execution_timeout: float | None = None
+    # mcpgw: per-tool overrides of tool_execution_timeout.
+    tool_timeouts: dict[str, float] = {}
+    # Bifrost: whether the server answers MCP ping (the health monitor pings only those).
+    is_ping_available: bool = True
     disabled: bool = False
 
     @field_validator("tool_execution_timeout", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @field_validator("tool_timeouts", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {tool: parse_duration(timeout) for tool, timeout in value.items()}
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ClientConfig:
@@ -74,10 +85,26 @@ class ClientConfig(BaseModel):
         return self
 
 
+class HealthMonitorConfig(BaseModel):
+    """Bifrost's mcp.health_monitor_config."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    check_interval: float = 10.0
+    check_timeout: float = 5.0
+    max_consecutive_failures: int = Field(default=5, ge=1)
+
+    @field_validator("check_interval", "check_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
 class McpSection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     client_configs: list[ClientConfig] = []
+    health_monitor_config: HealthMonitorConfig = HealthMonitorConfig()
 
 
 class GatewayOptions(BaseModel):
@@ -86,6 +113,9 @@ class GatewayOptions(BaseModel):
     tool_separator: Literal["_", "-"] = "_"
     # Clearer name for Bifrost's client.enforce_governance_header; wins when both are set.
     require_key: bool | None = None
+    # Reconnect a server that went away on our own (with backoff); off leaves it to
+    # POST /api/mcp/client/{name}/reconnect, as Bifrost does.
+    auto_reconnect: bool = True
 
 
 class ToolSelectionConfig(BaseModel):

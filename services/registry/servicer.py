@@ -67,8 +67,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.ListServersRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ListServersResponse:
         revision, servers = await self._store.servers()
+        lifecycle = await self._store.lifecycle()
         return registry_pb2.ListServersResponse(
-            revision=revision, servers=[server_config(s) for s in servers]
+            revision=revision, servers=[server_config(s, lifecycle) for s in servers]
         )
 
     async def ReportCatalog(

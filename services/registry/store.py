@@ -7,17 +7,18 @@ unchanged catalog never wake the fleet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import alembic.command
 import alembic.config
+import orjson
 from sqlalchemy import Connection, ForeignKey, Integer, String, Text, delete, event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.registry.config import ClientConfig, GatewayConfig
+from services.registry.config import ClientConfig, GatewayConfig, HealthMonitorConfig
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -76,6 +77,26 @@ class StoredServer:
 
 
 @dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """How connectors watch and bring back every server: the health monitor and auto-reconnect."""
+
+    health: HealthMonitorConfig = field(default_factory=HealthMonitorConfig)
+    auto_reconnect: bool = True
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {"health": self.health.model_dump(), "auto_reconnect": self.auto_reconnect}
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Lifecycle:
+        if not text:
+            return cls()
+        value = orjson.loads(text)
+        return cls(HealthMonitorConfig.model_validate(value["health"]), bool(value["auto_reconnect"]))
+
+
+@dataclass(frozen=True, slots=True)
 class StoredItem:
     """`kind` is tool | prompt | resource | template; `key` its name, URI or URI template."""
 
@@ -120,6 +141,8 @@ class RegistryStore:
         wanted = {c.name: c for c in config.mcp.client_configs if not c.disabled}
         async with self.sessions.begin() as session:
             changed = await write_meta(session, "tool_separator", config.mcpgw.tool_separator)
+            lifecycle = Lifecycle(config.mcp.health_monitor_config, config.mcpgw.auto_reconnect)
+            changed = await write_meta(session, "lifecycle", lifecycle.to_json()) or changed
             rows = {r.name: r for r in (await session.scalars(select(ServerRow))).all()}
             for name, row in rows.items():
                 if row.source == "file" and name not in wanted:
@@ -176,6 +199,10 @@ class RegistryStore:
                 raise UnknownServerError(name)
             await session.delete(row)
             return await bump(session)
+
+    async def lifecycle(self) -> Lifecycle:
+        async with self.sessions() as session:
+            return Lifecycle.from_json(await read_meta(session, "lifecycle", ""))
 
     async def servers(self) -> tuple[int, list[StoredServer]]:
         async with self.sessions() as session:

@@ -753,23 +753,54 @@ class ServerConfig(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ToolTimeoutsSecondsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_TYPE_FIELD_NUMBER: _builtins.int
     CONNECTION_STRING_FIELD_NUMBER: _builtins.int
     STDIO_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     TOOL_EXECUTION_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    HEALTH_FIELD_NUMBER: _builtins.int
+    MANUAL_RECONNECT_FIELD_NUMBER: _builtins.int
+    TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     """stdio | http | sse"""
     connection_string: _builtins.str
     """The URL of an http or sse server; may be an env.NAME reference."""
     tool_execution_timeout_seconds: _builtins.float
+    manual_reconnect: _builtins.bool
+    """Wait for a reconnect request after a disconnect, instead of reconnecting on its own."""
     @_builtins.property
     def stdio(self) -> Global___StdioConfig: ...
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Values may be env.NAME references, resolved by the connector at connect time."""
+
+    @_builtins.property
+    def health(self) -> Global___HealthCheck: ...
+    @_builtins.property
+    def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Per-tool call timeouts that override tool_execution_timeout_seconds."""
 
     def __init__(
         self,
@@ -780,14 +811,48 @@ class ServerConfig(_message.Message):
         stdio: Global___StdioConfig | None = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         tool_execution_timeout_seconds: _builtins.float = ...,
+        health: Global___HealthCheck | None = ...,
+        manual_reconnect: _builtins.bool = ...,
+        tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["stdio", b"stdio"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "stdio", b"stdio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "name", b"name", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "manual_reconnect", b"manual_reconnect", "name", b"name", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerConfig: _TypeAlias = ServerConfig  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """Bifrost's mcp.health_monitor_config, and its per-server is_ping_available."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PING_FIELD_NUMBER: _builtins.int
+    INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_FAILURES_FIELD_NUMBER: _builtins.int
+    ping: _builtins.bool
+    interval_seconds: _builtins.float
+    timeout_seconds: _builtins.float
+    max_failures: _builtins.int
+    """Consecutive failed pings after which the server counts as disconnected."""
+    def __init__(
+        self,
+        *,
+        ping: _builtins.bool = ...,
+        interval_seconds: _builtins.float = ...,
+        timeout_seconds: _builtins.float = ...,
+        max_failures: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "max_failures", b"max_failures", "ping", b"ping", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015
 
 @_typing.final
 class ListServersRequest(_message.Message):
