@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import psutil
 
 from services.up.main import free_port, nats_argv, nats_server_binary
 
@@ -112,22 +113,25 @@ def service_tree(
     servers: list[dict[str, Any]],
     *,
     edges: int = 1,
+    connectors: int = 1,
     env: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
 ) -> Iterator[list[str]]:
     """NATS, registry, connector, audit and `edges` edge replicas sharing a session secret,
     in front of `servers` (and the other sections of `config`); yields each edge's base URL
     once every edge lists every server."""
-    (tmp / "config.json").write_text(json.dumps({**(config or {}), "mcp": {"client_configs": servers}}))
-    registry, connector = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    config = config or {}
+    mcp = {**config.get("mcp", {}), "client_configs": servers}
+    (tmp / "config.json").write_text(json.dumps({**config, "mcp": mcp}))
+    registry = f"127.0.0.1:{free_port()}"
+    connector_addrs = [f"127.0.0.1:{free_port()}" for _ in range(connectors)]
     with ExitStack() as stack:
         nats_url = stack.enter_context(nats_server(tmp))
         common = {
             "MCPGW_NATS_URL": nats_url,
             "MCPGW_REGISTRY_ADDR": registry,
             "MCPGW_REGISTRY_LISTEN": registry,
-            "MCPGW_CONNECTOR_ADDR": connector,
-            "MCPGW_CONNECTOR_LISTEN": connector,
+            "MCPGW_CONNECTOR_ADDR": ",".join(connector_addrs),
             "MCPGW_STATE_DIR": str(tmp),
             "MCPGW_AUDIT_FILE": str(tmp / "spans.jsonl"),
             "MCPGW_SESSION_SECRET": "test-secret",
@@ -135,7 +139,13 @@ def service_tree(
         }
         log = tmp / "services.log"
         stack.enter_context(running(service("registry", "--config", str(tmp / "config.json")), common, log))
-        stack.enter_context(running(service("connector"), common, log))
+        for index, address in enumerate(connector_addrs):
+            connector_env = {
+                **common,
+                "MCPGW_CONNECTOR_LISTEN": address,
+                "MCPGW_CONNECTOR_ID": f"connector-{index + 1}",
+            }
+            stack.enter_context(running(service("connector"), connector_env, log))
         stack.enter_context(running(service("audit"), common, log))
         bases = []
         for index in range(edges):
@@ -154,3 +164,28 @@ def _serves(base: str, servers: set[str]) -> bool:
         return servers <= set(httpx2.get(f"{base}/readyz", timeout=1).json().get("servers", []))
     except (httpx2.HTTPError, ValueError):
         return False
+
+
+def tree_processes(tmp: Path, service_name: str) -> list[psutil.Process]:
+    """The running `mcpgw <service_name>` processes of the service tree in `tmp`."""
+    found = []
+    for child in psutil.Process().children():
+        try:
+            if service_name in child.cmdline() and child.environ().get("MCPGW_STATE_DIR") == str(tmp):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def downstream_processes(tmp: Path, script: str) -> list[psutil.Process]:
+    """The stdio downstreams running `script` under the connectors of the tree in `tmp`."""
+    found = []
+    for connector in tree_processes(tmp, "connector"):
+        for child in connector.children(recursive=True):
+            try:
+                if any(script in part for part in child.cmdline()):
+                    found.append(child)
+            except psutil.Error:
+                continue
+    return found

@@ -24,6 +24,7 @@ from services.connector.errors import (
     DownstreamRejectedError,
     DownstreamTimeoutError,
     DownstreamUnavailableError,
+    NotConnectedError,
 )
 from services.connector.forwarding import HttpForwarder, RawResult
 from services.connector.relay import CallRelay, RelayBoard, Response
@@ -412,7 +413,7 @@ class Downstream:
     def _require(self) -> JSONRPCDispatcher[Any]:
         dispatcher = self._dispatcher
         if dispatcher is None:
-            raise DownstreamUnavailableError(self.name, f"server {self.name!r} is not connected")
+            raise NotConnectedError(self.name, f"server {self.name!r} is not connected")
         return dispatcher
 
 

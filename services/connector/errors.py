@@ -1,7 +1,8 @@
 """Errors the connector raises for a downstream server:
 
 DownstreamError
-├── DownstreamUnavailableError   not connected, or the connection closed mid-call
+├── DownstreamUnavailableError   the connection closed mid-call
+│   └── NotConnectedError        this connector holds no session with it: nothing was sent
 ├── DownstreamTimeoutError       no answer within the call's timeout
 └── DownstreamRejectedError      the downstream answered with a JSON-RPC error
 """
@@ -18,6 +19,10 @@ class DownstreamError(Exception):
 
 
 class DownstreamUnavailableError(DownstreamError):
+    pass
+
+
+class NotConnectedError(DownstreamUnavailableError):
     pass
 
 

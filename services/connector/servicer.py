@@ -18,6 +18,7 @@ from services.connector.errors import (
     DownstreamError,
     DownstreamRejectedError,
     DownstreamTimeoutError,
+    NotConnectedError,
 )
 from services.connector.pool import DownstreamPool
 from services.connector.relay import CallRelay, Response
@@ -37,13 +38,17 @@ def call_error(exc: DownstreamError) -> connector_pb2.CallError:
             data_json=b"" if error.data is None else orjson.dumps(error.data),
             reason="downstream",
         )
-    reason = "timeout" if isinstance(exc, DownstreamTimeoutError) else "unavailable"
+    if isinstance(exc, NotConnectedError):
+        # Nothing reached the downstream: another connector may take the call.
+        reason = "not_connected"
+    else:
+        reason = "timeout" if isinstance(exc, DownstreamTimeoutError) else "unavailable"
     code = types.REQUEST_TIMEOUT if reason == "timeout" else types.CONNECTION_CLOSED
     return connector_pb2.CallError(code=code, message=str(exc), reason=reason)
 
 
 def _not_configured(server: str) -> DownstreamError:
-    return DownstreamError(server, f"server {server!r} is not configured on this connector")
+    return NotConnectedError(server, f"server {server!r} is not configured on this connector")
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -12,6 +12,11 @@ import orjson
 
 from services.contracts import connector_pb2, connector_pb2_grpc
 
+# A connector that holds no session with the server refused before anything was sent, so
+# the call is tried again: round robin takes it to another connector replica.
+NOT_CONNECTED = "not_connected"
+ATTEMPTS = 2
+
 
 class ConnectorUnavailableError(ConnectionError):
     """No connector answered."""
@@ -35,14 +40,20 @@ class ConnectorClient:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
         there, and with `ask`, its requests are answered by the client."""
         metadata = (("traceparent", traceparent),)
-        try:
-            if on_notification is None and ask is None:
-                # Unary: the cheapest gRPC call there is, and most tool calls are this.
-                outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(request, metadata=metadata)
-                return outcome
-            return await self._relayed(request, metadata, on_notification, ask)
-        except grpc.aio.AioRpcError as exc:
-            raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+        for _ in range(ATTEMPTS):
+            try:
+                if on_notification is None and ask is None:
+                    # Unary: the cheapest gRPC call there is, and most tool calls are this.
+                    outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(
+                        request, metadata=metadata
+                    )
+                else:
+                    outcome = await self._relayed(request, metadata, on_notification, ask)
+            except grpc.aio.AioRpcError as exc:
+                raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+            if not (outcome.HasField("error") and outcome.error.reason == NOT_CONNECTED):
+                break
+        return outcome
 
     async def _relayed(
         self,
@@ -93,10 +104,13 @@ class ConnectorClient:
     ) -> connector_pb2.ForwardOutcome:
         """Any request other than tools/call, answered by the downstream named `server`."""
         request = connector_pb2.ForwardRequest(server=server, method=method, params_json=params_json)
-        try:
-            outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
-                request, metadata=(("traceparent", traceparent),)
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+        for _ in range(ATTEMPTS):
+            try:
+                outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
+                    request, metadata=(("traceparent", traceparent),)
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
+            if not (outcome.HasField("error") and outcome.error.reason == NOT_CONNECTED):
+                break
         return outcome

@@ -39,6 +39,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._governance = GovernanceStore(store)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
+        # The last state each connector replica reported of each server. A server is
+        # connected while any replica holds it; a replica that dies without reporting keeps
+        # its last word until it returns (connectors do not heartbeat yet).
+        self._connections: dict[str, dict[str, str]] = {}
 
     async def announce(self, revision: int) -> None:
         """Tell every edge and connector that `revision` is committed."""
@@ -96,6 +100,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         capabilities = request.capabilities_json or b"{}"
         if _object(capabilities) is None:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities_json must be a JSON object")
+        held = self._connections.setdefault(request.server, {})
+        held[request.connector_id] = request.state
+        if request.state != "connected" and "connected" in held.values():
+            # Another connector replica still serves it: for clients it is still there.
+            return registry_pb2.ReportCatalogResponse(revision=await self._store.revision())
         try:
             revision, changed = await self._store.report_catalog(
                 request.server, request.state, request.error, items, capabilities.decode()

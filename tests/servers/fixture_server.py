@@ -66,6 +66,11 @@ async def add_tool(name: str, ctx: Context) -> str:
 
 
 if __name__ == "__main__":
+    # While the file FIXTURE_GATE names exists the server cannot start: a downstream that is
+    # down for a while, for lifecycle tests.
+    gate = os.environ.get("FIXTURE_GATE")
+    if gate and os.path.exists(gate):
+        raise SystemExit(f"fixture: gate {gate} is closed")
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "--http", type=int, default=0, help="serve Streamable HTTP on this port instead of stdio"
