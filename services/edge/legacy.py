@@ -161,6 +161,8 @@ class LegacySseEndpoint:
         for message in messages:
             if message.kind == "response":
                 await self._handler.client_replied(message.id, message.answer or {})
+            elif message.method == "notifications/cancelled" and sse.session is not None:
+                await self._handler.client_cancelled(sse.session, message.params)
             elif message.kind == "request":
                 task = asyncio.create_task(self._serve(sse, message))
                 sse.tasks.add(task)

@@ -90,7 +90,7 @@ async def serve(settings: EdgeSettings) -> None:
         keepalive_seconds=settings.keepalive_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
     )
-    await peers.serve(handler.resolve, rounds.carry_on, legacy.deliver)
+    await peers.serve(handler.resolve, rounds.carry_on, legacy.deliver, handler.cancel)
     admin = create_admin_api(registry_pb2_grpc.RegistryStub(registry_channel), nc, settings.admin_token)
     app = create_app(EdgeComponents(endpoint, legacy, admin, settings.max_body_bytes, follower, audit, hub))
     server = uvicorn.Server(

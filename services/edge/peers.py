@@ -24,6 +24,7 @@ from services.edge.errors import DownstreamRpcError, EdgeError, InternalError, J
 log = logging.getLogger(__name__)
 
 SUBJECT = "mcpgw.edge.{edge}.{kind}"
+CANCEL = "mcpgw.edge.cancel"
 # A resumed round's answer: a marker byte, then the result JSON or the error object.
 RESULT, ERROR = b"R", b"E"
 
@@ -45,7 +46,11 @@ class Peers:
         self._wait = wait_seconds
 
     async def serve(
-        self, on_reply: Callable[[JsonRpcId, dict[str, Any]], object], resume: Resume, deliver: Deliver
+        self,
+        on_reply: Callable[[JsonRpcId, dict[str, Any]], object],
+        resume: Resume,
+        deliver: Deliver,
+        cancel: Callable[[str, str], object],
     ) -> None:
         """Answer what other edges send this one."""
 
@@ -66,8 +71,14 @@ class Peers:
             held = await deliver(headers.get("session", ""), msg.data, headers.get("key", ""))
             await msg.respond(b"1" if held else b"0")
 
+        async def cancelled(msg: Msg) -> None:
+            request = orjson.loads(msg.data)
+            cancel(request["session"], request["id"])
+
         for kind, handler in (("reply", replied), ("resume", resumed), ("sse", delivered)):
             await self._nc.subscribe(SUBJECT.format(edge=self.edge_id, kind=kind), cb=handler)
+        # Nothing names the edge running a call, so a cancellation goes to all of them.
+        await self._nc.subscribe(CANCEL, cb=cancelled)
 
     async def reply(self, request_id: str, answer: dict[str, Any]) -> None:
         """Send a client's reply to the edge whose relayed request it answers."""
@@ -86,6 +97,10 @@ class Peers:
             raise DownstreamRpcError(error["code"], error["message"], error.get("data"))
         # The result's bytes as the holding edge produced them, never re-encoded.
         return msg.data[len(RESULT) :]
+
+    async def cancel(self, session_id: str, request_id: str) -> None:
+        """Ask every edge to cancel a session's call (the one running it will)."""
+        await self._nc.publish(CANCEL, orjson.dumps({"session": session_id, "id": request_id}))
 
     async def deliver(self, session_id: str, body: bytes, key_id: str) -> None:
         """POST a legacy SSE session's message to the edge holding its stream."""

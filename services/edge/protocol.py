@@ -135,6 +135,9 @@ def _resource(view: View, uri: object) -> Route:
 NO_CONNECTOR = connector_pb2.CallError(
     code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
 )
+CANCELLED = connector_pb2.CallError(
+    code=-32000, message="mcpgw: the call was cancelled by the client", reason="cancelled"
+)
 
 
 def _rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
@@ -162,6 +165,9 @@ class McpHandler:
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
+        # Calls in flight by (session, request id), and those their clients cancelled.
+        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
+        self._cancelled: set[tuple[str, str]] = set()
         # Requests relayed to clients, by the id they were sent under, awaiting the client's reply.
         self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ask_ids = itertools.count(1)
@@ -173,6 +179,23 @@ class McpHandler:
             return
         if self._peers is not None and owner(request_id) not in ("", self._edge_id):
             await self._peers.reply(request_id, answer)
+
+    async def client_cancelled(self, session: Session, params: dict[str, Any] | None) -> None:
+        """A client's notifications/cancelled: its call is cancelled on whichever edge runs it."""
+        request_id = (params or {}).get("requestId")
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+            return
+        if not self.cancel(session.id, str(request_id)) and self._peers is not None:
+            await self._peers.cancel(session.id, str(request_id))
+
+    def cancel(self, session_id: str, request_id: str) -> bool:
+        """Cancel a call in flight on this edge; whether there was one."""
+        task = self._running.get((session_id, request_id))
+        if task is None:
+            return False
+        self._cancelled.add((session_id, request_id))
+        task.cancel()
+        return True
 
     def resolve(self, request_id: JsonRpcId, answer: dict[str, Any]) -> bool:
         """Hand a reply to the relayed request of this edge it answers; whether there was one."""
@@ -315,6 +338,10 @@ class McpHandler:
         )
         started = time.time_ns()
         outcome: connector_pb2.CallToolOutcome | None = None
+        # A client may cancel the call (notifications/cancelled) by the id it sent it under.
+        running = None if ctx.session is None or not ctx.session.id else (ctx.session.id, str(ctx.request_id))
+        if running is not None:
+            self._running[running] = asyncio.current_task()  # type: ignore[assignment]
         try:
             outcome = await self._connector.call_tool(
                 request, traceparent(trace_id, span_id), ctx.notify, ctx.ask
@@ -322,7 +349,18 @@ class McpHandler:
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)
             outcome = connector_pb2.CallToolOutcome(error=NO_CONNECTOR)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if running is None or running not in self._cancelled or task is None:
+                raise
+            # Cancelled by its client, not by the edge: the gRPC call and the downstream's
+            # request are cancelled, and the HTTP request still gets an answer.
+            task.uncancel()
+            outcome = connector_pb2.CallToolOutcome(error=CANCELLED)
         finally:
+            if running is not None:
+                self._running.pop(running, None)
+                self._cancelled.discard(running)
             self._audit.submit(
                 self._event(ctx, name, route.server, route.name, started, outcome, trace_id, span_id)
             )

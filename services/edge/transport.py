@@ -165,8 +165,11 @@ class StreamableHttpEndpoint:
             raise InvalidRequestError(
                 f"Invalid Request: batches are not allowed in {session.protocol_version}"
             )
-        for reply in (m for m in messages if m.kind == "response"):
-            await self._handler.client_replied(reply.id, reply.answer or {})
+        for message in messages:
+            if message.kind == "response":
+                await self._handler.client_replied(message.id, message.answer or {})
+            elif message.method == "notifications/cancelled":
+                await self._handler.client_cancelled(session, message.params)
         requests = [m for m in messages if m.kind == "request"]
         if not requests:
             return Response(status_code=202)

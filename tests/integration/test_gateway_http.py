@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -389,3 +390,27 @@ def test_unknown_prompts_resources_and_cursors_are_clear_errors(gateway: str) ->
     assert rpc(gateway, session, "logging/setLevel", {"level": "debug"}).json()["result"] == {}
     ref = {"ref": {"type": "ref/nothing"}, "argument": {"name": "a", "value": ""}}
     assert error_of(rpc(gateway, session, "completion/complete", ref))["code"] == -32602
+
+
+def test_a_client_cancellation_reaches_the_downstream(gateway: str, tmp_path: Path) -> None:
+    session = initialize(gateway)
+    marker = tmp_path / "cancelled"
+    body = {
+        "jsonrpc": "2.0",
+        "id": "long-1",
+        "method": "tools/call",
+        "params": {"name": "fixture_wait_for_cancel", "arguments": {"marker": str(marker)}},
+    }
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, gateway, body, session)
+        # The call is in flight once the downstream is waiting in it; cancel until it is.
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "long-1"}}
+        wait_until(
+            lambda: post(gateway, cancel, session).status_code == 202 and answer.done(),
+            20,
+            "the call cancelled",
+        )
+        result = answer.result().json()
+    assert result["id"] == "long-1"
+    assert result["result"]["isError"] is True and "cancelled" in result["result"]["content"][0]["text"]
+    wait_until(lambda: marker.exists(), 10, "the downstream's request cancelled")

@@ -42,6 +42,17 @@ def weather(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Reg
 
 
 @server.tool()
+async def wait_for_cancel(marker: str) -> str:
+    """Wait until the call is cancelled, then write "cancelled" to the file `marker`."""
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(marker).write_text("cancelled")
+    return "never"
+
+
+@server.tool()
 def crash() -> str:
     """Exit the server process in the middle of the call."""
     os._exit(3)
