@@ -20,6 +20,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import BaseModel, ValidationError
 
 from services import __version__
+from services.connector.env import MissingSecretError
 from services.connector.errors import (
     DownstreamRejectedError,
     DownstreamTimeoutError,
@@ -29,7 +30,7 @@ from services.connector.errors import (
 from services.connector.forwarding import HttpForwarder, RawResult
 from services.connector.relay import CallRelay, RelayBoard, Response
 from services.connector.subscriptions import SubscriptionCounts
-from services.connector.transports import MissingSecretError, open_transport
+from services.connector.transports import open_transport
 from services.contracts import registry_pb2
 
 log = logging.getLogger(__name__)

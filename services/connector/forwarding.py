@@ -27,6 +27,7 @@ from services.connector.errors import (
     DownstreamTimeoutError,
     DownstreamUnavailableError,
 )
+from services.connector.oauth import ClientCredentials
 from services.connector.relay import CallRelay, unrelayable
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class HttpEndpoint:
     url: str
     headers: dict[str, str]
     session_id: str | None = None
+    # Where the bearer token comes from, for a server behind OAuth.
+    credentials: ClientCredentials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,31 +191,47 @@ class HttpForwarder:
                 self._server, f"server {self._server!r} is unreachable: {exc or type(exc).__name__}"
             ) from None
 
+    async def _authorized(self, refused: str | None = None) -> dict[str, str]:
+        """The request headers, with a bearer token for a server behind OAuth (a new one when
+        `refused` is the token the server just answered 401 to)."""
+        credentials = self._endpoint.credentials
+        if credentials is None:
+            return self._headers
+        return {**self._headers, "authorization": f"Bearer {await credentials.token(stale=refused)}"}
+
     async def _exchange(self, call: _Call, body: bytes) -> RawResult:
         assert self._http is not None, "use HttpForwarder as an async context manager"
-        async with self._http.post(self._endpoint.url, data=body, headers=self._headers) as response:
-            if response.status == 404 and self._endpoint.session_id:
-                self._on_session_lost()
-                raise DownstreamUnavailableError(self._server, f"server {self._server!r} ended the session")
-            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if response.status >= 400 and kind != "application/json":
-                raise DownstreamRejectedError(
-                    self._server,
-                    types.ErrorData(
-                        code=types.INTERNAL_ERROR, message=f"server answered HTTP {response.status}"
-                    ),
-                )
-            if kind == "application/json":
-                return result_of(self._server, orjson.loads(await response.read()))
-            if kind != "text/event-stream":
-                raise DownstreamRejectedError(
-                    self._server,
-                    types.ErrorData(code=types.INTERNAL_ERROR, message=f"unexpected content-type {kind!r}"),
-                )
-            async for message in sse_messages(response.content):
-                if message.get("id") == call.id and "method" not in message:
-                    return result_of(self._server, message)
-                await self._on_stream_message(call, message)
+        headers = await self._authorized()
+        if self._endpoint.credentials is not None:
+            async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
+                if response.status != 401:
+                    return await self._answer(call, response)
+            headers = await self._authorized(refused=headers["authorization"][len("Bearer ") :])
+        async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
+            return await self._answer(call, response)
+
+    async def _answer(self, call: _Call, response: aiohttp.ClientResponse) -> RawResult:
+        """The call's result from the server's HTTP answer: JSON, or an SSE stream."""
+        if response.status == 404 and self._endpoint.session_id:
+            self._on_session_lost()
+            raise DownstreamUnavailableError(self._server, f"server {self._server!r} ended the session")
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status >= 400 and kind != "application/json":
+            raise DownstreamRejectedError(
+                self._server,
+                types.ErrorData(code=types.INTERNAL_ERROR, message=f"server answered HTTP {response.status}"),
+            )
+        if kind == "application/json":
+            return result_of(self._server, orjson.loads(await response.read()))
+        if kind != "text/event-stream":
+            raise DownstreamRejectedError(
+                self._server,
+                types.ErrorData(code=types.INTERNAL_ERROR, message=f"unexpected content-type {kind!r}"),
+            )
+        async for message in sse_messages(response.content):
+            if message.get("id") == call.id and "method" not in message:
+                return result_of(self._server, message)
+            await self._on_stream_message(call, message)
         raise DownstreamUnavailableError(
             self._server, f"server {self._server!r} closed the stream without an answer"
         )
@@ -264,7 +283,8 @@ class HttpForwarder:
         async def post() -> None:
             assert self._http is not None
             try:
-                async with self._http.post(self._endpoint.url, data=body, headers=self._headers) as response:
+                headers = await self._authorized()
+                async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
                     await response.read()
             except (aiohttp.ClientError, OSError) as exc:
                 log.debug("server %s: background POST failed: %s", self._server, exc)

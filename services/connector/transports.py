@@ -19,27 +19,13 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
+from services.connector.env import resolve
 from services.connector.forwarding import HttpEndpoint
+from services.connector.oauth import BearerAuth, ClientCredentials
 from services.contracts import registry_pb2
 
-ENV_PREFIX = "env."
 # What stdio servers write to stderr, one record per line, under the server's name.
 child_log = logging.getLogger("services.connector.stderr")
-
-
-class MissingSecretError(LookupError):
-    """A config value references an environment variable the connector does not have."""
-
-
-def resolve(value: str) -> str:
-    """`env.NAME` becomes the value of NAME in the connector's environment."""
-    if not value.startswith(ENV_PREFIX):
-        return value
-    name = value[len(ENV_PREFIX) :]
-    resolved = os.environ.get(name)
-    if resolved is None:
-        raise MissingSecretError(f"environment variable {name} is not set")
-    return resolved
 
 
 def stdio_parameters(config: registry_pb2.StdioConfig) -> StdioServerParameters:
@@ -85,8 +71,10 @@ async def open_transport(
         return
     url = resolve(config.connection_string)
     headers = {name: resolve(value) for name, value in config.headers.items()}
+    credentials = ClientCredentials(config.name, config.oauth) if config.HasField("oauth") else None
+    auth = None if credentials is None else BearerAuth(credentials)
     if config.connection_type == "http":
-        endpoint = HttpEndpoint(url, headers)
+        endpoint = HttpEndpoint(url, headers, credentials=credentials)
 
         async def learn_session(response: httpx2.Response) -> None:
             if session_id := response.headers.get("mcp-session-id"):
@@ -96,14 +84,14 @@ async def open_transport(
         timeout = httpx2.Timeout(connect_timeout, read=None)
         async with (
             httpx2.AsyncClient(
-                headers=headers, timeout=timeout, event_hooks={"response": [learn_session]}
+                headers=headers, timeout=timeout, auth=auth, event_hooks={"response": [learn_session]}
             ) as client,
             streamable_http_client(url, http_client=client) as (read, write),
         ):
             yield read, write, endpoint
         return
     if config.connection_type == "sse":
-        async with sse_client(url, headers=headers, timeout=connect_timeout) as (read, write):
+        async with sse_client(url, headers=headers, timeout=connect_timeout, auth=auth) as (read, write):
             yield read, write, None
         return
     raise ValueError(f"unknown connection_type {config.connection_type!r}")

@@ -97,6 +97,15 @@ def server_config(server: StoredServer, lifecycle: Lifecycle) -> registry_pb2.Se
         manual_reconnect=not lifecycle.auto_reconnect,
         tool_timeouts_seconds=config.tool_timeouts,
     )
+    if config.oauth is not None:
+        out.oauth.CopyFrom(
+            registry_pb2.OAuthClient(
+                token_url=config.oauth.token_url,
+                client_id=config.oauth.client_id,
+                client_secret=config.oauth.client_secret,
+                scope=config.oauth.scope,
+            )
+        )
     if config.stdio_config is not None:
         stdio = config.stdio_config
         out.stdio.command = stdio.command

@@ -45,6 +45,19 @@ class StdioConfig(BaseModel):
     cwd: str | None = None
 
 
+class OAuthConfig(BaseModel):
+    """The OAuth 2.0 client credentials grant: the connector gets and refreshes the token."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grant_type: Literal["client_credentials"] = "client_credentials"
+    token_url: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    # Write env.NAME to keep the secret out of the config and the registry.
+    client_secret: str = Field(min_length=1)
+    scope: str = ""
+
+
 class ClientConfig(BaseModel):
     """One downstream MCP server (Bifrost calls it an MCP client)."""
 
@@ -62,6 +75,9 @@ class ClientConfig(BaseModel):
     tool_timeouts: dict[str, float] = {}
     # Bifrost: whether the server answers MCP ping (the health monitor pings only those).
     is_ping_available: bool = True
+    # Bifrost's auth_type; "oauth" needs `oauth`.
+    auth_type: Literal["none", "headers", "oauth"] | None = None
+    oauth: OAuthConfig | None = None
     disabled: bool = False
 
     @field_validator("tool_execution_timeout", mode="before")
@@ -82,6 +98,10 @@ class ClientConfig(BaseModel):
             raise ValueError("a stdio server needs stdio_config")
         if self.connection_type in ("http", "sse") and not self.connection_string:
             raise ValueError(f"an {self.connection_type} server needs connection_string (its URL)")
+        if (self.auth_type == "oauth") != (self.oauth is not None) and self.auth_type is not None:
+            raise ValueError('auth_type "oauth" goes with an oauth section, and an oauth section with it')
+        if self.oauth is not None and self.connection_type == "stdio":
+            raise ValueError("oauth is for http and sse servers")
         return self
 
 

@@ -782,6 +782,7 @@ class ServerConfig(_message.Message):
     HEALTH_FIELD_NUMBER: _builtins.int
     MANUAL_RECONNECT_FIELD_NUMBER: _builtins.int
     TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
+    OAUTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     """stdio | http | sse"""
@@ -802,6 +803,10 @@ class ServerConfig(_message.Message):
     def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Per-tool call timeouts that override tool_execution_timeout_seconds."""
 
+    @_builtins.property
+    def oauth(self) -> Global___OAuthClient:
+        """Set for an http or sse server that wants an OAuth 2.0 bearer token."""
+
     def __init__(
         self,
         *,
@@ -814,14 +819,45 @@ class ServerConfig(_message.Message):
         health: Global___HealthCheck | None = ...,
         manual_reconnect: _builtins.bool = ...,
         tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        oauth: Global___OAuthClient | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "stdio", b"stdio"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "oauth", b"oauth", "stdio", b"stdio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "manual_reconnect", b"manual_reconnect", "name", b"name", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerConfig: _TypeAlias = ServerConfig  # noqa: Y015
+
+@_typing.final
+class OAuthClient(_message.Message):
+    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4). Values may be env.NAME."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_URL_FIELD_NUMBER: _builtins.int
+    CLIENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    token_url: _builtins.str
+    client_id: _builtins.str
+    client_secret: _builtins.str
+    scope: _builtins.str
+    def __init__(
+        self,
+        *,
+        token_url: _builtins.str = ...,
+        client_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        scope: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "scope", b"scope", "token_url", b"token_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OAuthClient: _TypeAlias = OAuthClient  # noqa: Y015
 
 @_typing.final
 class HealthCheck(_message.Message):

@@ -1,0 +1,92 @@
+"""Bearer tokens for downstreams behind OAuth 2.0: the client credentials grant (RFC 6749
+section 4.4), the token cached and refreshed before it expires, and again on a 401.
+
+Secrets (`env.NAME` references) are resolved when a token is fetched; tokens and secrets
+are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+
+import anyio
+import httpx2
+
+from services.connector.env import resolve
+from services.contracts import registry_pb2
+
+log = logging.getLogger(__name__)
+
+# Refresh this long before expiry (or at a tenth of a short lifetime), so no call races it.
+REFRESH_MARGIN_SECONDS = 30.0
+TOKEN_TIMEOUT_SECONDS = 10.0
+
+
+class TokenError(ConnectionError):
+    """The authorization server would not issue a token."""
+
+
+class ClientCredentials:
+    def __init__(self, server: str, config: registry_pb2.OAuthClient) -> None:
+        self._server = server
+        self._config = config
+        self._token = ""
+        self._refresh_at = 0.0
+        self._lock = anyio.Lock()
+        self.fetched = 0
+
+    async def token(self, stale: str | None = None) -> str:
+        """A valid access token; a new one when the cached one is near expiry or is `stale`
+        (the one a downstream just refused)."""
+        async with self._lock:
+            if self._token and self._token != stale and time.monotonic() < self._refresh_at:
+                return self._token
+            self._token, lifetime = await self._fetch()
+            self._refresh_at = time.monotonic() + max(
+                0.0, lifetime - min(REFRESH_MARGIN_SECONDS, lifetime / 10)
+            )
+            return self._token
+
+    async def _fetch(self) -> tuple[str, float]:
+        config = self._config
+        form = {"grant_type": "client_credentials"}
+        if config.scope:
+            form["scope"] = config.scope
+        auth = (resolve(config.client_id), resolve(config.client_secret))
+        try:
+            async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
+                response = await client.post(resolve(config.token_url), data=form, auth=auth)
+        except httpx2.HTTPError as exc:
+            raise TokenError(f"server {self._server!r}: the token endpoint is unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise TokenError(
+                f"server {self._server!r}: the token endpoint refused ({response.status_code}): "
+                f"{response.text[:200]}"
+            )
+        body = response.json()
+        token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
+        if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
+            raise TokenError(f"server {self._server!r}: the token endpoint's answer has no access_token")
+        self.fetched += 1
+        log.info("server %s: got an access token for %.0f s", self._server, lifetime)
+        return token, float(lifetime)
+
+
+class BearerAuth(httpx2.Auth):
+    """httpx auth for the SDK's session: the token on every request, one retry after a 401."""
+
+    def __init__(self, credentials: ClientCredentials) -> None:
+        self._credentials = credentials
+
+    async def async_auth_flow(
+        self, request: httpx2.Request
+    ) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        token = await self._credentials.token()
+        request.headers["authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            token = await self._credentials.token(stale=token)
+            request.headers["authorization"] = f"Bearer {token}"
+            yield request

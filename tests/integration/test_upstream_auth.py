@@ -1,0 +1,81 @@
+"""A downstream behind OAuth 2.0: the connector gets a token with the client credentials
+grant from a real local authorization server, refreshes it before it expires, and gets a
+new one when the downstream refuses the old one (401)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from services.up.main import free_port
+from tests.integration.test_gateway_http import call, initialize, post
+from tests.processes import ROOT, port_open, python_script, running, service_tree, wait_until
+
+AUTH_SERVER = ROOT / "tests" / "servers" / "oauth_server.py"
+SECRET = "client-secret-never-stored"
+TOKEN_SECONDS = 2
+
+
+@pytest.fixture
+def protected(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    port = free_port()
+    argv = python_script(
+        AUTH_SERVER, "--port", str(port), "--client-id", "gateway", "--client-secret", SECRET,
+        "--token-seconds", str(TOKEN_SECONDS),
+    )  # fmt: skip
+    with running(argv) as process:
+        wait_until(lambda: port_open(port), 15, "authorization server", process)
+        origin = f"http://127.0.0.1:{port}"
+        server = {
+            "name": "protected",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "auth_type": "oauth",
+            "oauth": {
+                "token_url": f"{origin}/token",
+                "client_id": "gateway",
+                "client_secret": "env.PROTECTED_CLIENT_SECRET",
+            },
+        }
+        env = {"PROTECTED_CLIENT_SECRET": SECRET}
+        with service_tree(tmp_path, [server], env=env) as (base,):
+            yield f"{base}/mcp", origin, tmp_path
+
+
+def stats(origin: str) -> dict[str, int]:
+    return httpx2.get(f"{origin}/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def whoami(mcp: str, session: str) -> str:
+    answer = call(mcp, session, "protected_whoami", {})
+    assert "result" in answer and not answer["result"].get("isError"), answer
+    return str(answer["result"]["content"][0]["text"])
+
+
+def test_calls_carry_a_token_the_connector_got_and_refreshes(protected: tuple[str, str, Path]) -> None:
+    mcp, origin, state = protected
+    session = initialize(mcp)
+    listed = post(mcp, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, session).json()["result"]["tools"]
+    assert [t["name"] for t in listed] == ["protected_whoami"]
+    assert whoami(mcp, session) == "authorized"
+    first = stats(origin)["issued"]
+    assert first >= 1
+    # Calls keep succeeding across the token's expiry: a new one is fetched before it lapses.
+    deadline = time.monotonic() + 6 * TOKEN_SECONDS
+    while stats(origin)["issued"] == first:
+        assert time.monotonic() < deadline, "no new token was fetched as the first one expired"
+        assert whoami(mcp, session) == "authorized"
+    assert whoami(mcp, session) == "authorized"
+    # Tokens revoked at the authorization server: the refusal (401) fetches a new one.
+    before = stats(origin)
+    httpx2.post(f"{origin}/revoke-all", timeout=5)
+    assert whoami(mcp, session) == "authorized"
+    after = stats(origin)
+    assert after["refused"] > before["refused"] and after["issued"] > before["issued"]
+    # The client secret was a reference: the registry never saw it.
+    assert SECRET.encode() not in (state / "registry.db").read_bytes()

@@ -1,0 +1,124 @@
+"""An OAuth 2.0 authorization server and the MCP server it protects, for tests.
+
+`POST /token` is RFC 6749's client credentials grant (client_secret_basic or in the form),
+issuing opaque bearer tokens that live `--token-seconds`. `/mcp` is a Streamable HTTP MCP
+server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
+counts the tokens issued; `POST /revoke-all` makes every issued token unknown.
+
+    python oauth_server.py --port 8765 --client-id gw --client-secret s3cret --token-seconds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+server = MCPServer("protected", log_level="WARNING")
+
+
+@server.tool()
+def whoami() -> str:
+    """Say that the caller got through."""
+    return "authorized"
+
+
+class Tokens:
+    def __init__(self, client_id: str, client_secret: str, lifetime: float) -> None:
+        self.client_id, self.client_secret, self.lifetime = client_id, client_secret, lifetime
+        self.expiry: dict[str, float] = {}
+        self.issued = 0
+        self.refused = 0
+
+    def valid(self, token: str) -> bool:
+        return self.expiry.get(token, 0.0) > time.monotonic()
+
+
+def credentials(request: Request, form: Any) -> tuple[str, str]:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("basic "):
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        return user, password
+    return str(form.get("client_id", "")), str(form.get("client_secret", ""))
+
+
+def create_app(tokens: Tokens) -> Starlette:
+    async def token(request: Request) -> JSONResponse:
+        form = await request.form()
+        if form.get("grant_type") != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        client_id, client_secret = credentials(request, form)
+        if not (
+            secrets.compare_digest(client_id, tokens.client_id)
+            and secrets.compare_digest(client_secret, tokens.client_secret)
+        ):
+            return JSONResponse({"error": "invalid_client"}, 401, headers={"www-authenticate": "Basic"})
+        issued = secrets.token_urlsafe(24)
+        tokens.expiry[issued] = time.monotonic() + tokens.lifetime
+        tokens.issued += 1
+        return JSONResponse(
+            {"access_token": issued, "token_type": "Bearer", "expires_in": tokens.lifetime},
+            headers={"cache-control": "no-store"},
+        )
+
+    async def stats(_: Request) -> JSONResponse:
+        return JSONResponse({"issued": tokens.issued, "refused": tokens.refused})
+
+    async def revoke_all(_: Request) -> Response:
+        tokens.expiry.clear()
+        return Response(status_code=204)
+
+    mcp_app = server.streamable_http_app(streamable_http_path="/")
+
+    def protected(app: ASGIApp) -> ASGIApp:
+        async def guard(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http":
+                header = dict(scope["headers"]).get(b"authorization", b"").decode()
+                if not (header.startswith("Bearer ") and tokens.valid(header[7:])):
+                    tokens.refused += 1
+                    challenge = 'Bearer error="invalid_token"'
+                    await Response(status_code=401, headers={"www-authenticate": challenge})(
+                        scope, receive, send
+                    )
+                    return
+            await app(scope, receive, send)
+
+        return guard
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with server.session_manager.run():
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/token", token, methods=["POST"]),
+            Route("/stats", stats),
+            Route("/revoke-all", revoke_all, methods=["POST"]),
+            Mount("/mcp", app=protected(mcp_app)),
+        ],
+        lifespan=lifespan,
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client-id", required=True)
+    parser.add_argument("--client-secret", required=True)
+    parser.add_argument("--token-seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    tokens = Tokens(args.client_id, args.client_secret, args.token_seconds)
+    uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")
