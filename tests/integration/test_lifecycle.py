@@ -202,3 +202,35 @@ def test_killing_one_of_two_connectors_leaves_calls_succeeding(tmp_path: Path) -
         # The call in flight when the connector died may fail; every later one succeeds.
         assert sum(not ok for ok in outcomes[killed_at:]) <= 1, outcomes[killed_at:].count(False)
         assert all(outcomes[killed_at + 2 :])
+
+
+def test_stdio_children_are_confined_logged_stopped_and_reaped(tmp_path: Path) -> None:
+    server = gated_fixture(tmp_path / "gate")
+    env = {"MCPGW_ADMIN_TOKEN": ADMIN, "SOMETHING_PRIVATE": "connector-only"}
+    with service_tree(tmp_path, [server], env=env) as (base,):
+        mcp = f"{base}/mcp"
+        session = initialize(mcp)
+        names = call(mcp, session, "fixture_environment", {})["result"]["structuredContent"]["result"]
+        # What its config names, plus the SDK's safe minimum; nothing of the connector's own.
+        assert "FIXTURE_GATE" in names and "PATH" in names
+        assert not any(n.startswith("MCPGW_") or n == "SOMETHING_PRIVATE" for n in names), names
+        call(mcp, session, "fixture_to_stderr", {"text": "a line for the log"})
+        wait_until(
+            lambda: "fixture: a line for the log" in (tmp_path / "services.log").read_text(),
+            10,
+            "stderr logged",
+        )
+        [first] = downstream_processes(tmp_path, "fixture_server.py")
+        first.send_signal(signal.SIGKILL)
+        # Reaped, not a zombie, and replaced.
+        wait_until(lambda: not psutil.pid_exists(first.pid), 10, "the killed child reaped")
+        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "a new child")
+        [second] = downstream_processes(tmp_path, "fixture_server.py")
+        headers = {"authorization": f"Bearer {ADMIN}"}
+        assert httpx2.delete(f"{base}/api/servers/fixture", headers=headers, timeout=10).status_code == 204
+        wait_until(lambda: not psutil.pid_exists(second.pid), 15, "the removed server's child stopped")
+        # The server is back; the connector's shutdown must stop its child too.
+        assert httpx2.post(f"{base}/api/servers", json=server, headers=headers, timeout=10).status_code == 201
+        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the server added back")
+        [third] = downstream_processes(tmp_path, "fixture_server.py")
+    wait_until(lambda: not psutil.pid_exists(third.pid), 15, "the child stopped with the connector")

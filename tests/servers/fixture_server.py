@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Annotated
 
 import anyio
@@ -51,6 +52,19 @@ async def wait_for_cancel(marker: str) -> str:
         with open(marker, "w") as written:  # noqa: ASYNC230
             written.write("cancelled")
     return "never"
+
+
+@server.tool()
+def environment() -> list[str]:
+    """The names of the environment variables this process was started with."""
+    return sorted(os.environ)
+
+
+@server.tool()
+def to_stderr(text: str) -> str:
+    """Write `text` to stderr (where a gateway should log it under this server's name)."""
+    print(text, file=sys.stderr, flush=True)
+    return "written"
 
 
 @server.tool()
