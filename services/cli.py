@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     setup_logging(settings.log_level, command)
     logging.getLogger(__name__).debug(
-        "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token"})
+        "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token", "registry_key"})
     )
     return run_service(command, lambda: _serve(command, settings))
 

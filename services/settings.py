@@ -33,6 +33,9 @@ class RegistrySettings(CommonSettings):
     config: Path | None = None
     db: str = ""
     state_dir: Path = DEFAULT_STATE_DIR
+    # Seals server configs (they hold upstream credentials) at rest; empty keeps one in
+    # the state directory. Every registry replica needs the same one.
+    registry_key: str = ""
 
     def database_url(self) -> str:
         """The SQLAlchemy URL: `--db` when given, else SQLite under the state directory."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from services import bus
 from services.contracts import registry_pb2_grpc
 from services.registry.config import GatewayConfig, load_config
 from services.registry.governance import GovernanceStore
+from services.registry.sealing import Sealer
 from services.registry.servicer import RegistryServicer
 from services.registry.store import RegistryStore
 from services.rpc import HealthyServer
@@ -17,10 +19,21 @@ from services.settings import RegistrySettings
 log = logging.getLogger(__name__)
 
 
+def registry_key(settings: RegistrySettings) -> str:
+    """MCPGW_REGISTRY_KEY, or a key kept in the state directory (mode 0600), made on first use."""
+    if settings.registry_key:
+        return settings.registry_key
+    path = settings.state_dir / "registry.key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 async def serve(settings: RegistrySettings) -> None:
     config = load_config(settings.config) if settings.config else GatewayConfig()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = await RegistryStore.open(settings.database_url())
+    store = await RegistryStore.open(settings.database_url(), Sealer(registry_key(settings)))
     try:
         await store.apply_config(config)
         await GovernanceStore(store).apply_config(config)

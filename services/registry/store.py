@@ -7,6 +7,7 @@ unchanged catalog never wake the fleet.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.registry.config import ClientConfig, GatewayConfig, HealthMonitorConfig
+from services.registry.sealing import Sealer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -115,19 +117,31 @@ class CatalogState:
 
 
 class RegistryStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, sealer: Sealer) -> None:
         self.engine = engine
+        self._sealer = sealer
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    async def open(cls, url: str, **engine_options: Any) -> RegistryStore:
+    async def open(cls, url: str, sealer: Sealer | None = None, **engine_options: Any) -> RegistryStore:
+        """The store at `url`, migrated; server configs sealed with `sealer` (a random key
+        when none is given: fine for tests, useless across restarts)."""
         engine = create_async_engine(url, **engine_options)
         if engine.dialect.name == "sqlite":
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked per connection.
             event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
         async with engine.begin() as conn:
             await conn.run_sync(_migrate)
-        return cls(engine)
+        return cls(engine, sealer or Sealer(secrets.token_urlsafe(32)))
+
+    def _stored(self, row: ServerRow) -> StoredServer:
+        return StoredServer(
+            ClientConfig.model_validate_json(self._sealer.open(row.config_json)),
+            row.state,
+            row.error,
+            row.capabilities_json,
+            row.source,
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -157,14 +171,14 @@ class RegistryStore:
                             name=name,
                             position=position,
                             source="file",
-                            config_json=config_json,
+                            config_json=self._sealer.seal(config_json),
                             state="connecting",
                             error="",
                         )
                     )
                     changed = True
-                elif existing.config_json != config_json or existing.position != position:
-                    existing.config_json, existing.position = config_json, position
+                elif self._sealer.open(existing.config_json) != config_json or existing.position != position:
+                    existing.config_json, existing.position = self._sealer.seal(config_json), position
                     changed = True
             revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
@@ -188,9 +202,9 @@ class RegistryStore:
                     capabilities_json="{}",
                 )
                 session.add(row)
-            row.source, row.config_json = "api", config.model_dump_json()
+            row.source, row.config_json = "api", self._sealer.seal(config.model_dump_json())
             await bump(session)
-            return _stored(row)
+            return self._stored(row)
 
     async def remove_server(self, name: str) -> int:
         async with self.sessions.begin() as session:
@@ -208,7 +222,7 @@ class RegistryStore:
         async with self.sessions() as session:
             revision = int(await read_meta(session, "revision", "0"))
             rows = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
-            return revision, [_stored(r) for r in rows]
+            return revision, [self._stored(r) for r in rows]
 
     async def report_catalog(
         self,
@@ -265,7 +279,7 @@ class RegistryStore:
             return CatalogState(
                 revision=revision,
                 separator=separator,
-                servers=[_stored(r) for r in servers],
+                servers=[self._stored(r) for r in servers],
                 items=[StoredItem(i.server, i.kind, i.key, i.definition_json) for i in items],
             )
 
@@ -286,16 +300,6 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def _stored(row: ServerRow) -> StoredServer:
-    return StoredServer(
-        ClientConfig.model_validate_json(row.config_json),
-        row.state,
-        row.error,
-        row.capabilities_json,
-        row.source,
-    )
 
 
 async def read_meta(session: AsyncSession, key: str, default: str) -> str:

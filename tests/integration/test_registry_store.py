@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from sqlalchemy import text
 
 from services.registry.config import parse_config
+from services.registry.sealing import Sealer
 from services.registry.store import RegistryStore, StoredItem, UnknownServerError
+from services.settings import ConfigurationError
 
 pytestmark = pytest.mark.anyio
 
@@ -83,3 +88,36 @@ async def test_removing_a_server_removes_its_tools(store: RegistryStore) -> None
     await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
     await store.apply_config(config("b"))  # type: ignore[arg-type]
     assert (await store.catalog()).items == []
+
+
+async def test_server_configs_are_sealed_at_rest(store: RegistryStore) -> None:
+    secret = "Bearer literal-upstream-secret"
+    clients = [
+        {
+            "name": "sealed",
+            "connection_type": "http",
+            "connection_string": "http://sealed/mcp",
+            "headers": {"Authorization": secret},
+        }
+    ]
+    first, _ = await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    again, changed = await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    assert (again, changed) == (first, False), "sealing anew must not look like a change"
+    async with store.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT config_json FROM servers"))).scalar_one()
+    assert secret not in stored and stored.startswith("fernet:")
+    _, servers = await store.servers()
+    assert servers[0].config.headers == {"Authorization": secret}
+
+
+async def test_a_registry_with_another_key_says_so(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
+    sealed = await RegistryStore.open(url, Sealer("first key"))
+    await sealed.apply_config(config("a"))  # type: ignore[arg-type]
+    await sealed.close()
+    reopened = await RegistryStore.open(url, Sealer("another key"))
+    try:
+        with pytest.raises(ConfigurationError, match="MCPGW_REGISTRY_KEY"):
+            await reopened.servers()
+    finally:
+        await reopened.close()
