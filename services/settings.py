@@ -6,7 +6,6 @@ start-up with a message naming the variable (see `load`).
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -47,7 +46,8 @@ class RegistrySettings(CommonSettings):
 class ConnectorSettings(CommonSettings):
     connector_listen: str = "127.0.0.1:50052"
     registry_addr: str = "127.0.0.1:50051"
-    connector_id: str = Field(default_factory=lambda: f"connector-{os.getpid()}")
+    # Names this replica to registry (which counts a server connected while any replica holds it).
+    connector_id: str = Field(default_factory=lambda: f"connector-{secrets.token_hex(4)}")
     call_timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 30.0
     reconnect_initial_seconds: float = 0.5
