@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
@@ -116,10 +116,11 @@ def service_tree(
     connectors: int = 1,
     env: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
+    ready: Collection[str] | None = None,
 ) -> Iterator[list[str]]:
     """NATS, registry, connector, audit and `edges` edge replicas sharing a session secret,
     in front of `servers` (and the other sections of `config`); yields each edge's base URL
-    once every edge lists every server."""
+    once every edge lists every server (or those named in `ready`)."""
     config = config or {}
     mcp = {**config.get("mcp", {}), "client_configs": servers}
     (tmp / "config.json").write_text(json.dumps({**config, "mcp": mcp}))
@@ -153,7 +154,7 @@ def service_tree(
             edge_env = {**common, "MCPGW_EDGE_ID": f"edge-{index + 1}"}
             process = stack.enter_context(running(service("edge", "--port", str(port)), edge_env, log))
             base = f"http://127.0.0.1:{port}"
-            wanted = {s["name"] for s in servers}
+            wanted = {s["name"] for s in servers} if ready is None else set(ready)
             wait_until(partial(_serves, base, wanted), 30, f"edge {index + 1} with every server", process)
             bases.append(base)
         yield bases

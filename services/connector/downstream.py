@@ -20,7 +20,6 @@ from mcp.shared.message import SessionMessage
 from pydantic import BaseModel, ValidationError
 
 from services import __version__
-from services.connector.env import MissingSecretError
 from services.connector.errors import (
     DownstreamRejectedError,
     DownstreamTimeoutError,
@@ -28,10 +27,12 @@ from services.connector.errors import (
     NotConnectedError,
 )
 from services.connector.forwarding import HttpForwarder, RawResult
+from services.connector.oauth import NotAuthorizedError
 from services.connector.relay import CallRelay, RelayBoard, Response
 from services.connector.subscriptions import SubscriptionCounts
 from services.connector.transports import open_transport
 from services.contracts import registry_pb2
+from services.references import MissingSecretError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Inventory:
 
 Report = Callable[[str, str, Inventory], Awaitable[None]]
 # A connection that fails for these fails for its config or environment: state "failed".
-CONFIG_ERRORS = (MissingSecretError, FileNotFoundError, PermissionError, ValueError)
+CONFIG_ERRORS = (MissingSecretError, FileNotFoundError, PermissionError, ValueError, NotAuthorizedError)
 Updated = Callable[[str, str], None]
 """(server, resource URI): the downstream said the resource changed."""
 """(state, error, inventory) -> None: tells the registry what this server is now."""
@@ -146,13 +147,18 @@ class Downstream:
             try:
                 served = await self._serve_once()
                 error = self._lost
-            except MCPError as exc:
-                error = f"MCP error {exc.error.code}: {exc.error.message}"
-            except CONFIG_ERRORS as exc:
-                # Retrying cannot help until someone fixes the config or the environment.
-                state, error = "failed", f"{type(exc).__name__}: {exc}"
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except Exception as raised:
+                # Transports fail inside task groups: the first leaf says what went wrong.
+                exc = raised
+                while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                    exc = exc.exceptions[0]  # type: ignore[assignment]
+                if isinstance(exc, MCPError):
+                    error = f"MCP error {exc.error.code}: {exc.error.message}"
+                else:
+                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if isinstance(exc, CONFIG_ERRORS):
+                    # Retrying cannot help until someone fixes the config or the environment.
+                    state = "failed"
             finally:
                 self._dispatcher = None
                 self._forwarder = None

@@ -27,7 +27,7 @@ from services.connector.errors import (
     DownstreamTimeoutError,
     DownstreamUnavailableError,
 )
-from services.connector.oauth import ClientCredentials
+from services.connector.oauth import TokenSource
 from services.connector.relay import CallRelay, unrelayable
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class HttpEndpoint:
     headers: dict[str, str]
     session_id: str | None = None
     # Where the bearer token comes from, for a server behind OAuth.
-    credentials: ClientCredentials | None = None
+    credentials: TokenSource | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Bearer tokens for downstreams behind OAuth 2.0: the client credentials grant (RFC 6749
-section 4.4), the token cached and refreshed before it expires, and again on a 401.
+section 4.4), or the refresh token a person's authorization left in registry (section 6),
+the access token cached and renewed before it expires, and again on a 401.
 
 Secrets (`env.NAME` references) are resolved when a token is fetched; tokens and secrets
 are never logged.
@@ -14,8 +15,8 @@ from collections.abc import AsyncGenerator
 import anyio
 import httpx2
 
-from services.connector.env import resolve
 from services.contracts import registry_pb2
+from services.references import resolve
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,18 @@ class TokenError(ConnectionError):
     """The authorization server would not issue a token."""
 
 
-class ClientCredentials:
+class NotAuthorizedError(TokenError):
+    """No person has authorized the gateway for this server yet."""
+
+
+class TokenSource:
     def __init__(self, server: str, config: registry_pb2.OAuthClient) -> None:
         self._server = server
         self._config = config
         self._token = ""
         self._refresh_at = 0.0
         self._lock = anyio.Lock()
+        self._refresh = ""
         self.fetched = 0
 
     async def token(self, stale: str | None = None) -> str:
@@ -51,13 +57,27 @@ class ClientCredentials:
 
     async def _fetch(self) -> tuple[str, float]:
         config = self._config
-        form = {"grant_type": "client_credentials"}
+        if config.refresh_token:
+            form = {"grant_type": "refresh_token", "refresh_token": self._refresh or config.refresh_token}
+        elif config.grant_type == "authorization_code":
+            raise NotAuthorizedError(
+                f"server {self._server!r} is not authorized yet: "
+                f"POST /api/mcp/client/{self._server}/oauth/authorize and open the URL it gives"
+            )
+        else:
+            form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope
-        auth = (resolve(config.client_id), resolve(config.client_secret))
+        client_id = resolve(config.client_id)
         try:
             async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
-                response = await client.post(resolve(config.token_url), data=form, auth=auth)
+                if config.client_secret:
+                    auth = (client_id, resolve(config.client_secret))
+                    response = await client.post(resolve(config.token_url), data=form, auth=auth)
+                else:
+                    response = await client.post(
+                        resolve(config.token_url), data={**form, "client_id": client_id}
+                    )
         except httpx2.HTTPError as exc:
             raise TokenError(f"server {self._server!r}: the token endpoint is unreachable: {exc}") from None
         if response.status_code != 200:
@@ -67,6 +87,9 @@ class ClientCredentials:
             )
         body = response.json()
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
+        if isinstance(body.get("refresh_token"), str):
+            # A server that rotates refresh tokens: keep the newest (in memory only).
+            self._refresh = body["refresh_token"]
         if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
             raise TokenError(f"server {self._server!r}: the token endpoint's answer has no access_token")
         self.fetched += 1
@@ -77,7 +100,7 @@ class ClientCredentials:
 class BearerAuth(httpx2.Auth):
     """httpx auth for the SDK's session: the token on every request, one retry after a 401."""
 
-    def __init__(self, credentials: ClientCredentials) -> None:
+    def __init__(self, credentials: TokenSource) -> None:
         self._credentials = credentials
 
     async def async_auth_flow(

@@ -103,7 +103,9 @@ class DownstreamPool:
             with anyio.move_on_after(REPORT_DEADLINE_SECONDS):
                 while True:
                     try:
-                        await self._registry.ReportCatalog(request, timeout=5, wait_for_ready=True)
+                        # Shielded: a report cut off mid-RPC by a restart left the next one hanging.
+                        with anyio.CancelScope(shield=True):
+                            await self._registry.ReportCatalog(request, timeout=5, wait_for_ready=True)
                         return
                     except grpc.aio.AioRpcError as exc:
                         if exc.code() == grpc.StatusCode.NOT_FOUND:

@@ -19,10 +19,10 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from services.connector.env import resolve
 from services.connector.forwarding import HttpEndpoint
-from services.connector.oauth import BearerAuth, ClientCredentials
+from services.connector.oauth import BearerAuth, TokenSource
 from services.contracts import registry_pb2
+from services.references import resolve
 
 # What stdio servers write to stderr, one record per line, under the server's name.
 child_log = logging.getLogger("services.connector.stderr")
@@ -71,7 +71,7 @@ async def open_transport(
         return
     url = resolve(config.connection_string)
     headers = {name: resolve(value) for name, value in config.headers.items()}
-    credentials = ClientCredentials(config.name, config.oauth) if config.HasField("oauth") else None
+    credentials = TokenSource(config.name, config.oauth) if config.HasField("oauth") else None
     auth = None if credentials is None else BearerAuth(credentials)
     if config.connection_type == "http":
         endpoint = HttpEndpoint(url, headers, credentials=credentials)

@@ -14,9 +14,9 @@ from typing import Annotated, Any, TypeVar
 
 import grpc
 import orjson
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from nats.aio.client import Client as NATS
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -213,8 +213,9 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
         openapi_url="/api/openapi.json",
         docs_url="/api/docs",
         redoc_url=None,
-        dependencies=[Depends(admin)],
     )
+    # Every route but the OAuth callback, which a browser reaches with only its one-time state.
+    router = APIRouter(dependencies=[Depends(admin)])
 
     @api.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -248,29 +249,29 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
 
     # Servers
 
-    @api.get("/api/servers", response_model=list[ServerOut])
+    @router.get("/api/servers", response_model=list[ServerOut])
     async def list_servers() -> list[dict[str, Any]]:
         states = await call(registry.ListServerStates, registry_pb2.AdminRequest())
         return [_server_out(s) for s in states.servers]
 
-    @api.post("/api/servers", status_code=201, response_model=ServerOut)
+    @router.post("/api/servers", status_code=201, response_model=ServerOut)
     async def add_server(config: dict[str, Any]) -> dict[str, Any]:
         request = registry_pb2.PutServerRequest(config_json=orjson.dumps(config), create=True)
         return _server_out(await call(registry.PutServer, request))
 
-    @api.put("/api/servers/{name}", response_model=ServerOut)
+    @router.put("/api/servers/{name}", response_model=ServerOut)
     async def update_server(name: str, config: dict[str, Any]) -> dict[str, Any]:
         if config.get("name", name) != name:
             raise ApiError(422, "must match the server named in the path", "name")
         request = registry_pb2.PutServerRequest(config_json=orjson.dumps({**config, "name": name}))
         return _server_out(await call(registry.PutServer, request))
 
-    @api.delete("/api/servers/{name}", status_code=204)
+    @router.delete("/api/servers/{name}", status_code=204)
     async def remove_server(name: str) -> Response:
         await call(registry.RemoveServer, registry_pb2.NameRequest(name=name))
         return Response(status_code=204)
 
-    @api.post("/api/mcp/client/{name}/reconnect", status_code=202)
+    @router.post("/api/mcp/client/{name}/reconnect", status_code=202)
     async def reconnect(name: str) -> dict[str, str]:
         states = await call(registry.ListServerStates, registry_pb2.AdminRequest())
         if not any(orjson.loads(s.config_json).get("name") == name for s in states.servers):
@@ -280,7 +281,7 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
 
     # Tools
 
-    @api.get("/api/tools", response_model=list[ToolOut])
+    @router.get("/api/tools", response_model=list[ToolOut])
     async def list_tools(server: Annotated[str, Query(max_length=64)] = "") -> list[dict[str, Any]]:
         tools = await call(registry.ListCatalogTools, registry_pb2.CatalogToolsRequest(server=server))
         return [
@@ -294,7 +295,7 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
             for t in tools.tools
         ]
 
-    @api.put("/api/tools/{server}/{tool}")
+    @router.put("/api/tools/{server}/{tool}")
     async def toggle_tool(server: str, tool: str, toggle: ToolToggle) -> dict[str, Any]:
         request = registry_pb2.ToolToggle(server=server, tool=tool, enabled=toggle.enabled)
         await call(registry.SetToolEnabled, request)
@@ -309,21 +310,21 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
                 return key  # type: ignore[no-any-return]
         raise ApiError(404, f"no key with id {key_id!r}")
 
-    @api.get("/api/keys", response_model=list[KeyOut])
+    @router.get("/api/keys", response_model=list[KeyOut])
     async def list_keys() -> list[dict[str, Any]]:
         keys = await call(registry.ListKeys, registry_pb2.AdminRequest())
         return [_key_out(k) for k in keys.keys]
 
-    @api.post("/api/keys", status_code=201, response_model=IssuedKey)
+    @router.post("/api/keys", status_code=201, response_model=IssuedKey)
     async def create_key(spec: KeyIn) -> dict[str, Any]:
         issued = await call(registry.CreateKey, _key_message("", spec))
         return {**_key_out(issued.key), "secret": issued.secret}
 
-    @api.get("/api/keys/{key_id}", response_model=KeyOut)
+    @router.get("/api/keys/{key_id}", response_model=KeyOut)
     async def get_key(key_id: str) -> dict[str, Any]:
         return _key_out(await key_by_id(key_id))
 
-    @api.patch("/api/keys/{key_id}", response_model=KeyOut)
+    @router.patch("/api/keys/{key_id}", response_model=KeyOut)
     async def update_key(key_id: str, patch: KeyPatch) -> dict[str, Any]:
         current = KeyIn.model_validate(
             {k: v for k, v in _key_out(await key_by_id(key_id)).items() if k in KeyIn.model_fields}
@@ -332,19 +333,19 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
         merged = KeyIn.model_validate({**current.model_dump(), **changes})
         return _key_out(await call(registry.UpdateKey, _key_message(key_id, merged)))
 
-    @api.post("/api/keys/{key_id}/rotate", response_model=IssuedKey)
+    @router.post("/api/keys/{key_id}/rotate", response_model=IssuedKey)
     async def rotate_key(key_id: str) -> dict[str, Any]:
         issued = await call(registry.RotateKey, registry_pb2.NameRequest(name=key_id))
         return {**_key_out(issued.key), "secret": issued.secret}
 
-    @api.delete("/api/keys/{key_id}", status_code=204)
+    @router.delete("/api/keys/{key_id}", status_code=204)
     async def revoke_key(key_id: str) -> Response:
         await call(registry.DeleteKey, registry_pb2.NameRequest(name=key_id))
         return Response(status_code=204)
 
     # Tool groups
 
-    @api.get("/api/groups", response_model=list[GroupIn])
+    @router.get("/api/groups", response_model=list[GroupIn])
     async def list_groups() -> list[dict[str, Any]]:
         groups = await call(registry.ListGroups, registry_pb2.AdminRequest())
         return [_group_out(g) for g in groups.groups]
@@ -354,45 +355,75 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
             name=group.name, description=group.description, tools=_selections(group.tools)
         )
 
-    @api.post("/api/groups", status_code=201, response_model=GroupIn)
+    @router.post("/api/groups", status_code=201, response_model=GroupIn)
     async def create_group(group: GroupIn) -> dict[str, Any]:
         request = registry_pb2.PutGroupRequest(group=group_message(group), create=True)
         return _group_out(await call(registry.PutGroup, request))
 
-    @api.put("/api/groups/{name}", response_model=GroupIn)
+    @router.put("/api/groups/{name}", response_model=GroupIn)
     async def update_group(name: str, group: GroupIn) -> dict[str, Any]:
         if group.name != name:
             raise ApiError(422, "must match the group named in the path", "name")
         request = registry_pb2.PutGroupRequest(group=group_message(group))
         return _group_out(await call(registry.PutGroup, request))
 
-    @api.delete("/api/groups/{name}", status_code=204)
+    @router.delete("/api/groups/{name}", status_code=204)
     async def delete_group(name: str) -> Response:
         await call(registry.DeleteGroup, registry_pb2.NameRequest(name=name))
         return Response(status_code=204)
 
     # Blocklist and settings
 
-    @api.get("/api/blocklist", response_model=Blocklist)
+    @router.get("/api/blocklist", response_model=Blocklist)
     async def get_blocklist() -> dict[str, Any]:
         stored = await call(registry.GetBlocklist, registry_pb2.AdminRequest())
         return {"patterns": list(stored.patterns)}
 
-    @api.put("/api/blocklist", response_model=Blocklist)
+    @router.put("/api/blocklist", response_model=Blocklist)
     async def set_blocklist(blocklist: Blocklist) -> dict[str, Any]:
         stored = await call(registry.SetBlocklist, registry_pb2.Blocklist(patterns=blocklist.patterns))
         return {"patterns": list(stored.patterns)}
 
-    @api.get("/api/settings", response_model=Settings)
+    @router.get("/api/settings", response_model=Settings)
     async def get_settings() -> dict[str, Any]:
         settings = await call(registry.GetSettings, registry_pb2.AdminRequest())
         return {"require_key": settings.require_key}
 
-    @api.put("/api/settings", response_model=Settings)
+    @router.put("/api/settings", response_model=Settings)
     async def set_settings(settings: Settings) -> dict[str, Any]:
         stored = await call(
             registry.UpdateSettings, registry_pb2.GovernanceSettings(require_key=settings.require_key)
         )
         return {"require_key": stored.require_key}
 
+    @router.post("/api/mcp/client/{name}/oauth/authorize")
+    async def authorize(name: str, request: Request) -> dict[str, str]:
+        """Start OAuth 2.0 authorization code with PKCE: open the URL, consent, come back."""
+        redirect_uri = str(request.base_url).rstrip("/") + "/api/oauth/callback"
+        started = await call(
+            registry.StartAuthorization,
+            registry_pb2.StartAuthorizationRequest(server=name, redirect_uri=redirect_uri),
+        )
+        return {"authorization_url": started.authorization_url}
+
+    @api.get("/api/oauth/callback", include_in_schema=False)
+    async def callback(
+        state: Annotated[str, Query(max_length=256)] = "",
+        code: Annotated[str, Query(max_length=4096)] = "",
+        error: Annotated[str, Query(max_length=256)] = "",
+    ) -> Response:
+        if error or not state or not code:
+            return PlainTextResponse(f"Authorization did not complete: {error or 'no code'}.", 400)
+        try:
+            await call(
+                registry.CompleteAuthorization,
+                registry_pb2.CompleteAuthorizationRequest(state=state, code=code),
+            )
+        except ApiError as exc:
+            return PlainTextResponse(f"Authorization did not complete: {exc.message}.", exc.status)
+        return PlainTextResponse(
+            "Authorized: the gateway can reach the server now. You can close this window."
+        )
+
+    api.include_router(router)
     return api

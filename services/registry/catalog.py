@@ -79,7 +79,9 @@ def build_snapshot(
     return snapshot
 
 
-def server_config(server: StoredServer, lifecycle: Lifecycle) -> registry_pb2.ServerConfig:
+def server_config(
+    server: StoredServer, lifecycle: Lifecycle, refresh_token: str = ""
+) -> registry_pb2.ServerConfig:
     config = server.config
     health = lifecycle.health
     out = registry_pb2.ServerConfig(
@@ -104,6 +106,8 @@ def server_config(server: StoredServer, lifecycle: Lifecycle) -> registry_pb2.Se
                 client_id=config.oauth.client_id,
                 client_secret=config.oauth.client_secret,
                 scope=config.oauth.scope,
+                refresh_token=refresh_token,
+                grant_type=config.oauth.grant_type,
             )
         )
     if config.stdio_config is not None:

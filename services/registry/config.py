@@ -46,16 +46,27 @@ class StdioConfig(BaseModel):
 
 
 class OAuthConfig(BaseModel):
-    """The OAuth 2.0 client credentials grant: the connector gets and refreshes the token."""
+    """OAuth 2.0 for a downstream: client credentials (the connector gets and refreshes the
+    token), or authorization code with PKCE (a person authorizes once through the API)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    grant_type: Literal["client_credentials"] = "client_credentials"
+    grant_type: Literal["client_credentials", "authorization_code"] = "client_credentials"
     token_url: str = Field(min_length=1)
+    # Where people are sent to authorize (authorization_code only).
+    authorize_url: str = ""
     client_id: str = Field(min_length=1)
-    # Write env.NAME to keep the secret out of the config and the registry.
-    client_secret: str = Field(min_length=1)
+    # Write env.NAME to keep the secret out of the config; a public client may have none.
+    client_secret: str = ""
     scope: str = ""
+
+    @model_validator(mode="after")
+    def _grant_fields(self) -> OAuthConfig:
+        if self.grant_type == "authorization_code" and not self.authorize_url:
+            raise ValueError("the authorization_code grant needs authorize_url")
+        if self.grant_type == "client_credentials" and not self.client_secret:
+            raise ValueError("the client_credentials grant needs client_secret")
+        return self
 
 
 class ClientConfig(BaseModel):

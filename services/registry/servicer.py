@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.naming import exposed_tool_name
+from services.registry.authorization import Authorizations, refresh_token_name
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.config import client_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
@@ -37,6 +38,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, nc: NATS) -> None:
         self._store = store
         self._governance = GovernanceStore(store)
+        self._authorizations = Authorizations(store)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
         # The last state each connector replica reported of each server. A server is
@@ -72,9 +74,11 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ListServersResponse:
         revision, servers = await self._store.servers()
         lifecycle = await self._store.lifecycle()
-        return registry_pb2.ListServersResponse(
-            revision=revision, servers=[server_config(s, lifecycle) for s in servers]
-        )
+        configs = [
+            server_config(s, lifecycle, await self._store.secret(refresh_token_name(s.config.name)))
+            for s in servers
+        ]
+        return registry_pb2.ListServersResponse(revision=revision, servers=configs)
 
     async def ReportCatalog(
         self, request: registry_pb2.ReportCatalogRequest, context: grpc.aio.ServicerContext
@@ -261,6 +265,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.GovernanceSettings, context: grpc.aio.ServicerContext
     ) -> registry_pb2.GovernanceSettings:
         return await self._admin(context, self._governance.set_settings(request))
+
+    async def StartAuthorization(
+        self, request: registry_pb2.StartAuthorizationRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.StartAuthorizationReply:
+        async def start() -> registry_pb2.StartAuthorizationReply:
+            _, servers = await self._store.servers()
+            server = next((s.config for s in servers if s.config.name == request.server), None)
+            if server is None:
+                raise MissingError(f"no server named {request.server!r}")
+            url = self._authorizations.start(server, request.redirect_uri)
+            return registry_pb2.StartAuthorizationReply(authorization_url=url)
+
+        return await self._admin(context, start())
+
+    async def CompleteAuthorization(
+        self, request: registry_pb2.CompleteAuthorizationRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        revision = await self._admin(context, self._authorizations.complete(request.state, request.code))
+        return registry_pb2.AdminReply(revision=revision)
 
     async def _separator(self) -> str:
         return (await self._store.catalog()).separator

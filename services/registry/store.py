@@ -214,6 +214,16 @@ class RegistryStore:
             await session.delete(row)
             return await bump(session)
 
+    async def put_secret(self, name: str, value: str) -> int:
+        """Keep a credential (sealed) that connectors need; bumps the revision."""
+        async with self.sessions.begin() as session:
+            await write_meta(session, f"secret:{name}", self._sealer.seal(value))
+            return await bump(session)
+
+    async def secret(self, name: str) -> str:
+        async with self.sessions() as session:
+            return self._sealer.open(await read_meta(session, f"secret:{name}", ""))
+
     async def lifecycle(self) -> Lifecycle:
         async with self.sessions() as session:
             return Lifecycle.from_json(await read_meta(session, "lifecycle", ""))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -20,8 +21,8 @@ SECRET = "client-secret-never-stored"
 TOKEN_SECONDS = 2
 
 
-@pytest.fixture
-def protected(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+@contextmanager
+def authorization_server() -> Iterator[str]:
     port = free_port()
     argv = python_script(
         AUTH_SERVER, "--port", str(port), "--client-id", "gateway", "--client-secret", SECRET,
@@ -29,7 +30,12 @@ def protected(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     )  # fmt: skip
     with running(argv) as process:
         wait_until(lambda: port_open(port), 15, "authorization server", process)
-        origin = f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def protected(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    with authorization_server() as origin:
         server = {
             "name": "protected",
             "connection_type": "http",
@@ -79,3 +85,61 @@ def test_calls_carry_a_token_the_connector_got_and_refreshes(protected: tuple[st
     assert after["refused"] > before["refused"] and after["issued"] > before["issued"]
     # The client secret was a reference: the registry never saw it.
     assert SECRET.encode() not in (state / "registry.db").read_bytes()
+
+
+def _error(base: str, admin: dict[str, str]) -> str:
+    return str(httpx2.get(f"{base}/api/servers", headers=admin, timeout=10).json()[0]["error"])
+
+
+def test_a_person_authorizes_once_through_the_api_and_the_connector_refreshes(tmp_path: Path) -> None:
+    with authorization_server() as origin:
+        server = {
+            "name": "consented",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "auth_type": "oauth",
+            "oauth": {
+                "grant_type": "authorization_code",
+                "authorize_url": f"{origin}/authorize",
+                "token_url": f"{origin}/token",
+                "client_id": "gateway",
+                "client_secret": "env.PROTECTED_CLIENT_SECRET",
+            },
+        }
+        env = {"PROTECTED_CLIENT_SECRET": SECRET, "MCPGW_ADMIN_TOKEN": "oauth-admin"}
+        with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
+            admin = {"authorization": "Bearer oauth-admin"}
+            wait_until(
+                lambda: "not authorized yet" in _error(base, admin), 20, "the server waiting for consent"
+            )
+            started = httpx2.post(
+                f"{base}/api/mcp/client/consented/oauth/authorize", headers=admin, timeout=10
+            )
+            url = started.json()["authorization_url"]
+            assert "code_challenge_method=S256" in url and "state=" in url
+            # The person's browser: the authorization server consents and sends it back to the edge.
+            consent = httpx2.get(url, follow_redirects=True, timeout=10)
+            assert consent.status_code == 200 and consent.text.startswith("Authorized")
+            # The same state cannot be used twice.
+            assert httpx2.get(str(consent.url), timeout=10).status_code == 404
+            mcp = f"{base}/mcp"
+            session = initialize(mcp)
+
+            def listed() -> bool:
+                body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+                tools = post(mcp, body, session).json()["result"]["tools"]
+                return [t["name"] for t in tools] == ["consented_whoami"]
+
+            wait_until(listed, 30, "the authorized server connected")
+            answer = call(mcp, session, "consented_whoami", {})
+            assert answer["result"]["content"][0]["text"] == "authorized"
+            first = stats(origin)["issued"]
+            deadline = time.monotonic() + 6 * TOKEN_SECONDS
+            while stats(origin)["issued"] == first:
+                assert time.monotonic() < deadline, "the refresh token was never used"
+                assert (
+                    call(mcp, session, "consented_whoami", {})["result"]["content"][0]["text"] == "authorized"
+                )
+        refresh_tokens = (tmp_path / "registry.db").read_bytes()
+        assert b"oauth-refresh" in refresh_tokens and b"fernet:" in refresh_tokens

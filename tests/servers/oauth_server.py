@@ -1,7 +1,9 @@
 """An OAuth 2.0 authorization server and the MCP server it protects, for tests.
 
-`POST /token` is RFC 6749's client credentials grant (client_secret_basic or in the form),
-issuing opaque bearer tokens that live `--token-seconds`. `/mcp` is a Streamable HTTP MCP
+`POST /token` answers RFC 6749's client credentials, authorization code (with RFC 7636
+PKCE, S256) and refresh token grants, issuing opaque bearer tokens that live
+`--token-seconds`. `GET /authorize` consents at once, as a person who clicks "allow" would,
+and redirects back with a code. `/mcp` is a Streamable HTTP MCP
 server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
 counts the tokens issued; `POST /revoke-all` makes every issued token unknown.
 
@@ -13,16 +15,18 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -41,6 +45,9 @@ class Tokens:
         self.expiry: dict[str, float] = {}
         self.issued = 0
         self.refused = 0
+        # code -> (redirect_uri, S256 challenge); refresh tokens issued.
+        self.codes: dict[str, tuple[str, str]] = {}
+        self.refresh: set[str] = set()
 
     def valid(self, token: str) -> bool:
         return self.expiry.get(token, 0.0) > time.monotonic()
@@ -55,23 +62,47 @@ def credentials(request: Request, form: Any) -> tuple[str, str]:
 
 
 def create_app(tokens: Tokens) -> Starlette:
+    async def authorize(request: Request) -> Response:
+        query = request.query_params
+        if query.get("response_type") != "code" or query.get("code_challenge_method") != "S256":
+            return JSONResponse({"error": "invalid_request"}, 400)
+        if query.get("client_id") != tokens.client_id:
+            return JSONResponse({"error": "unauthorized_client"}, 400)
+        code = secrets.token_urlsafe(16)
+        tokens.codes[code] = (query["redirect_uri"], query["code_challenge"])
+        target = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
+        return RedirectResponse(target, 302)
+
     async def token(request: Request) -> JSONResponse:
         form = await request.form()
-        if form.get("grant_type") != "client_credentials":
-            return JSONResponse({"error": "unsupported_grant_type"}, 400)
+        grant = form.get("grant_type")
         client_id, client_secret = credentials(request, form)
         if not (
             secrets.compare_digest(client_id, tokens.client_id)
             and secrets.compare_digest(client_secret, tokens.client_secret)
         ):
             return JSONResponse({"error": "invalid_client"}, 401, headers={"www-authenticate": "Basic"})
+        body: dict[str, Any] = {}
+        if grant == "authorization_code":
+            redirect_uri, challenge = tokens.codes.pop(str(form.get("code")), ("", ""))
+            verifier = str(form.get("code_verifier", ""))
+            computed = (
+                base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+            )
+            if not challenge or form.get("redirect_uri") != redirect_uri or computed != challenge:
+                return JSONResponse({"error": "invalid_grant"}, 400)
+            body["refresh_token"] = secrets.token_urlsafe(24)
+            tokens.refresh.add(body["refresh_token"])
+        elif grant == "refresh_token":
+            if form.get("refresh_token") not in tokens.refresh:
+                return JSONResponse({"error": "invalid_grant"}, 400)
+        elif grant != "client_credentials":
+            return JSONResponse({"error": "unsupported_grant_type"}, 400)
         issued = secrets.token_urlsafe(24)
         tokens.expiry[issued] = time.monotonic() + tokens.lifetime
         tokens.issued += 1
-        return JSONResponse(
-            {"access_token": issued, "token_type": "Bearer", "expires_in": tokens.lifetime},
-            headers={"cache-control": "no-store"},
-        )
+        body.update({"access_token": issued, "token_type": "Bearer", "expires_in": tokens.lifetime})
+        return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def stats(_: Request) -> JSONResponse:
         return JSONResponse({"issued": tokens.issued, "refused": tokens.refused})
@@ -105,6 +136,7 @@ def create_app(tokens: Tokens) -> Starlette:
     return Starlette(
         routes=[
             Route("/token", token, methods=["POST"]),
+            Route("/authorize", authorize),
             Route("/stats", stats),
             Route("/revoke-all", revoke_all, methods=["POST"]),
             Mount("/mcp", app=protected(mcp_app)),

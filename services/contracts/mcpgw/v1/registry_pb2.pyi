@@ -831,7 +831,10 @@ Global___ServerConfig: _TypeAlias = ServerConfig  # noqa: Y015
 
 @_typing.final
 class OAuthClient(_message.Message):
-    """OAuth 2.0 client credentials grant (RFC 6749 section 4.4). Values may be env.NAME."""
+    """OAuth 2.0 for a downstream. Values may be env.NAME. With a refresh_token (obtained by
+    the authorization code flow) the connector uses the refresh_token grant, else client
+    credentials (RFC 6749 section 4.4).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -839,10 +842,15 @@ class OAuthClient(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    GRANT_TYPE_FIELD_NUMBER: _builtins.int
     token_url: _builtins.str
     client_id: _builtins.str
     client_secret: _builtins.str
     scope: _builtins.str
+    refresh_token: _builtins.str
+    grant_type: _builtins.str
+    """authorization_code: no token until a person authorizes; client_credentials otherwise."""
     def __init__(
         self,
         *,
@@ -850,14 +858,80 @@ class OAuthClient(_message.Message):
         client_id: _builtins.str = ...,
         client_secret: _builtins.str = ...,
         scope: _builtins.str = ...,
+        refresh_token: _builtins.str = ...,
+        grant_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "scope", b"scope", "token_url", b"token_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "scope", b"scope", "token_url", b"token_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OAuthClient: _TypeAlias = OAuthClient  # noqa: Y015
+
+@_typing.final
+class StartAuthorizationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    redirect_uri: _builtins.str
+    """Where the authorization server sends the person back: the edge's /api/oauth/callback."""
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        redirect_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["redirect_uri", b"redirect_uri", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartAuthorizationRequest: _TypeAlias = StartAuthorizationRequest  # noqa: Y015
+
+@_typing.final
+class StartAuthorizationReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
+    authorization_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorization_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_url", b"authorization_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartAuthorizationReply: _TypeAlias = StartAuthorizationReply  # noqa: Y015
+
+@_typing.final
+class CompleteAuthorizationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    code: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteAuthorizationRequest: _TypeAlias = CompleteAuthorizationRequest  # noqa: Y015
 
 @_typing.final
 class HealthCheck(_message.Message):

@@ -129,6 +129,16 @@ class RegistryStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.GovernanceSettings.FromString,
                 _registered_method=True)
+        self.StartAuthorization = channel.unary_unary(
+                '/mcpgw.v1.Registry/StartAuthorization',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationReply.FromString,
+                _registered_method=True)
+        self.CompleteAuthorization = channel.unary_unary(
+                '/mcpgw.v1.Registry/CompleteAuthorization',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+                _registered_method=True)
         self.UpdateSettings = channel.unary_unary(
                 '/mcpgw.v1.Registry/UpdateSettings',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.GovernanceSettings.SerializeToString,
@@ -259,6 +269,20 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartAuthorization(self, request, context):
+        """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
+        redirect's code, which registry exchanges for tokens it keeps sealed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteAuthorization(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateSettings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -362,6 +386,16 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.GetSettings,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.GovernanceSettings.SerializeToString,
+            ),
+            'StartAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartAuthorization,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationReply.SerializeToString,
+            ),
+            'CompleteAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAuthorization,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
             ),
             'UpdateSettings': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateSettings,
@@ -882,6 +916,60 @@ class Registry:
             '/mcpgw.v1.Registry/GetSettings',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.GovernanceSettings.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/StartAuthorization',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.StartAuthorizationReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/CompleteAuthorization',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,11 @@ class RegistryStub:
     GetBlocklist: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.Blocklist]
     SetBlocklist: _grpc.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]
     GetSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]
+    StartAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.StartAuthorizationRequest, _registry_pb2.StartAuthorizationReply]
+    """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
+    redirect's code, which registry exchanges for tokens it keeps sealed.
+    """
+    CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.AdminReply]
     UpdateSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]
 
 @_typing.type_check_only
@@ -90,6 +95,11 @@ class RegistryAsyncStub(RegistryStub):
     GetBlocklist: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.Blocklist]  # type: ignore[assignment]
     SetBlocklist: _aio.UnaryUnaryMultiCallable[_registry_pb2.Blocklist, _registry_pb2.Blocklist]  # type: ignore[assignment]
     GetSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
+    StartAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.StartAuthorizationRequest, _registry_pb2.StartAuthorizationReply]  # type: ignore[assignment]
+    """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
+    redirect's code, which registry exchanges for tokens it keeps sealed.
+    """
+    CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
     UpdateSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -232,6 +242,23 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.AdminRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.GovernanceSettings, _abc.Awaitable[_registry_pb2.GovernanceSettings]]: ...
+
+    @_abc_1.abstractmethod
+    def StartAuthorization(
+        self,
+        request: _registry_pb2.StartAuthorizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.StartAuthorizationReply, _abc.Awaitable[_registry_pb2.StartAuthorizationReply]]:
+        """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
+        redirect's code, which registry exchanges for tokens it keeps sealed.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteAuthorization(
+        self,
+        request: _registry_pb2.CompleteAuthorizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
 
     @_abc_1.abstractmethod
     def UpdateSettings(

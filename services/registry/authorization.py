@@ -1,0 +1,97 @@
+"""OAuth 2.0 authorization code with PKCE (RFC 6749 section 4.1, RFC 7636) for downstreams
+that want a person's consent: registry makes the URL the person opens, and exchanges the
+code the authorization server sends back for tokens, keeping the refresh token sealed.
+
+A flow waits at most `PENDING_SECONDS`, and its `state` is good once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import httpx2
+
+from services.references import resolve
+from services.registry.config import ClientConfig, OAuthConfig
+from services.registry.governance import InvalidFieldError, MissingError
+from services.registry.store import RegistryStore
+
+PENDING_SECONDS = 600.0
+TOKEN_TIMEOUT_SECONDS = 10.0
+
+
+def refresh_token_name(server: str) -> str:
+    return f"oauth-refresh:{server}"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    server: str
+    oauth: OAuthConfig
+    verifier: str
+    redirect_uri: str
+    expires: float
+
+
+class Authorizations:
+    def __init__(self, store: RegistryStore) -> None:
+        self._store = store
+        self._pending: dict[str, Pending] = {}
+
+    def start(self, server: ClientConfig, redirect_uri: str) -> str:
+        """The URL to send a person to, to authorize the gateway for `server`."""
+        oauth = server.oauth
+        if oauth is None or oauth.grant_type != "authorization_code":
+            raise InvalidFieldError(
+                "server", f"{server.name!r} is not configured for the authorization_code grant"
+            )
+        now = time.monotonic()
+        self._pending = {s: p for s, p in self._pending.items() if p.expires > now}
+        state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
+        self._pending[state] = Pending(server.name, oauth, verifier, redirect_uri, now + PENDING_SECONDS)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+        query = {
+            "response_type": "code",
+            "client_id": oauth.client_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+        if oauth.scope:
+            query["scope"] = oauth.scope
+        separator = "&" if "?" in oauth.authorize_url else "?"
+        return f"{oauth.authorize_url}{separator}{urlencode(query)}"
+
+    async def complete(self, state: str, code: str) -> int:
+        """Exchange the code for tokens and keep the refresh token; the server reconnects."""
+        pending = self._pending.pop(state, None)
+        if pending is None or pending.expires < time.monotonic():
+            raise MissingError("no authorization is waiting for that state (it expired or was used)")
+        oauth = pending.oauth
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": pending.redirect_uri,
+            "code_verifier": pending.verifier,
+            "client_id": oauth.client_id,
+        }
+        async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
+            if oauth.client_secret:
+                secret = resolve(oauth.client_secret)
+                response = await client.post(
+                    resolve(oauth.token_url), data=form, auth=(oauth.client_id, secret)
+                )
+            else:
+                response = await client.post(resolve(oauth.token_url), data=form)
+        if response.status_code != 200:
+            raise InvalidFieldError("code", f"the authorization server refused it ({response.status_code})")
+        refresh = response.json().get("refresh_token")
+        if not isinstance(refresh, str) or not refresh:
+            raise InvalidFieldError("code", "the authorization server issued no refresh token")
+        return await self._store.put_secret(refresh_token_name(pending.server), refresh)
