@@ -57,6 +57,9 @@ def add_commands(commands: Any) -> None:
     update.add_argument("file", type=Path)
     for verb in ("remove", "reconnect"):
         action(servers, verb, f"{verb} a server").add_argument("name")
+    action(
+        servers, "authorize", "the URL to open to authorize an OAuth (authorization code) server"
+    ).add_argument("name")
 
     tools = command("tools", "the tools of every server, and switching them off or on")
     action(tools, "list", "tools and whether they are enabled").add_argument("--server", default="")
@@ -187,6 +190,8 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
             return api("DELETE", f"/servers/{args.name}") or {"removed": args.name}
         case "servers", "reconnect":
             return api("POST", f"/mcp/client/{args.name}/reconnect")
+        case "servers", "authorize":
+            return api("POST", f"/mcp/client/{args.name}/oauth/authorize")
         case "tools", "list":
             return (
                 api("GET", "/tools", None) if not args.server else api("GET", f"/tools?server={args.server}")
