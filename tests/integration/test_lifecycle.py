@@ -204,6 +204,18 @@ def test_killing_one_of_two_connectors_leaves_calls_succeeding(tmp_path: Path) -
         assert all(outcomes[killed_at + 2 :])
 
 
+def successor(tmp: Path, pid: int) -> psutil.Process:
+    """The one fixture child, once it is another process than `pid`."""
+    found: list[psutil.Process] = []
+
+    def started() -> bool:
+        found[:] = downstream_processes(tmp, "fixture_server.py")
+        return len(found) == 1 and found[0].pid != pid
+
+    until(started, 30, "a new child process")
+    return found[0]
+
+
 def test_stdio_children_are_confined_logged_stopped_and_reaped(tmp_path: Path) -> None:
     server = gated_fixture(tmp_path / "gate")
     env = {"MCPGW_ADMIN_TOKEN": ADMIN, "SOMETHING_PRIVATE": "connector-only"}
@@ -224,13 +236,13 @@ def test_stdio_children_are_confined_logged_stopped_and_reaped(tmp_path: Path) -
         first.send_signal(signal.SIGKILL)
         # Reaped, not a zombie, and replaced.
         wait_until(lambda: not psutil.pid_exists(first.pid), 10, "the killed child reaped")
-        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "a new child")
-        [second] = downstream_processes(tmp_path, "fixture_server.py")
+        second = successor(tmp_path, first.pid)
+        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the new child serving")
         headers = {"authorization": f"Bearer {ADMIN}"}
         assert httpx2.delete(f"{base}/api/servers/fixture", headers=headers, timeout=10).status_code == 204
         wait_until(lambda: not psutil.pid_exists(second.pid), 15, "the removed server's child stopped")
         # The server is back; the connector's shutdown must stop its child too.
         assert httpx2.post(f"{base}/api/servers", json=server, headers=headers, timeout=10).status_code == 201
+        third = successor(tmp_path, second.pid)
         until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the server added back")
-        [third] = downstream_processes(tmp_path, "fixture_server.py")
     wait_until(lambda: not psutil.pid_exists(third.pid), 15, "the child stopped with the connector")
