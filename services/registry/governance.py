@@ -200,10 +200,13 @@ class GovernanceStore:
             return registry_pb2.IssuedKey(key=_key_message(row, groups), secret=secret)
 
     async def delete_key(self, key_id: str) -> int:
+        return await self._delete(KeyRow, key_id, f"no key with id {key_id!r}")
+
+    async def _delete(self, model: type[Base], key: str, missing: str) -> int:
         async with self._sessions.begin() as session:
-            row = await session.get(KeyRow, key_id)
+            row = await session.get(model, key)
             if row is None:
-                raise MissingError(f"no key with id {key_id!r}")
+                raise MissingError(missing)
             await session.delete(row)
             return await bump(session)
 
@@ -262,12 +265,7 @@ class GovernanceStore:
             return group
 
     async def delete_group(self, name: str) -> int:
-        async with self._sessions.begin() as session:
-            row = await session.get(GroupRow, name)
-            if row is None:
-                raise MissingError(f"no tool group named {name!r}")
-            await session.delete(row)
-            return await bump(session)
+        return await self._delete(GroupRow, name, f"no tool group named {name!r}")
 
     async def groups(self) -> list[registry_pb2.ToolGroup]:
         async with self._sessions() as session:
