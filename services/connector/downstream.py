@@ -131,10 +131,16 @@ class Downstream:
         self._board = RelayBoard()
         # Why the last connection ended, for the report.
         self._lost = ""
+        self._connected = anyio.Event()
 
     @property
     def connected(self) -> bool:
         return self._dispatcher is not None
+
+    async def ready(self, timeout: float) -> None:
+        """Return once connected, or after `timeout` (calls then fail as not connected)."""
+        with anyio.move_on_after(timeout):
+            await self._connected.wait()
 
     async def run(self) -> None:
         """Connect, serve until the connection ends, and try again (with backoff, or when
@@ -162,6 +168,8 @@ class Downstream:
             finally:
                 self._dispatcher = None
                 self._forwarder = None
+                if self._connected.is_set():
+                    self._connected = anyio.Event()
             log.warning("server %s %s: %s", self.name, state, error)
             await self._report(state, error, Inventory())
             if self.config.manual_reconnect:
@@ -205,6 +213,7 @@ class Downstream:
                     )
                 )
             self._dispatcher = dispatcher
+            self._connected.set()
             log.info(
                 "server %s connected (%s, protocol %s, %d tools, %d prompts, %d resources)",
                 self.name,

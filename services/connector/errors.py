@@ -2,7 +2,8 @@
 
 DownstreamError
 ├── DownstreamUnavailableError   the connection closed mid-call
-│   └── NotConnectedError        this connector holds no session with it: nothing was sent
+│   ├── NotConnectedError        this connector holds no session with it: nothing was sent
+│   └── MissingCredentialsError  a per_user server, and the caller's key has no credentials for it
 ├── DownstreamTimeoutError       no answer within the call's timeout
 └── DownstreamRejectedError      the downstream answered with a JSON-RPC error
 """
@@ -23,6 +24,10 @@ class DownstreamUnavailableError(DownstreamError):
 
 
 class NotConnectedError(DownstreamUnavailableError):
+    pass
+
+
+class MissingCredentialsError(DownstreamUnavailableError):
     pass
 
 

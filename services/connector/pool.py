@@ -10,6 +10,7 @@ import grpc
 import orjson
 
 from services.connector.downstream import Downstream, Inventory, Report, Updated
+from services.connector.errors import MissingCredentialsError
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
 
@@ -28,10 +29,41 @@ class DownstreamPool:
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._sync_lock = anyio.Lock()
+        # The sessions of per_user servers, by (server, key id).
+        self._keyed: dict[tuple[str, str], tuple[Downstream, anyio.CancelScope]] = {}
 
     def get(self, name: str) -> Downstream | None:
         entry = self._running.get(name)
         return None if entry is None else entry[1]
+
+    async def route(self, name: str, key_id: str) -> Downstream | None:
+        """The session a caller's requests to `name` go to: the server's own, or for a
+        per_user server the caller's key's (opened on first use, and waited for)."""
+        shared = self.get(name)
+        if shared is None or not shared.config.per_user:
+            return shared
+        if key_id not in shared.config.key_headers:
+            raise MissingCredentialsError(
+                name,
+                f"server {name!r} needs your own credentials: ask an administrator to set them for your key",
+            )
+        entry = self._keyed.get((name, key_id))
+        if entry is None:
+            config = registry_pb2.ServerConfig()
+            config.CopyFrom(shared.config)
+            config.headers.update(shared.config.key_headers[key_id].headers)
+            config.key_headers.clear()
+            entry = self._keyed[(name, key_id)] = (self._downstream(config, quiet=True), anyio.CancelScope())
+            assert self._tg is not None, "run() first"
+            self._tg.start_soon(self._supervise, *entry)
+        await entry[0].ready(self._settings.connect_timeout_seconds)
+        return entry[0]
+
+    def _stop(self, name: str) -> None:
+        """Close a server's session, and its keys' sessions."""
+        self._running.pop(name)[2].cancel()
+        for key in [k for k in self._keyed if k[0] == name]:
+            self._keyed.pop(key)[1].cancel()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -51,7 +83,7 @@ class DownstreamPool:
                 fingerprint = wanted[name].SerializeToString(deterministic=True) if name in wanted else None
                 if fingerprint != self._running[name][0]:
                     log.info("server %s removed or changed: closing its session", name)
-                    self._running.pop(name)[2].cancel()
+                    self._stop(name)
             for name, config in wanted.items():
                 if name not in self._running:
                     self._start(config)
@@ -59,32 +91,42 @@ class DownstreamPool:
     async def reconnect(self, name: str) -> None:
         """Close a server's session and open a new one (an operator asked for it)."""
         async with self._sync_lock:
-            entry = self._running.pop(name, None)
-            if entry is not None:
+            known = name in self._running
+            if known:
                 log.info("server %s: reconnecting on request", name)
-                entry[2].cancel()
-        if entry is not None:
+                self._stop(name)
+        if known:
             await self.sync()
 
-    def _start(self, config: registry_pb2.ServerConfig) -> None:
-        assert self._tg is not None, "run() first"
-        downstream = Downstream(
+    def _downstream(self, config: registry_pb2.ServerConfig, quiet: bool = False) -> Downstream:
+        """A server's session; a `quiet` one (a key's own) does not speak for the server to registry."""
+        return Downstream(
             config,
-            self._reporter(config.name),
+            _silent if quiet else self._reporter(config.name),
             self._updated,
             call_timeout=self._settings.call_timeout_seconds,
             connect_timeout=self._settings.connect_timeout_seconds,
             backoff_initial=self._settings.reconnect_initial_seconds,
             backoff_max=self._settings.reconnect_max_seconds,
         )
+
+    def _start(self, config: registry_pb2.ServerConfig) -> None:
+        assert self._tg is not None, "run() first"
+        shared = config
+        if config.per_user and config.key_headers:
+            # The catalog (tools, prompts, ...) is learned with the first key's credentials.
+            shared = registry_pb2.ServerConfig()
+            shared.CopyFrom(config)
+            shared.headers.update(config.key_headers[min(config.key_headers)].headers)
+        downstream = self._downstream(shared)
         scope = anyio.CancelScope()
         self._running[config.name] = (config.SerializeToString(deterministic=True), downstream, scope)
+        self._tg.start_soon(self._supervise, downstream, scope)
 
-        async def supervise() -> None:
-            with scope:
-                await downstream.run()
-
-        self._tg.start_soon(supervise)
+    @staticmethod
+    async def _supervise(downstream: Downstream, scope: anyio.CancelScope) -> None:
+        with scope:
+            await downstream.run()
 
     def _reporter(self, server: str) -> Report:
         async def report(state: str, error: str, inventory: Inventory) -> None:
@@ -116,3 +158,7 @@ class DownstreamPool:
             log.warning("could not report %s as %s to the registry", server, state)
 
         return report
+
+
+async def _silent(state: str, error: str, inventory: Inventory) -> None:
+    """A key's own session says nothing to registry: the server's shared session does."""

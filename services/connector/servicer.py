@@ -67,10 +67,10 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         on_progress: ProgressFnT | None,
         relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
-        downstream = self._pool.get(request.server)
-        if downstream is None:
-            return connector_pb2.CallToolOutcome(error=call_error(_not_configured(request.server)))
         try:
+            downstream = await self._pool.route(request.server, request.key_id)
+            if downstream is None:
+                raise _not_configured(request.server)
             result = await downstream.call_tool(
                 request.tool,
                 request.arguments_json,
@@ -174,8 +174,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     async def Forward(
         self, request: connector_pb2.ForwardRequest, context: grpc.aio.ServicerContext
     ) -> connector_pb2.ForwardOutcome:
-        downstream = self._pool.get(request.server)
         try:
+            downstream = await self._pool.route(request.server, request.key_id)
             if downstream is None:
                 raise _not_configured(request.server)
             result = await downstream.request(

@@ -97,6 +97,15 @@ class IssuedKey(KeyOut):
     secret: str
 
 
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Sent to the per_user server on every request made with this key.
+    headers: dict[
+        Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=8192)]
+    ] = Field(min_length=1, max_length=32)
+
+
 class GroupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -332,6 +341,18 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
         changes = patch.model_dump(exclude_unset=True)
         merged = KeyIn.model_validate({**current.model_dump(), **changes})
         return _key_out(await call(registry.UpdateKey, _key_message(key_id, merged)))
+
+    @router.put("/api/keys/{key_id}/credentials/{server}", status_code=204)
+    async def set_credentials(key_id: str, server: str, credentials: Credentials) -> Response:
+        """The key's own headers for a per_user server (sealed at rest; never shown again)."""
+        request = registry_pb2.KeyCredentials(key_id=key_id, server=server, headers=credentials.headers)
+        await call(registry.SetKeyCredentials, request)
+        return Response(status_code=204)
+
+    @router.delete("/api/keys/{key_id}/credentials/{server}", status_code=204)
+    async def remove_credentials(key_id: str, server: str) -> Response:
+        await call(registry.SetKeyCredentials, registry_pb2.KeyCredentials(key_id=key_id, server=server))
+        return Response(status_code=204)
 
     @router.post("/api/keys/{key_id}/rotate", response_model=IssuedKey)
     async def rotate_key(key_id: str) -> dict[str, Any]:

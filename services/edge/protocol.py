@@ -147,6 +147,11 @@ def _rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
     )
 
 
+def _key(ctx: CallContext) -> str:
+    """The caller's virtual key id, which a per_user server's session is chosen by."""
+    return "" if ctx.session is None else ctx.session.key_id
+
+
 def tool_error_result(message: str) -> bytes:
     return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
@@ -240,14 +245,14 @@ class McpHandler:
             return listing.page(params.get("cursor"))
         if method == "prompts/get":
             route = _named(ctx.view.prompt_routes, params, "prompt")
-            return await self.forward(route, method, {**params, "name": route.name})
+            return await self.forward(route, method, {**params, "name": route.name}, _key(ctx))
         if method == "resources/read":
             route = _resource(ctx.view, params.get("uri"))
-            return await self.forward(route, method, {**params, "uri": route.name})
+            return await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(ctx, method, params)
         if method == "completion/complete":
-            return await self._complete(ctx.view, params)
+            return await self._complete(ctx, params)
         if method == "logging/setLevel":
             if params.get("level") not in LOG_LEVELS:
                 raise InvalidParamsError(f'Invalid params: "level" must be one of {list(LOG_LEVELS)}')
@@ -269,7 +274,7 @@ class McpHandler:
             change = self._state.subscribe if method == "resources/subscribe" else self._state.unsubscribe
             if not await change(ctx.session.id, route.server, route.name):
                 return b"{}"
-        return await self.forward(route, method, {**params, "uri": route.name})
+        return await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
 
     def wants_logs(self, session: Session) -> bool:
         """Whether a session asked for log messages (logging/setLevel)."""
@@ -286,11 +291,12 @@ class McpHandler:
             return
         for server, uri in await self._state.end(session.id):
             try:
-                await self.forward(Route(server, uri), "resources/unsubscribe", {"uri": uri})
+                await self.forward(Route(server, uri), "resources/unsubscribe", {"uri": uri}, session.key_id)
             except EdgeError as exc:
                 log.info("unsubscribing ended session from %s on %s: %s", uri, server, exc.message)
 
-    async def _complete(self, view: View, params: dict[str, Any]) -> bytes:
+    async def _complete(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
+        view = ctx.view
         ref = params.get("ref")
         if not isinstance(ref, dict):
             raise InvalidParamsError('Invalid params: "ref" must be an object')
@@ -302,14 +308,14 @@ class McpHandler:
             ref = {**ref, "uri": route.name}
         else:
             raise InvalidParamsError('Invalid params: "ref.type" must be ref/prompt or ref/resource')
-        return await self.forward(route, "completion/complete", {**params, "ref": ref})
+        return await self.forward(route, "completion/complete", {**params, "ref": ref}, _key(ctx))
 
-    async def forward(self, route: Route, method: str, params: dict[str, Any]) -> bytes:
-        """The downstream's result of a request other than tools/call."""
+    async def forward(self, route: Route, method: str, params: dict[str, Any], key_id: str = "") -> bytes:
+        """The downstream's result of a request other than tools/call (for the caller's key)."""
         trace_id, span_id = new_trace()
         try:
             outcome = await self._connector.forward(
-                route.server, method, orjson.dumps(params), traceparent(trace_id, span_id)
+                route.server, method, orjson.dumps(params), traceparent(trace_id, span_id), key_id
             )
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
@@ -333,6 +339,7 @@ class McpHandler:
         request = connector_pb2.CallToolRequest(
             server=route.server,
             tool=route.name,
+            key_id=_key(ctx),
             arguments_json=b"" if arguments is None else orjson.dumps(arguments),
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
         )

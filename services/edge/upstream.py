@@ -100,10 +100,12 @@ class ConnectorClient:
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
 
     async def forward(
-        self, server: str, method: str, params_json: bytes, traceparent: str
+        self, server: str, method: str, params_json: bytes, traceparent: str, key_id: str = ""
     ) -> connector_pb2.ForwardOutcome:
         """Any request other than tools/call, answered by the downstream named `server`."""
-        request = connector_pb2.ForwardRequest(server=server, method=method, params_json=params_json)
+        request = connector_pb2.ForwardRequest(
+            server=server, method=method, params_json=params_json, key_id=key_id
+        )
         for _ in range(ATTEMPTS):
             try:
                 outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(

@@ -80,7 +80,10 @@ def build_snapshot(
 
 
 def server_config(
-    server: StoredServer, lifecycle: Lifecycle, refresh_token: str = ""
+    server: StoredServer,
+    lifecycle: Lifecycle,
+    refresh_token: str = "",
+    key_headers: dict[str, dict[str, str]] | None = None,
 ) -> registry_pb2.ServerConfig:
     config = server.config
     health = lifecycle.health
@@ -98,6 +101,8 @@ def server_config(
         ),
         manual_reconnect=not lifecycle.auto_reconnect,
         tool_timeouts_seconds=config.tool_timeouts,
+        per_user=config.per_user,
+        key_headers={k: registry_pb2.KeyHeaders(headers=h) for k, h in (key_headers or {}).items()},
     )
     if config.oauth is not None:
         out.oauth.CopyFrom(

@@ -86,6 +86,8 @@ class ClientConfig(BaseModel):
     tool_timeouts: dict[str, float] = {}
     # Bifrost: whether the server answers MCP ping (the health monitor pings only those).
     is_ping_available: bool = True
+    # Each caller reaches the server with their own credentials (set per key through the API).
+    per_user: bool = False
     # Bifrost's auth_type; "oauth" needs `oauth`.
     auth_type: Literal["none", "headers", "oauth"] | None = None
     oauth: OAuthConfig | None = None
@@ -111,8 +113,8 @@ class ClientConfig(BaseModel):
             raise ValueError(f"an {self.connection_type} server needs connection_string (its URL)")
         if (self.auth_type == "oauth") != (self.oauth is not None) and self.auth_type is not None:
             raise ValueError('auth_type "oauth" goes with an oauth section, and an oauth section with it')
-        if self.oauth is not None and self.connection_type == "stdio":
-            raise ValueError("oauth is for http and sse servers")
+        if (self.oauth is not None or self.per_user) and self.connection_type == "stdio":
+            raise ValueError("oauth and per_user are for http and sse servers")
         return self
 
 

@@ -31,6 +31,12 @@ from services.settings import ConfigurationError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def credentials_name(server: str, key_id: str) -> str:
+    return f"credentials:{server}:{key_id}"
+
+
 STATES = frozenset({"connecting", "connected", "disconnected", "failed"})
 
 
@@ -74,10 +80,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ListServersResponse:
         revision, servers = await self._store.servers()
         lifecycle = await self._store.lifecycle()
-        configs = [
-            server_config(s, lifecycle, await self._store.secret(refresh_token_name(s.config.name)))
-            for s in servers
-        ]
+        key_ids = (
+            [k.id for k in await self._governance.keys()] if any(s.config.per_user for s in servers) else []
+        )
+        configs = []
+        for server in servers:
+            name = server.config.name
+            headers = {}
+            for key_id in key_ids if server.config.per_user else ():
+                stored = await self._store.secret(credentials_name(name, key_id))
+                if stored:
+                    headers[key_id] = orjson.loads(stored)
+            refresh = await self._store.secret(refresh_token_name(name))
+            configs.append(server_config(server, lifecycle, refresh, headers))
         return registry_pb2.ListServersResponse(revision=revision, servers=configs)
 
     async def ReportCatalog(
@@ -228,6 +243,25 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.AdminReply(
             revision=await self._admin(context, self._governance.delete_key(request.name))
         )
+
+    async def SetKeyCredentials(
+        self, request: registry_pb2.KeyCredentials, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        async def put() -> int:
+            if not any(k.id == request.key_id for k in await self._governance.keys()):
+                raise MissingError(f"no key with id {request.key_id!r}")
+            _, servers = await self._store.servers()
+            server = next((s.config for s in servers if s.config.name == request.server), None)
+            if server is None:
+                raise MissingError(f"no server named {request.server!r}")
+            if not server.per_user:
+                raise InvalidFieldError(
+                    "server", f"{request.server!r} is not per_user: its credentials are its own"
+                )
+            value = orjson.dumps(dict(request.headers)).decode() if request.headers else ""
+            return await self._store.put_secret(credentials_name(request.server, request.key_id), value)
+
+        return registry_pb2.AdminReply(revision=await self._admin(context, put()))
 
     async def PutGroup(
         self, request: registry_pb2.PutGroupRequest, context: grpc.aio.ServicerContext

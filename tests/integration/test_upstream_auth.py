@@ -22,11 +22,11 @@ TOKEN_SECONDS = 2
 
 
 @contextmanager
-def authorization_server() -> Iterator[str]:
+def authorization_server(*extra: str) -> Iterator[str]:
     port = free_port()
     argv = python_script(
         AUTH_SERVER, "--port", str(port), "--client-id", "gateway", "--client-secret", SECRET,
-        "--token-seconds", str(TOKEN_SECONDS),
+        "--token-seconds", str(TOKEN_SECONDS), *extra,
     )  # fmt: skip
     with running(argv) as process:
         wait_until(lambda: port_open(port), 15, "authorization server", process)
@@ -143,3 +143,78 @@ def test_a_person_authorizes_once_through_the_api_and_the_connector_refreshes(tm
                 )
         refresh_tokens = (tmp_path / "registry.db").read_bytes()
         assert b"oauth-refresh" in refresh_tokens and b"fernet:" in refresh_tokens
+
+
+def test_a_per_user_server_is_reached_with_each_keys_own_credentials(tmp_path: Path) -> None:
+    with authorization_server("--user-tokens", "alice-token=alice,bob-token=bob") as origin:
+        server = {
+            "name": "personal",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "per_user": True,
+        }
+        env = {"MCPGW_ADMIN_TOKEN": "per-user-admin"}
+        with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
+            admin = {"authorization": "Bearer per-user-admin"}
+            everyone = [{"mcp_client_name": "personal", "tools_to_execute": ["*"]}]
+            keys = {}
+            for name in ("alice", "bob", "carol"):
+                created = httpx2.post(
+                    f"{base}/api/keys",
+                    json={"name": name, "mcp_configs": everyone},
+                    headers=admin,
+                    timeout=10,
+                ).json()
+                keys[name] = created
+            for name in ("alice", "bob"):
+                credentials = {"headers": {"Authorization": f"Bearer {name}-token"}}
+                url = f"{base}/api/keys/{keys[name]['id']}/credentials/personal"
+                assert httpx2.put(url, json=credentials, headers=admin, timeout=10).status_code == 204
+            mcp = f"{base}/mcp"
+
+            def whoami(name: str) -> dict[str, object]:
+                hello = {
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": name},
+                    },
+                }
+                auth = {"authorization": f"Bearer {keys[name]['secret']}"}
+                opened = httpx2.post(
+                    mcp, json=hello, headers={"accept": "application/json, text/event-stream", **auth}
+                )
+                session = opened.headers["mcp-session-id"]
+                body = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "tools/call",
+                    "params": {"name": "personal_whoami"},
+                }
+                answer = httpx2.post(
+                    mcp,
+                    json=body,
+                    headers={
+                        "accept": "application/json, text/event-stream",
+                        "mcp-session-id": session,
+                        **auth,
+                    },
+                    timeout=30,
+                )
+                return answer.json()  # type: ignore[no-any-return]
+
+            def served() -> bool:
+                return "result" in whoami("alice")
+
+            wait_until(served, 30, "the per-user server reachable")
+            assert whoami("alice")["result"]["content"][0]["text"] == "alice"  # type: ignore[index]
+            assert whoami("bob")["result"]["content"][0]["text"] == "bob"  # type: ignore[index]
+            refused = whoami("carol")["result"]
+            assert refused["isError"] is True  # type: ignore[index]
+            assert "your own credentials" in refused["content"][0]["text"]  # type: ignore[index]
+            # The credentials are sealed in the registry like every other upstream secret.
+        assert b"alice-token" not in (tmp_path / "registry.db").read_bytes()

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -33,10 +33,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 server = MCPServer("protected", log_level="WARNING")
 
 
+# Bearer tokens of people (--user-tokens), valid without the token endpoint: for per-user
+# credentials, where each caller brings their own.
+USERS: dict[str, str] = {}
+
+
 @server.tool()
-def whoami() -> str:
-    """Say that the caller got through."""
-    return "authorized"
+def whoami(ctx: Context) -> str:
+    """Who the caller is: "authorized" for a token from the token endpoint, else the person."""
+    request = ctx.request_context.request
+    header = request.headers.get("authorization", "") if request is not None else ""
+    return USERS.get(header.removeprefix("Bearer "), "authorized")
 
 
 class Tokens:
@@ -50,7 +57,7 @@ class Tokens:
         self.refresh: set[str] = set()
 
     def valid(self, token: str) -> bool:
-        return self.expiry.get(token, 0.0) > time.monotonic()
+        return token in USERS or self.expiry.get(token, 0.0) > time.monotonic()
 
 
 def credentials(request: Request, form: Any) -> tuple[str, str]:
@@ -151,6 +158,8 @@ if __name__ == "__main__":
     parser.add_argument("--client-id", required=True)
     parser.add_argument("--client-secret", required=True)
     parser.add_argument("--token-seconds", type=float, default=60.0)
+    parser.add_argument("--user-tokens", default="", help="TOKEN=NAME,... of people")
     args = parser.parse_args()
+    USERS.update(pair.split("=", 1) for pair in args.user_tokens.split(",") if pair)
     tokens = Tokens(args.client_id, args.client_secret, args.token_seconds)
     uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/contracts/mcpgw/v1/connector.proto\x12\x08mcpgw.v1\"^\n\x0e\x46orwardRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\"U\n\x0e\x46orwardOutcome\x12\x15\n\x0bresult_json\x18\x01 \x01(\x0cH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"s\n\x0f\x43\x61llToolRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\x0c\x12\x11\n\tmeta_json\x18\x04 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\"g\n\x0f\x43\x61llToolOutcome\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.mcpgw.v1.ToolResultH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"l\n\x0f\x43\x61llToolMessage\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequestH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.mcpgw.v1.ClientReplyH\x00\x42\x06\n\x04kind\"8\n\x0b\x43lientReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\"\x8f\x01\n\x0e\x43\x61llToolUpdate\x12\x1b\n\x11notification_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcomeH\x00\x12*\n\x07request\x18\x03 \x01(\x0b\x32\x17.mcpgw.v1.ServerRequestH\x00\x42\x06\n\x04kind\"H\n\rServerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\"3\n\nToolResult\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12\x10\n\x08is_error\x18\x02 \x01(\x08\"M\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\"\n\x10ListToolsRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\"\'\n\x11ListToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\x0c\x32\x99\x02\n\tConnector\x12@\n\x08\x43\x61llTool\x12\x19.mcpgw.v1.CallToolRequest\x1a\x19.mcpgw.v1.CallToolOutcome\x12\x45\n\nStreamTool\x12\x19.mcpgw.v1.CallToolMessage\x1a\x18.mcpgw.v1.CallToolUpdate(\x01\x30\x01\x12\x44\n\tListTools\x12\x1a.mcpgw.v1.ListToolsRequest\x1a\x1b.mcpgw.v1.ListToolsResponse\x12=\n\x07\x46orward\x12\x18.mcpgw.v1.ForwardRequest\x1a\x18.mcpgw.v1.ForwardOutcomeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/contracts/mcpgw/v1/connector.proto\x12\x08mcpgw.v1\"n\n\x0e\x46orwardRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"U\n\x0e\x46orwardOutcome\x12\x15\n\x0bresult_json\x18\x01 \x01(\x0cH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"\x83\x01\n\x0f\x43\x61llToolRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\x0c\x12\x11\n\tmeta_json\x18\x04 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x0e\n\x06key_id\x18\x06 \x01(\t\"g\n\x0f\x43\x61llToolOutcome\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.mcpgw.v1.ToolResultH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"l\n\x0f\x43\x61llToolMessage\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequestH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.mcpgw.v1.ClientReplyH\x00\x42\x06\n\x04kind\"8\n\x0b\x43lientReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\"\x8f\x01\n\x0e\x43\x61llToolUpdate\x12\x1b\n\x11notification_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcomeH\x00\x12*\n\x07request\x18\x03 \x01(\x0b\x32\x17.mcpgw.v1.ServerRequestH\x00\x42\x06\n\x04kind\"H\n\rServerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\"3\n\nToolResult\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12\x10\n\x08is_error\x18\x02 \x01(\x08\"M\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\"\n\x10ListToolsRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\"\'\n\x11ListToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\x0c\x32\x99\x02\n\tConnector\x12@\n\x08\x43\x61llTool\x12\x19.mcpgw.v1.CallToolRequest\x1a\x19.mcpgw.v1.CallToolOutcome\x12\x45\n\nStreamTool\x12\x19.mcpgw.v1.CallToolMessage\x1a\x18.mcpgw.v1.CallToolUpdate(\x01\x30\x01\x12\x44\n\tListTools\x12\x1a.mcpgw.v1.ListToolsRequest\x1a\x1b.mcpgw.v1.ListToolsResponse\x12=\n\x07\x46orward\x12\x18.mcpgw.v1.ForwardRequest\x1a\x18.mcpgw.v1.ForwardOutcomeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,29 +32,29 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.contracts.mcpgw.v1
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FORWARDREQUEST']._serialized_start=57
-  _globals['_FORWARDREQUEST']._serialized_end=151
-  _globals['_FORWARDOUTCOME']._serialized_start=153
-  _globals['_FORWARDOUTCOME']._serialized_end=238
-  _globals['_CALLTOOLREQUEST']._serialized_start=240
-  _globals['_CALLTOOLREQUEST']._serialized_end=355
-  _globals['_CALLTOOLOUTCOME']._serialized_start=357
-  _globals['_CALLTOOLOUTCOME']._serialized_end=460
-  _globals['_CALLTOOLMESSAGE']._serialized_start=462
-  _globals['_CALLTOOLMESSAGE']._serialized_end=570
-  _globals['_CLIENTREPLY']._serialized_start=572
-  _globals['_CLIENTREPLY']._serialized_end=628
-  _globals['_CALLTOOLUPDATE']._serialized_start=631
-  _globals['_CALLTOOLUPDATE']._serialized_end=774
-  _globals['_SERVERREQUEST']._serialized_start=776
-  _globals['_SERVERREQUEST']._serialized_end=848
-  _globals['_TOOLRESULT']._serialized_start=850
-  _globals['_TOOLRESULT']._serialized_end=901
-  _globals['_CALLERROR']._serialized_start=903
-  _globals['_CALLERROR']._serialized_end=980
-  _globals['_LISTTOOLSREQUEST']._serialized_start=982
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1016
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1018
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1057
-  _globals['_CONNECTOR']._serialized_start=1060
-  _globals['_CONNECTOR']._serialized_end=1341
+  _globals['_FORWARDREQUEST']._serialized_end=167
+  _globals['_FORWARDOUTCOME']._serialized_start=169
+  _globals['_FORWARDOUTCOME']._serialized_end=254
+  _globals['_CALLTOOLREQUEST']._serialized_start=257
+  _globals['_CALLTOOLREQUEST']._serialized_end=388
+  _globals['_CALLTOOLOUTCOME']._serialized_start=390
+  _globals['_CALLTOOLOUTCOME']._serialized_end=493
+  _globals['_CALLTOOLMESSAGE']._serialized_start=495
+  _globals['_CALLTOOLMESSAGE']._serialized_end=603
+  _globals['_CLIENTREPLY']._serialized_start=605
+  _globals['_CLIENTREPLY']._serialized_end=661
+  _globals['_CALLTOOLUPDATE']._serialized_start=664
+  _globals['_CALLTOOLUPDATE']._serialized_end=807
+  _globals['_SERVERREQUEST']._serialized_start=809
+  _globals['_SERVERREQUEST']._serialized_end=881
+  _globals['_TOOLRESULT']._serialized_start=883
+  _globals['_TOOLRESULT']._serialized_end=934
+  _globals['_CALLERROR']._serialized_start=936
+  _globals['_CALLERROR']._serialized_end=1013
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1015
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1049
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1051
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1090
+  _globals['_CONNECTOR']._serialized_start=1093
+  _globals['_CONNECTOR']._serialized_end=1374
 # @@protoc_insertion_point(module_scope)

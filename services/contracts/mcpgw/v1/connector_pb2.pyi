@@ -26,12 +26,15 @@ class ForwardRequest(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     PARAMS_JSON_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     method: _builtins.str
     params_json: _builtins.bytes
     """The request's params object, already rewritten to the downstream's names."""
     timeout_seconds: _builtins.float
     """Zero means the server's configured default."""
+    key_id: _builtins.str
+    """The caller's virtual key id: a per-user server is reached with that key's credentials."""
     def __init__(
         self,
         *,
@@ -39,10 +42,11 @@ class ForwardRequest(_message.Message):
         method: _builtins.str = ...,
         params_json: _builtins.bytes = ...,
         timeout_seconds: _builtins.float = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["method", b"method", "params_json", b"params_json", "server", b"server", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "method", b"method", "params_json", b"params_json", "server", b"server", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -82,6 +86,7 @@ class CallToolRequest(_message.Message):
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
     META_JSON_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     tool: _builtins.str
     arguments_json: _builtins.bytes
@@ -90,6 +95,8 @@ class CallToolRequest(_message.Message):
     """The client's `_meta` object, verbatim (may carry progressToken)."""
     timeout_seconds: _builtins.float
     """Zero means the server's configured default."""
+    key_id: _builtins.str
+    """The caller's virtual key id: a per-user server is reached with that key's credentials."""
     def __init__(
         self,
         *,
@@ -98,10 +105,11 @@ class CallToolRequest(_message.Message):
         arguments_json: _builtins.bytes = ...,
         meta_json: _builtins.bytes = ...,
         timeout_seconds: _builtins.float = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "meta_json", b"meta_json", "server", b"server", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "key_id", b"key_id", "meta_json", b"meta_json", "server", b"server", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -773,6 +773,27 @@ class ServerConfig(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class KeyHeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___KeyHeaders: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___KeyHeaders | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_TYPE_FIELD_NUMBER: _builtins.int
     CONNECTION_STRING_FIELD_NUMBER: _builtins.int
@@ -783,6 +804,8 @@ class ServerConfig(_message.Message):
     MANUAL_RECONNECT_FIELD_NUMBER: _builtins.int
     TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
     OAUTH_FIELD_NUMBER: _builtins.int
+    PER_USER_FIELD_NUMBER: _builtins.int
+    KEY_HEADERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     """stdio | http | sse"""
@@ -791,6 +814,8 @@ class ServerConfig(_message.Message):
     tool_execution_timeout_seconds: _builtins.float
     manual_reconnect: _builtins.bool
     """Wait for a reconnect request after a disconnect, instead of reconnecting on its own."""
+    per_user: _builtins.bool
+    """Each caller reaches it with their own credentials: a session per virtual key."""
     @_builtins.property
     def stdio(self) -> Global___StdioConfig: ...
     @_builtins.property
@@ -807,6 +832,10 @@ class ServerConfig(_message.Message):
     def oauth(self) -> Global___OAuthClient:
         """Set for an http or sse server that wants an OAuth 2.0 bearer token."""
 
+    @_builtins.property
+    def key_headers(self) -> _containers.MessageMap[_builtins.str, Global___KeyHeaders]:
+        """The headers of each key (by id) that has credentials for a per_user server."""
+
     def __init__(
         self,
         *,
@@ -820,14 +849,104 @@ class ServerConfig(_message.Message):
         manual_reconnect: _builtins.bool = ...,
         tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         oauth: Global___OAuthClient | None = ...,
+        per_user: _builtins.bool = ...,
+        key_headers: _abc.Mapping[_builtins.str, Global___KeyHeaders] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "oauth", b"oauth", "stdio", b"stdio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "key_headers", b"key_headers", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "per_user", b"per_user", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ServerConfig: _TypeAlias = ServerConfig  # noqa: Y015
+
+@_typing.final
+class KeyHeaders(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    HEADERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyHeaders: _TypeAlias = KeyHeaders  # noqa: Y015
+
+@_typing.final
+class KeyCredentials(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    server: _builtins.str
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Empty removes the key's credentials for the server."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        server: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["headers", b"headers", "key_id", b"key_id", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyCredentials: _TypeAlias = KeyCredentials  # noqa: Y015
 
 @_typing.final
 class OAuthClient(_message.Message):

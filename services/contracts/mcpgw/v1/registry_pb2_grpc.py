@@ -99,6 +99,11 @@ class RegistryStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
                 _registered_method=True)
+        self.SetKeyCredentials = channel.unary_unary(
+                '/mcpgw.v1.Registry/SetKeyCredentials',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.KeyCredentials.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+                _registered_method=True)
         self.PutGroup = channel.unary_unary(
                 '/mcpgw.v1.Registry/PutGroup',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.PutGroupRequest.SerializeToString,
@@ -233,6 +238,13 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetKeyCredentials(self, request, context):
+        """A key's own credentials (headers) for a per_user server, sealed at rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutGroup(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -355,6 +367,11 @@ def add_RegistryServicer_to_server(servicer, server):
             'DeleteKey': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteKey,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
+            ),
+            'SetKeyCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKeyCredentials,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.KeyCredentials.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
             ),
             'PutGroup': grpc.unary_unary_rpc_method_handler(
@@ -753,6 +770,33 @@ class Registry:
             target,
             '/mcpgw.v1.Registry/DeleteKey',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.NameRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKeyCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/SetKeyCredentials',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.KeyCredentials.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
             options,
             channel_credentials,

@@ -53,6 +53,8 @@ class RegistryStub:
     UpdateKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.VirtualKey]
     RotateKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.IssuedKey]
     DeleteKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
+    SetKeyCredentials: _grpc.UnaryUnaryMultiCallable[_registry_pb2.KeyCredentials, _registry_pb2.AdminReply]
+    """A key's own credentials (headers) for a per_user server, sealed at rest."""
     PutGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]
     ListGroups: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]
     DeleteGroup: _grpc.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]
@@ -89,6 +91,8 @@ class RegistryAsyncStub(RegistryStub):
     UpdateKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.VirtualKey, _registry_pb2.VirtualKey]  # type: ignore[assignment]
     RotateKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.IssuedKey]  # type: ignore[assignment]
     DeleteKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    SetKeyCredentials: _aio.UnaryUnaryMultiCallable[_registry_pb2.KeyCredentials, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    """A key's own credentials (headers) for a per_user server, sealed at rest."""
     PutGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.PutGroupRequest, _registry_pb2.ToolGroup]  # type: ignore[assignment]
     ListGroups: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.GroupList]  # type: ignore[assignment]
     DeleteGroup: _aio.UnaryUnaryMultiCallable[_registry_pb2.NameRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
@@ -200,6 +204,14 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.NameRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def SetKeyCredentials(
+        self,
+        request: _registry_pb2.KeyCredentials,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]:
+        """A key's own credentials (headers) for a per_user server, sealed at rest."""
 
     @_abc_1.abstractmethod
     def PutGroup(
