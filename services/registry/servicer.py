@@ -83,16 +83,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         key_ids = (
             [k.id for k in await self._governance.keys()] if any(s.config.per_user for s in servers) else []
         )
+        kept = await self._store.secrets()
         configs = []
         for server in servers:
             name = server.config.name
             headers = {}
             for key_id in key_ids if server.config.per_user else ():
-                stored = await self._store.secret(credentials_name(name, key_id))
-                if stored:
+                if stored := kept.get(credentials_name(name, key_id)):
                     headers[key_id] = orjson.loads(stored)
-            refresh = await self._store.secret(refresh_token_name(name))
-            configs.append(server_config(server, lifecycle, refresh, headers))
+            configs.append(server_config(server, lifecycle, kept.get(refresh_token_name(name), ""), headers))
         return registry_pb2.ListServersResponse(revision=revision, servers=configs)
 
     async def ReportCatalog(
@@ -174,7 +173,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.PutServerRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ServerState:
         async def put() -> registry_pb2.ServerState:
-            config = client_config(request.config_json, await self._separator())
+            config = client_config(request.config_json, await self._store.separator())
             if any(g.name == config.name for g in await self._governance.groups()):
                 raise ConflictError(f"{config.name!r} names a tool group; /mcp/{{name}} serves both")
             return _server_state(await self._store.put_server(config, request.create), 0)
@@ -318,9 +317,6 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.AdminReply:
         revision = await self._admin(context, self._authorizations.complete(request.state, request.code))
         return registry_pb2.AdminReply(revision=revision)
-
-    async def _separator(self) -> str:
-        return (await self._store.catalog()).separator
 
 
 def _server_state(server: StoredServer, tools: int) -> registry_pb2.ServerState:

@@ -220,9 +220,15 @@ class RegistryStore:
             await write_meta(session, f"secret:{name}", self._sealer.seal(value))
             return await bump(session)
 
-    async def secret(self, name: str) -> str:
+    async def secrets(self) -> dict[str, str]:
+        """Every kept credential by name, opened: one read, however many there are."""
         async with self.sessions() as session:
-            return self._sealer.open(await read_meta(session, f"secret:{name}", ""))
+            rows = (await session.scalars(select(MetaRow).where(MetaRow.key.startswith("secret:")))).all()
+            return {r.key[len("secret:") :]: self._sealer.open(r.value) for r in rows if r.value}
+
+    async def separator(self) -> str:
+        async with self.sessions() as session:
+            return await read_meta(session, "tool_separator", "_")
 
     async def lifecycle(self) -> Lifecycle:
         async with self.sessions() as session:
