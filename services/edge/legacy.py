@@ -139,23 +139,30 @@ class LegacySseEndpoint:
         if content_type != JSON:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
         body = await self._admission.body(request)
-        parse_body(body)  # refused here (400), before it travels to another edge
+        messages, _ = parse_body(body)  # refused here (400), before it travels to another edge
         key = self._catalog().authenticate(request.headers)
         key_id = "" if key is None else key.id
         if owner(session_id) not in ("", self._peers.edge_id):
             await self._peers.deliver(session_id, body, key_id)
-        elif not await self.deliver(session_id, body, key_id):
+        elif (sse := self._held(session_id, key_id)) is not None:
+            await self._dispatch(sse, messages)
+        else:
             raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
         return Response("Accepted", status_code=202)
 
     async def deliver(self, session_id: str, body: bytes, key_id: str) -> bool:
         """Messages POSTed for a session this edge holds (here or on another edge, with the
         key they came with); whether it holds the session and the key is the session's."""
-        sse = self._sessions.get(session_id)
-        if sse is None or not hmac.compare_digest(sse.stream.key_id, key_id):
+        sse = self._held(session_id, key_id)
+        if sse is None:
             return False
         await self._dispatch(sse, parse_body(body)[0])
         return True
+
+    def _held(self, session_id: str, key_id: str) -> SseSession | None:
+        """The session, if this edge holds it and it was opened with this key."""
+        sse = self._sessions.get(session_id)
+        return sse if sse is not None and hmac.compare_digest(sse.stream.key_id, key_id) else None
 
     async def _dispatch(self, sse: SseSession, messages: list[Message]) -> None:
         for message in messages:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
+    MCP_PROTOCOL_VERSION_HEADER,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
@@ -57,7 +58,6 @@ from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
 
-VERSION_HEADER = "mcp-protocol-version"
 SUPPORTED_VERSIONS = [*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS]
 # What a 2026-07-28 client may ask; initialize, ping, logging/setLevel and the subscribe
 # pair are gone from the revision and get -32601 like any unknown method.
@@ -146,7 +146,7 @@ class ModernEndpoint:
         message = messages[0]
         if is_batch or message.kind == "response":
             raise InvalidRequestError("Invalid Request: a 2026-07-28 body is one request or notification")
-        version = request.headers.get(VERSION_HEADER, "")
+        version = request.headers.get(MCP_PROTOCOL_VERSION_HEADER, "")
         if message.kind == "notification":
             # Nothing a 2026-07-28 client notifies changes anything here (cancelling is closing
             # the answer's stream), so a notification is acknowledged and dropped.
