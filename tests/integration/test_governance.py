@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ import httpx2
 import pytest
 
 from tests.integration.test_gateway_http import ACCEPT
-from tests.processes import ROOT, service_tree, stdio_server
+from tests.processes import ROOT, service_tree, stdio_server, wait_until
 
 ADMIN = "admin-token-for-tests"
+# How long edges may take to follow a change (registry.changed, then a snapshot).
+FOLLOW_SECONDS = 5
 FILE_KEY = "sk-bf-file-key-0123456789abcdef"
 SERVERS = [
     stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
@@ -78,13 +81,6 @@ def rpc(
     return httpx2.post(url, content=json.dumps(body), headers=headers, timeout=30)
 
 
-def settled(check: Any, seconds: float = 5.0) -> None:
-    """Wait for edges to follow a change (registry.changed, then a snapshot), with a deadline."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "the edges did not follow the change in time"
-
-
 def tools(url: str, key: str | None = None) -> set[str]:
     response = rpc(url, "tools/list", key=key)
     assert response.status_code == 200, response.text
@@ -123,7 +119,11 @@ def test_keys_groups_and_the_blocklist_shape_each_view(tree: tuple[str, str, Pat
     }
     mcp_one, mcp_two = f"{one}/mcp", f"{two}/mcp"
     for url in (mcp_one, mcp_two):
-        settled(lambda url=url: "fixture_fail" not in tools(url, key_b))
+        wait_until(
+            partial(lambda at: "fixture_fail" not in tools(at, key_b), url),
+            FOLLOW_SECONDS,
+            "the edges following the change",
+        )
     assert tools(mcp_two, key_a) == {"fixture_echo", "fixture_weather"}
     assert (
         call(mcp_two, "fixture_echo", key_a, {"text": "allowed"})["result"]["content"][0]["text"] == "allowed"
@@ -161,7 +161,11 @@ def test_requiring_a_key_refuses_requests_without_one(tree: tuple[str, str, Path
     one, two, _ = tree
     assert api(one, "PUT", "/settings", {"enforce_governance_header": True}).json() == {"require_key": True}
     try:
-        settled(lambda: rpc(f"{two}/mcp", "tools/list").status_code == 401)
+        wait_until(
+            lambda: rpc(f"{two}/mcp", "tools/list").status_code == 401,
+            FOLLOW_SECONDS,
+            "the edges following the change",
+        )
         response = rpc(f"{two}/mcp", "tools/list")
         assert response.headers["www-authenticate"].startswith("Bearer")
         assert "requires a virtual key" in response.json()["error"]["message"]
@@ -185,7 +189,11 @@ def test_requiring_a_key_refuses_requests_without_one(tree: tuple[str, str, Path
             assert listed.status_code == 200, header
     finally:
         api(one, "PUT", "/settings", {"require_key": False})
-        settled(lambda: rpc(f"{two}/mcp", "tools/list").status_code == 200)
+        wait_until(
+            lambda: rpc(f"{two}/mcp", "tools/list").status_code == 200,
+            FOLLOW_SECONDS,
+            "the edges following the change",
+        )
 
 
 def test_switching_a_tool_off_hides_it_everywhere(tree: tuple[str, str, Path]) -> None:
@@ -199,11 +207,17 @@ def test_switching_a_tool_off_hides_it_everywhere(tree: tuple[str, str, Path]) -
     }.items() <= next(t for t in listed if t["name"] == "echo").items()
     assert api(one, "PUT", "/tools/fixture/echo", {"enabled": False}).status_code == 200
     try:
-        settled(lambda: "fixture_echo" not in tools(f"{two}/mcp"))
+        wait_until(
+            lambda: "fixture_echo" not in tools(f"{two}/mcp"),
+            FOLLOW_SECONDS,
+            "the edges following the change",
+        )
         assert call(f"{two}/mcp", "fixture_echo", None, {"text": "x"})["error"]["code"] == -32602
     finally:
         api(one, "PUT", "/tools/fixture/echo", {"enabled": True})
-        settled(lambda: "fixture_echo" in tools(f"{two}/mcp"))
+        wait_until(
+            lambda: "fixture_echo" in tools(f"{two}/mcp"), FOLLOW_SECONDS, "the edges following the change"
+        )
 
 
 def test_bad_admin_input_is_refused_with_the_field_named(tree: tuple[str, str, Path]) -> None:
@@ -268,14 +282,14 @@ def test_servers_are_added_and_removed_live(tree: tuple[str, str, Path]) -> None
     assert api(one, "POST", "/servers", config).status_code == 201
     assert api(one, "POST", "/servers", config).status_code == 409
     try:
-        settled(lambda: "extra_echo" in tools(f"{two}/mcp"), 20)
+        wait_until(lambda: "extra_echo" in tools(f"{two}/mcp"), 20, "the edges following the change")
         states = {s["config"]["name"]: s for s in api(one, "GET", "/servers").json()}
         assert states["extra"]["state"] == "connected" and states["extra"]["source"] == "api"
         assert api(one, "POST", "/mcp/client/extra/reconnect").status_code == 202
         assert api(one, "POST", "/mcp/client/nowhere/reconnect").status_code == 404
     finally:
         assert api(one, "DELETE", "/servers/extra").status_code == 204
-    settled(lambda: "extra_echo" not in tools(f"{two}/mcp"), 10)
+    wait_until(lambda: "extra_echo" not in tools(f"{two}/mcp"), 10, "the edges following the change")
 
 
 def mcpgw(base: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -289,14 +303,22 @@ def test_the_cli_drives_the_api(tree: tuple[str, str, Path]) -> None:
     assert created.returncode == 0, created.stderr
     issued = json.loads(created.stdout)
     assert issued["mcp_configs"] == [{"mcp_client_name": "fixture", "tools_to_execute": ["echo", "weather"]}]
-    settled(lambda: tools(f"{two}/mcp", issued["secret"]) == {"fixture_echo", "fixture_weather"})
+    wait_until(
+        lambda: tools(f"{two}/mcp", issued["secret"]) == {"fixture_echo", "fixture_weather"},
+        FOLLOW_SECONDS,
+        "the edges following the change",
+    )
     table = mcpgw(one, "keys", "list")
     assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["ID", "NAME", "ACTIVE"]
     assert any(line.split()[1] == "cli-key" for line in table.stdout.splitlines()[1:])
     assert issued["secret"] not in table.stdout
     updated = mcpgw(one, "keys", "update", issued["id"], "--no-active", "--json")
     assert updated.returncode == 0 and json.loads(updated.stdout)["active"] is False
-    settled(lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 401)
+    wait_until(
+        lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 401,
+        FOLLOW_SECONDS,
+        "the edges following the change",
+    )
     assert "deactivated" in rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).json()["error"]["message"]
     refused = mcpgw(one, "keys", "create", "bad", "--tools", "nowhere:x")
     assert refused.returncode == 1 and "mcp_configs[0].mcp_client_name" in refused.stderr
@@ -316,7 +338,11 @@ def test_a_session_hears_when_its_keys_view_changes_and_loses_its_stream_with_th
     one, two, _ = tree
     assert api(one, "POST", "/groups", {"name": "watchers", "tools": []}).status_code == 201
     issued = api(one, "POST", "/keys", {"name": "watcher", "groups": ["watchers"]}).json()
-    settled(lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 200)
+    wait_until(
+        lambda: rpc(f"{two}/mcp", "tools/list", key=issued["secret"]).status_code == 200,
+        FOLLOW_SECONDS,
+        "the edges following the change",
+    )
     auth = {"authorization": f"Bearer {issued['secret']}"}
     hello = {
         "jsonrpc": "2.0",

@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,6 @@ def gated_fixture(gate: Path) -> dict[str, Any]:
     server = stdio_server("fixture", FIXTURE)
     server["stdio_config"]["envs"] = {"FIXTURE_GATE": str(gate)}
     return server
-
-
-def until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {seconds:g} s"
 
 
 def state(base: str, server: str) -> str:
@@ -89,12 +83,12 @@ def test_a_killed_downstream_leaves_and_comes_back_on_its_own(auto: tuple[str, P
         assert next(heard) == "notifications/tools/list_changed"
         assert "fixture_echo" not in tool_names(mcp, session)
         # While it cannot start, it is retried: connecting and disconnected by turns, never connected.
-        until(lambda: state(base, "fixture") != "connected", 10, "reported down")
+        wait_until(lambda: state(base, "fixture") != "connected", 10, "reported down")
         answer = call(mcp, session, "fixture_echo", {"text": "x"})
         assert answer["error"]["code"] == -32602, "a gone server's tools are unknown"
         (tmp / "gate").unlink()
         assert next(heard) == "notifications/tools/list_changed"
-    until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "tools back after auto-reconnect")
+    wait_until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "tools back after auto-reconnect")
     assert call(mcp, session, "fixture_echo", {"text": "back"})["result"]["content"][0]["text"] == "back"
     assert state(base, "fixture") == "connected"
 
@@ -107,8 +101,8 @@ def test_a_hung_downstream_fails_its_health_checks_and_is_replaced(auto: tuple[s
     hung.send_signal(signal.SIGSTOP)
     try:
         # 2 missed pings of 200 ms every 200 ms: gone within a second or two, not at a call timeout.
-        until(lambda: "fixture_echo" not in tool_names(mcp, session), 10, "hung server dropped")
-        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "a fresh server process")
+        wait_until(lambda: "fixture_echo" not in tool_names(mcp, session), 10, "hung server dropped")
+        wait_until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "a fresh server process")
         assert all(p.pid != hung.pid for p in downstream_processes(tmp, "fixture_server.py"))
     finally:
         # Normally the connector has killed it by now.
@@ -124,13 +118,15 @@ def test_without_auto_reconnect_the_reconnect_api_brings_it_back(tmp_path: Path)
         session = initialize(mcp)
         [downstream] = downstream_processes(tmp_path, "fixture_server.py")
         downstream.send_signal(signal.SIGKILL)
-        until(lambda: state(base, "fixture") == "disconnected", 10, "reported disconnected")
-        until(lambda: not downstream_processes(tmp_path, "fixture_server.py"), 10, "the dead child reaped")
+        wait_until(lambda: state(base, "fixture") == "disconnected", 10, "reported disconnected")
+        wait_until(
+            lambda: not downstream_processes(tmp_path, "fixture_server.py"), 10, "the dead child reaped"
+        )
         assert "fixture_echo" not in tool_names(mcp, session)
         headers = {"authorization": f"Bearer {ADMIN}"}
         asked = httpx2.post(f"{base}/api/mcp/client/fixture/reconnect", headers=headers, timeout=10)
         assert asked.status_code == 202
-        until(
+        wait_until(
             lambda: "fixture_echo" in tool_names(mcp, session), 20, "tools back after the reconnect request"
         )
 
@@ -213,7 +209,7 @@ def successor(tmp: Path, pid: int) -> psutil.Process:
         found[:] = downstream_processes(tmp, "fixture_server.py")
         return len(found) == 1 and found[0].pid != pid
 
-    until(started, 30, "a new child process")
+    wait_until(started, 30, "a new child process")
     return found[0]
 
 
@@ -238,12 +234,12 @@ def test_stdio_children_are_confined_logged_stopped_and_reaped(tmp_path: Path) -
         # Reaped, not a zombie, and replaced.
         wait_until(lambda: not psutil.pid_exists(first.pid), 10, "the killed child reaped")
         second = successor(tmp_path, first.pid)
-        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the new child serving")
+        wait_until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the new child serving")
         headers = {"authorization": f"Bearer {ADMIN}"}
         assert httpx2.delete(f"{base}/api/servers/fixture", headers=headers, timeout=10).status_code == 204
         wait_until(lambda: not psutil.pid_exists(second.pid), 15, "the removed server's child stopped")
         # The server is back; the connector's shutdown must stop its child too.
         assert httpx2.post(f"{base}/api/servers", json=server, headers=headers, timeout=10).status_code == 201
         third = successor(tmp_path, second.pid)
-        until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the server added back")
+        wait_until(lambda: "fixture_echo" in tool_names(mcp, session), 30, "the server added back")
     wait_until(lambda: not psutil.pid_exists(third.pid), 15, "the child stopped with the connector")

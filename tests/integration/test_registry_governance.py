@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 from sqlalchemy import text
 
 from services import virtual_keys
 from services.contracts import registry_pb2
 from services.registry.catalog import build_snapshot
-from services.registry.config import parse_config
+from services.registry.config import GatewayConfig, parse_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
 from services.registry.store import RegistryStore, StoredItem
+from tests.integration.test_registry_store import config
 
 pytestmark = pytest.mark.anyio
 
@@ -20,16 +23,7 @@ def selection(server: str, *tools: str) -> registry_pb2.ToolSelection:
 
 
 async def with_servers(store: RegistryStore, *names: str) -> GovernanceStore:
-    clients = [
-        {
-            "name": n,
-            "connection_type": "http",
-            "connection_string": f"http://{n}/mcp",
-            "tools_to_execute": ["*"],
-        }
-        for n in names
-    ]
-    await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    await store.apply_config(config(*names))
     return GovernanceStore(store)
 
 
@@ -103,7 +97,7 @@ async def test_the_snapshot_carries_governance_and_leaves_out_tools_switched_off
 
 
 async def test_file_keys_follow_the_config(store: RegistryStore) -> None:
-    def config(*keys: dict[str, object]) -> object:
+    def with_keys(*keys: Mapping[str, object]) -> GatewayConfig:
         return parse_config(
             {
                 "mcp": {
@@ -123,17 +117,17 @@ async def test_file_keys_follow_the_config(store: RegistryStore) -> None:
         "value": "sk-bf-aaaaaaaaaaaaaaaa",
         "mcp_configs": [{"mcp_client_name": "a"}],
     }
-    await store.apply_config(config(first))  # type: ignore[arg-type]
-    await governance.apply_config(config(first))  # type: ignore[arg-type]
+    await store.apply_config(with_keys(first))
+    await governance.apply_config(with_keys(first))
     revision = await store.revision()
-    await governance.apply_config(config(first))  # type: ignore[arg-type]
+    await governance.apply_config(with_keys(first))
     assert await store.revision() == revision, "an unchanged file changes nothing"
     [key] = await governance.keys(with_hash=True)
     assert (key.id, key.secret_hash) == ("f1", virtual_keys.digest("sk-bf-aaaaaaaaaaaaaaaa"))
     assert (await governance.settings()).require_key
-    await governance.apply_config(config({**first, "value": "sk-bf-bbbbbbbbbbbbbbbb"}))  # type: ignore[arg-type]
+    await governance.apply_config(with_keys({**first, "value": "sk-bf-bbbbbbbbbbbbbbbb"}))
     assert (await governance.keys(with_hash=True))[0].secret_hash == virtual_keys.digest(
         "sk-bf-bbbbbbbbbbbbbbbb"
     )
-    await governance.apply_config(config())  # type: ignore[arg-type]
+    await governance.apply_config(with_keys())
     assert await governance.keys() == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from services.registry.config import parse_config
+from services.registry.config import GatewayConfig, parse_config
 from services.registry.sealing import Sealer
 from services.registry.store import RegistryStore, StoredItem, UnknownServerError
 from services.settings import ConfigurationError
@@ -15,7 +15,7 @@ from services.settings import ConfigurationError
 pytestmark = pytest.mark.anyio
 
 
-def config(*names: str, separator: str = "_") -> object:
+def config(*names: str, separator: str = "_") -> GatewayConfig:
     clients = [
         {
             "name": n,
@@ -29,9 +29,9 @@ def config(*names: str, separator: str = "_") -> object:
 
 
 async def test_applying_the_same_config_twice_changes_nothing(store: RegistryStore) -> None:
-    first, changed = await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    first, changed = await store.apply_config(config("a", "b"))
     assert changed and first >= 1
-    again, changed = await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    again, changed = await store.apply_config(config("a", "b"))
     assert (again, changed) == (first, False)
     revision, servers = await store.servers()
     assert revision == first
@@ -39,8 +39,8 @@ async def test_applying_the_same_config_twice_changes_nothing(store: RegistrySto
 
 
 async def test_servers_removed_from_the_file_leave_the_registry(store: RegistryStore) -> None:
-    await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
-    revision, changed = await store.apply_config(config("b"))  # type: ignore[arg-type]
+    await store.apply_config(config("a", "b"))
+    revision, changed = await store.apply_config(config("b"))
     assert changed
     _, servers = await store.servers()
     assert [s.config.name for s in servers] == ["b"]
@@ -48,7 +48,7 @@ async def test_servers_removed_from_the_file_leave_the_registry(store: RegistryS
 
 
 async def test_catalog_reports_bump_the_revision_only_when_something_changed(store: RegistryStore) -> None:
-    base, _ = await store.apply_config(config("a"))  # type: ignore[arg-type]
+    base, _ = await store.apply_config(config("a"))
     items = [
         StoredItem("a", "tool", "echo", '{"name":"echo","inputSchema":{"type":"object"}}'),
         StoredItem("a", "resource", "test://r", '{"uri":"test://r","name":"r"}'),
@@ -69,7 +69,7 @@ async def test_catalog_reports_bump_the_revision_only_when_something_changed(sto
 
 
 async def test_a_disconnected_server_keeps_its_catalog_for_when_it_returns(store: RegistryStore) -> None:
-    await store.apply_config(config("a"))  # type: ignore[arg-type]
+    await store.apply_config(config("a"))
     await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
     await store.report_catalog("a", "disconnected", "EOF", [])
     state = await store.catalog()
@@ -84,9 +84,9 @@ async def test_reports_for_unknown_servers_are_refused(store: RegistryStore) -> 
 
 
 async def test_removing_a_server_removes_its_tools(store: RegistryStore) -> None:
-    await store.apply_config(config("a", "b"))  # type: ignore[arg-type]
+    await store.apply_config(config("a", "b"))
     await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
-    await store.apply_config(config("b"))  # type: ignore[arg-type]
+    await store.apply_config(config("b"))
     assert (await store.catalog()).items == []
 
 
@@ -113,7 +113,7 @@ async def test_server_configs_are_sealed_at_rest(store: RegistryStore) -> None:
 async def test_a_registry_with_another_key_says_so(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
     sealed = await RegistryStore.open(url, Sealer("first key"))
-    await sealed.apply_config(config("a"))  # type: ignore[arg-type]
+    await sealed.apply_config(config("a"))
     await sealed.close()
     reopened = await RegistryStore.open(url, Sealer("another key"))
     try:
