@@ -25,6 +25,9 @@ class CommonSettings(BaseSettings):
 
     nats_url: str = "nats://127.0.0.1:4222"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # How long a call may take when its server sets no timeout: the edge sends each call's
+    # timeout to the connector and bounds the RPC by it; the connector enforces it.
+    call_timeout_seconds: float = 60.0
 
 
 class RegistrySettings(CommonSettings):
@@ -48,7 +51,6 @@ class ConnectorSettings(CommonSettings):
     registry_addr: str = "127.0.0.1:50051"
     # Names this replica to registry (which counts a server connected while any replica holds it).
     connector_id: str = Field(default_factory=lambda: f"connector-{secrets.token_hex(4)}")
-    call_timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 30.0
     reconnect_initial_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0

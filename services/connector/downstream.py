@@ -207,7 +207,6 @@ class Downstream:
                         self.name,
                         endpoint,
                         init.protocol_version,
-                        connect_timeout=self._connect_timeout,
                         on_notification=self._on_forwarded_notification,
                         on_session_lost=closed.set,
                     )
@@ -366,14 +365,18 @@ class Downstream:
         if meta:
             # Progress tokens are minted per hop and mapped back to on_progress.
             meta = {k: v for k, v in meta.items() if k != "progressToken"}
-        if self._forwarder is not None:
-            return await self._forwarder.call_tool(tool, arguments_json, meta, timeout, on_progress, relay)
-        params: dict[str, Any] = {"name": tool}
-        if arguments_json:
-            params["arguments"] = orjson.loads(arguments_json)
-        if meta:
-            params["_meta"] = meta
+        # Requests and log messages the server sends outside any call's own stream (stdio, SSE,
+        # an HTTP server's GET stream) reach this call's client only when it is the only one.
         with self._board.holding(relay):
+            if self._forwarder is not None:
+                return await self._forwarder.call_tool(
+                    tool, arguments_json, meta, timeout, on_progress, relay
+                )
+            params: dict[str, Any] = {"name": tool}
+            if arguments_json:
+                params["arguments"] = orjson.loads(arguments_json)
+            if meta:
+                params["_meta"] = meta
             result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
         return RawResult(orjson.dumps(result), result.get("isError") is True)
 

@@ -5,7 +5,10 @@ DownstreamError
 │   ├── NotConnectedError        this connector holds no session with it: nothing was sent
 │   └── MissingCredentialsError  a per_user server, and the caller's key has no credentials for it
 ├── DownstreamTimeoutError       no answer within the call's timeout
-└── DownstreamRejectedError      the downstream answered with a JSON-RPC error
+├── DownstreamProtocolError      the downstream answered something that is not MCP (invalid JSON,
+│                                an HTTP error without a JSON-RPC body, a response without a result)
+├── DownstreamRejectedError      the downstream answered with a JSON-RPC error
+└── ConnectorFaultError          the connector itself failed on the call (a bug): named, never a hang
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ class MissingCredentialsError(DownstreamUnavailableError):
 
 
 class DownstreamTimeoutError(DownstreamError):
+    pass
+
+
+class DownstreamProtocolError(DownstreamError):
+    pass
+
+
+class ConnectorFaultError(DownstreamError):
     pass
 
 

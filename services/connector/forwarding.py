@@ -4,43 +4,54 @@ The SDK session keeps the handshake, the GET stream and list changes. The calls
 skip its per-message models, memory streams and httpx layers: the arguments go out
 as the bytes the edge received and the result comes back as the downstream wrote
 it. This is the connector's hot path (see `make bench`).
+
+An answer that comes as an event stream is read by the WHATWG rules (`http.py`); when
+the stream breaks before the answer, it is resumed with `Last-Event-ID` after the
+server's `retry` delay, as the Streamable HTTP transport prescribes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from types import TracebackType
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import aiohttp
 import anyio
+import anyio.abc
+import httpx2
 import mcp_types as types
 import orjson
 from mcp.shared.dispatcher import ProgressFnT
 
 from services.connector.errors import (
+    DownstreamProtocolError,
     DownstreamRejectedError,
     DownstreamTimeoutError,
     DownstreamUnavailableError,
 )
+from services.connector.http import server_events
 from services.connector.oauth import TokenSource
 from services.connector.relay import CallRelay, unrelayable
 
 log = logging.getLogger(__name__)
 
-CONNECTIONS_PER_SERVER = 100
+# How often a broken answer stream is resumed in a row before the call fails, and how long
+# to wait first when the server named no `retry` (the SDK client's defaults).
+RESUME_ATTEMPTS = 2
+RESUME_DELAY_SECONDS = 1.0
 
 
 @dataclass
 class HttpEndpoint:
-    """Where a Streamable HTTP server lives; `session_id` is filled in by the SDK's handshake."""
+    """Where a Streamable HTTP server lives and the pool that reaches it; `session_id` is
+    filled in by the SDK's handshake."""
 
     url: str
     headers: dict[str, str]
+    http: aiohttp.ClientSession
     session_id: str | None = None
     # Where the bearer token comes from, for a server behind OAuth.
     credentials: TokenSource | None = None
@@ -48,7 +59,7 @@ class HttpEndpoint:
 
 @dataclass(frozen=True, slots=True)
 class RawResult:
-    """A downstream's CallToolResult as JSON bytes, with its isError flag."""
+    """A downstream's result as JSON bytes, with its isError flag (tools/call)."""
 
     json: bytes
     is_error: bool
@@ -59,46 +70,48 @@ class _Call:
     id: str
     on_progress: ProgressFnT | None
     relay: CallRelay | None = None
+    # Where a broken answer stream resumes from, and how long the server asked to wait first.
+    last_event_id: str = ""
+    retry_seconds: float = RESUME_DELAY_SECONDS
+    answer: dict[str, Any] | None = None
+    # The server's requests of this call being answered: they end with the call.
+    answering: list[anyio.CancelScope] = field(default_factory=list)
 
 
-async def sse_messages(content: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
-    """The JSON `data` of each SSE event in a response body (events without data are skipped)."""
-    data: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if line:
-            if line.startswith(b"data:"):
-                data.append(line[5:].removeprefix(b" "))
-            continue
-        if data:
-            message = orjson.loads(b"\n".join(data))
-            data = []
-            if isinstance(message, dict):
-                yield message
+def parse_message(server: str, data: bytes | str) -> dict[str, Any]:
+    """One JSON-RPC message a downstream sent, or the DownstreamProtocolError naming what is wrong."""
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DownstreamProtocolError(server, f"server {server!r} sent invalid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise DownstreamProtocolError(
+            server, f"server {server!r} sent a JSON {type(message).__name__}, not a JSON-RPC message"
+        )
+    return message
 
 
 def result_of(server: str, message: dict[str, Any]) -> RawResult:
-    """The result of a JSON-RPC response, or the DownstreamRejectedError its error means."""
+    """The result of a JSON-RPC response, or the error it means."""
     if "error" in message:
         error = message["error"] if isinstance(message["error"], dict) else {}
+        code = error.get("code")
         raise DownstreamRejectedError(
             server,
             types.ErrorData(
-                code=error.get("code", types.INTERNAL_ERROR),
+                code=code if isinstance(code, int) else types.INTERNAL_ERROR,
                 message=str(error.get("message", "")),
                 data=error.get("data"),
             ),
         )
     result = message.get("result")
     if not isinstance(result, dict):
-        raise DownstreamRejectedError(
-            server, types.ErrorData(code=types.INTERNAL_ERROR, message="the server answered without a result")
-        )
+        raise DownstreamProtocolError(server, f"server {server!r} answered without a result object")
     return RawResult(orjson.dumps(result), result.get("isError") is True)
 
 
 class HttpForwarder:
-    """Sends requests over a pool of keep-alive connections to one server."""
+    """Sends requests over the endpoint's pool of keep-alive connections to one server."""
 
     def __init__(
         self,
@@ -106,7 +119,6 @@ class HttpForwarder:
         endpoint: HttpEndpoint,
         protocol_version: str,
         *,
-        connect_timeout: float,
         on_notification: Callable[[dict[str, Any]], None],
         on_session_lost: Callable[[], None],
     ) -> None:
@@ -120,32 +132,21 @@ class HttpForwarder:
         }
         if endpoint.session_id:
             self._headers["mcp-session-id"] = endpoint.session_id
-        self._connect_timeout = connect_timeout
         self._on_notification = on_notification
         self._on_session_lost = on_session_lost
         # String ids cannot collide with the integer ids of the SDK session on the same MCP session.
         self._ids = itertools.count(1)
-        self._http: aiohttp.ClientSession | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
 
     async def __aenter__(self) -> Self:
-        self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONNECTIONS_PER_SERVER),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
-            skip_auto_headers=("User-Agent",),
-        )
+        # Replies and cancellations sent in the background: owned here, cancelled on exit.
+        self._tg = await anyio.create_task_group().__aenter__()
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        for task in self._background:
-            task.cancel()
-        if self._http is not None:
-            # Shielded: this runs while the connection is being cancelled, and unclosed
-            # keep-alive sockets would hold the downstream's graceful shutdown open.
-            with anyio.CancelScope(shield=True):
-                await self._http.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
 
     async def call_tool(
         self,
@@ -176,20 +177,23 @@ class HttpForwarder:
             body += b',"params":' + params_json
         body += b"}"
         try:
-            async with asyncio.timeout(timeout):
+            with anyio.fail_after(timeout):
                 return await self._exchange(call, body)
         except TimeoutError:
             self._cancel_downstream(call, "timed out")
             raise DownstreamTimeoutError(
                 self._server, f"server {self._server!r} did not answer within {timeout:g}s"
             ) from None
-        except asyncio.CancelledError:
+        except anyio.get_cancelled_exc_class():
             self._cancel_downstream(call, "cancelled by the client")
             raise
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, httpx2.HTTPError, OSError) as exc:
             raise DownstreamUnavailableError(
                 self._server, f"server {self._server!r} is unreachable: {exc or type(exc).__name__}"
             ) from None
+        finally:
+            for scope in call.answering:
+                scope.cancel()
 
     async def _authorized(self, refused: str | None = None) -> dict[str, str]:
         """The request headers, with a bearer token for a server behind OAuth (a new one when
@@ -200,41 +204,78 @@ class HttpForwarder:
         return {**self._headers, "authorization": f"Bearer {await credentials.token(stale=refused)}"}
 
     async def _exchange(self, call: _Call, body: bytes) -> RawResult:
-        assert self._http is not None, "use HttpForwarder as an async context manager"
+        http = self._endpoint.http
         headers = await self._authorized()
         if self._endpoint.credentials is not None:
-            async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
+            async with http.post(self._endpoint.url, data=body, headers=headers) as response:
                 if response.status != 401:
                     return await self._answer(call, response)
             headers = await self._authorized(refused=headers["authorization"][len("Bearer ") :])
-        async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
+        async with http.post(self._endpoint.url, data=body, headers=headers) as response:
             return await self._answer(call, response)
 
     async def _answer(self, call: _Call, response: aiohttp.ClientResponse) -> RawResult:
-        """The call's result from the server's HTTP answer: JSON, or an SSE stream."""
+        """The call's result from the server's HTTP answer: JSON, or an event stream."""
         if response.status == 404 and self._endpoint.session_id:
             self._on_session_lost()
             raise DownstreamUnavailableError(self._server, f"server {self._server!r} ended the session")
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         if response.status >= 400 and kind != "application/json":
-            raise DownstreamRejectedError(
-                self._server,
-                types.ErrorData(code=types.INTERNAL_ERROR, message=f"server answered HTTP {response.status}"),
+            raise DownstreamProtocolError(
+                self._server, f"server {self._server!r} answered HTTP {response.status} ({kind or 'no body'})"
             )
         if kind == "application/json":
-            return result_of(self._server, orjson.loads(await response.read()))
+            return result_of(self._server, parse_message(self._server, await response.read()))
         if kind != "text/event-stream":
-            raise DownstreamRejectedError(
-                self._server,
-                types.ErrorData(code=types.INTERNAL_ERROR, message=f"unexpected content-type {kind!r}"),
+            raise DownstreamProtocolError(
+                self._server, f"server {self._server!r} answered with content-type {kind!r}"
             )
-        async for message in sse_messages(response.content):
-            if message.get("id") == call.id and "method" not in message:
-                return result_of(self._server, message)
-            await self._on_stream_message(call, message)
-        raise DownstreamUnavailableError(
-            self._server, f"server {self._server!r} closed the stream without an answer"
+        await self._read_events(call, response)
+        for _ in range(RESUME_ATTEMPTS):
+            if call.answer is not None or not call.last_event_id:
+                break
+            await anyio.sleep(call.retry_seconds)
+            await self._resume(call)
+        if call.answer is None:
+            raise DownstreamUnavailableError(
+                self._server, f"server {self._server!r} closed the event stream before answering"
+            )
+        return result_of(self._server, call.answer)
+
+    async def _resume(self, call: _Call) -> None:
+        """Ask for the rest of a broken answer stream, from the event after the last one read."""
+        headers = {**await self._authorized(), "last-event-id": call.last_event_id}
+        headers.pop("content-type")
+        headers["accept"] = "text/event-stream"
+        log.info(
+            "server %s: resuming the answer to %s after event %s", self._server, call.id, call.last_event_id
         )
+        try:
+            async with self._endpoint.http.get(self._endpoint.url, headers=headers) as response:
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if response.status == 200 and kind == "text/event-stream":
+                    await self._read_events(call, response)
+        except (aiohttp.ClientError, httpx2.HTTPError, OSError) as exc:
+            log.info("server %s: resuming the answer to %s failed: %s", self._server, call.id, exc)
+
+    async def _read_events(self, call: _Call, response: aiohttp.ClientResponse) -> None:
+        """Handle a stream's events until the call's answer (kept in `call.answer`) or its end;
+        a stream that breaks mid-way just ends, to be resumed."""
+        try:
+            async for event in server_events(response):
+                if event.id:
+                    call.last_event_id = event.id
+                if event.retry is not None:
+                    call.retry_seconds = event.retry / 1000
+                if not event.data:
+                    continue  # e.g. the priming event: an id to resume from, no message
+                message = parse_message(self._server, event.data)
+                if message.get("id") == call.id and "method" not in message:
+                    call.answer = message
+                    return
+                await self._on_stream_message(call, message)
+        except (aiohttp.ClientError, httpx2.TransportError, OSError) as exc:
+            log.info("server %s: the answer stream to %s broke: %s", self._server, call.id, exc)
 
     async def _on_stream_message(self, call: _Call, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -265,30 +306,30 @@ class HttpForwarder:
     def _answer_in_background(self, call: _Call, request_id: object, method: str, params: object) -> None:
         """Relay a server request to the call's client without holding up the call's stream."""
 
-        async def answer() -> None:
-            if call.relay is None:
-                response = unrelayable(method)
-            else:
-                response = await call.relay.ask(method, params if isinstance(params, dict) else None)
-            reply = {"jsonrpc": "2.0", "id": request_id, **response}
-            self._post_in_background(orjson.dumps(reply))
+        scope = anyio.CancelScope()
+        call.answering.append(scope)
 
-        task = asyncio.ensure_future(answer())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        async def answer() -> None:
+            with scope:
+                if call.relay is None:
+                    response = unrelayable(method)
+                else:
+                    response = await call.relay.ask(method, params if isinstance(params, dict) else None)
+                reply = {"jsonrpc": "2.0", "id": request_id, **response}
+                await self._post(orjson.dumps(reply))
+
+        assert self._tg is not None, "use HttpForwarder as an async context manager"
+        self._tg.start_soon(answer)
 
     def _post_in_background(self, body: bytes) -> None:
-        """Fire-and-forget POSTs (cancellations, replies): the call they belong to is not held up."""
+        """Fire-and-forget POSTs (cancellations): the call they belong to is not held up."""
+        assert self._tg is not None, "use HttpForwarder as an async context manager"
+        self._tg.start_soon(self._post, body)
 
-        async def post() -> None:
-            assert self._http is not None
-            try:
-                headers = await self._authorized()
-                async with self._http.post(self._endpoint.url, data=body, headers=headers) as response:
-                    await response.read()
-            except (aiohttp.ClientError, OSError) as exc:
-                log.debug("server %s: background POST failed: %s", self._server, exc)
-
-        task = asyncio.ensure_future(post())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _post(self, body: bytes) -> None:
+        try:
+            headers = await self._authorized()
+            async with self._endpoint.http.post(self._endpoint.url, data=body, headers=headers) as response:
+                await response.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            log.debug("server %s: background POST failed: %s", self._server, exc)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -15,9 +14,12 @@ import orjson
 from mcp.shared.dispatcher import ProgressFnT
 
 from services.connector.errors import (
+    ConnectorFaultError,
     DownstreamError,
+    DownstreamProtocolError,
     DownstreamRejectedError,
     DownstreamTimeoutError,
+    DownstreamUnavailableError,
     NotConnectedError,
 )
 from services.connector.pool import DownstreamPool
@@ -28,6 +30,18 @@ from services.rpc import abort
 log = logging.getLogger(__name__)
 
 
+FAILURES: tuple[tuple[type[DownstreamError], connector_pb2.Failure.ValueType, int], ...] = (
+    # Most specific first: NotConnectedError is a DownstreamUnavailableError.
+    (NotConnectedError, connector_pb2.FAILURE_NOT_CONNECTED, types.CONNECTION_CLOSED),
+    (DownstreamUnavailableError, connector_pb2.FAILURE_UNAVAILABLE, types.CONNECTION_CLOSED),
+    (DownstreamTimeoutError, connector_pb2.FAILURE_TIMEOUT, types.REQUEST_TIMEOUT),
+    (DownstreamProtocolError, connector_pb2.FAILURE_PROTOCOL, types.INTERNAL_ERROR),
+)
+# Updates of one streamed call waiting for the edge to take them. Progress and log messages
+# beyond this are dropped; requests and the outcome wait for room.
+UPDATES_BUFFER = 64
+
+
 def call_error(exc: DownstreamError) -> connector_pb2.CallError:
     """The CallError the edge maps to what its client sees."""
     if isinstance(exc, DownstreamRejectedError):
@@ -36,15 +50,14 @@ def call_error(exc: DownstreamError) -> connector_pb2.CallError:
             code=error.code,
             message=error.message,
             data_json=b"" if error.data is None else orjson.dumps(error.data),
-            reason="downstream",
+            failure=connector_pb2.FAILURE_DOWNSTREAM,
         )
-    if isinstance(exc, NotConnectedError):
-        # Nothing reached the downstream: another connector may take the call.
-        reason = "not_connected"
-    else:
-        reason = "timeout" if isinstance(exc, DownstreamTimeoutError) else "unavailable"
-    code = types.REQUEST_TIMEOUT if reason == "timeout" else types.CONNECTION_CLOSED
-    return connector_pb2.CallError(code=code, message=str(exc), reason=reason)
+    for kind, failure, code in FAILURES:
+        if isinstance(exc, kind):
+            return connector_pb2.CallError(code=code, message=str(exc), failure=failure)
+    return connector_pb2.CallError(
+        code=types.INTERNAL_ERROR, message=str(exc), failure=connector_pb2.FAILURE_CONNECTOR
+    )
 
 
 def _not_configured(server: str) -> DownstreamError:
@@ -52,7 +65,10 @@ def _not_configured(server: str) -> DownstreamError:
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:
-    value = orjson.loads(raw) if raw else None
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
     return value if isinstance(value, dict) else None
 
 
@@ -67,6 +83,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         on_progress: ProgressFnT | None,
         relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
+        """The call's outcome, whatever happens below: every failure is a named CallError."""
         try:
             downstream = await self._pool.route(request.server, request.key_id)
             if downstream is None:
@@ -79,8 +96,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 on_progress,
                 relay,
             )
-        except DownstreamError as exc:
-            return connector_pb2.CallToolOutcome(error=call_error(exc))
+        except Exception as exc:
+            return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
         return connector_pb2.CallToolOutcome(
             result=connector_pb2.ToolResult(result_json=result.json, is_error=result.is_error)
         )
@@ -99,65 +116,29 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("call"):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the call")
-        request = first.call
-        meta = _json_object(request.meta_json)
-        token = None if meta is None else meta.get("progressToken")
-        updates: asyncio.Queue[connector_pb2.CallToolUpdate] = asyncio.Queue()
-        replies: dict[str, asyncio.Future[Response]] = {}
-        asked = itertools.count(1)
+        call = StreamedCall(first.call)
 
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            params: dict[str, Any] = {"progressToken": token, "progress": progress}
-            if total is not None:
-                params["total"] = total
-            if message is not None:
-                params["message"] = message
-            await notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
-
-        async def notify(message: dict[str, Any]) -> None:
-            updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(message)))
-
-        async def ask(method: str, params: dict[str, Any] | None) -> Response:
-            request_id = f"s{next(asked)}"
-            replies[request_id] = asyncio.get_running_loop().create_future()
-            updates.put_nowait(
-                connector_pb2.CallToolUpdate(
-                    request=connector_pb2.ServerRequest(
-                        request_id=request_id, method=method, params_json=orjson.dumps(params or {})
-                    )
-                )
-            )
+        async def serve() -> None:
             try:
-                return await replies[request_id]
+                outcome = await self._call(call.request, call.meta, call.on_progress, call.relay)
             finally:
-                del replies[request_id]
+                # Whatever ended the call (even a cancellation), the stream ends with it.
+                call.finish()
+            await call.updates.put(connector_pb2.CallToolUpdate(outcome=outcome))
 
-        async def read_replies() -> None:
-            async for message in request_iterator:
-                reply = message.reply
-                waiting = replies.get(reply.request_id)
-                response = _json_object(reply.response_json)
-                if waiting is not None and not waiting.done() and response is not None:
-                    waiting.set_result(response)
-
-        async def call() -> None:
-            relay = CallRelay(notify, ask)
-            outcome = await self._call(request, meta, on_progress if token is not None else None, relay)
-            updates.put_nowait(connector_pb2.CallToolUpdate(outcome=outcome))
-
-        tasks = [asyncio.create_task(call()), asyncio.create_task(read_replies())]
+        tasks = [asyncio.create_task(serve()), asyncio.create_task(call.read_replies(request_iterator))]
         try:
             while True:
-                update = await updates.get()
+                update = await call.updates.get()
+                if update is None:
+                    return
                 yield update
                 if update.HasField("outcome"):
                     return
         finally:
             for task in tasks:
                 task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def ListTools(
         self, request: connector_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
@@ -181,6 +162,73 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
             result = await downstream.request(
                 request.method, request.params_json, request.timeout_seconds or None
             )
-        except DownstreamError as exc:
-            return connector_pb2.ForwardOutcome(error=call_error(exc))
+        except Exception as exc:
+            return connector_pb2.ForwardOutcome(error=_failure(request.server, exc))
         return connector_pb2.ForwardOutcome(result_json=result)
+
+
+def _failure(server: str, exc: Exception) -> connector_pb2.CallError:
+    """The CallError for anything a call raised; what is not a DownstreamError is a fault of
+    the connector's own, logged with its traceback and named to the client."""
+    if not isinstance(exc, DownstreamError):
+        log.error("a call to server %s failed inside the connector", server, exc_info=exc)
+        exc = ConnectorFaultError(server, f"mcpgw connector fault: {type(exc).__name__}: {exc}")
+    return call_error(exc)
+
+
+class StreamedCall:
+    """One StreamTool call's state: its bounded queue of updates for the edge, and the
+    requests it relayed to the client, awaiting their replies."""
+
+    def __init__(self, request: connector_pb2.CallToolRequest) -> None:
+        self.request = request
+        self.meta = _json_object(request.meta_json)
+        self._token = None if self.meta is None else self.meta.get("progressToken")
+        # None marks the end: the call is over and nothing more will come.
+        self.updates: asyncio.Queue[connector_pb2.CallToolUpdate | None] = asyncio.Queue(UPDATES_BUFFER)
+        self._replies: dict[str, asyncio.Future[Response]] = {}
+        self._asked = itertools.count(1)
+        self.relay = CallRelay(self._notify, self._ask)
+        self.on_progress: ProgressFnT | None = self._progress if self._token is not None else None
+
+    def finish(self) -> None:
+        for waiting in self._replies.values():
+            waiting.cancel()
+
+    async def _progress(self, progress: float, total: float | None, message: str | None) -> None:
+        params: dict[str, Any] = {"progressToken": self._token, "progress": progress}
+        if total is not None:
+            params["total"] = total
+        if message is not None:
+            params["message"] = message
+        await self._notify({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
+
+    async def _notify(self, message: dict[str, Any]) -> None:
+        try:
+            self.updates.put_nowait(connector_pb2.CallToolUpdate(notification_json=orjson.dumps(message)))
+        except asyncio.QueueFull:
+            # An edge that stopped reading loses a notification, not the connector its memory.
+            log.warning(
+                "call to %s: %s dropped, the edge is not reading", self.request.server, message.get("method")
+            )
+
+    async def _ask(self, method: str, params: dict[str, Any] | None) -> Response:
+        request_id = f"s{next(self._asked)}"
+        waiting: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = waiting
+        try:
+            request = connector_pb2.ServerRequest(
+                request_id=request_id, method=method, params_json=orjson.dumps(params or {})
+            )
+            await self.updates.put(connector_pb2.CallToolUpdate(request=request))
+            return await waiting
+        finally:
+            del self._replies[request_id]
+
+    async def read_replies(self, messages: AsyncIterator[connector_pb2.CallToolMessage]) -> None:
+        async for message in messages:
+            reply = message.reply
+            waiting = self._replies.get(reply.request_id)
+            response = _json_object(reply.response_json)
+            if waiting is not None and not waiting.done() and response is not None:
+                waiting.set_result(response)

@@ -14,15 +14,20 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TextIO
 
+import anyio
 import httpx2
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from services.connector.forwarding import HttpEndpoint
+from services.connector.http import AiohttpTransport, client_session
 from services.connector.oauth import BearerAuth, TokenSource
 from services.contracts import registry_pb2
 from services.references import resolve
+
+# Keep-alive connections to one server, shared by its calls and the SDK session.
+CONNECTIONS_PER_SERVER = 100
 
 # What stdio servers write to stderr, one record per line, under the server's name.
 child_log = logging.getLogger("services.connector.stderr")
@@ -73,25 +78,40 @@ async def open_transport(
     headers = {name: resolve(value) for name, value in config.headers.items()}
     credentials = TokenSource(config.name, config.oauth) if config.HasField("oauth") else None
     auth = None if credentials is None else BearerAuth(credentials)
-    if config.connection_type == "http":
-        endpoint = HttpEndpoint(url, headers, credentials=credentials)
+    if config.connection_type not in ("http", "sse"):
+        raise ValueError(f"unknown connection_type {config.connection_type!r}")
+    http = client_session(connect_timeout, CONNECTIONS_PER_SERVER)
+    try:
+
+        def client(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = None,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            # The SDK's httpx2 client, on the same connections as the forwarder.
+            return httpx2.AsyncClient(
+                headers=headers, timeout=timeout, auth=auth, transport=AiohttpTransport(http)
+            )
+
+        if config.connection_type == "sse":
+            async with sse_client(
+                url, headers=headers, timeout=connect_timeout, auth=auth, httpx_client_factory=client
+            ) as (read, write):
+                yield read, write, None
+            return
+        endpoint = HttpEndpoint(url, headers, http, credentials=credentials)
 
         async def learn_session(response: httpx2.Response) -> None:
             if session_id := response.headers.get("mcp-session-id"):
                 endpoint.session_id = session_id
 
         # Reads wait as long as a tool may run; the call timeout above bounds them.
-        timeout = httpx2.Timeout(connect_timeout, read=None)
-        async with (
-            httpx2.AsyncClient(
-                headers=headers, timeout=timeout, auth=auth, event_hooks={"response": [learn_session]}
-            ) as client,
-            streamable_http_client(url, http_client=client) as (read, write),
-        ):
+        sdk_client = client(headers, httpx2.Timeout(connect_timeout, read=None), auth)
+        sdk_client.event_hooks["response"].append(learn_session)
+        async with sdk_client, streamable_http_client(url, http_client=sdk_client) as (read, write):
             yield read, write, endpoint
-        return
-    if config.connection_type == "sse":
-        async with sse_client(url, headers=headers, timeout=connect_timeout, auth=auth) as (read, write):
-            yield read, write, None
-        return
-    raise ValueError(f"unknown connection_type {config.connection_type!r}")
+    finally:
+        # Shielded: this runs while the connection is being cancelled, and unclosed
+        # keep-alive sockets would hold the downstream's graceful shutdown open.
+        with anyio.CancelScope(shield=True):
+            await http.close()

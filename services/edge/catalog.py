@@ -219,6 +219,7 @@ class Catalog:
     governance: Governance = field(default_factory=Governance)
     snapshot: registry_pb2.Snapshot = field(default_factory=registry_pb2.Snapshot)
     page_size: int = DEFAULT_PAGE_SIZE
+    servers: dict[str, registry_pb2.ServerView] = field(default_factory=dict)
     _keyed: dict[tuple[str, str], View | None] = field(default_factory=dict)
 
     @classmethod
@@ -246,7 +247,16 @@ class Catalog:
             governance,
             snapshot,
             page_size,
+            {server.name: server for server in snapshot.servers},
         )
+
+    def call_timeout(self, server: str, tool: str | None, default: float) -> float:
+        """How long a call (or, without `tool`, any other request) to `server` may take."""
+        view = self.servers.get(server)
+        if view is None:
+            return default
+        per_tool = view.tool_timeouts_seconds.get(tool, 0.0) if tool else 0.0
+        return per_tool or view.call_timeout_seconds or default
 
     def view_for(self, endpoint: str, key: KeyPolicy | None) -> View | None:
         """What `key` (None: no key) sees at /mcp (endpoint "") or /mcp/{endpoint}; None when

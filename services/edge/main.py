@@ -16,6 +16,7 @@ from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
 from services.edge.catalog import Catalog, changed_lists
+from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
@@ -27,7 +28,6 @@ from services.edge.sessions import SessionCodec, Signer
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.transport import StreamableHttpEndpoint
-from services.edge.upstream import ConnectorClient
 from services.rpc import channel
 from services.settings import EdgeSettings
 
@@ -60,7 +60,14 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
     state = SessionState(nc, settings.session_ttl_seconds)
-    handler = McpHandler(ConnectorClient(connector_channel), audit, settings.edge_id, peers, state)
+    handler = McpHandler(
+        ConnectorClient(connector_channel),
+        audit,
+        settings.edge_id,
+        peers,
+        state,
+        lambda server, tool: follower.catalog.call_timeout(server, tool, settings.call_timeout_seconds),
+    )
 
     async def on_resource_updated(msg: Msg) -> None:
         update = orjson.loads(msg.data)

@@ -18,6 +18,7 @@ from services import __version__
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
 from services.edge.catalog import Listing, Route, View
+from services.edge.connector_client import Ask, ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
     DownstreamRpcError,
     EdgeError,
@@ -30,7 +31,6 @@ from services.edge.errors import (
 from services.edge.peers import Peers, owner
 from services.edge.session_state import SessionState
 from services.edge.sessions import Session
-from services.edge.upstream import Ask, ConnectorClient, ConnectorUnavailableError
 from services.telemetry import new_trace, traceparent
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __versi
 INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
 
 
+DEFAULT_CALL_TIMEOUT_SECONDS = 60.0
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = ("elicitation", "roots", "sampling")
@@ -132,19 +133,36 @@ def _resource(view: View, uri: object) -> Route:
     return route
 
 
-NO_CONNECTOR = connector_pb2.CallError(
-    code=-32000, message="mcpgw: no connector is reachable", reason="unavailable"
-)
 CANCELLED = connector_pb2.CallError(
-    code=-32000, message="mcpgw: the call was cancelled by the client", reason="cancelled"
+    code=-32000,
+    message="mcpgw: the call was cancelled by the client",
+    failure=connector_pb2.FAILURE_CANCELLED,
 )
+
+
+def no_connector(exc: ConnectorUnavailableError) -> connector_pb2.CallError:
+    return connector_pb2.CallError(
+        code=-32000,
+        message=f"mcpgw: connector unavailable: {exc}",
+        failure=connector_pb2.FAILURE_NO_CONNECTOR,
+    )
 
 
 def _rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
-    """The JSON-RPC error a client sees for a CallError."""
+    """The JSON-RPC error a client sees for a failed request other than tools/call."""
     return DownstreamRpcError(
         error.code, error.message, orjson.loads(error.data_json) if error.data_json else None
     )
+
+
+def failed_call_result(error: connector_pb2.CallError) -> bytes:
+    """What the client of a failed tools/call sees: the downstream's own JSON-RPC error as
+    that error; every other failure (unreachable, timed out, invalid JSON, cancelled, a
+    fault of the gateway) as a tool error whose text names the cause, which a model can
+    read and act on."""
+    if error.failure == connector_pb2.FAILURE_DOWNSTREAM:
+        raise _rpc_error(error)
+    return tool_error_result(error.message)
 
 
 def _key(ctx: CallContext) -> str:
@@ -164,7 +182,10 @@ class McpHandler:
         edge_id: str,
         peers: Peers | None = None,
         state: SessionState | None = None,
+        timeout: Callable[[str, str | None], float] | None = None,
     ) -> None:
+        # How long a request to (server, tool) may take.
+        self._timeout = timeout or (lambda server, tool: DEFAULT_CALL_TIMEOUT_SECONDS)
         self._peers = peers
         self._state = state
         self._connector = connector
@@ -314,12 +335,17 @@ class McpHandler:
         """The downstream's result of a request other than tools/call (for the caller's key)."""
         trace_id, span_id = new_trace()
         try:
-            outcome = await self._connector.forward(
-                route.server, method, orjson.dumps(params), traceparent(trace_id, span_id), key_id
+            request = connector_pb2.ForwardRequest(
+                server=route.server,
+                method=method,
+                params_json=orjson.dumps(params),
+                key_id=key_id,
+                timeout_seconds=self._timeout(route.server, None),
             )
+            outcome = await self._connector.forward(request, traceparent(trace_id, span_id))
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
-            raise _rpc_error(NO_CONNECTOR) from None
+            raise _rpc_error(no_connector(exc)) from None
         if outcome.HasField("error"):
             raise _rpc_error(outcome.error)
         return outcome.result_json
@@ -342,6 +368,7 @@ class McpHandler:
             key_id=_key(ctx),
             arguments_json=b"" if arguments is None else orjson.dumps(arguments),
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
+            timeout_seconds=self._timeout(route.server, route.name),
         )
         started = time.time_ns()
         outcome: connector_pb2.CallToolOutcome | None = None
@@ -355,7 +382,7 @@ class McpHandler:
             )
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", name, exc)
-            outcome = connector_pb2.CallToolOutcome(error=NO_CONNECTOR)
+            outcome = connector_pb2.CallToolOutcome(error=no_connector(exc))
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if running is None or running not in self._cancelled or task is None:
@@ -373,11 +400,7 @@ class McpHandler:
             )
         if outcome.HasField("result"):
             return outcome.result.result_json
-        error = outcome.error
-        if error.reason == "downstream":
-            raise _rpc_error(error)
-        # Unreachable and timed-out downstreams are tool failures the model can read and act on.
-        return tool_error_result(error.message)
+        return failed_call_result(outcome.error)
 
     def _event(
         self,

@@ -39,6 +39,8 @@ def build_snapshot(
                 state=server.state,
                 error=server.error,
                 capabilities_json=server.capabilities_json.encode(),
+                call_timeout_seconds=server.config.tool_execution_timeout or 0.0,
+                tool_timeouts_seconds=server.config.tool_timeouts,
             )
         )
         if server.state == "connected":

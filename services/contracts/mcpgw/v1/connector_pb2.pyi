@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,52 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _Failure:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FailureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FAILURE_UNSPECIFIED: _Failure.ValueType  # 0
+    FAILURE_DOWNSTREAM: _Failure.ValueType  # 1
+    """The downstream answered with a JSON-RPC error: code, message and data are its own."""
+    FAILURE_UNAVAILABLE: _Failure.ValueType  # 2
+    """The connection to the downstream failed or closed during the call."""
+    FAILURE_NOT_CONNECTED: _Failure.ValueType  # 3
+    """This connector holds no session with the server: nothing was sent, another replica may take it."""
+    FAILURE_TIMEOUT: _Failure.ValueType  # 4
+    """No answer within the call's timeout."""
+    FAILURE_PROTOCOL: _Failure.ValueType  # 5
+    """The downstream answered something that is not MCP (invalid JSON, a response without a result)."""
+    FAILURE_CONNECTOR: _Failure.ValueType  # 6
+    """The connector itself failed on the call (a bug of the gateway's), named in the message."""
+    FAILURE_CANCELLED: _Failure.ValueType  # 7
+    """The client cancelled the call (set by the edge)."""
+    FAILURE_NO_CONNECTOR: _Failure.ValueType  # 8
+    """No connector answered the edge (set by the edge)."""
+
+class Failure(_Failure, metaclass=_FailureEnumTypeWrapper):
+    """Why a call failed; the edge maps each to what its client sees, in one place."""
+
+FAILURE_UNSPECIFIED: Failure.ValueType  # 0
+FAILURE_DOWNSTREAM: Failure.ValueType  # 1
+"""The downstream answered with a JSON-RPC error: code, message and data are its own."""
+FAILURE_UNAVAILABLE: Failure.ValueType  # 2
+"""The connection to the downstream failed or closed during the call."""
+FAILURE_NOT_CONNECTED: Failure.ValueType  # 3
+"""This connector holds no session with the server: nothing was sent, another replica may take it."""
+FAILURE_TIMEOUT: Failure.ValueType  # 4
+"""No answer within the call's timeout."""
+FAILURE_PROTOCOL: Failure.ValueType  # 5
+"""The downstream answered something that is not MCP (invalid JSON, a response without a result)."""
+FAILURE_CONNECTOR: Failure.ValueType  # 6
+"""The connector itself failed on the call (a bug of the gateway's), named in the message."""
+FAILURE_CANCELLED: Failure.ValueType  # 7
+"""The client cancelled the call (set by the edge)."""
+FAILURE_NO_CONNECTOR: Failure.ValueType  # 8
+"""No connector answered the edge (set by the edge)."""
+Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final
 class ForwardRequest(_message.Message):
@@ -281,24 +328,23 @@ class CallError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DATA_JSON_FIELD_NUMBER: _builtins.int
-    REASON_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """A JSON-RPC error code the client should see."""
     message: _builtins.str
     data_json: _builtins.bytes
-    reason: _builtins.str
-    """unavailable | timeout | downstream (a JSON-RPC error the downstream answered)"""
+    failure: Global___Failure.ValueType
     def __init__(
         self,
         *,
         code: _builtins.int = ...,
         message: _builtins.str = ...,
         data_json: _builtins.bytes = ...,
-        reason: _builtins.str = ...,
+        failure: Global___Failure.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "data_json", b"data_json", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "data_json", b"data_json", "failure", b"failure", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -590,17 +590,43 @@ Global___ToolToggle: _TypeAlias = ToolToggle  # noqa: Y015
 class ServerView(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ToolTimeoutsSecondsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_TYPE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     CAPABILITIES_JSON_FIELD_NUMBER: _builtins.int
+    CALL_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
     error: _builtins.str
     capabilities_json: _builtins.bytes
     """The `capabilities` the server announced in its initialize result (JSON object)."""
+    call_timeout_seconds: _builtins.float
+    """How long a call may take: the server's default (0: the gateway's) and per-tool overrides."""
+    @_builtins.property
+    def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
         self,
         *,
@@ -609,10 +635,12 @@ class ServerView(_message.Message):
         state: _builtins.str = ...,
         error: _builtins.str = ...,
         capabilities_json: _builtins.bytes = ...,
+        call_timeout_seconds: _builtins.float = ...,
+        tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "name", b"name", "state", b"state", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

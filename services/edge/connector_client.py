@@ -1,4 +1,9 @@
-"""The edge's client of the connector service: one request to a downstream as one gRPC call."""
+"""The edge's client of the connector service: one request to a downstream as one gRPC call.
+
+Every RPC has a deadline: the call's own timeout (which the connector enforces and
+answers with a named error) plus a grace for the hop, so a connector that never answers
+costs a client at most that long, never a hang.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +19,28 @@ from services.contracts import connector_pb2, connector_pb2_grpc
 
 # A connector that holds no session with the server refused before anything was sent, so
 # the call is tried again: round robin takes it to another connector replica.
-NOT_CONNECTED = "not_connected"
 ATTEMPTS = 2
+# What the gRPC deadline adds to a call's timeout: the connector answers a timed-out call
+# itself (a named error), and this is the time that answer has to arrive.
+DEADLINE_GRACE_SECONDS = 5.0
 
 
 class ConnectorUnavailableError(ConnectionError):
-    """No connector answered."""
+    """No connector answered, or none within the call's deadline."""
 
 
 Ask = Callable[[str, bytes], Awaitable[dict[str, Any]]]
 """(method, params JSON) -> the client's {"result": ...} or {"error": ...}."""
+
+
+def _refused(outcome: connector_pb2.CallToolOutcome | connector_pb2.ForwardOutcome) -> bool:
+    return outcome.HasField("error") and outcome.error.failure == connector_pb2.FAILURE_NOT_CONNECTED
+
+
+def _unavailable(exc: grpc.aio.AioRpcError) -> ConnectorUnavailableError:
+    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ConnectorUnavailableError("the connector did not answer within the call's deadline")
+    return ConnectorUnavailableError(exc.details() or exc.code().name)
 
 
 class ConnectorClient:
@@ -40,18 +57,19 @@ class ConnectorClient:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
         there, and with `ask`, its requests are answered by the client."""
         metadata = (("traceparent", traceparent),)
+        deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         for _ in range(ATTEMPTS):
             try:
                 if on_notification is None and ask is None:
                     # Unary: the cheapest gRPC call there is, and most tool calls are this.
                     outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(
-                        request, metadata=metadata
+                        request, metadata=metadata, timeout=deadline
                     )
                 else:
-                    outcome = await self._relayed(request, metadata, on_notification, ask)
+                    outcome = await self._relayed(request, metadata, deadline, on_notification, ask)
             except grpc.aio.AioRpcError as exc:
-                raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
-            if not (outcome.HasField("error") and outcome.error.reason == NOT_CONNECTED):
+                raise _unavailable(exc) from None
+            if not _refused(outcome):
                 break
         return outcome
 
@@ -59,10 +77,11 @@ class ConnectorClient:
         self,
         request: connector_pb2.CallToolRequest,
         metadata: tuple[tuple[str, str], ...],
+        deadline: float,
         on_notification: Callable[[bytes], object] | None,
         ask: Ask | None,
     ) -> connector_pb2.CallToolOutcome:
-        call = self._stub.StreamTool(metadata=metadata)
+        call = self._stub.StreamTool(metadata=metadata, timeout=deadline)
         answering: set[asyncio.Task[None]] = set()
 
         async def answer(server_request: connector_pb2.ServerRequest) -> None:
@@ -100,19 +119,18 @@ class ConnectorClient:
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
 
     async def forward(
-        self, server: str, method: str, params_json: bytes, traceparent: str, key_id: str = ""
+        self, request: connector_pb2.ForwardRequest, traceparent: str
     ) -> connector_pb2.ForwardOutcome:
-        """Any request other than tools/call, answered by the downstream named `server`."""
-        request = connector_pb2.ForwardRequest(
-            server=server, method=method, params_json=params_json, key_id=key_id
-        )
+        """Any request other than tools/call, answered by the downstream it names."""
         for _ in range(ATTEMPTS):
             try:
                 outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
-                    request, metadata=(("traceparent", traceparent),)
+                    request,
+                    metadata=(("traceparent", traceparent),),
+                    timeout=request.timeout_seconds + DEADLINE_GRACE_SECONDS,
                 )
             except grpc.aio.AioRpcError as exc:
-                raise ConnectorUnavailableError(exc.details() or exc.code().name) from None
-            if not (outcome.HasField("error") and outcome.error.reason == NOT_CONNECTED):
+                raise _unavailable(exc) from None
+            if not _refused(outcome):
                 break
         return outcome
