@@ -20,7 +20,7 @@ COMMANDS = ("servers", "tools", "keys", "groups", "blocklist", "settings")
 EXIT_REFUSED = 1
 # Columns each listing shows in table form.
 COLUMNS = {
-    "servers": ("name", "connection_type", "state", "tools", "source", "error"),
+    "servers": ("name", "connection_type", "state", "tools", "source", "next_attempt", "error"),
     "tools": ("exposed_name", "server", "name", "enabled"),
     "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups"),
     "groups": ("name", "tools", "description"),

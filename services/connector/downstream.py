@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -56,14 +59,33 @@ class Inventory:
     prompts: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)
     resource_templates: list[dict[str, Any]] = field(default_factory=list)
+    instructions: str = ""
 
 
-Report = Callable[[str, str, Inventory], Awaitable[None]]
+class State(StrEnum):
+    """A server's connection as registry records it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: State
+    error: str = ""
+    # Failed connection attempts in a row, and when the next one is due (unix seconds).
+    attempts: int = 0
+    next_attempt_unix: float = 0.0
+
+
+Report = Callable[[Status, Inventory], Awaitable[None]]
+"""Tells registry what a server is now and what it offers."""
 # A connection that fails for these fails for its config or environment: state "failed".
 CONFIG_ERRORS = (MissingSecretError, FileNotFoundError, PermissionError, ValueError, NotAuthorizedError)
 Updated = Callable[[str, str], None]
 """(server, resource URI): the downstream said the resource changed."""
-"""(state, error, inventory) -> None: tells the registry what this server is now."""
 
 
 class _WatchedReadStream:
@@ -131,6 +153,7 @@ class Downstream:
         self._board = RelayBoard()
         # Why the last connection ended, for the report.
         self._lost = ""
+        self._served = False
         self._connected = anyio.Event()
 
     @property
@@ -146,40 +169,51 @@ class Downstream:
         """Connect, serve until the connection ends, and try again (with backoff, or when
         asked if auto-reconnect is off), until cancelled."""
         delay = self._backoff_initial
+        attempts = 0
         while True:
-            served = False
-            state = "disconnected"
+            state = State.DISCONNECTED
             self._lost = "connection closed"
+            self._served = False
             try:
-                served = await self._serve_once()
+                await self._serve_once(announce=attempts == 0)
                 error = self._lost
             except Exception as raised:
-                # Transports fail inside task groups: the first leaf says what went wrong.
-                exc = raised
-                while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-                    exc = exc.exceptions[0]  # type: ignore[assignment]
-                if isinstance(exc, MCPError):
-                    error = f"MCP error {exc.error.code}: {exc.error.message}"
-                else:
-                    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if isinstance(exc, CONFIG_ERRORS):
+                error, config_error = _describe(raised)
+                if config_error:
                     # Retrying cannot help until someone fixes the config or the environment.
-                    state = "failed"
+                    state = State.FAILED
             finally:
                 self._dispatcher = None
                 self._forwarder = None
                 if self._connected.is_set():
                     self._connected = anyio.Event()
-            log.warning("server %s %s: %s", self.name, state, error)
-            await self._report(state, error, Inventory())
-            if self.config.manual_reconnect:
+            if self._served:
+                attempts, delay = 0, self._backoff_initial
+            else:
+                attempts += 1
+            # Equal jitter: at least half the step, so attempts stay bounded (full jitter let
+            # a closed port be tried more than 10 times a minute in a fifth of simulated runs),
+            # and spread, so connectors restarted together do not retry in step.
+            wait = random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not a secret)
+            manual = self.config.manual_reconnect
+            log.warning(
+                "server %s %s: %s (attempt %d failed; next in %.1fs)",
+                self.name, state, error, attempts, wait,
+            )  # fmt: skip
+            await self._report(
+                Status(state, error, attempts, 0.0 if manual else time.time() + wait), Inventory()
+            )
+            if manual:
                 log.info("server %s waits for a reconnect request (auto-reconnect is off)", self.name)
                 await anyio.sleep_forever()
-            delay = self._backoff_initial if served else min(delay * 2, self._backoff_max)
+            await anyio.sleep(wait)
+            delay = min(delay * 2, self._backoff_max)
 
-    async def _serve_once(self) -> bool:
-        """One connection's lifetime; True if it got as far as serving."""
-        await self._report("connecting", "", Inventory())
+    async def _serve_once(self, announce: bool) -> None:
+        """One connection's lifetime (`_served` says whether it got as far as serving); a
+        retry after a failed attempt is not `announce`d: registry keeps the last error."""
+        if announce:
+            await self._report(Status(State.CONNECTING), Inventory())
         closed = anyio.Event()
         async with (
             open_transport(self.config, self._connect_timeout) as (read, write, endpoint),
@@ -200,7 +234,7 @@ class Downstream:
             with anyio.fail_after(self._connect_timeout):
                 init = await session.initialize()
                 capabilities = init.capabilities.model_dump(by_alias=True, exclude_none=True)
-                inventory = await self._inventory(dispatcher, capabilities)
+                inventory = await self._inventory(dispatcher, capabilities, init.instructions or "")
             if endpoint is not None:
                 self._forwarder = await stack.enter_async_context(
                     HttpForwarder(
@@ -222,17 +256,17 @@ class Downstream:
                 len(inventory.prompts),
                 len(inventory.resources) + len(inventory.resource_templates),
             )
-            await self._report("connected", "", inventory)
+            self._served = True
+            await self._report(Status(State.CONNECTED), inventory)
             for uri in self._subscriptions.uris:
                 # A new downstream session knows nothing of the old one's subscriptions.
                 await self._request("resources/subscribe", orjson.dumps({"uri": uri}))
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh_on_change, dispatcher, capabilities)
+                tg.start_soon(self._refresh_on_change, dispatcher, capabilities, inventory.instructions)
                 if self.config.health.ping and self.config.health.interval_seconds > 0:
                     tg.start_soon(self._watch_health, session, closed)
                 await closed.wait()
                 tg.cancel_scope.cancel()
-        return True
 
     async def _watch_health(self, session: ClientSession, closed: anyio.Event) -> None:
         """Ping every interval; after `max_failures` misses in a row the server is gone."""
@@ -298,12 +332,12 @@ class Downstream:
                 self._updated(self.name, uri)
 
     async def _refresh_on_change(
-        self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any]
+        self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any], instructions: str
     ) -> None:
         while True:
             await self._refresh.wait()
             self._refresh = anyio.Event()
-            inventory = await self._inventory(dispatcher, capabilities)
+            inventory = await self._inventory(dispatcher, capabilities, instructions)
             log.info(
                 "server %s changed its lists: now %d tools, %d prompts, %d resources",
                 self.name,
@@ -311,13 +345,16 @@ class Downstream:
                 len(inventory.prompts),
                 len(inventory.resources) + len(inventory.resource_templates),
             )
-            await self._report("connected", "", inventory)
+            await self._report(Status(State.CONNECTED), inventory)
 
-    async def _inventory(self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any]) -> Inventory:
+    async def _inventory(
+        self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any], instructions: str
+    ) -> Inventory:
         """Every list the server's capabilities announce (tools are always asked for)."""
         resources = "resources" in capabilities
         return Inventory(
             capabilities=capabilities,
+            instructions=instructions,
             tools=await self._list(dispatcher, "tools/list", "tools", "name"),
             prompts=await self._list(dispatcher, "prompts/list", "prompts", "name")
             if "prompts" in capabilities
@@ -434,6 +471,19 @@ class Downstream:
         if dispatcher is None:
             raise NotConnectedError(self.name, f"server {self.name!r} is not connected")
         return dispatcher
+
+
+def _describe(raised: Exception) -> tuple[str, bool]:
+    """What a failed connection says to an operator, and whether its config is at fault."""
+    exc: BaseException = raised
+    # Transports fail inside task groups: the first leaf says what went wrong.
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, MCPError):
+        return f"MCP error {exc.error.code}: {exc.error.message}", False
+    return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), isinstance(
+        exc, CONFIG_ERRORS
+    )
 
 
 def _dump(params: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import anyio.abc
 import grpc
 import orjson
 
-from services.connector.downstream import Downstream, Inventory, Report, Updated
+from services.connector.downstream import Downstream, Inventory, Report, Status, Updated
 from services.connector.errors import MissingCredentialsError
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
@@ -129,16 +129,19 @@ class DownstreamPool:
             await downstream.run()
 
     def _reporter(self, server: str) -> Report:
-        async def report(state: str, error: str, inventory: Inventory) -> None:
+        async def report(status: Status, inventory: Inventory) -> None:
             request = registry_pb2.ReportCatalogRequest(
                 server=server,
-                state=state,
-                error=error,
+                state=status.state,
+                error=status.error,
+                attempts=status.attempts,
+                next_attempt_unix=status.next_attempt_unix,
                 tools_json=[orjson.dumps(t) for t in inventory.tools],
                 prompts_json=[orjson.dumps(p) for p in inventory.prompts],
                 resources_json=[orjson.dumps(r) for r in inventory.resources],
                 resource_templates_json=[orjson.dumps(t) for t in inventory.resource_templates],
                 capabilities_json=orjson.dumps(inventory.capabilities),
+                instructions=inventory.instructions,
                 connector_id=self._settings.connector_id,
             )
             delay = 0.2
@@ -155,10 +158,10 @@ class DownstreamPool:
                         log.debug("report for %s failed: %s", server, exc.details())
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 2.0)
-            log.warning("could not report %s as %s to the registry", server, state)
+            log.warning("could not report %s as %s to the registry", server, status.state)
 
         return report
 
 
-async def _silent(state: str, error: str, inventory: Inventory) -> None:
+async def _silent(status: Status, inventory: Inventory) -> None:
     """A key's own session says nothing to registry: the server's shared session does."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import grpc
@@ -140,6 +141,9 @@ class ServerOut(BaseModel):
     error: str
     source: str
     tools: int
+    # While not connected: failed attempts in a row and when the next is due (ISO 8601, UTC).
+    attempts: int
+    next_attempt: str | None
 
 
 class ToolOut(BaseModel):
@@ -202,6 +206,10 @@ def _server_out(server: registry_pb2.ServerState) -> dict[str, Any]:
         "error": server.error,
         "source": server.source,
         "tools": server.tools,
+        "attempts": server.attempts,
+        "next_attempt": datetime.fromtimestamp(server.next_attempt_unix, UTC).isoformat(timespec="seconds")
+        if server.next_attempt_unix
+        else None,
     }
 
 

@@ -87,6 +87,8 @@ class View:
     tool_routes: dict[str, Route]
     prompt_routes: dict[str, Route]
     capabilities: dict[str, Any]
+    # The server's own instructions on /mcp/{server}; the gateway's and every server's on /mcp.
+    instructions: str = ""
     # The one server of a /mcp/{server} view; None for the aggregate /mcp.
     server: str | None = None
     servers: frozenset[str] = frozenset()
@@ -138,6 +140,30 @@ def aggregate_capabilities(capabilities: Iterable[dict[str, Any]]) -> dict[str, 
         if "logging" in offered:
             merged["logging"] = {}
     return merged
+
+
+# Lists the gateway re-announces itself when its catalog changes (a server reconnects, a key's
+# view changes), whether or not the downstream would.
+LISTS = ("tools", "prompts", "resources")
+AGGREGATE_INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
+
+
+def server_capabilities(offered: dict[str, Any]) -> dict[str, Any]:
+    """What /mcp/{server} promises: exactly the downstream's capabilities, with list_changed
+    where it has a list (the gateway sends those), and without what the gateway does not
+    relay yet (tasks)."""
+    capabilities = {k: v for k, v in offered.items() if k != "tasks"}
+    for kind in LISTS:
+        if isinstance(capabilities.get(kind), dict):
+            capabilities[kind] = {**capabilities[kind], "listChanged": True}
+    return capabilities
+
+
+def aggregate_instructions(servers: Iterable[registry_pb2.ServerView]) -> str:
+    """The aggregate's instructions: the gateway's, then each server's under its name."""
+    parts = [AGGREGATE_INSTRUCTIONS]
+    parts.extend(f"## {s.name}\n{s.instructions}" for s in servers if s.instructions)
+    return "\n\n".join(parts)
 
 
 def _entries(
@@ -201,7 +227,12 @@ def build_view(
         resource_templates=Listing("resourceTemplates", templates, page_size),
         tool_routes=tool_routes,
         prompt_routes=prompt_routes,
-        capabilities=aggregate_capabilities(orjson.loads(s.capabilities_json or b"{}") for s in connected),
+        capabilities=server_capabilities(orjson.loads(connected[0].capabilities_json or b"{}"))
+        if server is not None and connected
+        else aggregate_capabilities(orjson.loads(s.capabilities_json or b"{}") for s in connected),
+        instructions=connected[0].instructions
+        if server is not None and connected
+        else aggregate_instructions(connected),
         server=server,
         servers=frozenset(s.name for s in connected),
         header_schemas=header_schemas,

@@ -51,7 +51,7 @@ from services.edge.errors import (
 from services.edge.inputs import InputRounds, PendingCall
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
-from services.edge.protocol import INSTRUCTIONS, CallContext, McpHandler, answerable, log_gate
+from services.edge.protocol import CallContext, McpHandler, answerable, log_gate
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, keepalive_events, sse_event
 from services.edge.streams import StreamHub
@@ -189,8 +189,8 @@ class ModernEndpoint:
 
     def discover(self, view: View) -> bytes:
         result: dict[str, Any] = {"supportedVersions": SUPPORTED_VERSIONS, "capabilities": view.capabilities}
-        if view.server is None:
-            result["instructions"] = INSTRUCTIONS
+        if view.instructions:
+            result["instructions"] = view.instructions
         return orjson.dumps(result)
 
     async def _call(

@@ -31,18 +31,32 @@ from services.edge.errors import (
 from services.edge.peers import Peers, owner
 from services.edge.session_state import SessionState
 from services.edge.sessions import Session
+from services.edge.uris import exposed_result
 from services.telemetry import new_trace, traceparent
 
 log = logging.getLogger(__name__)
 
 SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __version__}
-INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<tool>."
 
 
 DEFAULT_CALL_TIMEOUT_SECONDS = 60.0
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = ("elicitation", "roots", "sampling")
+# The capability a server must declare for a method to exist on its /mcp/{server}.
+CAPABILITY_OF = {
+    "tools/list": "tools",
+    "tools/call": "tools",
+    "prompts/list": "prompts",
+    "prompts/get": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resources",
+    "resources/read": "resources",
+    "resources/subscribe": "resources",
+    "resources/unsubscribe": "resources",
+    "completion/complete": "completions",
+    "logging/setLevel": "logging",
+}
 LISTS = {
     "tools/list": "tools",
     "prompts/list": "prompts",
@@ -170,6 +184,11 @@ def _key(ctx: CallContext) -> str:
     return "" if ctx.session is None else ctx.session.key_id
 
 
+def _as_shown(view: View, route: Route, result_json: bytes) -> bytes:
+    """A downstream's result with its resource URIs as the client's view names them."""
+    return result_json if view.server is not None else exposed_result(route.server, result_json)
+
+
 def tool_error_result(message: str) -> bytes:
     return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
@@ -252,13 +271,17 @@ class McpHandler:
             "capabilities": view.capabilities,
             "serverInfo": SERVER_INFO,
         }
-        if view.server is None:
-            result["instructions"] = INSTRUCTIONS
+        if view.instructions:
+            result["instructions"] = view.instructions
         return orjson.dumps(result)
 
     async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
         """The JSON result of one request, or an EdgeError."""
         params = params or {}
+        needs = CAPABILITY_OF.get(method)
+        if ctx.view.server is not None and needs is not None and needs not in ctx.view.capabilities:
+            # /mcp/{server} is that server: what it does not offer is unknown there too.
+            raise MethodNotFoundError(f"Method not found: {method}")
         if method == "tools/call":
             return await self._call_tool(ctx, params)
         if method in LISTS:
@@ -266,10 +289,12 @@ class McpHandler:
             return listing.page(params.get("cursor"))
         if method == "prompts/get":
             route = _named(ctx.view.prompt_routes, params, "prompt")
-            return await self.forward(route, method, {**params, "name": route.name}, _key(ctx))
+            result = await self.forward(route, method, {**params, "name": route.name}, _key(ctx))
+            return _as_shown(ctx.view, route, result)
         if method == "resources/read":
             route = _resource(ctx.view, params.get("uri"))
-            return await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
+            result = await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
+            return _as_shown(ctx.view, route, result)
         if method in ("resources/subscribe", "resources/unsubscribe"):
             return await self._subscription(ctx, method, params)
         if method == "completion/complete":
@@ -399,7 +424,7 @@ class McpHandler:
                 self._event(ctx, name, route.server, route.name, started, outcome, trace_id, span_id)
             )
         if outcome.HasField("result"):
-            return outcome.result.result_json
+            return _as_shown(ctx.view, route, outcome.result.result_json)
         return failed_call_result(outcome.error)
 
     def _event(

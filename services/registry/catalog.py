@@ -41,6 +41,7 @@ def build_snapshot(
                 capabilities_json=server.capabilities_json.encode(),
                 call_timeout_seconds=server.config.tool_execution_timeout or 0.0,
                 tool_timeouts_seconds=server.config.tool_timeouts,
+                instructions=server.instructions,
             )
         )
         if server.state == "connected":

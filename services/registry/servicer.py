@@ -51,6 +51,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         # connected while any replica holds it; a replica that dies without reporting keeps
         # its last word until it returns (connectors do not heartbeat yet).
         self._connections: dict[str, dict[str, str]] = {}
+        # Per server: (failed connection attempts in a row, when the next is due), as last reported.
+        self._retrying: dict[str, tuple[int, float]] = {}
 
     async def announce(self, revision: int) -> None:
         """Tell every edge and connector that `revision` is committed."""
@@ -120,12 +122,19 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities_json must be a JSON object")
         held = self._connections.setdefault(request.server, {})
         held[request.connector_id] = request.state
+        # For operators only: a retrying server's attempts change nothing a client sees.
+        self._retrying[request.server] = (request.attempts, request.next_attempt_unix)
         if request.state != "connected" and "connected" in held.values():
             # Another connector replica still serves it: for clients it is still there.
             return registry_pb2.ReportCatalogResponse(revision=await self._store.revision())
         try:
             revision, changed = await self._store.report_catalog(
-                request.server, request.state, request.error, items, capabilities.decode()
+                request.server,
+                request.state,
+                request.error,
+                items,
+                capabilities.decode(),
+                request.instructions,
             )
         except UnknownServerError:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
@@ -167,7 +176,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ServerStates:
         _, servers = await self._store.servers()
         counts = Counter(i.server for i in (await self._store.catalog()).items if i.kind == "tool")
-        return registry_pb2.ServerStates(servers=[_server_state(s, counts[s.config.name]) for s in servers])
+        states = []
+        for server in servers:
+            state = _server_state(server, counts[server.config.name])
+            if server.state != "connected":
+                state.attempts, state.next_attempt_unix = self._retrying.get(server.config.name, (0, 0.0))
+            states.append(state)
+        return registry_pb2.ServerStates(servers=states)
 
     async def PutServer(
         self, request: registry_pb2.PutServerRequest, context: grpc.aio.ServicerContext

@@ -39,6 +39,7 @@ class ServerRow(Base):
     state: Mapped[str] = mapped_column(String(16), default="connecting")
     error: Mapped[str] = mapped_column(Text, default="")
     capabilities_json: Mapped[str] = mapped_column(Text, default="{}")
+    instructions: Mapped[str] = mapped_column(Text, default="")
 
 
 class ItemRow(Base):
@@ -76,6 +77,7 @@ class StoredServer:
     capabilities_json: str = "{}"
     # file | api
     source: str = "file"
+    instructions: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,7 @@ class RegistryStore:
             row.error,
             row.capabilities_json,
             row.source,
+            row.instructions,
         )
 
     async def close(self) -> None:
@@ -247,6 +250,7 @@ class RegistryStore:
         error: str,
         items: list[StoredItem],
         capabilities_json: str = "{}",
+        instructions: str = "",
     ) -> tuple[int, bool]:
         """Record a connector's view of `server`: its state, capabilities and what it offers."""
         async with self.sessions.begin() as session:
@@ -257,8 +261,8 @@ class RegistryStore:
             row.state, row.error = state, error
             # A server that is not connected keeps its last catalog: it returns as it was.
             if state == "connected":
-                if row.capabilities_json != capabilities_json:
-                    row.capabilities_json = capabilities_json
+                if (row.capabilities_json, row.instructions) != (capabilities_json, instructions):
+                    row.capabilities_json, row.instructions = capabilities_json, instructions
                     changed = True
                 current = (
                     await session.scalars(

@@ -11,7 +11,7 @@ import anyio
 import orjson
 import pytest
 
-from services.connector.downstream import Downstream, Inventory
+from services.connector.downstream import Downstream, Inventory, Status
 from services.connector.errors import (
     DownstreamRejectedError,
     DownstreamTimeoutError,
@@ -57,9 +57,9 @@ class Reports:
                 await self._changed.wait()
         return self.updates.pop(0)
 
-    async def __call__(self, state: str, error: str, inventory: Inventory) -> None:
-        self.seen.append((state, error, [t["name"] for t in inventory.tools]))
-        if state == "connected":
+    async def __call__(self, status: Status, inventory: Inventory) -> None:
+        self.seen.append((status.state, status.error, [t["name"] for t in inventory.tools]))
+        if status.state == "connected":
             self.inventory = inventory
         self._changed.set()
         self._changed = anyio.Event()

@@ -424,6 +424,8 @@ class ServerState(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     SOURCE_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_UNIX_FIELD_NUMBER: _builtins.int
     config_json: _builtins.bytes
     """The server's config in Bifrost's client_configs shape (JSON object)."""
     state: _builtins.str
@@ -431,6 +433,9 @@ class ServerState(_message.Message):
     source: _builtins.str
     """file | api: where it came from; servers from the config file are replaced when it changes."""
     tools: _builtins.int
+    attempts: _builtins.int
+    """Failed connection attempts in a row, and when the next is due (unix seconds; 0: none planned)."""
+    next_attempt_unix: _builtins.float
     def __init__(
         self,
         *,
@@ -439,10 +444,12 @@ class ServerState(_message.Message):
         error: _builtins.str = ...,
         source: _builtins.str = ...,
         tools: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_unix: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "error", b"error", "source", b"source", "state", b"state", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "config_json", b"config_json", "error", b"error", "next_attempt_unix", b"next_attempt_unix", "source", b"source", "state", b"state", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,6 +624,7 @@ class ServerView(_message.Message):
     CAPABILITIES_JSON_FIELD_NUMBER: _builtins.int
     CALL_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
@@ -625,6 +633,8 @@ class ServerView(_message.Message):
     """The `capabilities` the server announced in its initialize result (JSON object)."""
     call_timeout_seconds: _builtins.float
     """How long a call may take: the server's default (0: the gateway's) and per-tool overrides."""
+    instructions: _builtins.str
+    """The `instructions` the server gave in its initialize result."""
     @_builtins.property
     def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     def __init__(
@@ -637,10 +647,11 @@ class ServerView(_message.Message):
         capabilities_json: _builtins.bytes = ...,
         call_timeout_seconds: _builtins.float = ...,
         tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        instructions: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "name", b"name", "state", b"state", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "name", b"name", "state", b"state", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1162,6 +1173,9 @@ class ReportCatalogRequest(_message.Message):
     RESOURCES_JSON_FIELD_NUMBER: _builtins.int
     RESOURCE_TEMPLATES_JSON_FIELD_NUMBER: _builtins.int
     CAPABILITIES_JSON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_UNIX_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     state: _builtins.str
     """connecting | connected | disconnected | failed"""
@@ -1169,6 +1183,13 @@ class ReportCatalogRequest(_message.Message):
     connector_id: _builtins.str
     capabilities_json: _builtins.bytes
     """The `capabilities` of the server's initialize result (JSON object)."""
+    attempts: _builtins.int
+    """While not connected: failed connection attempts in a row, and when the next one is due
+    (unix seconds; 0 when none is planned). Shown to operators; never a new revision.
+    """
+    next_attempt_unix: _builtins.float
+    instructions: _builtins.str
+    """The `instructions` of the server's initialize result."""
     @_builtins.property
     def tools_json(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Each tool's definition as the downstream sent it (JSON object)."""
@@ -1191,10 +1212,13 @@ class ReportCatalogRequest(_message.Message):
         resources_json: _abc.Iterable[_builtins.bytes] | None = ...,
         resource_templates_json: _abc.Iterable[_builtins.bytes] | None = ...,
         capabilities_json: _builtins.bytes = ...,
+        attempts: _builtins.int = ...,
+        next_attempt_unix: _builtins.float = ...,
+        instructions: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities_json", b"capabilities_json", "connector_id", b"connector_id", "error", b"error", "prompts_json", b"prompts_json", "resource_templates_json", b"resource_templates_json", "resources_json", b"resources_json", "server", b"server", "state", b"state", "tools_json", b"tools_json"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "capabilities_json", b"capabilities_json", "connector_id", b"connector_id", "error", b"error", "instructions", b"instructions", "next_attempt_unix", b"next_attempt_unix", "prompts_json", b"prompts_json", "resource_templates_json", b"resource_templates_json", "resources_json", b"resources_json", "server", b"server", "state", b"state", "tools_json", b"tools_json"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
