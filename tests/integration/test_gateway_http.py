@@ -414,3 +414,27 @@ def test_a_client_cancellation_reaches_the_downstream(gateway: str, tmp_path: Pa
     assert result["id"] == "long-1"
     assert result["result"]["isError"] is True and "cancelled" in result["result"]["content"][0]["text"]
     wait_until(lambda: marker.exists(), 10, "the downstream's request cancelled")
+
+
+def test_a_server_endpoint_passes_the_server_instructions_and_the_aggregate_merges_them(gateway: str) -> None:
+    response = post(
+        f"{gateway}/fixture",
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}},
+        },
+    )
+    result = response.json()["result"]
+    assert result["instructions"] == "Echo things back; count with progress."
+    aggregate = post(
+        gateway,
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}},
+        },
+    ).json()["result"]
+    assert "## fixture\nEcho things back; count with progress." in aggregate["instructions"]

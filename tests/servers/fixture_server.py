@@ -12,7 +12,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-server = MCPServer("fixture", log_level="WARNING")
+server = MCPServer("fixture", instructions="Echo things back; count with progress.", log_level="WARNING")
 
 
 @server.tool()
