@@ -155,10 +155,19 @@ class Downstream:
         self._lost = ""
         self._served = False
         self._connected = anyio.Event()
+        # Set once the first connection attempt has concluded, either way.
+        self._settled = anyio.Event()
 
     @property
     def connected(self) -> bool:
         return self._dispatcher is not None
+
+    async def settled(self, timeout: float) -> None:
+        """Return once the first connection attempt has concluded (at once afterwards): a call
+        that arrives while a just-started connector is still connecting waits for it, rather
+        than failing as not connected while another replica could have taken it."""
+        with anyio.move_on_after(timeout):
+            await self._settled.wait()
 
     async def ready(self, timeout: float) -> None:
         """Return once connected, or after `timeout` (calls then fail as not connected)."""
@@ -183,6 +192,7 @@ class Downstream:
                     # Retrying cannot help until someone fixes the config or the environment.
                     state = State.FAILED
             finally:
+                self._settled.set()
                 self._dispatcher = None
                 self._forwarder = None
                 if self._connected.is_set():
@@ -247,6 +257,7 @@ class Downstream:
                 )
             self._dispatcher = dispatcher
             self._connected.set()
+            self._settled.set()
             log.info(
                 "server %s connected (%s, protocol %s, %d tools, %d prompts, %d resources)",
                 self.name,

@@ -266,7 +266,7 @@ class HttpForwarder:
                 if event.id:
                     call.last_event_id = event.id
                 if event.retry is not None:
-                    call.retry_seconds = event.retry / 1000
+                    call.retry_seconds = max(event.retry, 0) / 1000
                 if not event.data:
                     continue  # e.g. the priming event: an id to resume from, no message
                 message = parse_message(self._server, event.data)
@@ -274,6 +274,9 @@ class HttpForwarder:
                     call.answer = message
                     return
                 await self._on_stream_message(call, message)
+        except httpx2.SSEError as exc:
+            # Not a broken stream (resuming would read the same event again): an event too large.
+            raise DownstreamProtocolError(self._server, f"server {self._server!r} sent {exc}") from None
         except (aiohttp.ClientError, httpx2.TransportError, OSError) as exc:
             log.info("server %s: the answer stream to %s broke: %s", self._server, call.id, exc)
 

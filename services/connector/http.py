@@ -15,6 +15,8 @@ import aiohttp
 import httpx2
 
 BOM = b"\xef\xbb\xbf"
+# One event (one JSON-RPC message) at most: as large as a result the gRPC hop can carry.
+MAX_EVENT_BYTES = 64 * 1024 * 1024
 
 
 def client_session(connect_timeout: float, connections: int) -> aiohttp.ClientSession:
@@ -32,36 +34,57 @@ class _Body(httpx2.AsyncByteStream):
     """An aiohttp response body as httpx2 reads one; a leading UTF-8 BOM is dropped, as
     the event-stream rules say to (the body is only ever JSON or an event stream)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, events: bool = False) -> None:
         self._response = response
+        self._events = events
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        first = True
+        # The body's first bytes, held until they are known to be a BOM or not (a BOM may
+        # arrive split across reads).
+        head: bytes | None = b""
+        last = b""
         try:
             async for chunk in self._response.content.iter_any():
-                if first:
-                    chunk, first = chunk.removeprefix(BOM), False
+                if head is not None:
+                    head += chunk
+                    if len(head) < len(BOM) and BOM.startswith(head):
+                        continue
+                    chunk, head = head.removeprefix(BOM), None
                 if chunk:
+                    last = chunk
                     yield chunk
         except (aiohttp.ClientError, OSError) as exc:
             # The server closed or broke the body mid-way: httpx2's readers expect its own error.
             raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+        if head:
+            # A body shorter than a BOM that starts like one.
+            last = head
+            yield head
+        if self._events and last.endswith(b"\r"):
+            # httpx2 flushes a final CR as a blank line and so dispatches an unterminated event;
+            # CRLF is the same one line end by the WHATWG rules, and httpx2 reads that right.
+            yield b"\n"
 
     async def aclose(self) -> None:
         self._response.release()
 
 
-def as_httpx(response: aiohttp.ClientResponse, request: httpx2.Request | None = None) -> httpx2.Response:
+def as_httpx(
+    response: aiohttp.ClientResponse, request: httpx2.Request | None = None, *, events: bool = False
+) -> httpx2.Response:
     """An aiohttp response as an httpx2 one (streamed, nothing read yet)."""
     return httpx2.Response(
-        response.status, headers=response.raw_headers, stream=_Body(response), request=request
+        response.status, headers=response.raw_headers, stream=_Body(response, events=events), request=request
     )
 
 
 async def server_events(response: aiohttp.ClientResponse) -> AsyncIterator[httpx2.ServerSentEvent]:
     """The events of an event-stream response, parsed by the WHATWG rules."""
     request = httpx2.Request(response.method, str(response.url))
-    async for event in httpx2.EventSource(as_httpx(response, request)):
+    body = as_httpx(response, request, events=True)
+    # An event stream is UTF-8 whatever charset its content-type names.
+    body.encoding = "utf-8"
+    async for event in httpx2.EventSource(body, max_event_size=MAX_EVENT_BYTES):
         yield event
 
 

@@ -40,7 +40,11 @@ class DownstreamPool:
         """The session a caller's requests to `name` go to: the server's own, or for a
         per_user server the caller's key's (opened on first use, and waited for)."""
         shared = self.get(name)
-        if shared is None or not shared.config.per_user:
+        if shared is None:
+            return None
+        if not shared.config.per_user:
+            if not shared.connected:
+                await shared.settled(self._settings.connect_timeout_seconds)
             return shared
         if key_id not in shared.config.key_headers:
             raise MissingCredentialsError(

@@ -170,10 +170,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
 def _failure(server: str, exc: Exception) -> connector_pb2.CallError:
     """The CallError for anything a call raised; what is not a DownstreamError is a fault of
     the connector's own, logged with its traceback and named to the client."""
-    if not isinstance(exc, DownstreamError):
-        log.error("a call to server %s failed inside the connector", server, exc_info=exc)
-        exc = ConnectorFaultError(server, f"mcpgw connector fault: {type(exc).__name__}: {exc}")
-    return call_error(exc)
+    # What a task group raises is its one leaf's failure: name that (it may be a DownstreamError).
+    leaf: BaseException = exc
+    while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+        leaf = leaf.exceptions[0]
+    if isinstance(leaf, DownstreamError):
+        return call_error(leaf)
+    log.error("a call to server %s failed inside the connector", server, exc_info=exc)
+    return call_error(ConnectorFaultError(server, f"mcpgw connector fault: {type(leaf).__name__}: {leaf}"))
 
 
 class StreamedCall:

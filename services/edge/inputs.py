@@ -13,12 +13,13 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from services.edge.calls import Call
 from services.edge.errors import InvalidParamsError
 from services.edge.sessions import Signer
 
@@ -60,6 +61,33 @@ class PendingCall:
         if self.sink is not None:
             self.sink(message)
 
+    async def relay(self, call: Call) -> bytes:
+        """Run `call`: its notifications go to the round in progress, its requests to the
+        client as input requests, answered by a later retry."""
+        asking: set[asyncio.Task[None]] = set()
+
+        async def pump() -> None:
+            async for message in call.messages:
+                parsed = orjson.loads(message)
+                if "id" in parsed and "method" in parsed:
+                    task = asyncio.ensure_future(self._relay_ask(call, parsed))
+                    asking.add(task)
+                    task.add_done_callback(asking.discard)
+                else:
+                    self.notify(message)
+
+        pumping = asyncio.ensure_future(pump())
+        try:
+            return await call.result()
+        finally:
+            pumping.cancel()
+            for task in asking:
+                task.cancel()
+
+    async def _relay_ask(self, call: Call, request: dict[str, Any]) -> None:
+        answer = await self.ask(str(request["method"]), orjson.dumps(request.get("params") or {}))
+        call.reply(str(request["id"]), answer)
+
     def answer(self, responses: dict[str, Any]) -> None:
         """Hand the client's answers to the asks they name; others stay open."""
         for key, response in responses.items():
@@ -86,10 +114,11 @@ class InputRounds:
         self._wait = wait_seconds
         self._calls: dict[str, PendingCall] = {}
 
-    def start(self, tool: str, run: Callable[[PendingCall], Awaitable[bytes]]) -> PendingCall:
+    def start(self, tool: str, running: Call) -> PendingCall:
+        """Run `running` as a call that may wait on its client between rounds."""
         call_id = secrets.token_hex(8)
         call = PendingCall(call_id, tool, self._signer.sign(f"{self.edge_id}.{call_id}"))
-        call.task = asyncio.ensure_future(run(call))
+        call.task = asyncio.ensure_future(call.relay(running))
         self._calls[call_id] = call
         return call
 

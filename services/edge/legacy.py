@@ -9,7 +9,6 @@ The stream lives on the edge that opened it, so its session does too.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import logging
 import secrets
@@ -22,6 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.edge.admission import Admission, refusal
+from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     EdgeError,
@@ -65,6 +65,27 @@ class SseSession:
     async def send(self, message: bytes) -> None:
         """Responses wait for room on the stream; only notifications may be dropped."""
         await self.stream.send.send(message)
+
+
+async def _relayed(call: Call, sse: SseSession) -> bytes:
+    """Run `call`; what it sends its client meanwhile goes on the session's stream first."""
+
+    async def pump() -> None:
+        async for message in call.messages:
+            await sse.send(message)
+
+    pumping = asyncio.ensure_future(pump())
+    try:
+        result = await call.result()
+    except EdgeError:
+        await pumping
+        raise
+    except BaseException:
+        pumping.cancel()
+        raise
+    # The channel closed as the call ended: the pump has at most its last messages to send.
+    await pumping
+    return result
 
 
 class LegacySseEndpoint:
@@ -193,12 +214,11 @@ class LegacySseEndpoint:
             return self._initialize(sse, message, view)
         if sse.session is None:
             raise InvalidRequestError("Invalid Request: send initialize first")
-        ctx = CallContext(
-            sse.session, message.id, view, self._handler.session_sink(sse.session, sse.stream.offer)
-        )
-        if sse.session.answers:
-            ctx.ask = functools.partial(self._handler.ask_on_stream, sse.stream.offer)
-        return await self._handler.request(ctx, message.method, message.params)
+        ctx = CallContext(sse.session, message.id, view, log_level=self._handler.session_level(sse.session))
+        if message.method != "tools/call":
+            return await self._handler.request(ctx, message.method, message.params)
+        ctx.relay = Relay.NOTIFY | (Relay.ASK if sse.session.answers else Relay.NONE)
+        return await _relayed(self._handler.open_call(ctx, message.params), sse)
 
     def _initialize(self, sse: SseSession, message: Message, view: View) -> bytes:
         if sse.session is not None:

@@ -15,6 +15,7 @@ from services.edge.admin import create_admin_api
 from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
+from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
@@ -45,6 +46,7 @@ async def serve(settings: EdgeSettings) -> None:
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
+    background = Background()
     audit = AuditPublisher(nc, settings.audit_linger_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
@@ -83,9 +85,10 @@ async def serve(settings: EdgeSettings) -> None:
         lambda: follower.catalog,
         SessionCodec(signer, settings.session_ttl_seconds, state.is_ended),
         hub,
-        ModernEndpoint(handler, rounds, peers, hub, settings.keepalive_seconds),
+        ModernEndpoint(handler, rounds, peers, hub, background, settings.keepalive_seconds),
         admission,
         EventLog(nc, settings.keepalive_seconds),
+        background,
         keepalive_seconds=settings.keepalive_seconds,
     )
     legacy = LegacySseEndpoint(
@@ -97,7 +100,7 @@ async def serve(settings: EdgeSettings) -> None:
         keepalive_seconds=settings.keepalive_seconds,
         session_ttl_seconds=settings.session_ttl_seconds,
     )
-    await peers.serve(handler.resolve, rounds.carry_on, legacy.deliver, handler.cancel)
+    await peers.serve(handler.calls.reply, rounds.carry_on, legacy.deliver, handler.calls.cancel)
     admin = create_admin_api(registry_pb2_grpc.RegistryStub(registry_channel), nc, settings.admin_token)
     app = create_app(EdgeComponents(endpoint, legacy, admin, settings.max_body_bytes, follower, audit, hub))
     server = uvicorn.Server(
@@ -115,9 +118,11 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(follower.run)
         await tg.start(audit.run)
         await tg.start(state.run)
+        await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         await server.serve()
         await rounds.close()
+        await background.stop()
         await audit.flush(AUDIT_FLUSH_SECONDS)
         tg.cancel_scope.cancel()
     if audit.backlog:

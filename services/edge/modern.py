@@ -8,12 +8,13 @@ and change notifications a `subscriptions/listen` stream.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import anyio
 import orjson
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
@@ -36,6 +37,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from services.edge.background import Background
+from services.edge.calls import CHANNEL_SIZE, Relay
 from services.edge.catalog import Route, View
 from services.edge.errors import (
     EdgeError,
@@ -48,10 +51,10 @@ from services.edge.errors import (
     error_response,
     result_response,
 )
-from services.edge.inputs import InputRounds, PendingCall
+from services.edge.inputs import InputRounds
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
-from services.edge.protocol import CallContext, McpHandler, answerable, log_gate
+from services.edge.protocol import CallContext, McpHandler, answerable
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, keepalive_events, sse_event
 from services.edge.streams import StreamHub
@@ -86,8 +89,6 @@ CACHEABLE = frozenset(
         "resources/read",
     }
 )
-# Unsubscriptions of closed listen streams, kept referenced until they are done.
-_releasing: set[asyncio.Future[None]] = set()
 LISTEN_KINDS = {
     "toolsListChanged": "tools",
     "promptsListChanged": "prompts",
@@ -133,8 +134,15 @@ def reply_for(request_id: JsonRpcId, exc: EdgeError) -> Reply:
 
 class ModernEndpoint:
     def __init__(
-        self, handler: McpHandler, rounds: InputRounds, peers: Peers, hub: StreamHub, keepalive_seconds: float
+        self,
+        handler: McpHandler,
+        rounds: InputRounds,
+        peers: Peers,
+        hub: StreamHub,
+        background: Background,
+        keepalive_seconds: float,
     ) -> None:
+        self._background = background
         self._handler = handler
         self._rounds = rounds
         self._peers = peers
@@ -198,11 +206,24 @@ class ModernEndpoint:
     ) -> Response:
         params = downstream_params(message.params)
         tool = str(params.get("name"))
-        notes: asyncio.Queue[bytes] = asyncio.Queue()
         # 2026-07-28 logging is opt-in per request: no level asked for, no log messages.
-        sink = log_gate(str(envelope.get(LOG_LEVEL_META_KEY, "off")), notes.put_nowait)
-        ctx = CallContext(caller, message.id, view)
+        ctx = CallContext(caller, message.id, view, log_level=str(envelope.get(LOG_LEVEL_META_KEY, "off")))
         original = message.params or {}
+        if "requestState" not in original and not answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
+            if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
+                ctx.relay = Relay.NOTIFY
+            call = self._handler.open_call(ctx, params)
+            return await json_or_events(
+                call.messages, self._answer(message.id, call.result()), self._background
+            )
+        # The call may ask its client for input: it runs in rounds, each one HTTP request
+        # whose notifications go out on that request's stream.
+        send, notes = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
+
+        def sink(note: bytes) -> None:
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(note)
+
         result: Awaitable[bytes]
         if "requestState" in original:
             state, responses = original["requestState"], original.get("inputResponses")
@@ -211,18 +232,16 @@ class ModernEndpoint:
                 result = self._rounds.carry_on(state, tool, responses, sink)
             else:
                 result = self._peers.resume(holder, state, tool, responses)
-        elif answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
-
-            async def run(call: PendingCall) -> bytes:
-                ctx.notify, ctx.ask = call.notify, call.ask
-                return await self._handler.request(ctx, "tools/call", params)
-
-            result = self._rounds.round(self._rounds.start(tool, run), sink)
         else:
-            if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
-                ctx.notify = sink
-            result = self._handler.request(ctx, "tools/call", params)
-        return await json_or_events(notes, self._answer(message.id, result))
+            ctx.relay = Relay.NOTIFY | Relay.ASK
+            call = self._handler.open_call(ctx, params)
+            result = self._rounds.round(self._rounds.start(tool, call), sink)
+
+        async def round_result() -> bytes:
+            with send:
+                return await result
+
+        return await json_or_events(notes, self._answer(message.id, round_result()), self._background)
 
     @staticmethod
     async def _answer(request_id: JsonRpcId, result: Awaitable[bytes]) -> Reply:
@@ -264,9 +283,7 @@ class ModernEndpoint:
             finally:
                 self._hub.close(stream)
                 # Not awaited here: the generator may be closing because it was cancelled.
-                release = asyncio.ensure_future(self._unsubscribe(list(resources.values())))
-                _releasing.add(release)
-                release.add_done_callback(_releasing.discard)
+                self._background.start(self._unsubscribe, list(resources.values()))
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 

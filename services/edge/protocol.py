@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from services import __version__
-from services.contracts import connector_pb2, events_pb2
+from services.contracts import connector_pb2
 from services.edge.auditing import AuditPublisher
+from services.edge.calls import Call, Calls, Relay, rpc_error
 from services.edge.catalog import Listing, Route, View
-from services.edge.connector_client import Ask, ConnectorClient, ConnectorUnavailableError
+from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
     DownstreamRpcError,
     EdgeError,
@@ -70,27 +68,26 @@ class CallContext:
     session: Session | None
     request_id: JsonRpcId
     view: View
-    # Where the call's notifications go, and who answers a downstream's requests during it;
-    # with neither, the call is one unary gRPC call.
-    notify: Callable[[bytes], object] | None = None
-    ask: Ask | None = None
+    # What a tools/call may send its client before the result (nothing: one unary gRPC call),
+    # and the lowest log level it passes on (None: every level).
+    relay: Relay = Relay.NONE
+    log_level: str | None = None
 
 
-def log_gate(level: str | None, sink: Callable[[bytes], object]) -> Callable[[bytes], object]:
-    """`sink` without the log messages below `level`; None lets all through, and a level that
-    is not one (a 2026-07-28 request that asked for none) lets none through."""
+def log_filter(level: str | None) -> Callable[[bytes], bool] | None:
+    """Whether a notification passes a log level: None lets all through, and a level that is
+    not one (a 2026-07-28 request that asked for none) lets no log message through."""
     if level is None:
-        return sink
+        return None
     floor = LOG_LEVELS.index(level) if level in LOG_LEVELS else len(LOG_LEVELS)
 
-    def gated(message: bytes) -> object:
-        if b'"notifications/message"' in message:
-            logged = (orjson.loads(message).get("params") or {}).get("level")
-            if logged not in LOG_LEVELS or LOG_LEVELS.index(logged) < floor:
-                return None
-        return sink(message)
+    def passes(message: bytes) -> bool:
+        if b'"notifications/message"' not in message:
+            return True
+        logged = (orjson.loads(message).get("params") or {}).get("level")
+        return logged in LOG_LEVELS and LOG_LEVELS.index(logged) >= floor
 
-    return gated
+    return passes
 
 
 def answerable(capabilities: object) -> tuple[str, ...]:
@@ -147,38 +144,6 @@ def _resource(view: View, uri: object) -> Route:
     return route
 
 
-CANCELLED = connector_pb2.CallError(
-    code=-32000,
-    message="mcpgw: the call was cancelled by the client",
-    failure=connector_pb2.FAILURE_CANCELLED,
-)
-
-
-def no_connector(exc: ConnectorUnavailableError) -> connector_pb2.CallError:
-    return connector_pb2.CallError(
-        code=-32000,
-        message=f"mcpgw: connector unavailable: {exc}",
-        failure=connector_pb2.FAILURE_NO_CONNECTOR,
-    )
-
-
-def _rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
-    """The JSON-RPC error a client sees for a failed request other than tools/call."""
-    return DownstreamRpcError(
-        error.code, error.message, orjson.loads(error.data_json) if error.data_json else None
-    )
-
-
-def failed_call_result(error: connector_pb2.CallError) -> bytes:
-    """What the client of a failed tools/call sees: the downstream's own JSON-RPC error as
-    that error; every other failure (unreachable, timed out, invalid JSON, cancelled, a
-    fault of the gateway) as a tool error whose text names the cause, which a model can
-    read and act on."""
-    if error.failure == connector_pb2.FAILURE_DOWNSTREAM:
-        raise _rpc_error(error)
-    return tool_error_result(error.message)
-
-
 def _key(ctx: CallContext) -> str:
     """The caller's virtual key id, which a per_user server's session is chosen by."""
     return "" if ctx.session is None else ctx.session.key_id
@@ -187,10 +152,6 @@ def _key(ctx: CallContext) -> str:
 def _as_shown(view: View, route: Route, result_json: bytes) -> bytes:
     """A downstream's result with its resource URIs as the client's view names them."""
     return result_json if view.server is not None else exposed_result(route.server, result_json)
-
-
-def tool_error_result(message: str) -> bytes:
-    return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
 
 class McpHandler:
@@ -210,17 +171,12 @@ class McpHandler:
         self._connector = connector
         self._audit = audit
         self._edge_id = edge_id
-        # Calls in flight by (session, request id), and those their clients cancelled.
-        self._running: dict[tuple[str, str], asyncio.Task[Any]] = {}
-        self._cancelled: set[tuple[str, str]] = set()
-        # Requests relayed to clients, by the id they were sent under, awaiting the client's reply.
-        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._ask_ids = itertools.count(1)
+        self.calls = Calls(edge_id)
 
     async def client_replied(self, request_id: JsonRpcId, answer: dict[str, Any]) -> None:
         """A client's response to a request an edge relayed: resolved here when this edge
         asked, else sent to the edge that did; ids no edge issued are ignored."""
-        if self.resolve(request_id, answer) or not isinstance(request_id, str):
+        if self.calls.reply(request_id, answer) or not isinstance(request_id, str):
             return
         if self._peers is not None and owner(request_id) not in ("", self._edge_id):
             await self._peers.reply(request_id, answer)
@@ -230,40 +186,8 @@ class McpHandler:
         request_id = (params or {}).get("requestId")
         if not isinstance(request_id, str | int) or isinstance(request_id, bool):
             return
-        if not self.cancel(session.id, str(request_id)) and self._peers is not None:
+        if not self.calls.cancel(session.id, str(request_id)) and self._peers is not None:
             await self._peers.cancel(session.id, str(request_id))
-
-    def cancel(self, session_id: str, request_id: str) -> bool:
-        """Cancel a call in flight on this edge; whether there was one."""
-        task = self._running.get((session_id, request_id))
-        if task is None:
-            return False
-        self._cancelled.add((session_id, request_id))
-        task.cancel()
-        return True
-
-    def resolve(self, request_id: JsonRpcId, answer: dict[str, Any]) -> bool:
-        """Hand a reply to the relayed request of this edge it answers; whether there was one."""
-        waiting = self._asked.get(str(request_id))
-        if waiting is None or waiting.done():
-            return False
-        waiting.set_result(answer)
-        return True
-
-    async def ask_on_stream(
-        self, send: Callable[[bytes], object], method: str, params_json: bytes
-    ) -> dict[str, Any]:
-        """Send a downstream's request to the client on the call's stream and wait for its reply."""
-        request_id = f"{self._edge_id}-{next(self._ask_ids)}"
-        self._asked[request_id] = asyncio.get_running_loop().create_future()
-        send(
-            b'{"jsonrpc":"2.0","id":' + orjson.dumps(request_id) + b',"method":' + orjson.dumps(method)
-            + b',"params":' + (params_json or b"{}") + b"}"
-        )  # fmt: skip
-        try:
-            return await self._asked[request_id]
-        finally:
-            del self._asked[request_id]
 
     def initialize_result(self, version: str, view: View) -> bytes:
         result: dict[str, Any] = {
@@ -283,7 +207,7 @@ class McpHandler:
             # /mcp/{server} is that server: what it does not offer is unknown there too.
             raise MethodNotFoundError(f"Method not found: {method}")
         if method == "tools/call":
-            return await self._call_tool(ctx, params)
+            return await self.open_call(ctx, params).result()
         if method in LISTS:
             listing: Listing = getattr(ctx.view, LISTS[method])
             return listing.page(params.get("cursor"))
@@ -326,9 +250,9 @@ class McpHandler:
         """Whether a session asked for log messages (logging/setLevel)."""
         return self._state is not None and self._state.level(session.id) is not None
 
-    def session_sink(self, session: Session, sink: Callable[[bytes], object]) -> Callable[[bytes], object]:
-        """`sink` for a session's notifications, without the log messages below its level."""
-        return log_gate(None if self._state is None else self._state.level(session.id), sink)
+    def session_level(self, session: Session) -> str | None:
+        """The log level a session asked for (None: it set none, so every message passes)."""
+        return None if self._state is None else self._state.level(session.id)
 
     async def end_session(self, session: Session) -> None:
         """End a session on every edge, and undo what it left behind: its subscriptions
@@ -370,12 +294,15 @@ class McpHandler:
             outcome = await self._connector.forward(request, traceparent(trace_id, span_id))
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
-            raise _rpc_error(no_connector(exc)) from None
+            raise DownstreamRpcError(-32000, f"mcpgw: connector unavailable: {exc}") from None
         if outcome.HasField("error"):
-            raise _rpc_error(outcome.error)
+            raise rpc_error(outcome.error)
         return outcome.result_json
 
-    async def _call_tool(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
+    def open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
+        """The Call a tools/call request makes (InvalidParamsError for one that names no tool
+        the caller may use); the transport runs it and reads what it sends."""
+        params = params or {}
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidParamsError('Invalid params: "name" must be a string')
@@ -386,7 +313,6 @@ class McpHandler:
         if route is None:
             raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
-        trace_id, span_id = new_trace()
         request = connector_pb2.CallToolRequest(
             server=route.server,
             tool=route.name,
@@ -395,71 +321,17 @@ class McpHandler:
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
             timeout_seconds=self._timeout(route.server, route.name),
         )
-        started = time.time_ns()
-        outcome: connector_pb2.CallToolOutcome | None = None
-        # A client may cancel the call (notifications/cancelled) by the id it sent it under.
-        running = None if ctx.session is None or not ctx.session.id else (ctx.session.id, str(ctx.request_id))
-        if running is not None:
-            self._running[running] = asyncio.current_task()  # type: ignore[assignment]
-        try:
-            outcome = await self._connector.call_tool(
-                request, traceparent(trace_id, span_id), ctx.notify, ctx.ask
-            )
-        except ConnectorUnavailableError as exc:
-            log.warning("call to %s failed: connector unavailable: %s", name, exc)
-            outcome = connector_pb2.CallToolOutcome(error=no_connector(exc))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if running is None or running not in self._cancelled or task is None:
-                raise
-            # Cancelled by its client, not by the edge: the gRPC call and the downstream's
-            # request are cancelled, and the HTTP request still gets an answer.
-            task.uncancel()
-            outcome = connector_pb2.CallToolOutcome(error=CANCELLED)
-        finally:
-            if running is not None:
-                self._running.pop(running, None)
-                self._cancelled.discard(running)
-            self._audit.submit(
-                self._event(ctx, name, route.server, route.name, started, outcome, trace_id, span_id)
-            )
-        if outcome.HasField("result"):
-            return _as_shown(ctx.view, route, outcome.result.result_json)
-        return failed_call_result(outcome.error)
-
-    def _event(
-        self,
-        ctx: CallContext,
-        exposed: str,
-        server: str,
-        tool: str,
-        started: int,
-        outcome: connector_pb2.CallToolOutcome | None,
-        trace_id: str,
-        span_id: str,
-    ) -> events_pb2.ToolCallEvent:
-        event = events_pb2.ToolCallEvent(
-            event_id=uuid.uuid4().hex,
-            start_unix_nano=started,
-            end_unix_nano=time.time_ns(),
-            server=server,
-            tool=tool,
-            exposed_name=exposed,
-            request_id="" if ctx.request_id is None else str(ctx.request_id),
-            trace_id=trace_id,
-            span_id=span_id,
-            edge_id=self._edge_id,
+        view = ctx.view
+        return Call(
+            self.calls,
+            self._connector,
+            self._audit,
+            request,
+            name,
+            session=ctx.session,
+            request_id=ctx.request_id,
+            traceparent=new_trace(),
+            relay=ctx.relay,
+            log_filter=log_filter(ctx.log_level),
+            present=None if view.server is not None else partial(exposed_result, route.server),
         )
-        if ctx.session is not None:
-            event.session = ctx.session.id
-            event.virtual_key_id = ctx.session.key_id
-            event.client_name = ctx.session.client_name
-        if outcome is None:
-            event.outcome, event.error_message = "error", "cancelled"
-        elif outcome.HasField("error"):
-            event.outcome = "error"
-            event.error_code = outcome.error.code
-            event.error_message = outcome.error.message[:500]
-        else:
-            event.outcome = "tool_error" if outcome.result.is_error else "ok"
-        return event

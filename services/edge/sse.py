@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.responses import Response, StreamingResponse
 
+from services.edge.background import Background
 from services.edge.eventlog import StreamRecord
 
 JSON = "application/json"
@@ -26,8 +26,10 @@ class Reply(NamedTuple):
 
 # How long a client whose answer stream broke waits before it resumes (SSE `retry`, ms).
 RETRY_MS = 1000
-# Answers still running after their client left, kept referenced until they finish.
-_unattended: set[asyncio.Task[None]] = set()
+# Events a resumable answer holds for a client that is slow to read, and how long it waits
+# for one that stopped reading before ending its stream (the client resumes from the log).
+LIVE_BUFFER = 64
+LIVE_WAIT_SECONDS = 5.0
 
 
 def sse_event(data: bytes, event_id: str | None = None) -> bytes:
@@ -59,66 +61,99 @@ def priming_event(event_id: str) -> bytes:
 
 
 async def json_or_events(
-    notes: asyncio.Queue[bytes], answer: Awaitable[Reply], record: StreamRecord | None = None
+    messages: MemoryObjectReceiveStream[bytes],
+    answer: Awaitable[Reply],
+    background: Background,
+    record: StreamRecord | None = None,
 ) -> Response:
-    """JSON when `answer` comes before any note; an SSE stream of the notes and then the
-    answer once a note comes first, so a quiet call costs no stream.
+    """JSON when `answer` comes before any message; an SSE stream of the messages and then
+    the answer once a message comes first, so a quiet call costs no stream. `messages` ends
+    (its sender closes) before `answer` does.
 
-    With a `record`, the stream is resumable: it opens with a priming event, every event
-    is logged under its id, and the call runs to its end even if the client goes away.
+    Without a `record`, a client that leaves cancels the answer. With one, the stream is
+    resumable: it opens with a priming event, every event is logged under its id, and the
+    answer runs to its end even if the client goes away.
     """
-    answering = asyncio.ensure_future(answer)
-    first = asyncio.ensure_future(notes.get())
-    await asyncio.wait({answering, first}, return_when=asyncio.FIRST_COMPLETED)
-    if not first.done():
-        first.cancel()
-        body, status = answering.result()
-        return Response(body, status_code=status, media_type=JSON)
-    messages = _messages(first.result(), notes, answering)
+    replies: list[Reply] = []
+    answered = anyio.Event()
+    scope = anyio.CancelScope()
+
+    async def run() -> None:
+        with scope:
+            try:
+                replies.append(await answer)
+            finally:
+                answered.set()
+
+    background.start(run)
+    try:
+        first = await messages.receive()
+    except anyio.EndOfStream:
+        await answered.wait()
+        return _reply(replies)
+    except BaseException:
+        scope.cancel()
+        raise
+
+    async def rest() -> AsyncIterator[tuple[bytes, bool]]:
+        """The messages after the first, then the answer's body, marked final (if it was
+        not cancelled)."""
+        async for data in messages:
+            yield data, False
+        await answered.wait()
+        if replies:
+            yield replies[0].body, True
+
     if record is None:
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                async for data, _ in messages:
+                yield sse_event(first)
+                async for data, _ in rest():
                     yield sse_event(data)
             finally:
-                answering.cancel()
+                scope.cancel()
 
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
-    relay: asyncio.Queue[bytes | None] = asyncio.Queue()
+    live_send, live = anyio.create_memory_object_stream[bytes](LIVE_BUFFER)
 
     async def pump() -> None:
-        try:
-            async for data, final in messages:
-                relay.put_nowait(sse_event(data, await record.append(data, final)))
-        finally:
-            relay.put_nowait(None)
+        """Log every event, and pass it to the client while it is there and keeping up."""
+        with live_send:
+            event_id = await record.append(first)
+            streaming = await _offer(live_send, sse_event(first, event_id))
+            async for data, final in rest():
+                event_id = await record.append(data, final)
+                streaming = streaming and await _offer(live_send, sse_event(data, event_id))
 
-    task = asyncio.ensure_future(pump())
-    _unattended.add(task)
-    task.add_done_callback(_unattended.discard)
+    background.start(pump)
 
     async def resumable() -> AsyncIterator[bytes]:
-        yield priming_event(record.event_id(0))
-        while (event := await relay.get()) is not None:
-            yield event
+        with live:
+            yield priming_event(record.event_id(0))
+            async for event in live:
+                yield event
 
     return StreamingResponse(resumable(), media_type=SSE, headers=SSE_HEADERS)
 
 
-async def _messages(
-    first: bytes, notes: asyncio.Queue[bytes], answering: asyncio.Future[Reply]
-) -> AsyncIterator[tuple[bytes, bool]]:
-    """The call's notes in the order they came, then its answer (marked final)."""
-    yield first, False
-    while not answering.done():
-        note: asyncio.Future[Any] = asyncio.ensure_future(notes.get())
-        await asyncio.wait({answering, note}, return_when=asyncio.FIRST_COMPLETED)
-        if note.done():
-            yield note.result(), False
-        else:
-            note.cancel()
-    while not notes.empty():
-        yield notes.get_nowait(), False
-    yield answering.result().body, True
+def _reply(replies: list[Reply]) -> Response:
+    if not replies:
+        # The answer was cancelled before it came (the edge is stopping).
+        return Response(status_code=503)
+    body, status = replies[0]
+    return Response(body, status_code=status, media_type=JSON)
+
+
+async def _offer(live: MemoryObjectSendStream[bytes], event: bytes) -> bool:
+    """Pass an event to the client's stream; False once the client left or fell behind by
+    more than LIVE_WAIT_SECONDS (its stream then ends, and it resumes from the log)."""
+    with anyio.move_on_after(LIVE_WAIT_SECONDS):
+        try:
+            await live.send(event)
+            return True
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+    live.close()
+    return False

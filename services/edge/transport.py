@@ -6,8 +6,6 @@ methods themselves are `McpHandler`'s.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +16,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from services.edge.admission import Admission, refusal
+from services.edge.background import Background
+from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
@@ -26,6 +26,7 @@ from services.edge.errors import (
     InternalError,
     InvalidParamsError,
     InvalidRequestError,
+    JsonRpcId,
     NotAcceptableError,
     SessionNotFoundError,
     UnsupportedMediaTypeError,
@@ -69,6 +70,17 @@ def accepts(header: str, media_type: str) -> bool:
     return False
 
 
+async def answer(request_id: JsonRpcId, call: Call) -> Reply:
+    """A call's JSON-RPC response: its result, or the error it ended with."""
+    try:
+        return Reply(result_response(request_id, await call.result()))
+    except EdgeError as exc:
+        return Reply(error_response(request_id, exc.error_object()))
+    except Exception:
+        log.exception("unexpected error answering tools/call")
+        return Reply(error_response(request_id, InternalError("Internal error").error_object()))
+
+
 def endpoint_name(path: str) -> str:
     """The server or group a path names: "" for /mcp, "a" for /mcp/a (a trailing slash allowed)."""
     return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
@@ -84,10 +96,12 @@ class StreamableHttpEndpoint:
         modern: ModernEndpoint,
         admission: Admission,
         events: EventLog,
+        background: Background,
         *,
         keepalive_seconds: float,
     ) -> None:
         self._events = events
+        self._background = background
         self._handler = handler
         self._catalog = catalog
         self._sessions = sessions
@@ -212,16 +226,14 @@ class StreamableHttpEndpoint:
         return result_response(message.id, result)
 
     async def _answer_streaming(self, session: Session, ctx: CallContext, message: Message) -> Response:
-        notes: asyncio.Queue[bytes] = asyncio.Queue()
-        ctx.notify = self._handler.session_sink(session, notes.put_nowait)
-        if session.answers:
-            ctx.ask = functools.partial(self._handler.ask_on_stream, notes.put_nowait)
-
-        async def answer() -> Reply:
-            return Reply(await self._answer(ctx, message))
-
+        ctx.relay = Relay.NOTIFY | (Relay.ASK if session.answers else Relay.NONE)
+        ctx.log_level = self._handler.session_level(session)
+        try:
+            call = self._handler.open_call(ctx, message.params)
+        except EdgeError as exc:
+            return Response(error_response(message.id, exc.error_object()), media_type=JSON)
         record = self._events.open(session.id) if session.protocol_version >= RESUMABLE_FROM else None
-        return await json_or_events(notes, answer(), record)
+        return await json_or_events(call.messages, answer(message.id, call), self._background, record)
 
     async def _resume(self, session: Session, last_event_id: str) -> Response:
         """The rest of an SSE answer the client lost, from the event after the one it names."""

@@ -1,5 +1,7 @@
 """The gateway the end-to-end client and conformance tests share: `mcpgw up` in front of
-the conformance fixture server, over stdio as `conf` and over Streamable HTTP as `confhttp`."""
+the conformance fixture server, over stdio as `conf` and over Streamable HTTP as `confhttp`,
+and of its TypeScript SDK twin (resumable: priming events, requests on the GET stream) as
+`confts`."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ import psutil
 import pytest
 
 from services.up.main import free_port
-from tests.processes import ROOT, port_open, python_script, running, stop, wait_until
+from tests.processes import NODE, NODE_DIR, ROOT, port_open, python_script, running, stop, wait_until
 
 FIXTURE = ROOT / "tests" / "servers" / "conformance_server.py"
+TS_FIXTURE = NODE_DIR / "conformance-server.mjs"
+SERVERS = {"conf", "confhttp", "confts"}
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +32,17 @@ def fixture_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def conformance_gateway(fixture_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ts_fixture_url() -> Iterator[str]:
+    port = free_port()
+    with running([str(NODE), str(TS_FIXTURE), "--port", str(port)]) as process:
+        wait_until(lambda: port_open(port), 15, "TypeScript conformance fixture", process)
+        yield f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(scope="session")
+def conformance_gateway(
+    fixture_url: str, ts_fixture_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("conformance")
     config = {
         "mcp": {
@@ -43,6 +57,12 @@ def conformance_gateway(fixture_url: str, tmp_path_factory: pytest.TempPathFacto
                     "name": "confhttp",
                     "connection_type": "http",
                     "connection_string": fixture_url,
+                    "tools_to_execute": ["*"],
+                },
+                {
+                    "name": "confts",
+                    "connection_type": "http",
+                    "connection_string": ts_fixture_url,
                     "tools_to_execute": ["*"],
                 },
             ]
@@ -60,9 +80,7 @@ def conformance_gateway(fixture_url: str, tmp_path_factory: pytest.TempPathFacto
     process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_until(
-            lambda: _connected(base) == {"conf", "confhttp"}, 60, "mcpgw up with both fixtures", process
-        )
+        wait_until(lambda: _connected(base) == SERVERS, 60, "mcpgw up with every fixture", process)
         yield f"{base}/mcp"
     finally:
         for child in psutil.Process(process.pid).children(recursive=True):

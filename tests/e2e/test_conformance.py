@@ -1,10 +1,12 @@
 """The official MCP conformance suite against the gateway (`make conformance`).
 
 The fixture server (tests/servers/conformance_server.py) sits behind `mcpgw up`
-twice: over stdio as `conf` and over Streamable HTTP as `confhttp`. The suite runs
-against each `/mcp/{name}` (every scenario must pass), against the fixture
-directly (the fixture itself must be right), and against the prefixed `/mcp`,
-where only the scenarios that look names up verbatim may fail.
+twice: over stdio as `conf` and over Streamable HTTP as `confhttp`; its twin on the
+TypeScript SDK (tests/node/conformance-server.mjs, with an event store, so its answer
+streams open with priming events) sits there as `confts`. The suite runs against each
+`/mcp/{name}` (every scenario must pass), against both fixtures directly (the fixtures
+themselves must be right), and against the prefixed `/mcp`, where only the scenarios
+that look names up verbatim may fail.
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ def test_the_fixture_itself_passes_every_scenario(fixture_url: str, tmp_path: Pa
     assert code == 0, summary
 
 
-@pytest.mark.parametrize("server", ["conf", "confhttp"])
+def test_the_typescript_fixture_itself_passes_every_scenario(ts_fixture_url: str, tmp_path: Path) -> None:
+    code, summary = run_suite(ts_fixture_url, tmp_path)
+    assert code == 0, summary
+
+
+@pytest.mark.parametrize("server", ["conf", "confhttp", "confts"])
 def test_every_scenario_passes_through_a_server_endpoint(
     conformance_gateway: str, server: str, tmp_path: Path
 ) -> None:

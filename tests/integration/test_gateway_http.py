@@ -403,13 +403,12 @@ def test_a_client_cancellation_reaches_the_downstream(gateway: str, tmp_path: Pa
     }
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(post, gateway, body, session)
-        # The call is in flight once the downstream is waiting in it; cancel until it is.
+        # Cancelled once the downstream is waiting in it (a request cancelled before its handler
+        # starts never runs it, and so never writes the marker).
+        wait_until(lambda: Path(f"{marker}.started").exists(), 20, "the downstream waiting in the call")
         cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "long-1"}}
-        wait_until(
-            lambda: post(gateway, cancel, session).status_code == 202 and answer.done(),
-            20,
-            "the call cancelled",
-        )
+        assert post(gateway, cancel, session).status_code == 202
+        wait_until(answer.done, 20, "the call cancelled")
         result = answer.result().json()
     assert result["id"] == "long-1"
     assert result["result"]["isError"] is True and "cancelled" in result["result"]["content"][0]["text"]

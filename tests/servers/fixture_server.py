@@ -44,7 +44,9 @@ def weather(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Reg
 
 @server.tool()
 async def wait_for_cancel(marker: str) -> str:
-    """Wait until the call is cancelled, then write "cancelled" to the file `marker`."""
+    """Write `marker`.started, wait until the call is cancelled, then write `marker`."""
+    with open(f"{marker}.started", "w") as started:  # noqa: ASYNC230 (a tiny file, before any wait)
+        started.write("waiting")
     try:
         await anyio.sleep_forever()
     finally:

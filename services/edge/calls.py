@@ -1,0 +1,294 @@
+"""One tools/call on this edge, from its request to its audit record: a `Call` owns it.
+
+A Call owns its cancel scope (the client's notifications/cancelled), its deadline (the
+call's timeout plus the hop's grace, so nothing waits forever), a bounded channel of what
+the downstream sends the client meanwhile (notifications are dropped when the client
+falls behind; requests wait for room), the requests it relayed and their replies, and
+its audit record, submitted exactly once whatever the outcome. Transports read
+`messages` and await `result()`; none of them sees gRPC or the connector.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Flag, auto
+from typing import Any
+
+import anyio
+import orjson
+
+from services.contracts import connector_pb2, events_pb2
+from services.edge.auditing import AuditPublisher
+from services.edge.connector_client import DEADLINE_GRACE_SECONDS, ConnectorClient, ConnectorUnavailableError
+from services.edge.errors import DownstreamRpcError, JsonRpcId
+from services.edge.sessions import Session
+from services.telemetry import traceparent
+
+log = logging.getLogger(__name__)
+
+# What a call may have waiting for its client before notifications are dropped and
+# requests wait: enough for bursts of progress, small enough to bound a slow client.
+CHANNEL_SIZE = 64
+
+
+class Relay(Flag):
+    """What a call sends its client before the result, besides nothing."""
+
+    NONE = 0
+    # Notifications: progress, log messages.
+    NOTIFY = auto()
+    # Requests the client answers: sampling, elicitation, roots.
+    ASK = auto()
+
+
+def failure(code: int, message: str, kind: connector_pb2.Failure.ValueType) -> connector_pb2.CallError:
+    return connector_pb2.CallError(code=code, message=message, failure=kind)
+
+
+def tool_error_result(message: str) -> bytes:
+    return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
+
+
+def rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
+    """The JSON-RPC error a client sees for a failed request."""
+    return DownstreamRpcError(
+        error.code, error.message, orjson.loads(error.data_json) if error.data_json else None
+    )
+
+
+def result_of(outcome: connector_pb2.CallToolOutcome) -> bytes:
+    """What the client of a tools/call sees for its outcome: the result, the downstream's own
+    JSON-RPC error as that error, and every other failure (unreachable, timed out, invalid
+    JSON, cancelled, a fault of the gateway) as a tool error whose text names the cause,
+    which a model can read and act on."""
+    if outcome.HasField("result"):
+        return outcome.result.result_json
+    if outcome.error.failure == connector_pb2.FAILURE_DOWNSTREAM:
+        raise rpc_error(outcome.error)
+    return tool_error_result(outcome.error.message)
+
+
+@dataclass(slots=True)
+class _Reply:
+    """A relayed request's answer, once the client sends it."""
+
+    arrived: anyio.Event
+    answer: dict[str, Any] | None = None
+
+
+class Calls:
+    """The calls in flight on this edge: by (session, request id) for a client's cancellation,
+    and by the id of each request they relayed, for the client's reply."""
+
+    def __init__(self, edge_id: str) -> None:
+        self.edge_id = edge_id
+        self._running: dict[tuple[str, str], Call] = {}
+        self._asking: dict[str, Call] = {}
+        self._ids = itertools.count(1)
+
+    def cancel(self, session_id: str, request_id: str) -> bool:
+        """Cancel a session's call running on this edge; whether there was one."""
+        call = self._running.get((session_id, request_id))
+        if call is None:
+            return False
+        call.cancel()
+        return True
+
+    def reply(self, ask_id: JsonRpcId, answer: dict[str, Any]) -> bool:
+        """Hand a client's reply to the call that relayed the request; whether one did."""
+        call = self._asking.get(str(ask_id))
+        return call is not None and call.reply(str(ask_id), answer)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    def _track(self, call: Call) -> None:
+        if call.key is not None:
+            self._running[call.key] = call
+
+    def _untrack(self, call: Call) -> None:
+        if call.key is not None and self._running.get(call.key) is call:
+            del self._running[call.key]
+
+    def _asks(self, call: Call) -> str:
+        """A new id for a request `call` relays to its client (it names this edge)."""
+        ask_id = f"{self.edge_id}-{next(self._ids)}"
+        self._asking[ask_id] = call
+        return ask_id
+
+    def _answered(self, ask_id: str) -> None:
+        self._asking.pop(ask_id, None)
+
+
+class Call:
+    def __init__(
+        self,
+        calls: Calls,
+        connector: ConnectorClient,
+        audit: AuditPublisher,
+        request: connector_pb2.CallToolRequest,
+        exposed_name: str,
+        *,
+        session: Session | None,
+        request_id: JsonRpcId,
+        traceparent: tuple[str, str],
+        relay: Relay = Relay.NONE,
+        log_filter: Callable[[bytes], bool] | None = None,
+        present: Callable[[bytes], bytes] | None = None,
+        grace: float = DEADLINE_GRACE_SECONDS,
+    ) -> None:
+        self.request = request
+        self.exposed_name = exposed_name
+        self._calls = calls
+        self._connector = connector
+        self._audit = audit
+        self._session = session
+        self._request_id = request_id
+        self._trace_id, self._span_id = traceparent
+        self._relay = relay
+        self._log_filter = log_filter
+        # The result as the client's view names things (resource URIs on /mcp).
+        self._present = present
+        self.deadline = request.timeout_seconds + grace
+        self._send, self.messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
+        self._scope = anyio.CancelScope()
+        self._cancelled = False
+        self._outcome: connector_pb2.CallToolOutcome | None = None
+        self._asked: dict[str, _Reply] = {}
+        self._audited = False
+        # Notifications the client missed because it did not read them in time.
+        self.dropped = 0
+        # A client cancels a call by its session and the id it sent the call under.
+        self.key = (session.id, str(request_id)) if session is not None and session.id else None
+
+    def cancel(self) -> None:
+        """The client cancelled: the call ends (downstream too) and answers as cancelled."""
+        self._cancelled = True
+        self._scope.cancel()
+
+    async def result(self) -> bytes:
+        """The call's result JSON, or the DownstreamRpcError the downstream answered."""
+        result = result_of(await self.run())
+        return result if self._present is None else self._present(result)
+
+    async def run(self) -> connector_pb2.CallToolOutcome:
+        """Run the call to its outcome; the channel closes and the audit record goes out with it."""
+        started = time.time_ns()
+        outcome: connector_pb2.CallToolOutcome | None = None
+        self._calls._track(self)
+        try:
+            # The RPC runs in a task of its own: grpc's aio calls re-raise a cancellation in a
+            # way a cancel scope around them does not recognise (it escaped as CancelledError),
+            # while a task group's child ends cleanly when its group is cancelled.
+            with self._scope, anyio.move_on_after(self.deadline):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._reach)
+            outcome = self._outcome or connector_pb2.CallToolOutcome(error=self._ended_early())
+        finally:
+            self._calls._untrack(self)
+            # The client's stream of this call ends with it.
+            self._send.close()
+            self._submit(started, outcome)
+        return outcome
+
+    async def _reach(self) -> None:
+        """The connector's outcome of the call, into `_outcome`."""
+        try:
+            self._outcome = await self._connector.call_tool(
+                self.request,
+                traceparent(self._trace_id, self._span_id),
+                self._notify if Relay.NOTIFY in self._relay else None,
+                self._ask if Relay.ASK in self._relay else None,
+            )
+        except ConnectorUnavailableError as exc:
+            log.warning("call to %s failed: connector unavailable: %s", self.exposed_name, exc)
+            error = failure(
+                -32000, f"mcpgw: connector unavailable: {exc}", connector_pb2.FAILURE_NO_CONNECTOR
+            )
+            self._outcome = connector_pb2.CallToolOutcome(error=error)
+
+    def _ended_early(self) -> connector_pb2.CallError:
+        if self._cancelled:
+            return failure(
+                -32000, "mcpgw: the call was cancelled by the client", connector_pb2.FAILURE_CANCELLED
+            )
+        return failure(
+            -32001,
+            f"mcpgw: server {self.request.server!r} did not answer within {self.deadline:g}s",
+            connector_pb2.FAILURE_TIMEOUT,
+        )
+
+    def _notify(self, message: bytes) -> None:
+        if self._log_filter is not None and not self._log_filter(message):
+            return
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            # A client that stopped reading loses a notification, not the edge its memory.
+            self.dropped += 1
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+
+    async def _ask(self, method: str, params_json: bytes) -> dict[str, Any]:
+        """Relay a downstream's request to the client and wait for its reply."""
+        ask_id = self._calls._asks(self)
+        waiting = self._asked[ask_id] = _Reply(anyio.Event())
+        try:
+            await self._send.send(
+                b'{"jsonrpc":"2.0","id":' + orjson.dumps(ask_id) + b',"method":' + orjson.dumps(method)
+                + b',"params":' + (params_json or b"{}") + b"}"
+            )  # fmt: skip
+            await waiting.arrived.wait()
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return {
+                "error": {"code": -32603, "message": f"mcpgw: the client's stream closed before {method}"}
+            }
+        finally:
+            del self._asked[ask_id]
+            self._calls._answered(ask_id)
+        assert waiting.answer is not None
+        return waiting.answer
+
+    def reply(self, ask_id: str, answer: dict[str, Any]) -> bool:
+        waiting = self._asked.get(ask_id)
+        if waiting is None or waiting.arrived.is_set():
+            return False
+        waiting.answer = answer
+        waiting.arrived.set()
+        return True
+
+    def _submit(self, started: int, outcome: connector_pb2.CallToolOutcome | None) -> None:
+        """The audit record, exactly once."""
+        if self._audited:
+            return
+        self._audited = True
+        event = events_pb2.ToolCallEvent(
+            event_id=uuid.uuid4().hex,
+            start_unix_nano=started,
+            end_unix_nano=time.time_ns(),
+            server=self.request.server,
+            tool=self.request.tool,
+            exposed_name=self.exposed_name,
+            request_id="" if self._request_id is None else str(self._request_id),
+            trace_id=self._trace_id,
+            span_id=self._span_id,
+            edge_id=self._calls.edge_id,
+        )
+        if self._session is not None:
+            event.session = self._session.id
+            event.virtual_key_id = self._session.key_id
+            event.client_name = self._session.client_name
+        if outcome is None:
+            event.outcome, event.error_message = "error", "cancelled"
+        elif outcome.HasField("error"):
+            event.outcome = "error"
+            event.error_code = outcome.error.code
+            event.error_message = outcome.error.message[:500]
+        else:
+            event.outcome = "tool_error" if outcome.result.is_error else "ok"
+        self._audit.submit(event)
