@@ -18,6 +18,9 @@ REGISTRY_CHANGED = "mcpgw.registry.changed"
 SERVER_RECONNECT = "mcpgw.servers.reconnect"
 # {"server", "uri"}: a downstream said one of its resources changed (core NATS, every edge).
 RESOURCE_UPDATED = "mcpgw.resources.updated"
+# A downstream's notifications/tasks/status: {"server", "params"}; the edge holding the
+# task owner's stream tells it.
+TASK_STATUS = "mcpgw.tasks.status"
 AUDIT_STREAM = "MCPGW_AUDIT"
 AUDIT_SUBJECTS = "mcpgw.audit.>"
 TOOL_CALL_SUBJECT = "mcpgw.audit.toolcalls"

@@ -84,8 +84,10 @@ Report = Callable[[Status, Inventory], Awaitable[None]]
 """Tells registry what a server is now and what it offers."""
 # A connection that fails for these fails for its config or environment: state "failed".
 CONFIG_ERRORS = (MissingSecretError, FileNotFoundError, PermissionError, ValueError, NotAuthorizedError)
-Updated = Callable[[str, str], None]
-"""(server, resource URI): the downstream said the resource changed."""
+Heard = Callable[[str, str, dict[str, Any]], None]
+"""(server, method, params): a notification of the downstream's that edges pass on to the
+clients it concerns (notifications/resources/updated, notifications/tasks/status)."""
+RELAYED = frozenset({"notifications/resources/updated", "notifications/tasks/status"})
 
 
 class _WatchedReadStream:
@@ -131,7 +133,7 @@ class Downstream:
         self,
         config: registry_pb2.ServerConfig,
         report: Report,
-        updated: Updated,
+        heard: Heard,
         *,
         call_timeout: float,
         connect_timeout: float,
@@ -141,7 +143,7 @@ class Downstream:
         self.config = config
         self.name = config.name
         self._report = report
-        self._updated = updated
+        self._heard = heard
         self._subscriptions = SubscriptionCounts()
         self._call_timeout = config.tool_execution_timeout_seconds or call_timeout
         self._connect_timeout = connect_timeout
@@ -304,8 +306,8 @@ class Downstream:
                     return
 
     async def _on_message(self, message: types.ServerNotification | Exception) -> None:
-        if isinstance(message, types.ResourceUpdatedNotification):
-            self._updated(self.name, message.params.uri)
+        if isinstance(message, types.ResourceUpdatedNotification | types.TaskStatusNotification):
+            self._heard(self.name, message.method, _dump(message.params))
         elif isinstance(
             message,
             types.ToolListChangedNotification
@@ -337,10 +339,8 @@ class Downstream:
     def _on_forwarded_notification(self, message: dict[str, Any]) -> None:
         if message.get("method") in LIST_CHANGED:
             self._refresh.set()
-        elif message.get("method") == "notifications/resources/updated":
-            uri = (message.get("params") or {}).get("uri")
-            if isinstance(uri, str):
-                self._updated(self.name, uri)
+        elif message.get("method") in RELAYED and isinstance(message.get("params"), dict):
+            self._heard(self.name, message["method"], message["params"])
 
     async def _refresh_on_change(
         self, dispatcher: JSONRPCDispatcher[Any], capabilities: dict[str, Any], instructions: str
@@ -406,8 +406,10 @@ class Downstream:
         timeout: float | None = None,
         on_progress: ProgressFnT | None = None,
         relay: CallRelay | None = None,
+        task_json: bytes = b"",
     ) -> RawResult:
-        """The downstream's CallToolResult for `tool`; `arguments_json` is a JSON object or empty."""
+        """The downstream's CallToolResult for `tool` (or its CreateTaskResult when `task_json`
+        asks for a task); `arguments_json` is a JSON object or empty."""
         dispatcher = self._require()
         timeout = timeout or self.config.tool_timeouts_seconds.get(tool) or self._call_timeout
         if meta:
@@ -418,13 +420,15 @@ class Downstream:
         with self._board.holding(relay):
             if self._forwarder is not None:
                 return await self._forwarder.call_tool(
-                    tool, arguments_json, meta, timeout, on_progress, relay
+                    tool, arguments_json, meta, timeout, on_progress, relay, task_json
                 )
             params: dict[str, Any] = {"name": tool}
             if arguments_json:
                 params["arguments"] = orjson.loads(arguments_json)
             if meta:
                 params["_meta"] = meta
+            if task_json:
+                params["task"] = orjson.loads(task_json)
             result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
         return RawResult(orjson.dumps(result), result.get("isError") is True)
 

@@ -156,6 +156,7 @@ class HttpForwarder:
         timeout: float,
         on_progress: ProgressFnT | None,
         relay: CallRelay | None = None,
+        task_json: bytes = b"",
     ) -> RawResult:
         call = _Call(f"mcpgw-{next(self._ids)}", on_progress, relay)
         if on_progress is not None:
@@ -165,6 +166,8 @@ class HttpForwarder:
             params += b',"arguments":' + arguments_json
         if meta:
             params += b',"_meta":' + orjson.dumps(meta)
+        if task_json:
+            params += b',"task":' + task_json
         return await self._request(call, "tools/call", params + b"}", timeout)
 
     async def request(self, method: str, params_json: bytes, timeout: float) -> RawResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import anyio
 import grpc
@@ -33,16 +34,21 @@ async def serve(settings: ConnectorSettings) -> None:
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=changed.on_message)
     publishing: set[asyncio.Future[None]] = set()
 
-    def updated(server: str, uri: str) -> None:
-        # Every edge hears it and tells the sessions subscribed to the resource.
+    subjects = {
+        "notifications/resources/updated": bus.RESOURCE_UPDATED,
+        "notifications/tasks/status": bus.TASK_STATUS,
+    }
+
+    def heard(server: str, method: str, params: dict[str, Any]) -> None:
+        # Every edge hears it and tells the sessions it concerns (subscribers, a task's owner).
         sent = asyncio.ensure_future(
-            nc.publish(bus.RESOURCE_UPDATED, orjson.dumps({"server": server, "uri": uri}))
+            nc.publish(subjects[method], orjson.dumps({"server": server, "params": params}))
         )
         publishing.add(sent)
         sent.add_done_callback(publishing.discard)
 
     registry_channel = channel(settings.registry_addr)
-    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), updated)
+    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), heard)
     servicer = ConnectorServicer(pool)
     server = HealthyServer(
         settings.connector_listen,

@@ -9,7 +9,7 @@ import anyio.abc
 import grpc
 import orjson
 
-from services.connector.downstream import Downstream, Inventory, Report, Status, Updated
+from services.connector.downstream import Downstream, Heard, Inventory, Report, Status
 from services.connector.errors import MissingCredentialsError
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
@@ -21,10 +21,10 @@ REPORT_DEADLINE_SECONDS = 10.0
 
 class DownstreamPool:
     def __init__(
-        self, settings: ConnectorSettings, registry: registry_pb2_grpc.RegistryStub, updated: Updated
+        self, settings: ConnectorSettings, registry: registry_pb2_grpc.RegistryStub, heard: Heard
     ) -> None:
         self._settings = settings
-        self._updated = updated
+        self._heard = heard
         self._registry = registry
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -107,7 +107,7 @@ class DownstreamPool:
         return Downstream(
             config,
             _silent if quiet else self._reporter(config.name),
-            self._updated,
+            self._heard,
             call_timeout=self._settings.call_timeout_seconds,
             connect_timeout=self._settings.connect_timeout_seconds,
             backoff_initial=self._settings.reconnect_initial_seconds,

@@ -95,6 +95,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                 request.timeout_seconds or None,
                 on_progress,
                 relay,
+                request.task_json,
             )
         except Exception as exc:
             return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))

@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Any
@@ -139,7 +139,7 @@ class Call:
         traceparent: tuple[str, str],
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
-        present: Callable[[bytes], bytes] | None = None,
+        present: Callable[[bytes], Awaitable[bytes]] | None = None,
         grace: float = DEADLINE_GRACE_SECONDS,
     ) -> None:
         self.request = request
@@ -152,7 +152,7 @@ class Call:
         self._trace_id, self._span_id = traceparent
         self._relay = relay
         self._log_filter = log_filter
-        # The result as the client's view names things (resource URIs on /mcp).
+        # The result as the client's view names things (resource URIs on /mcp, task ids).
         self._present = present
         self.deadline = request.timeout_seconds + grace
         self._send, self.messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
@@ -174,7 +174,7 @@ class Call:
     async def result(self) -> bytes:
         """The call's result JSON, or the DownstreamRpcError the downstream answered."""
         result = result_of(await self.run())
-        return result if self._present is None else self._present(result)
+        return result if self._present is None else await self._present(result)
 
     async def run(self) -> connector_pb2.CallToolOutcome:
         """Run the call to its outcome; the channel closes and the audit record goes out with it."""

@@ -92,6 +92,8 @@ class View:
     # The one server of a /mcp/{server} view; None for the aggregate /mcp.
     server: str | None = None
     servers: frozenset[str] = frozenset()
+    # The servers that run tools/call as tasks, which tasks/list asks.
+    task_servers: frozenset[str] = frozenset()
     # The inputSchema of each tool that routes arguments into Mcp-Param-* headers (x-mcp-header).
     header_schemas: dict[str, Any] = field(default_factory=dict)
 
@@ -139,7 +141,17 @@ def aggregate_capabilities(capabilities: Iterable[dict[str, Any]]) -> dict[str, 
             merged["completions"] = {}
         if "logging" in offered:
             merged["logging"] = {}
+        if has_tasks(offered):
+            merged["tasks"] = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
     return merged
+
+
+def has_tasks(capabilities: dict[str, Any]) -> bool:
+    """Whether a server runs tools/call as tasks (revision 2025-11-25)."""
+    tasks = capabilities.get("tasks")
+    requests = tasks.get("requests") if isinstance(tasks, dict) else None
+    tools = requests.get("tools") if isinstance(requests, dict) else None
+    return isinstance(tools, dict) and "call" in tools
 
 
 # Lists the gateway re-announces itself when its catalog changes (a server reconnects, a key's
@@ -150,9 +162,8 @@ AGGREGATE_INSTRUCTIONS = "Tools of several MCP servers, each named <server>_<too
 
 def server_capabilities(offered: dict[str, Any]) -> dict[str, Any]:
     """What /mcp/{server} promises: exactly the downstream's capabilities, with list_changed
-    where it has a list (the gateway sends those), and without what the gateway does not
-    relay yet (tasks)."""
-    capabilities = {k: v for k, v in offered.items() if k != "tasks"}
+    where it has a list (the gateway sends those)."""
+    capabilities = dict(offered)
     for kind in LISTS:
         if isinstance(capabilities.get(kind), dict):
             capabilities[kind] = {**capabilities[kind], "listChanged": True}
@@ -235,6 +246,9 @@ def build_view(
         else aggregate_instructions(connected),
         server=server,
         servers=frozenset(s.name for s in connected),
+        task_servers=frozenset(
+            s.name for s in connected if has_tasks(orjson.loads(s.capabilities_json or b"{}"))
+        ),
         header_schemas=header_schemas,
     )
 

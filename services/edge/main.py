@@ -28,6 +28,7 @@ from services.edge.session_state import SessionState
 from services.edge.sessions import SessionCodec, Signer
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
+from services.edge.tasks import TaskIds
 from services.edge.transport import StreamableHttpEndpoint
 from services.rpc import channel
 from services.settings import EdgeSettings
@@ -62,6 +63,8 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
     state = SessionState(nc, settings.session_ttl_seconds)
+    signer = Signer(settings.session_secret)
+    task_ids = TaskIds(signer)
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,
@@ -69,15 +72,27 @@ async def serve(settings: EdgeSettings) -> None:
         peers,
         state,
         lambda server, tool: follower.catalog.call_timeout(server, tool, settings.call_timeout_seconds),
+        task_ids,
     )
 
     async def on_resource_updated(msg: Msg) -> None:
         update = orjson.loads(msg.data)
-        server, uri = update["server"], update["uri"]
+        server, uri = update["server"], update["params"]["uri"]
         hub.resource_updated(server, uri, state.subscribers(server, uri))
 
+    async def on_task_status(msg: Msg) -> None:
+        # Only the task's owner hears of it, on its session's streams, under its own task id.
+        update = orjson.loads(msg.data)
+        server, params = update["server"], update["params"]
+        owner = state.task_owner(server, str(params.get("taskId")))
+        if owner is None or not owner.startswith("s:"):
+            return
+        shown = {**params, "taskId": task_ids.expose(server, params["taskId"], owner)}
+        notification = {"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": shown}
+        hub.tell_session(owner[len("s:") :], orjson.dumps(notification))
+
     await nc.subscribe(bus.RESOURCE_UPDATED, cb=on_resource_updated)
-    signer = Signer(settings.session_secret)
+    await nc.subscribe(bus.TASK_STATUS, cb=on_task_status)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
     admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
     endpoint = StreamableHttpEndpoint(

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import orjson
@@ -28,7 +28,8 @@ from services.edge.errors import (
 )
 from services.edge.peers import Peers, owner
 from services.edge.session_state import SessionState
-from services.edge.sessions import Session
+from services.edge.sessions import Session, Signer
+from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
 from services.telemetry import new_trace, traceparent
 
@@ -54,6 +55,10 @@ CAPABILITY_OF = {
     "resources/unsubscribe": "resources",
     "completion/complete": "completions",
     "logging/setLevel": "logging",
+    "tasks/get": "tasks",
+    "tasks/result": "tasks",
+    "tasks/list": "tasks",
+    "tasks/cancel": "tasks",
 }
 LISTS = {
     "tools/list": "tools",
@@ -163,7 +168,10 @@ class McpHandler:
         peers: Peers | None = None,
         state: SessionState | None = None,
         timeout: Callable[[str, str | None], float] | None = None,
+        task_ids: TaskIds | None = None,
     ) -> None:
+        # Task ids as clients see them: signed, naming the server, the task and its owner.
+        self._task_ids = task_ids or TaskIds(Signer(secrets.token_urlsafe(32)))
         # How long a request to (server, tool) may take.
         self._timeout = timeout or (lambda server, tool: DEFAULT_CALL_TIMEOUT_SECONDS)
         self._peers = peers
@@ -223,6 +231,8 @@ class McpHandler:
             return await self._subscription(ctx, method, params)
         if method == "completion/complete":
             return await self._complete(ctx, params)
+        if method in TASK_METHODS:
+            return await self._task(ctx, method, params)
         if method == "logging/setLevel":
             if params.get("level") not in LOG_LEVELS:
                 raise InvalidParamsError(f'Invalid params: "level" must be one of {list(LOG_LEVELS)}')
@@ -299,6 +309,54 @@ class McpHandler:
             raise rpc_error(outcome.error)
         return outcome.result_json
 
+    async def _task(self, ctx: CallContext, method: str, params: dict[str, Any]) -> bytes:
+        """tasks/get, tasks/result, tasks/cancel of a task the caller created, or tasks/list of them."""
+        owner = owner_of(ctx.session)
+        if method == "tasks/list":
+            return await self._list_tasks(ctx, owner)
+        server, task_id = self._task_ids.resolve(params.get("taskId"), owner)
+        if server not in ctx.view.task_servers:
+            raise InvalidParamsError(f"Invalid params: unknown task {params.get('taskId')!r}")
+        route = Route(server, task_id)
+        result = await self.forward(route, method, {**params, "taskId": task_id}, _key(ctx))
+        return _as_shown(ctx.view, route, self._task_ids.exposed_result(server, owner, result))
+
+    async def _list_tasks(self, ctx: CallContext, owner: str) -> bytes:
+        """The caller's tasks on the view's servers (a downstream lists every client's: the
+        session is shared, so only those this owner created are shown)."""
+        mine = set() if self._state is None else self._state.tasks_of(owner)
+        tasks: list[Any] = []
+        for server in sorted(ctx.view.task_servers):
+            wanted = {task_id for s, task_id in mine if s == server}
+            if not wanted:
+                continue
+            listed = orjson.loads(await self.forward(Route(server, ""), "tasks/list", {}, _key(ctx)))
+            for task in listed.get("tasks") or []:
+                if isinstance(task, dict) and task.get("taskId") in wanted:
+                    task["taskId"] = self._task_ids.expose(server, task["taskId"], owner)
+                    tasks.append(task)
+        return orjson.dumps({"tasks": tasks})
+
+    def _presenter(
+        self, ctx: CallContext, route: Route, task: bool
+    ) -> Callable[[bytes], Awaitable[bytes]] | None:
+        """How a tools/call result is shown to its client: resource URIs as the aggregate names
+        them; a task it created recorded for its owner and its id signed for them."""
+        if not task and ctx.view.server is not None:
+            return None
+        owner = owner_of(ctx.session)
+
+        async def present(result: bytes) -> bytes:
+            if task and b'"task"' in result:
+                created = orjson.loads(result).get("task")
+                if isinstance(created, dict) and isinstance(created.get("taskId"), str):
+                    if self._state is not None:
+                        await self._state.add_task(owner, route.server, created["taskId"])
+                    result = self._task_ids.exposed_result(route.server, owner, result)
+            return _as_shown(ctx.view, route, result)
+
+        return present
+
     def open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
         """The Call a tools/call request makes (InvalidParamsError for one that names no tool
         the caller may use); the transport runs it and reads what it sends."""
@@ -313,6 +371,9 @@ class McpHandler:
         if route is None:
             raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
+        task = params.get("task")
+        if task is not None and not isinstance(task, dict):
+            raise InvalidParamsError('Invalid params: "task" must be an object')
         request = connector_pb2.CallToolRequest(
             server=route.server,
             tool=route.name,
@@ -320,8 +381,8 @@ class McpHandler:
             arguments_json=b"" if arguments is None else orjson.dumps(arguments),
             meta_json=orjson.dumps(meta) if isinstance(meta, dict) else b"",
             timeout_seconds=self._timeout(route.server, route.name),
+            task_json=b"" if task is None else orjson.dumps(task),
         )
-        view = ctx.view
         return Call(
             self.calls,
             self._connector,
@@ -333,5 +394,5 @@ class McpHandler:
             traceparent=new_trace(),
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
-            present=None if view.server is not None else partial(exposed_result, route.server),
+            present=self._presenter(ctx, route, task is not None),
         )

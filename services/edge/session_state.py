@@ -3,14 +3,17 @@ level, its resource subscriptions, and its end.
 
 Kept in a JetStream KV bucket that every edge watches, so the edge holding a session's
 stream knows what another edge was told. Keys are `<session>.level`,
-`<session>.sub.<server and URI, base64url>` and `<session>.ended`; the bucket forgets
-them with the sessions' TTL.
+`<session>.sub.<server and URI, base64url>`, `<session>.ended`, and
+`task.<owner, base64url>.<server and task id, base64url>` for the tasks a session (or a
+sessionless key) created. The bucket forgets them with the sessions' TTL; that expiry
+sends watchers nothing, so each edge forgets what it learned after the same TTL too.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 
 import anyio
 import anyio.abc
@@ -26,6 +29,18 @@ BUCKET = "mcpgw-sessions"
 def _subscription_key(session_id: str, server: str, uri: str) -> str:
     encoded = base64.urlsafe_b64encode(f"{server}\n{uri}".encode()).decode().rstrip("=")
     return f"{session_id}.sub.{encoded}"
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(text: str) -> str:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+
+
+def _task_key(owner: str, server: str, task_id: str) -> str:
+    return f"task.{_b64(owner)}." + _b64(server + "\n" + task_id)
 
 
 def _subscription(key: str) -> tuple[str, str, str] | None:
@@ -44,6 +59,11 @@ class SessionState:
         self._levels: dict[str, str] = {}
         self._ended: set[str] = set()
         self._subscribers: dict[tuple[str, str], set[str]] = {}
+        # Tasks by (server, downstream task id): who created each, and each owner's tasks.
+        self._task_owners: dict[tuple[str, str], str] = {}
+        self._tasks: dict[str, set[tuple[str, str]]] = {}
+        # When each key was last written, to forget it when the bucket does.
+        self._written: dict[str, float] = {}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the bucket and apply what any edge writes to it, until cancelled."""
@@ -53,14 +73,32 @@ class SessionState:
         )
         watcher = await self._kv.watchall()
         task_status.started()
-        try:
-            async for entry in watcher:
-                if entry is not None:
-                    self._apply(entry.key, entry.value, entry.operation in (KV_DEL, KV_PURGE))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._forget_expired)
+            try:
+                async for entry in watcher:
+                    if entry is not None:
+                        self._apply(entry.key, entry.value, entry.operation in (KV_DEL, KV_PURGE))
+            finally:
+                tg.cancel_scope.cancel()
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _forget_expired(self) -> None:
+        """Drop what the bucket has expired by now (its TTL sends no delete to watchers)."""
+        while True:
+            await anyio.sleep(min(60.0, max(self._ttl / 10, 0.1)))
+            horizon = time.monotonic() - self._ttl
+            for key in [k for k, written in self._written.items() if written < horizon]:
+                self._apply(key, None, True)
 
     def _apply(self, key: str, value: bytes | None, deleted: bool) -> None:
+        if deleted:
+            self._written.pop(key, None)
+        else:
+            self._written[key] = time.monotonic()
+        if key.startswith("task."):
+            self._apply_task(key, deleted)
+            return
         if key.endswith(".ended"):
             session_id = key[: -len(".ended")]
             if deleted:
@@ -86,6 +124,32 @@ class SessionState:
                 del self._subscribers[(server, uri)]
         else:
             sessions.add(session_id)
+
+    def _apply_task(self, key: str, deleted: bool) -> None:
+        _, owner, task = key.split(".", 2)
+        owner = _unb64(owner)
+        server, _, task_id = _unb64(task).partition("\n")
+        if deleted:
+            self._task_owners.pop((server, task_id), None)
+            owned = self._tasks.get(owner, set())
+            owned.discard((server, task_id))
+            if not owned:
+                self._tasks.pop(owner, None)
+        else:
+            self._task_owners[(server, task_id)] = owner
+            self._tasks.setdefault(owner, set()).add((server, task_id))
+
+    async def add_task(self, owner: str, server: str, task_id: str) -> None:
+        """Record who created a downstream's task (for tasks/list and status notifications)."""
+        key = _task_key(owner, server, task_id)
+        await self._bucket().put(key, b"1")
+        self._apply(key, b"1", False)
+
+    def task_owner(self, server: str, task_id: str) -> str | None:
+        return self._task_owners.get((server, task_id))
+
+    def tasks_of(self, owner: str) -> set[tuple[str, str]]:
+        return self._tasks.get(owner, set())
 
     def _bucket(self) -> KeyValue:
         if self._kv is None:

@@ -110,6 +110,10 @@ class StreamHub:
                     delivered += stream.offer(stream.notification(f"notifications/{kind}/list_changed"))
         return delivered
 
+    def tell_session(self, session_id: str, message: bytes) -> int:
+        """Offer a notification to every stream of one session; returns how many took it."""
+        return sum(stream.offer(message) for stream in self._streams.get(session_id, set()))
+
     def resource_updated(self, server: str, uri: str, sessions: Collection[str]) -> int:
         """Tell the streams of `sessions`, and the listen streams that asked, that a resource
         changed, under the URI their endpoint shows; returns how many were told."""

@@ -510,11 +510,99 @@ def test_the_server_instructions_reach_the_client(pair: Pair) -> None:
     assert through.get("instructions") == direct["instructions"]
 
 
-def test_the_capabilities_are_the_servers_but_tasks(pair: Pair) -> None:
-    """What the server announces, but `tasks`: the gateway relays no task-augmented request
-    (nor tasks/get, tasks/result, tasks/list), so it must not claim them."""
+def test_the_capabilities_are_the_servers(pair: Pair) -> None:
+    """What the server announces, `tasks` included (the gateway relays them)."""
     direct, through = pair.direct.outcomes["initialize"], pair.through.outcomes["initialize"]
     assert "error" not in through, through
-    announced = {name: value for name, value in direct["capabilities"].items() if name != "tasks"}
     assert "tasks" in direct["capabilities"]
-    assert_same(pair, "initialize capabilities", announced, through["capabilities"])
+    assert_same(pair, "initialize capabilities", direct["capabilities"], through["capabilities"])
+
+
+# --- tasks ------------------------------------------------------------------------------
+
+TASK_SECONDS = 15  # simulate-research-query runs four one-second stages
+
+
+async def raw(session: ClientSession, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A request of the tasks utility, its result as sent. The SDK's client has no methods for
+    them and checks a tools/call result as a CallToolResult (a CreateTaskResult is not one),
+    so this goes to its dispatcher."""
+    result: dict[str, Any] = await session._dispatcher.send_raw_request(
+        method, params, {"timeout": OP_SECONDS}
+    )
+    return result
+
+
+async def run_task(url: str, legacy_sse: bool) -> tuple[dict[str, Any], list[str]]:
+    """One client's task lifecycle on simulate-research-query (which requires task
+    augmentation): what it saw, normalised, and the task ids it was given."""
+    seen: dict[str, Any] = {}
+    ids: list[str] = []
+    with anyio.fail_after(TASK_SECONDS + OP_SECONDS):
+        async with AsyncExitStack() as stack:
+            if legacy_sse:
+                read, write = await stack.enter_async_context(sse_client(url, timeout=OP_SECONDS))
+            else:
+                read, write = await stack.enter_async_context(streamable_http_client(url))
+            session = await stack.enter_async_context(
+                ClientSession(read, write, read_timeout_seconds=OP_SECONDS)
+            )
+            await session.initialize()
+
+            async def ask(method: str, params: dict[str, Any]) -> dict[str, Any]:
+                return await raw(session, method, params)
+
+            call = {"name": "simulate-research-query", "arguments": {"topic": "MCP gateways"}}
+            created = await ask("tools/call", {**call, "task": {"ttl": 60000}})
+            task_id = created["task"]["taskId"]
+            ids.append(task_id)
+            seen["created"] = created["task"]["status"]
+            statuses: list[str] = []
+            while True:
+                got = await ask("tasks/get", {"taskId": task_id})
+                assert got["taskId"] == task_id, got
+                if not statuses or statuses[-1] != got["status"]:
+                    statuses.append(got["status"])
+                if got["status"] in ("completed", "failed", "cancelled"):
+                    break
+                await anyio.sleep(got.get("pollInterval", 200) / 1000)
+            seen["statuses"] = statuses[-1]
+            result = await ask("tasks/result", {"taskId": task_id})
+            seen["result"] = normalised({k: v for k, v in result.items() if k != "_meta"})
+            listed = await ask("tasks/list", {})
+            seen["listed"] = task_id in [t["taskId"] for t in listed["tasks"]]
+            second = await ask("tools/call", {**call, "task": {"ttl": 60000}})
+            ids.append(second["task"]["taskId"])
+            cancelled = await ask("tasks/cancel", {"taskId": second["task"]["taskId"]})
+            seen["cancelled"] = cancelled["status"]
+    return seen, ids
+
+
+def test_a_task_runs_through_the_gateway_as_it_does_directly(
+    mode: str, everything: dict[str, str], gateway: str
+) -> None:
+    direct, _ = anyio.run(run_task, everything[mode], mode == "sse")
+    through, ids = anyio.run(run_task, f"{gateway}/mcp/{NAMES[mode]}", False)
+    assert direct == through
+    assert direct["statuses"] == "completed" and direct["listed"] and direct["cancelled"] == "cancelled"
+    assert all(len(task_id) > 40 for task_id in ids), "the ids the gateway gives are its own"
+
+
+def test_a_task_is_its_owner_s_alone(gateway: str) -> None:
+    """Another client, on the same shared downstream session, neither sees nor reaches it."""
+    _, ids = anyio.run(run_task, f"{gateway}/mcp/{NAMES['streamableHttp']}", False)
+
+    async def stranger() -> tuple[Any, list[str]]:
+        async with (
+            streamable_http_client(f"{gateway}/mcp/{NAMES['streamableHttp']}") as (read, write),
+            ClientSession(read, write, read_timeout_seconds=OP_SECONDS) as session,
+        ):
+            await session.initialize()
+            listed = await raw(session, "tasks/list", {})
+            with pytest.raises(MCPError) as refused:
+                await raw(session, "tasks/get", {"taskId": ids[0]})
+            return refused.value.error, [t["taskId"] for t in listed["tasks"]]
+
+    error, listed = anyio.run(stranger)
+    assert error.code == -32602 and "unknown task" in error.message
+    assert not set(ids) & set(listed)

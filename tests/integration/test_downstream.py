@@ -46,8 +46,9 @@ class Reports:
         self.updates: list[tuple[str, str]] = []
         self._changed = anyio.Event()
 
-    def updated(self, server: str, uri: str) -> None:
-        self.updates.append((server, uri))
+    def updated(self, server: str, method: str, params: dict[str, Any]) -> None:
+        if method == "notifications/resources/updated":
+            self.updates.append((server, params["uri"]))
         self._changed.set()
         self._changed = anyio.Event()
 

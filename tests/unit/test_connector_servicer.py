@@ -58,6 +58,7 @@ class FakeDownstream:
         timeout: float | None = None,
         on_progress: ProgressFnT | None = None,
         relay: CallRelay | None = None,
+        task_json: bytes = b"",
     ) -> RawResult:
         self.calls.append(
             {

@@ -46,6 +46,7 @@ def test_a_server_endpoint_promises_exactly_what_the_server_offers() -> None:
     assert server_capabilities(offered) == {
         "tools": {"listChanged": True},
         "logging": {},
+        "tasks": {"list": {}},
         "experimental": {"x": {}},
     }
 

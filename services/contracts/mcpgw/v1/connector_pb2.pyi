@@ -134,6 +134,7 @@ class CallToolRequest(_message.Message):
     META_JSON_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    TASK_JSON_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     tool: _builtins.str
     arguments_json: _builtins.bytes
@@ -144,6 +145,8 @@ class CallToolRequest(_message.Message):
     """Zero means the server's configured default."""
     key_id: _builtins.str
     """The caller's virtual key id: a per-user server is reached with that key's credentials."""
+    task_json: _builtins.bytes
+    """The client's `task` object (a task-augmented call, revision 2025-11-25), verbatim."""
     def __init__(
         self,
         *,
@@ -153,10 +156,11 @@ class CallToolRequest(_message.Message):
         meta_json: _builtins.bytes = ...,
         timeout_seconds: _builtins.float = ...,
         key_id: _builtins.str = ...,
+        task_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "key_id", b"key_id", "meta_json", b"meta_json", "server", b"server", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "key_id", b"key_id", "meta_json", b"meta_json", "server", b"server", "task_json", b"task_json", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
