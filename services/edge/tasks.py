@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
-
 import orjson
 
 from services.edge.errors import InvalidParamsError
@@ -67,8 +65,7 @@ class TaskIds:
         result = orjson.loads(result_json)
         if isinstance(result, dict):
             self._rename(server, owner, result)
-            for key in ("task",):
-                self._rename(server, owner, result.get(key))
+            self._rename(server, owner, result.get("task"))
             for task in result.get("tasks") or []:
                 self._rename(server, owner, task)
             meta = result.get("_meta")
@@ -79,8 +76,3 @@ class TaskIds:
     def _rename(self, server: str, owner: str, holder: object) -> None:
         if isinstance(holder, dict) and isinstance(holder.get("taskId"), str):
             holder["taskId"] = self.expose(server, holder["taskId"], owner)
-
-
-def owned(tasks: list[Any], mine: set[str]) -> list[Any]:
-    """The tasks of a downstream's list whose ids are among `mine`."""
-    return [t for t in tasks if isinstance(t, dict) and t.get("taskId") in mine]
