@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+
 import orjson
 
 from services.edge.errors import InvalidParamsError
