@@ -1,5 +1,6 @@
 """What every MCP request to the edge passes before its transport reads it: the Host and
-Origin allowlists (DNS-rebinding protection) and the body size limit."""
+Origin allowlists (DNS-rebinding protection), the media types, the body size limit, and
+the view its virtual key has of the endpoint it names. Each transport calls these."""
 
 from __future__ import annotations
 
@@ -8,16 +9,62 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
+from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
     BodyTooLargeError,
     EdgeError,
+    EndpointNotFoundError,
     ForbiddenHostError,
     ForbiddenOriginError,
+    NotAcceptableError,
+    UnsupportedMediaTypeError,
     error_response,
 )
+from services.edge.sse import JSON, SSE
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def accepts(header: str, media_type: str) -> bool:
+    """Whether an Accept header admits `media_type` (wildcards included; absent admits all)."""
+    major = media_type.split("/")[0]
+    for part in header.split(","):
+        offered = part.split(";")[0].strip().lower()
+        if offered in (media_type, f"{major}/*", "*/*"):
+            return True
+    return False
+
+
+def check_post(request: Request) -> None:
+    """A Streamable HTTP POST accepts JSON and event streams and sends JSON (406, 415)."""
+    accept = request.headers.get("accept", "*/*")
+    if not (accepts(accept, JSON) and accepts(accept, SSE)):
+        raise NotAcceptableError("Not Acceptable: Accept must include application/json and text/event-stream")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != JSON:
+        raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
+
+
+def check_stream(request: Request) -> None:
+    """A GET that opens an event stream must accept one (406)."""
+    if not accepts(request.headers.get("accept", ""), SSE):
+        raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
+
+
+def endpoint_view(catalog: Catalog, request: Request, endpoint: str) -> tuple[View, str]:
+    """What the request's key (if any) sees at the endpoint, and the key's id ("" for none);
+    EndpointNotFoundError when it sees nothing there."""
+    key = catalog.authenticate(request.headers)
+    view = catalog.view_for(endpoint, key)
+    if view is None:
+        raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
+    return view, "" if key is None else key.id
+
+
+def endpoint_name(path: str) -> str:
+    """The server or group a path names: "" for /mcp, "a" for /mcp/a (a trailing slash allowed)."""
+    return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
 
 
 class Admission:

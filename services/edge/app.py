@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services import __version__
 from services.edge.auditing import AuditPublisher
 from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
+from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.transport import StreamableHttpEndpoint
@@ -22,6 +24,7 @@ from services.edge.transport import StreamableHttpEndpoint
 @dataclass(frozen=True, slots=True)
 class EdgeComponents:
     endpoint: StreamableHttpEndpoint
+    modern: ModernEndpoint
     legacy: LegacySseEndpoint
     admin: ASGIApp
     max_body_bytes: int
@@ -53,7 +56,7 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             Route("/readyz", readyz),
         ]
     )
-    mcp, legacy = parts.endpoint, parts.legacy
+    mcp, modern, legacy = parts.endpoint, parts.modern, parts.legacy
 
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         declared = Headers(scope=scope).get("content-length", "0")
@@ -68,7 +71,9 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
         # its middleware for /mcp is measurable on the hot path (make bench).
         path = scope["path"] if scope["type"] == "http" else ""
         if path == "/mcp" or path.startswith("/mcp/"):
-            await mcp(scope, receive, send)
+            # The revision picks the transport: 2026-07-28 and later, or a handshake one.
+            version = Headers(scope=scope).get(MCP_PROTOCOL_VERSION_HEADER)
+            await (modern if is_modern(version) else mcp)(scope, receive, send)
         elif path == "/sse" or path.startswith("/sse/") or path == MESSAGES_PATH:
             await legacy(scope, receive, send)
         elif path == "/api" or path.startswith("/api/"):

@@ -20,15 +20,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, refusal
+from services.edge.admission import Admission, check_stream, endpoint_view, refusal
 from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     EdgeError,
-    EndpointNotFoundError,
     InternalError,
     InvalidRequestError,
-    NotAcceptableError,
     SessionNotFoundError,
     UnsupportedMediaTypeError,
     error_response,
@@ -40,7 +38,6 @@ from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session
 from services.edge.sse import JSON, SSE, SSE_HEADERS, keepalive_events
 from services.edge.streams import Stream, StreamHub
-from services.edge.transport import accepts
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +122,8 @@ class LegacySseEndpoint:
         await response(scope, receive, send)
 
     def _open(self, request: Request, name: str) -> Response:
-        if not accepts(request.headers.get("accept", ""), SSE):
-            raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
-        catalog = self._catalog()
-        key = catalog.authenticate(request.headers)
-        if catalog.view_for(name, key) is None:
-            raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {name!r}")
-        key_id = "" if key is None else key.id
+        check_stream(request)
+        _, key_id = endpoint_view(self._catalog(), request, name)
         # The id names this edge, so a POST landing on another one finds its way here.
         session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
         stream, receive = self._hub.open(session_id, name, key_id=key_id)

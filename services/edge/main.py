@@ -100,7 +100,6 @@ async def serve(settings: EdgeSettings) -> None:
         lambda: follower.catalog,
         SessionCodec(signer, settings.session_ttl_seconds, state.is_ended),
         hub,
-        ModernEndpoint(handler, rounds, peers, hub, background, settings.keepalive_seconds),
         admission,
         EventLog(nc, settings.keepalive_seconds),
         background,
@@ -117,7 +116,19 @@ async def serve(settings: EdgeSettings) -> None:
     )
     await peers.serve(handler.calls.reply, rounds.carry_on, legacy.deliver, handler.calls.cancel)
     admin = create_admin_api(registry_pb2_grpc.RegistryStub(registry_channel), nc, settings.admin_token)
-    app = create_app(EdgeComponents(endpoint, legacy, admin, settings.max_body_bytes, follower, audit, hub))
+    modern = ModernEndpoint(
+        handler,
+        lambda: follower.catalog,
+        admission,
+        rounds,
+        peers,
+        hub,
+        background,
+        settings.keepalive_seconds,
+    )
+    app = create_app(
+        EdgeComponents(endpoint, modern, legacy, admin, settings.max_body_bytes, follower, audit, hub)
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -1,5 +1,8 @@
 """Revision 2026-07-28 over HTTP: every POST is one self-contained request, with no session.
 
+A sibling of `transport.py` (the 2025 revisions): `app.py` sends a request here when its
+MCP-Protocol-Version is not a handshake revision.
+
 The request's `_meta` envelope and routing headers are checked by the `mcp` SDK's own
 ladder (`classify_inbound_request`); JSON-RPC errors go out with the status its table
 gives (-32601 is 404, -32602 is 400). Notifications ride the request's own SSE answer,
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,10 +39,12 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, refusal
 from services.edge.background import Background
 from services.edge.calls import CHANNEL_SIZE, Relay
-from services.edge.catalog import Route, View
+from services.edge.catalog import Catalog, Route, View
 from services.edge.errors import (
     EdgeError,
     EnvelopeError,
@@ -136,12 +141,16 @@ class ModernEndpoint:
     def __init__(
         self,
         handler: McpHandler,
+        catalog: Callable[[], Catalog],
+        admission: Admission,
         rounds: InputRounds,
         peers: Peers,
         hub: StreamHub,
         background: Background,
         keepalive_seconds: float,
     ) -> None:
+        self._catalog = catalog
+        self._admission = admission
         self._background = background
         self._handler = handler
         self._rounds = rounds
@@ -149,7 +158,27 @@ class ModernEndpoint:
         self._hub = hub
         self._keepalive = keepalive_seconds
 
-    async def post(self, request: Request, body: bytes, view: View, endpoint: str, key_id: str) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            self._admission.check(request)
+            if request.method == "POST":
+                check_post(request)
+                body = await self._admission.body(request)
+                endpoint = endpoint_name(scope["path"])
+                view, key_id = endpoint_view(self._catalog(), request, endpoint)
+                response = await self._post(request, body, view, endpoint, key_id)
+            else:
+                # No GET stream and no session to DELETE in this revision.
+                response = Response(status_code=405, headers={"allow": "POST"})
+        except EdgeError as exc:
+            response = refusal(exc)
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.url.path)
+            response = refusal(InternalError("Internal error"))
+        await response(scope, receive, send)
+
+    async def _post(self, request: Request, body: bytes, view: View, endpoint: str, key_id: str) -> Response:
         messages, is_batch = parse_body(body)
         message = messages[0]
         if is_batch or message.kind == "response":

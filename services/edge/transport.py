@@ -15,27 +15,30 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, refusal
+from services.edge.admission import (
+    Admission,
+    check_post,
+    check_stream,
+    endpoint_name,
+    endpoint_view,
+    refusal,
+)
 from services.edge.background import Background
 from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
     BadRequestError,
     EdgeError,
-    EndpointNotFoundError,
     InternalError,
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
-    NotAcceptableError,
     SessionNotFoundError,
-    UnsupportedMediaTypeError,
     error_response,
     result_response,
 )
 from services.edge.eventlog import EventLog
 from services.edge.jsonrpc import Message, parse_body
-from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session, SessionCodec
 from services.edge.sse import (
@@ -60,16 +63,6 @@ RESUMABLE_FROM = "2025-11-25"
 BATCH_VERSIONS = frozenset({"2024-11-05", "2025-03-26"})
 
 
-def accepts(header: str, media_type: str) -> bool:
-    """Whether an Accept header admits `media_type` (wildcards included; absent admits all)."""
-    major = media_type.split("/")[0]
-    for part in header.split(","):
-        offered = part.split(";")[0].strip().lower()
-        if offered in (media_type, f"{major}/*", "*/*"):
-            return True
-    return False
-
-
 async def answer(request_id: JsonRpcId, call: Call) -> Reply:
     """A call's JSON-RPC response: its result, or the error it ended with."""
     try:
@@ -81,11 +74,6 @@ async def answer(request_id: JsonRpcId, call: Call) -> Reply:
         return Reply(error_response(request_id, InternalError("Internal error").error_object()))
 
 
-def endpoint_name(path: str) -> str:
-    """The server or group a path names: "" for /mcp, "a" for /mcp/a (a trailing slash allowed)."""
-    return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
-
-
 class StreamableHttpEndpoint:
     def __init__(
         self,
@@ -93,7 +81,6 @@ class StreamableHttpEndpoint:
         catalog: Callable[[], Catalog],
         sessions: SessionCodec,
         hub: StreamHub,
-        modern: ModernEndpoint,
         admission: Admission,
         events: EventLog,
         background: Background,
@@ -106,7 +93,6 @@ class StreamableHttpEndpoint:
         self._catalog = catalog
         self._sessions = sessions
         self._hub = hub
-        self._modern = modern
         self._admission = admission
         self._keepalive = keepalive_seconds
 
@@ -115,10 +101,7 @@ class StreamableHttpEndpoint:
         try:
             self._admission.check(request)
             endpoint = endpoint_name(scope["path"])
-            if is_modern(request.headers.get(VERSION_HEADER)) and request.method != "POST":
-                # 2026-07-28 has no GET stream and no session to DELETE.
-                response = Response(status_code=405, headers={"allow": "POST"})
-            elif request.method == "POST":
+            if request.method == "POST":
                 response = await self._post(request, endpoint)
             elif request.method == "GET":
                 response = await self._get(request, endpoint)
@@ -134,13 +117,7 @@ class StreamableHttpEndpoint:
         await response(scope, receive, send)
 
     def _view(self, request: Request, endpoint: str) -> tuple[View, str]:
-        """What the request's key (if any) sees at the endpoint, and the key's id."""
-        catalog = self._catalog()
-        key = catalog.authenticate(request.headers)
-        view = catalog.view_for(endpoint, key)
-        if view is None:
-            raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
-        return view, "" if key is None else key.id
+        return endpoint_view(self._catalog(), request, endpoint)
 
     def _session(self, request: Request, endpoint: str, key_id: str) -> Session:
         token = request.headers.get(SESSION_HEADER)
@@ -157,18 +134,9 @@ class StreamableHttpEndpoint:
         return session
 
     async def _post(self, request: Request, endpoint: str) -> Response:
-        accept = request.headers.get("accept", "*/*")
-        if not (accepts(accept, JSON) and accepts(accept, SSE)):
-            raise NotAcceptableError(
-                "Not Acceptable: Accept must include application/json and text/event-stream"
-            )
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != JSON:
-            raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
+        check_post(request)
         body = await self._admission.body(request)
         view, key_id = self._view(request, endpoint)
-        if is_modern(request.headers.get(VERSION_HEADER)):
-            return await self._modern.post(request, body, view, endpoint, key_id)
         messages, is_batch = parse_body(body)
         if any(m.method == "initialize" for m in messages):
             if is_batch:
@@ -246,8 +214,7 @@ class StreamableHttpEndpoint:
         return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
 
     async def _get(self, request: Request, endpoint: str) -> Response:
-        if not accepts(request.headers.get("accept", ""), SSE):
-            raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
+        check_stream(request)
         _, key_id = self._view(request, endpoint)
         session = self._session(request, endpoint, key_id)
         last_event_id = request.headers.get("last-event-id")

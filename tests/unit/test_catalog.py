@@ -1,9 +1,9 @@
 import orjson
 import pytest
 
+from services.edge.admission import accepts, endpoint_name
 from services.edge.catalog import Catalog, Route
 from services.edge.errors import InvalidParamsError
-from services.edge.transport import accepts, endpoint_name
 from services.registry.catalog import build_snapshot
 from services.registry.config import ClientConfig
 from services.registry.store import CatalogState, StoredItem, StoredServer
