@@ -54,6 +54,8 @@ class ConnectorSettings(CommonSettings):
     connect_timeout_seconds: float = 30.0
     reconnect_initial_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
+    # A virtual key's own session with a per_user server closes after this long unused.
+    keyed_idle_seconds: float = 900.0
 
 
 class EdgeSettings(CommonSettings):

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -159,6 +159,22 @@ class Downstream:
         self._connected = anyio.Event()
         # Set once the first connection attempt has concluded, either way.
         self._settled = anyio.Event()
+        # Calls and requests in flight, and when the last one ended (for idle eviction).
+        self._in_flight = 0
+        self.idle_since = time.monotonic()
+
+    @property
+    def idle(self) -> bool:
+        return self._in_flight == 0
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self.idle_since = time.monotonic()
 
     @property
     def connected(self) -> bool:
@@ -417,7 +433,7 @@ class Downstream:
             meta = {k: v for k, v in meta.items() if k != "progressToken"}
         # Requests and log messages the server sends outside any call's own stream (stdio, SSE,
         # an HTTP server's GET stream) reach this call's client only when it is the only one.
-        with self._board.holding(relay):
+        with self._busy(), self._board.holding(relay):
             if self._forwarder is not None:
                 return await self._forwarder.call_tool(
                     tool, arguments_json, meta, timeout, on_progress, relay, task_json
@@ -451,10 +467,11 @@ class Downstream:
     async def _request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
         dispatcher = self._require()
         timeout = timeout or self._call_timeout
-        if self._forwarder is not None:
-            return (await self._forwarder.request(method, params_json, timeout)).json
-        params = orjson.loads(params_json) if params_json else None
-        return orjson.dumps(await self._send(dispatcher, method, params, timeout, None))
+        with self._busy():
+            if self._forwarder is not None:
+                return (await self._forwarder.request(method, params_json, timeout)).json
+            params = orjson.loads(params_json) if params_json else None
+            return orjson.dumps(await self._send(dispatcher, method, params, timeout, None))
 
     async def _send(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import anyio
 import anyio.abc
@@ -60,6 +61,7 @@ class DownstreamPool:
             entry = self._keyed[(name, key_id)] = (self._downstream(config, quiet=True), anyio.CancelScope())
             assert self._tg is not None, "run() first"
             self._tg.start_soon(self._supervise, *entry)
+        entry[0].idle_since = time.monotonic()
         await entry[0].ready(self._settings.connect_timeout_seconds)
         return entry[0]
 
@@ -73,7 +75,20 @@ class DownstreamPool:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             task_status.started()
-            await anyio.sleep_forever()
+            await self._evict_idle_keys()
+
+    async def _evict_idle_keys(self) -> None:
+        """Close the per-key sessions nobody used for `keyed_idle_seconds` (a key that calls
+        again gets a new one): otherwise every key that ever called holds one forever."""
+        idle_for = self._settings.keyed_idle_seconds
+        while True:
+            await anyio.sleep(min(60.0, idle_for / 4))
+            horizon = time.monotonic() - idle_for
+            for key, (downstream, scope) in list(self._keyed.items()):
+                if downstream.idle and downstream.idle_since < horizon:
+                    log.info("server %s: closing the idle session of key %s", key[0], key[1])
+                    del self._keyed[key]
+                    scope.cancel()
 
     async def sync(self) -> None:
         """Start servers the registry added or changed, stop those it removed."""

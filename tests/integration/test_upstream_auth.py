@@ -154,7 +154,8 @@ def test_a_per_user_server_is_reached_with_each_keys_own_credentials(tmp_path: P
             "tools_to_execute": ["*"],
             "per_user": True,
         }
-        env = {"MCPGW_ADMIN_TOKEN": "per-user-admin"}
+        # A key's own session closes once idle this long (and opens again on its next call).
+        env = {"MCPGW_ADMIN_TOKEN": "per-user-admin", "MCPGW_KEYED_IDLE_SECONDS": "1"}
         with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
             admin = {"authorization": "Bearer per-user-admin"}
             everyone = [{"mcp_client_name": "personal", "tools_to_execute": ["*"]}]
@@ -216,5 +217,9 @@ def test_a_per_user_server_is_reached_with_each_keys_own_credentials(tmp_path: P
             refused = whoami("carol")["result"]
             assert refused["isError"] is True  # type: ignore[index]
             assert "your own credentials" in refused["content"][0]["text"]  # type: ignore[index]
+            closed = f"closing the idle session of key {keys['alice']['id']}"
+            log = tmp_path / "services.log"
+            wait_until(lambda: closed in log.read_text(errors="replace"), 10, "alice's idle session closed")
+            assert whoami("alice")["result"]["content"][0]["text"] == "alice"  # type: ignore[index]
             # The credentials are sealed in the registry like every other upstream secret.
         assert b"alice-token" not in (tmp_path / "registry.db").read_bytes()
