@@ -16,13 +16,12 @@ import anyio
 import httpx2
 
 from services.contracts import registry_pb2
-from services.references import resolve
+from services.oauth import TokenEndpointError, request_token
 
 log = logging.getLogger(__name__)
 
 # Refresh this long before expiry (or at a tenth of a short lifetime), so no call races it.
 REFRESH_MARGIN_SECONDS = 30.0
-TOKEN_TIMEOUT_SECONDS = 10.0
 
 
 class TokenError(ConnectionError):
@@ -68,24 +67,10 @@ class TokenSource:
             form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope
-        client_id = resolve(config.client_id)
         try:
-            async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
-                if config.client_secret:
-                    auth = (client_id, resolve(config.client_secret))
-                    response = await client.post(resolve(config.token_url), data=form, auth=auth)
-                else:
-                    response = await client.post(
-                        resolve(config.token_url), data={**form, "client_id": client_id}
-                    )
-        except httpx2.HTTPError as exc:
-            raise TokenError(f"server {self._server!r}: the token endpoint is unreachable: {exc}") from None
-        if response.status_code != 200:
-            raise TokenError(
-                f"server {self._server!r}: the token endpoint refused ({response.status_code}): "
-                f"{response.text[:200]}"
-            )
-        body = response.json()
+            body = await request_token(config.token_url, config.client_id, config.client_secret, form)
+        except TokenEndpointError as exc:
+            raise TokenError(f"server {self._server!r}: {exc}") from None
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
         if isinstance(body.get("refresh_token"), str):
             # A server that rotates refresh tokens: keep the newest (in memory only).

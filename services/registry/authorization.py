@@ -14,15 +14,12 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-import httpx2
-
-from services.references import resolve
+from services.oauth import TokenEndpointError, request_token
 from services.registry.config import ClientConfig, OAuthConfig
 from services.registry.governance import InvalidFieldError, MissingError
 from services.registry.store import RegistryStore
 
 PENDING_SECONDS = 600.0
-TOKEN_TIMEOUT_SECONDS = 10.0
 
 
 def refresh_token_name(server: str) -> str:
@@ -79,19 +76,12 @@ class Authorizations:
             "code": code,
             "redirect_uri": pending.redirect_uri,
             "code_verifier": pending.verifier,
-            "client_id": oauth.client_id,
         }
-        async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
-            if oauth.client_secret:
-                secret = resolve(oauth.client_secret)
-                response = await client.post(
-                    resolve(oauth.token_url), data=form, auth=(oauth.client_id, secret)
-                )
-            else:
-                response = await client.post(resolve(oauth.token_url), data=form)
-        if response.status_code != 200:
-            raise InvalidFieldError("code", f"the authorization server refused it ({response.status_code})")
-        refresh = response.json().get("refresh_token")
+        try:
+            tokens = await request_token(oauth.token_url, oauth.client_id, oauth.client_secret, form)
+        except TokenEndpointError as exc:
+            raise InvalidFieldError("code", f"the authorization server refused it: {exc}") from None
+        refresh = tokens.get("refresh_token")
         if not isinstance(refresh, str) or not refresh:
             raise InvalidFieldError("code", "the authorization server issued no refresh token")
         return await self._store.put_secret(refresh_token_name(pending.server), refresh)

@@ -1,0 +1,51 @@
+"""The OAuth 2.0 token endpoint (RFC 6749 section 3.2) as registry and connector reach it:
+one request, one way to authenticate the client, one error.
+
+registry exchanges an authorization code (with its PKCE verifier) there; the connector
+asks for client-credentials and refresh-token grants. Both go through `request_token`, so
+a fix to client authentication or error handling is made once. Values may be `env.NAME`
+references, resolved here and never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from services.references import resolve
+
+TOKEN_TIMEOUT_SECONDS = 10.0
+
+
+class TokenEndpointError(ConnectionError):
+    """The token endpoint could not be reached, or refused, or answered no token JSON."""
+
+
+async def request_token(
+    token_url: str, client_id: str, client_secret: str, form: dict[str, str]
+) -> dict[str, Any]:
+    """The token endpoint's JSON answer to `form`. A confidential client (with a secret)
+    authenticates with HTTP Basic (client_secret_basic), a public one names itself in the form."""
+    client_id = resolve(client_id)
+    try:
+        async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
+            if client_secret:
+                response = await client.post(
+                    resolve(token_url), data=form, auth=(client_id, resolve(client_secret))
+                )
+            else:
+                response = await client.post(resolve(token_url), data={**form, "client_id": client_id})
+    except httpx2.HTTPError as exc:
+        raise TokenEndpointError(f"the token endpoint is unreachable: {exc}") from None
+    if response.status_code != 200:
+        raise TokenEndpointError(
+            f"the token endpoint refused ({response.status_code}): {response.text[:200]}"
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TokenEndpointError("the token endpoint answered something that is not a JSON object")
+    return body
