@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -190,3 +190,29 @@ def downstream_processes(tmp: Path, script: str) -> list[psutil.Process]:
             except psutil.Error:
                 continue
     return found
+
+
+@contextmanager
+def mcpgw_up(tmp: Path, servers: list[dict[str, Any]], what: str) -> Iterator[str]:
+    """`mcpgw up` (every service, bundled NATS, SQLite) in front of `servers`, as a user runs
+    it; yields its base URL once /readyz lists every server, and kills the whole tree after."""
+    (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "services.cli", "up",
+        "--config", str(tmp / "config.json"),
+        "--state-dir", str(tmp / "state"),
+        "--port", str(port),
+    ]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    wanted = {s["name"] for s in servers}
+    with (tmp / "up.log").open("wb") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: _serves(base, wanted), 60, what, process)
+            yield base
+        finally:
+            with suppress(psutil.NoSuchProcess):
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+            stop(process, signal.SIGKILL)

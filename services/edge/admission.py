@@ -4,6 +4,8 @@ the view its virtual key has of the endpoint it names. Each transport calls thes
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -17,11 +19,14 @@ from services.edge.errors import (
     EndpointNotFoundError,
     ForbiddenHostError,
     ForbiddenOriginError,
+    InternalError,
     NotAcceptableError,
     UnsupportedMediaTypeError,
     error_response,
 )
 from services.edge.sse import JSON, SSE
+
+log = logging.getLogger(__name__)
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -108,6 +113,18 @@ class Admission:
                 raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+async def guarded(request: Request, serve: Callable[[Request], Awaitable[Response]]) -> Response:
+    """`serve`'s response, or the refusal its EdgeError means; anything else is logged with
+    its trace and answered as an internal error, never with the trace."""
+    try:
+        return await serve(request)
+    except EdgeError as exc:
+        return refusal(exc)
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.url.path)
+        return refusal(InternalError("Internal error"))
 
 
 def refusal(exc: EdgeError) -> Response:

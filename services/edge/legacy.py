@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_stream, endpoint_view, refusal
+from services.edge.admission import Admission, check_stream, endpoint_view, guarded
 from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
@@ -107,19 +107,17 @@ class LegacySseEndpoint:
         self._sessions: dict[str, SseSession] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            self._admission.check(request)
-            name = sse_endpoint_name(scope["path"])
-            if name is not None and request.method == "GET":
-                response = self._open(request, name)
-            elif name is None and request.method == "POST":
-                response = await self._post(request)
-            else:
-                response = Response(status_code=405, headers={"allow": "GET" if name is not None else "POST"})
-        except EdgeError as exc:
-            response = refusal(exc)
+        response = await guarded(Request(scope, receive), self._route)
         await response(scope, receive, send)
+
+    async def _route(self, request: Request) -> Response:
+        self._admission.check(request)
+        name = sse_endpoint_name(request.scope["path"])
+        if name is not None and request.method == "GET":
+            return self._open(request, name)
+        if name is None and request.method == "POST":
+            return await self._post(request)
+        return Response(status_code=405, headers={"allow": "GET" if name is not None else "POST"})
 
     def _open(self, request: Request, name: str) -> Response:
         check_stream(request)

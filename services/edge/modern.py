@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, refusal
+from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, guarded
 from services.edge.background import Background
 from services.edge.calls import CHANNEL_SIZE, Relay
 from services.edge.catalog import Catalog, Route, View
@@ -159,24 +159,19 @@ class ModernEndpoint:
         self._keepalive = keepalive_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            self._admission.check(request)
-            if request.method == "POST":
-                check_post(request)
-                body = await self._admission.body(request)
-                endpoint = endpoint_name(scope["path"])
-                view, key_id = endpoint_view(self._catalog(), request, endpoint)
-                response = await self._post(request, body, view, endpoint, key_id)
-            else:
-                # No GET stream and no session to DELETE in this revision.
-                response = Response(status_code=405, headers={"allow": "POST"})
-        except EdgeError as exc:
-            response = refusal(exc)
-        except Exception:
-            log.exception("unexpected error serving %s %s", request.method, request.url.path)
-            response = refusal(InternalError("Internal error"))
+        response = await guarded(Request(scope, receive), self._route)
         await response(scope, receive, send)
+
+    async def _route(self, request: Request) -> Response:
+        self._admission.check(request)
+        if request.method != "POST":
+            # No GET stream and no session to DELETE in this revision.
+            return Response(status_code=405, headers={"allow": "POST"})
+        check_post(request)
+        body = await self._admission.body(request)
+        endpoint = endpoint_name(request.scope["path"])
+        view, key_id = endpoint_view(self._catalog(), request, endpoint)
+        return await self._post(request, body, view, endpoint, key_id)
 
     async def _post(self, request: Request, body: bytes, view: View, endpoint: str, key_id: str) -> Response:
         messages, is_batch = parse_body(body)

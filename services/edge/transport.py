@@ -21,7 +21,7 @@ from services.edge.admission import (
     check_stream,
     endpoint_name,
     endpoint_view,
-    refusal,
+    guarded,
 )
 from services.edge.background import Background
 from services.edge.calls import Call, Relay
@@ -97,24 +97,19 @@ class StreamableHttpEndpoint:
         self._keepalive = keepalive_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            self._admission.check(request)
-            endpoint = endpoint_name(scope["path"])
-            if request.method == "POST":
-                response = await self._post(request, endpoint)
-            elif request.method == "GET":
-                response = await self._get(request, endpoint)
-            elif request.method == "DELETE":
-                response = await self._delete(request, endpoint)
-            else:
-                response = Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
-        except EdgeError as exc:
-            response = refusal(exc)
-        except Exception:
-            log.exception("unexpected error serving %s %s", request.method, request.url.path)
-            response = refusal(InternalError("Internal error"))
+        response = await guarded(Request(scope, receive), self._route)
         await response(scope, receive, send)
+
+    async def _route(self, request: Request) -> Response:
+        self._admission.check(request)
+        endpoint = endpoint_name(request.scope["path"])
+        if request.method == "POST":
+            return await self._post(request, endpoint)
+        if request.method == "GET":
+            return await self._get(request, endpoint)
+        if request.method == "DELETE":
+            return await self._delete(request, endpoint)
+        return Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
 
     def _view(self, request: Request, endpoint: str) -> tuple[View, str]:
         return endpoint_view(self._catalog(), request, endpoint)

@@ -18,19 +18,14 @@ import base64
 import difflib
 import json
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, ExitStack, suppress
+from contextlib import AsyncExitStack, ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import anyio
-import httpx2
 import mcp_types as types
-import psutil
 import pytest
 from mcp import ClientSession, MCPError
 from mcp.client.session import ClientRequestContext
@@ -39,7 +34,7 @@ from mcp.client.streamable_http import streamable_http_client
 from pydantic import BaseModel, FileUrl
 
 from services.up.main import free_port
-from tests.processes import NODE, NODE_DIR, ROOT, port_open, running, stop, wait_until
+from tests.processes import NODE, NODE_DIR, mcpgw_up, port_open, running, wait_until
 
 EVERYTHING = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 MODES = ("streamableHttp", "sse")
@@ -363,34 +358,8 @@ def gateway(everything: dict[str, str], tmp_path_factory: pytest.TempPathFactory
     ]
     for server, mode in zip(servers, MODES, strict=True):
         server.update(connection_string=everything[mode], tools_to_execute=["*"])
-    (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "services.cli", "up",
-        "--config", str(tmp / "config.json"),
-        "--state-dir", str(tmp / "state"),
-        "--port", str(port),
-    ]  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with (tmp / "up.log").open("wb") as log:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wanted = set(NAMES.values())
-            wait_until(lambda: wanted <= _connected(base), 60, "mcpgw up with server-everything", process)
-            yield base
-        finally:
-            with suppress(psutil.NoSuchProcess):
-                for child in psutil.Process(process.pid).children(recursive=True):
-                    child.kill()
-            stop(process, signal.SIGKILL)
-
-
-def _connected(base: str) -> set[str]:
-    try:
-        body = httpx2.get(f"{base}/readyz", timeout=1).json()
-    except (httpx2.HTTPError, ValueError):
-        return set()
-    return set(body.get("servers", []))
+    with mcpgw_up(tmp, servers, "mcpgw up with server-everything") as base:
+        yield base
 
 
 @dataclass
