@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -22,6 +21,7 @@ from services.settings import ConnectorSettings
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
+HEARD_BUFFER = 1024
 
 
 async def serve(settings: ConnectorSettings) -> None:
@@ -32,20 +32,24 @@ async def serve(settings: ConnectorSettings) -> None:
 
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.connector_id}", on_reconnect=on_reconnect)
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=changed.on_message)
-    publishing: set[asyncio.Future[None]] = set()
-
     subjects = {
         "notifications/resources/updated": bus.RESOURCE_UPDATED,
         "notifications/tasks/status": bus.TASK_STATUS,
     }
+    # What downstreams said that edges pass on, waiting to be published (bounded: a burst
+    # past it while NATS is slow is dropped and logged, not queued without end).
+    heard_send, heard_receive = anyio.create_memory_object_stream[tuple[str, bytes]](HEARD_BUFFER)
 
     def heard(server: str, method: str, params: dict[str, Any]) -> None:
         # Every edge hears it and tells the sessions it concerns (subscribers, a task's owner).
-        sent = asyncio.ensure_future(
-            nc.publish(subjects[method], orjson.dumps({"server": server, "params": params}))
-        )
-        publishing.add(sent)
-        sent.add_done_callback(publishing.discard)
+        try:
+            heard_send.send_nowait((subjects[method], orjson.dumps({"server": server, "params": params})))
+        except anyio.WouldBlock:
+            log.warning("server %s: %s dropped, NATS is not keeping up", server, method)
+
+    async def publish_heard() -> None:
+        async for subject, body in heard_receive:
+            await nc.publish(subject, body)
 
     registry_channel = channel(settings.registry_addr)
     pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), heard)
@@ -75,6 +79,7 @@ async def serve(settings: ConnectorSettings) -> None:
         await server.start()
         log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
         tg.start_soon(keep_in_sync)
+        tg.start_soon(publish_heard)
         await stop_requested()
         await server.stop()
         tg.cancel_scope.cancel()
