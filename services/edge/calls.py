@@ -191,8 +191,10 @@ class Call:
             outcome = self._outcome or connector_pb2.CallToolOutcome(error=self._ended_early())
         finally:
             self._calls._untrack(self)
-            # The client's stream of this call ends with it.
+            # The client's stream of this call ends with it (and nobody reads one that relays nothing).
             self._send.close()
+            if self._relay is Relay.NONE:
+                self.messages.close()
             self._submit(started, outcome)
         return outcome
 

@@ -67,14 +67,15 @@ class PendingCall:
         asking: set[asyncio.Task[None]] = set()
 
         async def pump() -> None:
-            async for message in call.messages:
-                parsed = orjson.loads(message)
-                if "id" in parsed and "method" in parsed:
-                    task = asyncio.ensure_future(self._relay_ask(call, parsed))
-                    asking.add(task)
-                    task.add_done_callback(asking.discard)
-                else:
-                    self.notify(message)
+            with call.messages:
+                async for message in call.messages:
+                    parsed = orjson.loads(message)
+                    if "id" in parsed and "method" in parsed:
+                        task = asyncio.ensure_future(self._relay_ask(call, parsed))
+                        asking.add(task)
+                        task.add_done_callback(asking.discard)
+                    else:
+                        self.notify(message)
 
         pumping = asyncio.ensure_future(pump())
         try:

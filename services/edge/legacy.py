@@ -68,8 +68,9 @@ async def _relayed(call: Call, sse: SseSession) -> bytes:
     """Run `call`; what it sends its client meanwhile goes on the session's stream first."""
 
     async def pump() -> None:
-        async for message in call.messages:
-            await sse.send(message)
+        with call.messages:
+            async for message in call.messages:
+                await sse.send(message)
 
     pumping = asyncio.ensure_future(pump())
     try:

@@ -237,6 +237,8 @@ class ModernEndpoint:
             if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
                 ctx.relay = Relay.NOTIFY
             call = self._handler.open_call(ctx, params)
+            if ctx.relay is Relay.NONE:
+                return _json(await self._answer(message.id, call.result()))
             return await json_or_events(
                 call.messages, self._answer(message.id, call.result()), self._background
             )

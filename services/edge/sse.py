@@ -89,6 +89,7 @@ async def json_or_events(
     try:
         first = await messages.receive()
     except anyio.EndOfStream:
+        messages.close()
         await answered.wait()
         return _reply(replies)
     except BaseException:
@@ -98,8 +99,9 @@ async def json_or_events(
     async def rest() -> AsyncIterator[tuple[bytes, bool]]:
         """The messages after the first, then the answer's body, marked final (if it was
         not cancelled)."""
-        async for data in messages:
-            yield data, False
+        with messages:
+            async for data in messages:
+                yield data, False
         await answered.wait()
         if replies:
             yield replies[0].body, True
