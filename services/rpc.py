@@ -17,13 +17,21 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.enable_retries", 1),
     ("grpc.lb_policy_name", "round_robin"),
 ]
+# Servers accept the keepalive pings their clients send (every 20 s, with or without calls):
+# gRPC's default policy allows one per 5 minutes without data and answers more with
+# GOAWAY too_many_pings, closing the channel under the calls that were about to use it.
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    *CHANNEL_OPTIONS,
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
 
 
 class HealthyServer:
     """A `grpc.aio` server that also serves `grpc.health.v1`, SERVING once started."""
 
     def __init__(self, listen: str, service_name: str, register: Callable[[grpc.aio.Server], None]) -> None:
-        self.server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
         self._service_name = service_name
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
