@@ -43,7 +43,7 @@ async def serve(settings: EdgeSettings) -> None:
         log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}")
     await bus.ensure_audit_stream(nc)
-    await bus.ensure_events_stream(nc, settings.event_retention_seconds)
+    await bus.ensure_events_stream(nc, settings.event_retention_seconds, settings.event_retention_bytes)
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
