@@ -74,8 +74,9 @@ class EdgeSettings(CommonSettings):
     keepalive_seconds: float = 15.0
     # How long the events of SSE answers stay resumable with Last-Event-ID.
     event_retention_seconds: float = 600.0
-    # And at most this much of them (the stream lives in NATS's memory; the oldest go first).
-    event_retention_bytes: int = 128 * 1024 * 1024
+    # And at most this much of them (the stream lives in NATS's memory, which holds about 4x
+    # what it stores: this keeps NATS near 130 MiB; the oldest go first).
+    event_retention_bytes: int = 32 * 1024 * 1024
     # Bearer token of the management API under /api/; empty turns the API off.
     admin_token: str = ""
     # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.

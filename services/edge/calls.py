@@ -24,7 +24,12 @@ import orjson
 
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.connector_client import DEADLINE_GRACE_SECONDS, ConnectorClient, ConnectorUnavailableError
+from services.edge.connector_client import (
+    DEADLINE_GRACE_SECONDS,
+    CallCancelledError,
+    ConnectorClient,
+    ConnectorUnavailableError,
+)
 from services.edge.errors import DownstreamRpcError, JsonRpcId
 from services.edge.sessions import Session
 from services.telemetry import traceparent
@@ -34,6 +39,8 @@ log = logging.getLogger(__name__)
 # What a call may have waiting for its client before notifications are dropped and
 # requests wait: enough for bursts of progress, small enough to bound a slow client.
 CHANNEL_SIZE = 64
+# How long a cancelled streamed call's RPC has to end before its task is cut off.
+CANCEL_GRACE_SECONDS = 5.0
 
 
 class Relay(Flag):
@@ -158,6 +165,9 @@ class Call:
         self._send, self.messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
         self._scope = anyio.CancelScope()
         self._cancelled = False
+        # A streamed call is cancelled through its RPC, not by cutting off the task reading it
+        # (that leaks grpcio's native ops, grpc/grpc#43360); a unary one is cut.
+        self._cancel_requested = anyio.Event() if relay is not Relay.NONE else None
         self._outcome: connector_pb2.CallToolOutcome | None = None
         self._asked: dict[str, _Reply] = {}
         self._audited = False
@@ -169,7 +179,12 @@ class Call:
     def cancel(self) -> None:
         """The client cancelled: the call ends (downstream too) and answers as cancelled."""
         self._cancelled = True
-        self._scope.cancel()
+        if self._cancel_requested is None:
+            self._scope.cancel()
+            return
+        self._cancel_requested.set()
+        # Should the RPC not end after all, the call is cut a moment later.
+        self._scope.deadline = min(self._scope.deadline, anyio.current_time() + CANCEL_GRACE_SECONDS)
 
     async def result(self) -> bytes:
         """The call's result JSON, or the DownstreamRpcError the downstream answered."""
@@ -206,7 +221,10 @@ class Call:
                 traceparent(self._trace_id, self._span_id),
                 self._notify if Relay.NOTIFY in self._relay else None,
                 self._ask if Relay.ASK in self._relay else None,
+                self._cancel_requested,
             )
+        except CallCancelledError:
+            pass  # run() answers it as cancelled by the client
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", self.exposed_name, exc)
             error = failure(

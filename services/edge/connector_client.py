@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import grpc
 import orjson
 
@@ -27,6 +28,10 @@ DEADLINE_GRACE_SECONDS = 5.0
 
 class ConnectorUnavailableError(ConnectionError):
     """No connector answered, or none within the call's deadline."""
+
+
+class CallCancelledError(Exception):
+    """The call was cancelled (its `cancelled` event set) before its outcome came."""
 
 
 Ask = Callable[[str, bytes], Awaitable[dict[str, Any]]]
@@ -53,9 +58,11 @@ class ConnectorClient:
         traceparent: str,
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
+        cancelled: anyio.Event | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
-        there, and with `ask`, its requests are answered by the client."""
+        there, and with `ask`, its requests are answered by the client. A streamed call ends
+        with CallCancelledError once `cancelled` is set."""
         metadata = (("traceparent", traceparent),)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         for _ in range(ATTEMPTS):
@@ -66,7 +73,9 @@ class ConnectorClient:
                         request, metadata=metadata, timeout=deadline
                     )
                 else:
-                    outcome = await self._relayed(request, metadata, deadline, on_notification, ask)
+                    outcome = await self._relayed(
+                        request, metadata, deadline, on_notification, ask, cancelled
+                    )
             except grpc.aio.AioRpcError as exc:
                 raise _unavailable(exc) from None
             if not _refused(outcome):
@@ -80,9 +89,20 @@ class ConnectorClient:
         deadline: float,
         on_notification: Callable[[bytes], object] | None,
         ask: Ask | None,
+        cancelled: anyio.Event | None = None,
     ) -> connector_pb2.CallToolOutcome:
+        """grpcio leaks a batch's native ops when the task awaiting it is cancelled, or when
+        the batch fails (grpc/grpc#43360, about 100 bytes a time): so nothing here cancels a
+        task in the middle of a read. The edge half-closes as soon as it has nothing more to
+        send (the connector's read of replies then ends instead of being cut), a cancelled
+        call cancels the RPC and lets the read in flight end by itself, and a call that got
+        its outcome is read to its status rather than cancelled."""
         call = self._stub.StreamTool(metadata=metadata, timeout=deadline)
         answering: set[asyncio.Task[None]] = set()
+
+        async def cancel_when_asked(event: anyio.Event) -> None:
+            await event.wait()
+            call.cancel()
 
         async def answer(server_request: connector_pb2.ServerRequest) -> None:
             if ask is None:
@@ -98,17 +118,39 @@ class ConnectorClient:
             )
             await call.write(connector_pb2.CallToolMessage(reply=reply))
 
+        outcome: connector_pb2.CallToolOutcome | None = None
         try:
             await call.write(connector_pb2.CallToolMessage(call=request))
+            if ask is None:
+                await call.done_writing()
+            if cancelled is not None:
+                watcher = asyncio.create_task(cancel_when_asked(cancelled))
+                answering.add(watcher)
+                watcher.add_done_callback(answering.discard)
             async for update in call:
                 if update.HasField("outcome"):
-                    return update.outcome  # type: ignore[no-any-return]
-                if update.HasField("request"):
+                    # Read on to the RPC's status (it follows at once) rather than cutting it.
+                    outcome = update.outcome
+                    if ask is not None:
+                        await call.done_writing()
+                elif update.HasField("request"):
                     task = asyncio.create_task(answer(update.request))
                     answering.add(task)
                     task.add_done_callback(answering.discard)
                 elif on_notification is not None:
                     on_notification(update.notification_json)
+            if outcome is not None:
+                return outcome
+        except grpc.aio.AioRpcError:
+            if outcome is not None:
+                return outcome  # the RPC failed after its outcome came: the outcome stands
+            raise
+        except asyncio.CancelledError:
+            # grpc raises CancelledError from the read of an RPC cancelled with call.cancel().
+            current = asyncio.current_task()
+            if cancelled is None or not cancelled.is_set() or (current is not None and current.cancelling()):
+                raise
+            raise CallCancelledError from None
         finally:
             for task in answering:
                 task.cancel()

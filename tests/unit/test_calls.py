@@ -37,6 +37,7 @@ class Connector:
         traceparent: str,
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
+        cancelled: object = None,
     ) -> connector_pb2.CallToolOutcome:
         try:
             return await self._behaviour(on_notification, ask)
