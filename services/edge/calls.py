@@ -20,6 +20,7 @@ from enum import Flag, auto
 from typing import Any
 
 import anyio
+import grpc
 import orjson
 
 from services.contracts import connector_pb2, events_pb2
@@ -169,6 +170,7 @@ class Call:
         # (that leaks grpcio's native ops, grpc/grpc#43360); a unary one is cut.
         self._cancel_requested = anyio.Event() if relay is not Relay.NONE else None
         self._outcome: connector_pb2.CallToolOutcome | None = None
+        self._rpc: grpc.aio.Call | None = None
         self._asked: dict[str, _Reply] = {}
         self._audited = False
         # Notifications the client missed because it did not read them in time.
@@ -180,7 +182,9 @@ class Call:
         """The client cancelled: the call ends (downstream too) and answers as cancelled."""
         self._cancelled = True
         if self._cancel_requested is None:
-            self._scope.cancel()
+            # A unary call: cancelling its RPC ends it (before it started, it does not start).
+            if self._rpc is not None:
+                self._rpc.cancel()
             return
         self._cancel_requested.set()
         # Should the RPC not end after all, the call is cut a moment later.
@@ -200,9 +204,14 @@ class Call:
             # The RPC runs in a task of its own: grpc's aio calls re-raise a cancellation in a
             # way a cancel scope around them does not recognise (it escaped as CancelledError),
             # while a task group's child ends cleanly when its group is cancelled.
-            with self._scope, anyio.move_on_after(self.deadline):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._reach)
+            if self._relay is Relay.NONE:
+                # The hot path: no task group and no scope; the RPC's own deadline bounds it.
+                if not self._cancelled:
+                    await self._reach()
+            else:
+                with self._scope, anyio.move_on_after(self.deadline):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(self._reach)
             outcome = self._outcome or connector_pb2.CallToolOutcome(error=self._ended_early())
         finally:
             self._calls._untrack(self)
@@ -213,6 +222,9 @@ class Call:
             self._submit(started, outcome)
         return outcome
 
+    def _hold_rpc(self, rpc: grpc.aio.Call) -> None:
+        self._rpc = rpc
+
     async def _reach(self) -> None:
         """The connector's outcome of the call, into `_outcome`."""
         try:
@@ -222,6 +234,7 @@ class Call:
                 self._notify if Relay.NOTIFY in self._relay else None,
                 self._ask if Relay.ASK in self._relay else None,
                 self._cancel_requested,
+                self._hold_rpc,
             )
         except CallCancelledError:
             pass  # run() answers it as cancelled by the client

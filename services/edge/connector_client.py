@@ -59,19 +59,29 @@ class ConnectorClient:
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
         cancelled: anyio.Event | None = None,
+        on_rpc: Callable[[grpc.aio.Call], object] | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
         there, and with `ask`, its requests are answered by the client. A streamed call ends
-        with CallCancelledError once `cancelled` is set."""
+        with CallCancelledError once `cancelled` is set; a unary one once the RPC `on_rpc`
+        is handed is cancelled (no task to cancel: grpc's cancellation of a task awaiting it
+        escapes cancel scopes, and a task per call costs the hot path)."""
         metadata = (("traceparent", traceparent),)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         for _ in range(ATTEMPTS):
             try:
                 if on_notification is None and ask is None:
                     # Unary: the cheapest gRPC call there is, and most tool calls are this.
-                    outcome: connector_pb2.CallToolOutcome = await self._stub.CallTool(
-                        request, metadata=metadata, timeout=deadline
-                    )
+                    rpc = self._stub.CallTool(request, metadata=metadata, timeout=deadline)
+                    if on_rpc is not None:
+                        on_rpc(rpc)
+                    try:
+                        outcome: connector_pb2.CallToolOutcome = await rpc
+                    except asyncio.CancelledError:
+                        current = asyncio.current_task()
+                        if rpc.cancelled() and on_rpc is not None and not (current and current.cancelling()):
+                            raise CallCancelledError from None
+                        raise
                 else:
                     outcome = await self._relayed(
                         request, metadata, deadline, on_notification, ask, cancelled

@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
 from services.edge.calls import CHANNEL_SIZE, Call, Calls, Relay
-from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
+from services.edge.connector_client import CallCancelledError, ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import DownstreamRpcError
 from services.edge.sessions import Session
 
@@ -37,13 +37,58 @@ class Connector:
         traceparent: str,
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
-        cancelled: object = None,
+        cancelled: anyio.Event | None = None,
+        on_rpc: Callable[[Any], object] | None = None,
     ) -> connector_pb2.CallToolOutcome:
+        # Like the real client: a unary call is ended by cancelling its RPC, a streamed one by
+        # its `cancelled` event; either way the call sees CallCancelledError.
+        stop = cancelled or anyio.Event()
+        if on_rpc is not None:
+            on_rpc(Rpc(stop))
         try:
-            return await self._behaviour(on_notification, ask)
+            outcome_or_cancel = await self._race(stop, on_notification, ask)
         except anyio.get_cancelled_exc_class():
             self.cancelled = True
             raise
+        return outcome_or_cancel
+
+    async def _race(
+        self, stop: anyio.Event, on_notification: Callable[[bytes], object] | None, ask: Ask | None
+    ) -> connector_pb2.CallToolOutcome:
+        outcome: list[connector_pb2.CallToolOutcome] = []
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                try:
+                    outcome.append(await self._behaviour(on_notification, ask))
+                except Exception as exc:
+                    failed.append(exc)
+                tg.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await stop.wait()
+                self.cancelled = True
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            tg.start_soon(watch)
+        if failed:
+            raise failed[0]
+        if not outcome:
+            if self.cancelled:
+                raise CallCancelledError
+            self.cancelled = True
+            raise anyio.get_cancelled_exc_class()()
+        return outcome[0]
+
+
+class Rpc:
+    def __init__(self, stop: anyio.Event) -> None:
+        self._stop = stop
+
+    def cancel(self) -> None:
+        self._stop.set()
 
 
 class Audit:
@@ -114,7 +159,9 @@ async def test_the_client_cancels_by_session_and_request_id() -> None:
 
 
 async def test_a_call_past_its_deadline_ends_with_a_named_timeout() -> None:
-    call, _, connector, audit = make_call(hang, timeout=0.2)
+    # A streamed call's deadline is the edge's own; a unary call's is its RPC's (gRPC ends it
+    # with DEADLINE_EXCEEDED, which reads as the connector not answering within it).
+    call, _, connector, audit = make_call(hang, timeout=0.2, relay=Relay.NOTIFY)
     with anyio.fail_after(2):
         result = orjson.loads(await call.result())
     assert result["isError"] is True
