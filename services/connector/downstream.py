@@ -155,7 +155,6 @@ class Downstream:
         self._board = RelayBoard()
         # Why the last connection ended, for the report.
         self._lost = ""
-        self._served = False
         self._connected = anyio.Event()
         # Set once the first connection attempt has concluded, either way.
         self._settled = anyio.Event()
@@ -200,7 +199,7 @@ class Downstream:
         while True:
             state = State.DISCONNECTED
             self._lost = "connection closed"
-            self._served = False
+            served = False
             try:
                 await self._serve_once(announce=attempts == 0)
                 error = self._lost
@@ -213,9 +212,11 @@ class Downstream:
                 self._settled.set()
                 self._dispatcher = None
                 self._forwarder = None
-                if self._connected.is_set():
+                # Connected at some point: it got as far as serving, so the backoff starts over.
+                served = self._connected.is_set()
+                if served:
                     self._connected = anyio.Event()
-            if self._served:
+            if served:
                 attempts, delay = 0, self._backoff_initial
             else:
                 attempts += 1
@@ -238,8 +239,8 @@ class Downstream:
             delay = min(delay * 2, self._backoff_max)
 
     async def _serve_once(self, announce: bool) -> None:
-        """One connection's lifetime (`_served` says whether it got as far as serving); a
-        retry after a failed attempt is not `announce`d: registry keeps the last error."""
+        """One connection's lifetime; a retry after a failed attempt is not `announce`d:
+        registry keeps the last error."""
         if announce:
             await self._report(Status(State.CONNECTING), Inventory())
         closed = anyio.Event()
@@ -285,7 +286,6 @@ class Downstream:
                 len(inventory.prompts),
                 len(inventory.resources) + len(inventory.resource_templates),
             )
-            self._served = True
             await self._report(Status(State.CONNECTED), inventory)
             for uri in self._subscriptions.uris:
                 # A new downstream session knows nothing of the old one's subscriptions.

@@ -62,6 +62,11 @@ def tool_error_result(message: str) -> bytes:
     return orjson.dumps({"content": [{"type": "text", "text": message}], "isError": True})
 
 
+def no_connector(exc: ConnectorUnavailableError) -> connector_pb2.CallError:
+    """The failure of a request no connector answered (in time)."""
+    return failure(-32000, f"mcpgw: connector unavailable: {exc}", connector_pb2.FAILURE_NO_CONNECTOR)
+
+
 def rpc_error(error: connector_pb2.CallError) -> DownstreamRpcError:
     """The JSON-RPC error a client sees for a failed request."""
     return DownstreamRpcError(
@@ -166,8 +171,9 @@ class Call:
         self._send, self.messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
         self._scope = anyio.CancelScope()
         self._cancelled = False
-        # A streamed call is cancelled through its RPC, not by cutting off the task reading it
-        # (that leaks grpcio's native ops, grpc/grpc#43360); a unary one is cut.
+        # A call is cancelled through its RPC, not by cutting off the task awaiting it (that
+        # leaks grpcio's native ops, grpc/grpc#43360): a streamed one by this event, a unary
+        # one by cancelling the RPC it was handed (`_rpc`).
         self._cancel_requested = anyio.Event() if relay is not Relay.NONE else None
         self._outcome: connector_pb2.CallToolOutcome | None = None
         self._rpc: grpc.aio.Call | None = None
@@ -201,14 +207,14 @@ class Call:
         outcome: connector_pb2.CallToolOutcome | None = None
         self._calls._track(self)
         try:
-            # The RPC runs in a task of its own: grpc's aio calls re-raise a cancellation in a
-            # way a cancel scope around them does not recognise (it escaped as CancelledError),
-            # while a task group's child ends cleanly when its group is cancelled.
             if self._relay is Relay.NONE:
                 # The hot path: no task group and no scope; the RPC's own deadline bounds it.
                 if not self._cancelled:
                     await self._reach()
             else:
+                # The RPC runs in a task of its own: grpc's aio calls re-raise a cancellation in
+                # a way a cancel scope around them does not recognise (it escaped as
+                # CancelledError), while a task group's child ends cleanly with its group.
                 with self._scope, anyio.move_on_after(self.deadline):
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(self._reach)
@@ -240,10 +246,7 @@ class Call:
             pass  # run() answers it as cancelled by the client
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", self.exposed_name, exc)
-            error = failure(
-                -32000, f"mcpgw: connector unavailable: {exc}", connector_pb2.FAILURE_NO_CONNECTOR
-            )
-            self._outcome = connector_pb2.CallToolOutcome(error=error)
+            self._outcome = connector_pb2.CallToolOutcome(error=no_connector(exc))
 
     def _ended_early(self) -> connector_pb2.CallError:
         if self._cancelled:

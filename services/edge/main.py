@@ -71,8 +71,10 @@ async def serve(settings: EdgeSettings) -> None:
         settings.edge_id,
         peers,
         state,
-        lambda server, tool: follower.catalog.call_timeout(server, tool, settings.call_timeout_seconds),
-        task_ids,
+        timeout=lambda server, tool: follower.catalog.call_timeout(
+            server, tool, settings.call_timeout_seconds
+        ),
+        task_ids=task_ids,
     )
 
     async def on_resource_updated(msg: Msg) -> None:

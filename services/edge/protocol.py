@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +13,10 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from services import __version__
 from services.contracts import connector_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.calls import Call, Calls, Relay, rpc_error
+from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
 from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
-    DownstreamRpcError,
     EdgeError,
     InvalidParamsError,
     InvalidRequestError,
@@ -28,7 +26,7 @@ from services.edge.errors import (
 )
 from services.edge.peers import Peers, owner
 from services.edge.session_state import SessionState
-from services.edge.sessions import Session, Signer
+from services.edge.sessions import Session
 from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
 from services.telemetry import new_trace, traceparent
@@ -38,7 +36,6 @@ log = logging.getLogger(__name__)
 SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __version__}
 
 
-DEFAULT_CALL_TIMEOUT_SECONDS = 60.0
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = ("elicitation", "roots", "sampling")
@@ -167,13 +164,14 @@ class McpHandler:
         edge_id: str,
         peers: Peers | None = None,
         state: SessionState | None = None,
-        timeout: Callable[[str, str | None], float] | None = None,
-        task_ids: TaskIds | None = None,
+        *,
+        timeout: Callable[[str, str | None], float],
+        task_ids: TaskIds,
     ) -> None:
         # Task ids as clients see them: signed, naming the server, the task and its owner.
-        self._task_ids = task_ids or TaskIds(Signer(secrets.token_urlsafe(32)))
+        self._task_ids = task_ids
         # How long a request to (server, tool) may take.
-        self._timeout = timeout or (lambda server, tool: DEFAULT_CALL_TIMEOUT_SECONDS)
+        self._timeout = timeout
         self._peers = peers
         self._state = state
         self._connector = connector
@@ -304,7 +302,7 @@ class McpHandler:
             outcome = await self._connector.forward(request, traceparent(trace_id, span_id))
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
-            raise DownstreamRpcError(-32000, f"mcpgw: connector unavailable: {exc}") from None
+            raise rpc_error(no_connector(exc)) from None
         if outcome.HasField("error"):
             raise rpc_error(outcome.error)
         return outcome.result_json

@@ -13,6 +13,8 @@ from services.edge.catalog import build_view, server_capabilities
 from services.edge.connector_client import ConnectorClient
 from services.edge.errors import MethodNotFoundError
 from services.edge.protocol import CallContext, McpHandler
+from services.edge.sessions import Signer
+from services.edge.tasks import TaskIds
 from services.edge.uris import exposed_result
 
 
@@ -57,7 +59,13 @@ async def test_a_server_endpoint_refuses_what_its_server_does_not_offer() -> Non
         servers=[registry_pb2.ServerView(name="s", state="connected", capabilities_json=b'{"tools": {}}')]
     )
     view = build_view(snapshot, "s")
-    handler = McpHandler(cast(ConnectorClient, None), cast(AuditPublisher, None), "edge")
+    handler = McpHandler(
+        cast(ConnectorClient, None),
+        cast(AuditPublisher, None),
+        "edge",
+        timeout=lambda server, tool: 60.0,
+        task_ids=TaskIds(Signer("test")),
+    )
     with pytest.raises(MethodNotFoundError):
         await handler.request(CallContext(None, 1, view), "prompts/list", None)
     assert await handler.request(CallContext(None, 1, view), "tools/list", None) == b'{"tools":[]}'
