@@ -22,6 +22,7 @@ from typing import Any
 import anyio
 import grpc
 import orjson
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
@@ -168,13 +169,20 @@ class Call:
         # The result as the client's view names things (resource URIs on /mcp, task ids).
         self._present = present
         self.deadline = request.timeout_seconds + grace
-        self._send, self.messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
-        self._scope = anyio.CancelScope()
         self._cancelled = False
         # A call is cancelled through its RPC, not by cutting off the task awaiting it (that
         # leaks grpcio's native ops, grpc/grpc#43360): a streamed one by this event, a unary
         # one by cancelling the RPC it was handed (`_rpc`).
-        self._cancel_requested = anyio.Event() if relay is not Relay.NONE else None
+        self._cancel_requested: anyio.Event | None = None
+        # Only a streamed call has a channel to its client and a scope to cut it off with (the
+        # unary one is the hot path: it allocates neither).
+        self._send: MemoryObjectSendStream[bytes] | None = None
+        self._messages: MemoryObjectReceiveStream[bytes] | None = None
+        self._scope: anyio.CancelScope | None = None
+        if relay is not Relay.NONE:
+            self._cancel_requested = anyio.Event()
+            self._send, self._messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
+            self._scope = anyio.CancelScope()
         self._outcome: connector_pb2.CallToolOutcome | None = None
         self._rpc: grpc.aio.Call | None = None
         self._asked: dict[str, _Reply] = {}
@@ -184,10 +192,16 @@ class Call:
         # A client cancels a call by its session and the id it sent the call under.
         self.key = (session.id, str(request_id)) if session is not None and session.id else None
 
+    @property
+    def messages(self) -> MemoryObjectReceiveStream[bytes]:
+        """What the downstream sends the client before the result, closed when the call ends."""
+        assert self._messages is not None, "a call that relays nothing has no messages"
+        return self._messages
+
     def cancel(self) -> None:
         """The client cancelled: the call ends (downstream too) and answers as cancelled."""
         self._cancelled = True
-        if self._cancel_requested is None:
+        if self._cancel_requested is None or self._scope is None:
             # A unary call: cancelling its RPC ends it (before it started, it does not start).
             if self._rpc is not None:
                 self._rpc.cancel()
@@ -207,7 +221,7 @@ class Call:
         outcome: connector_pb2.CallToolOutcome | None = None
         self._calls._track(self)
         try:
-            if self._relay is Relay.NONE:
+            if self._scope is None:
                 # The hot path: no task group and no scope; the RPC's own deadline bounds it.
                 if not self._cancelled:
                     await self._reach()
@@ -221,10 +235,9 @@ class Call:
             outcome = self._outcome or connector_pb2.CallToolOutcome(error=self._ended_early())
         finally:
             self._calls._untrack(self)
-            # The client's stream of this call ends with it (and nobody reads one that relays nothing).
-            self._send.close()
-            if self._relay is Relay.NONE:
-                self.messages.close()
+            # The client's stream of this call ends with it.
+            if self._send is not None:
+                self._send.close()
             self._submit(started, outcome)
         return outcome
 
@@ -262,6 +275,7 @@ class Call:
     def _notify(self, message: bytes) -> None:
         if self._log_filter is not None and not self._log_filter(message):
             return
+        assert self._send is not None, "only a streamed call is notified"
         try:
             self._send.send_nowait(message)
         except anyio.WouldBlock:
@@ -272,6 +286,7 @@ class Call:
 
     async def _ask(self, method: str, params_json: bytes) -> dict[str, Any]:
         """Relay a downstream's request to the client and wait for its reply."""
+        assert self._send is not None, "only a streamed call asks its client"
         ask_id = self._calls._asks(self)
         waiting = self._asked[ask_id] = _Reply(anyio.Event())
         try:
