@@ -21,7 +21,7 @@ import orjson
 
 from services.edge.calls import Call
 from services.edge.errors import InvalidParamsError
-from services.edge.sessions import Signer
+from services.edge.signing import Signer, TokenKind
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +118,19 @@ class InputRounds:
     def start(self, tool: str, running: Call) -> PendingCall:
         """Run `running` as a call that may wait on its client between rounds."""
         call_id = secrets.token_hex(8)
-        call = PendingCall(call_id, tool, self._signer.sign(f"{self.edge_id}.{call_id}"))
+        call = PendingCall(
+            call_id, tool, self._signer.sign(TokenKind.REQUEST_STATE, f"{self.edge_id}.{call_id}")
+        )
         call.task = asyncio.ensure_future(call.relay(running))
         self._calls[call_id] = call
         return call
 
     def holder(self, state: object) -> str:
         """The edge holding the call a retry's `requestState` names."""
-        if not isinstance(state, str) or (signed := self._signer.verify(state)) is None:
+        if (
+            not isinstance(state, str)
+            or (signed := self._signer.verify(TokenKind.REQUEST_STATE, state)) is None
+        ):
             raise InvalidParamsError('Invalid params: "requestState" was not issued by this gateway')
         return signed.rpartition(".")[0]
 
@@ -136,7 +141,7 @@ class InputRounds:
         return await self.round(self._resume(state, tool, responses), sink)
 
     def _resume(self, state: str, tool: str, responses: object) -> PendingCall:
-        signed = self._signer.verify(state) or ""
+        signed = self._signer.verify(TokenKind.REQUEST_STATE, state) or ""
         edge_id, _, call_id = signed.rpartition(".")
         call = self._calls.get(call_id) if edge_id == self.edge_id else None
         if call is None or call.tool != tool:

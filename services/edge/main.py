@@ -25,7 +25,8 @@ from services.edge.modern import ModernEndpoint
 from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
 from services.edge.session_state import SessionState
-from services.edge.sessions import SessionCodec, Signer
+from services.edge.sessions import SessionCodec
+from services.edge.signing import Signer
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.tasks import TaskIds

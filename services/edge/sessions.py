@@ -1,16 +1,13 @@
 """Sessions as signed, expiring tokens, so any edge replica can serve any session.
 
-A token is `<key id>.<claims>.<signature>`: base64url JSON claims (protocol version,
-client name, virtual key id, endpoint, expiry, nonce) and an HMAC-SHA256 over the
-first two parts. Which sessions were ended with DELETE is not the token's to say: `ended`
-answers it (SessionState, shared by every edge), so DELETE is final everywhere.
+A session id is a signed token (`signing.py`) of base64url JSON claims: protocol
+version, client name, virtual key id, endpoint, expiry, nonce. Which sessions were ended
+with DELETE is not the token's to say: `ended` answers it (SessionState, shared by every
+edge), so DELETE is final everywhere.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -19,8 +16,7 @@ from dataclasses import dataclass
 import orjson
 
 from services.edge.errors import SessionNotFoundError
-
-KEY_ID = "k1"
+from services.edge.signing import Signer, TokenKind, b64, unb64
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,34 +35,6 @@ class Session:
     def id(self) -> str:
         """The session's public identifier (the nonce): safe in logs and audit events."""
         return self.nonce
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class Signer:
-    """HMAC-SHA256 over tokens the edge hands out, keyed by the secret all edges share."""
-
-    def __init__(self, secret: str) -> None:
-        # Without a shared secret, a random key: tokens are then good on this process only.
-        self._key = hashlib.sha256(secret.encode()).digest() if secret else secrets.token_bytes(32)
-
-    def signature(self, text: str) -> str:
-        return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
-
-    def sign(self, text: str) -> str:
-        """`text` and its signature, as one token."""
-        return f"{text}.{self.signature(text)}"
-
-    def verify(self, token: str) -> str | None:
-        """The text a token signs, or None when it was not signed here (constant-time)."""
-        text, _, signature = token.rpartition(".")
-        return text if text and hmac.compare_digest(self.signature(text), signature) else None
 
 
 class SessionCodec:
@@ -95,16 +63,15 @@ class SessionCodec:
             "p": endpoint,
             "r": list(answers),
         }
-        return self._signer.sign(f"{KEY_ID}.{_b64(orjson.dumps(claims))}")
+        return self._signer.sign(TokenKind.SESSION, b64(orjson.dumps(claims)))
 
     def resolve(self, token: str) -> Session:
         """The session a token names; SessionNotFoundError for a forged, expired or ended one."""
-        signed = self._signer.verify(token)
-        key_id, _, encoded = (signed or "").partition(".")
-        if key_id != KEY_ID:
+        encoded = self._signer.verify(TokenKind.SESSION, token)
+        if encoded is None:
             raise SessionNotFoundError("Session not found: re-initialize")
         try:
-            claims = orjson.loads(_unb64(encoded))
+            claims = orjson.loads(unb64(encoded))
             session = Session(
                 str(claims["v"]),
                 str(claims["c"]),

@@ -10,15 +10,12 @@ one is.
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 import orjson
 
 from services.edge.errors import InvalidParamsError
-from services.edge.sessions import Session, Signer
+from services.edge.sessions import Session
+from services.edge.signing import Signer, TokenKind, b64, unb64
 
-KIND = "task1"
 RELATED_TASK = "io.modelcontextprotocol/related-task"
 # The task methods a client sends; each names one task by `taskId` but tasks/list.
 TASK_METHODS = frozenset({"tasks/get", "tasks/result", "tasks/cancel", "tasks/list"})
@@ -36,23 +33,19 @@ class TaskIds:
         self._signer = signer
 
     def expose(self, server: str, task_id: str, owner: str) -> str:
-        packed = base64.urlsafe_b64encode(orjson.dumps([server, task_id, owner])).decode().rstrip("=")
-        return self._signer.sign(f"{KIND}.{packed}")
+        return self._signer.sign(TokenKind.TASK, b64(orjson.dumps([server, task_id, owner])))
 
     def resolve(self, token: object, owner: str) -> tuple[str, str]:
         """The (server, downstream task id) a client's task id names; InvalidParamsError when
         it is not one this gateway issued to this owner."""
         unknown = InvalidParamsError(f"Invalid params: unknown task {token!r}" if isinstance(token, str) else
                                      'Invalid params: "taskId" must be a string')  # fmt: skip
-        text = self._signer.verify(token) if isinstance(token, str) else None
-        if text is None or not text.startswith(f"{KIND}."):
+        packed = self._signer.verify(TokenKind.TASK, token) if isinstance(token, str) else None
+        if packed is None:
             raise unknown
-        packed = text[len(KIND) + 1 :]
         try:
-            server, task_id, issued_to = orjson.loads(
-                base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
-            )
-        except (binascii.Error, ValueError, TypeError):
+            server, task_id, issued_to = orjson.loads(unb64(packed))
+        except (ValueError, TypeError):
             raise unknown from None
         if issued_to != owner:
             raise unknown

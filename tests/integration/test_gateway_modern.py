@@ -122,6 +122,30 @@ def test_a_forged_request_state_is_refused(gateway: str) -> None:
     assert "requestState" in response.json()["error"]["message"]
 
 
+def test_a_session_id_is_not_taken_for_a_request_state(gateway: str) -> None:
+    # Both are tokens the edge signs with one secret; each says what it is.
+    opened = httpx2.post(
+        gateway,
+        json={
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        },
+        headers={"accept": ACCEPT},
+        timeout=10,
+    )
+    session_id = opened.headers["mcp-session-id"]
+    params = {"name": "fixture_echo", "arguments": {"text": "x"}, "requestState": session_id}
+    response = send(gateway, "tools/call", params)
+    assert (response.status_code, response.json()["error"]["code"]) == (400, -32602)
+    assert "requestState" in response.json()["error"]["message"]
+
+
 def test_get_and_delete_are_not_allowed(gateway: str) -> None:
     for method in ("GET", "DELETE"):
         response = httpx2.request(

@@ -6,7 +6,8 @@ import orjson
 import pytest
 
 from services.edge.errors import InvalidParamsError
-from services.edge.sessions import Session, Signer
+from services.edge.sessions import Session
+from services.edge.signing import Signer, TokenKind
 from services.edge.tasks import TaskIds, owner_of
 
 IDS = TaskIds(Signer("task-test-secret"))
@@ -25,7 +26,7 @@ def test_an_id_resolves_for_its_owner_only() -> None:
         "t-1",  # the downstream's own id
         IDS.expose("srv", "t-1", "s:alice")[:-2] + "xx",  # a signature tampered with
         TaskIds(Signer("another-gateway")).expose("srv", "t-1", "s:alice"),
-        Signer("task-test-secret").sign("k1.not-a-task"),  # another kind of token, same signer
+        Signer("task-test-secret").sign(TokenKind.SESSION, "not-a-task"),  # another kind, same signer
     ],
 )
 def test_an_id_this_gateway_did_not_issue_is_unknown(forged: str) -> None:

@@ -13,7 +13,7 @@ from services.edge.catalog import build_view, server_capabilities
 from services.edge.connector_client import ConnectorClient
 from services.edge.errors import MethodNotFoundError
 from services.edge.protocol import CallContext, McpHandler
-from services.edge.sessions import Signer
+from services.edge.signing import Signer
 from services.edge.tasks import TaskIds
 from services.edge.uris import exposed_result
 
