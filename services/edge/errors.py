@@ -5,6 +5,7 @@ EdgeError                        (JSON-RPC code, HTTP status)
 ├── InvalidRequestError          -32600, 400   not a JSON-RPC request the revision allows
 ├── MethodNotFoundError          -32601, 200   method the gateway does not serve
 ├── InvalidParamsError           -32602, 200   bad params, unknown tool or prompt
+│   └── NestedTooDeepError         -32602, 400   nested deeper than the gateway carries
 ├── ResourceNotFoundError        -32002, 200   a resource URI no visible server offers
 ├── InternalError                -32603, 200   a fault of the gateway, never a stack trace
 ├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
@@ -64,6 +65,10 @@ class MethodNotFoundError(EdgeError):
 
 class InvalidParamsError(EdgeError):
     code = types.INVALID_PARAMS
+
+
+class NestedTooDeepError(InvalidParamsError):
+    status = 400
 
 
 class ResourceNotFoundError(EdgeError):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-from services.edge.errors import InvalidRequestError, JsonRpcId, ParseError
+from services.edge.errors import InvalidRequestError, JsonRpcId, NestedTooDeepError, ParseError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +20,27 @@ class Message:
     answer: dict[str, Any] | None = None
 
 
+# The deepest nesting the gateway carries: orjson writes JSON no deeper than this, and every
+# message is written again on its way to a downstream or another edge.
+MAX_DEPTH = 254
+
+
 def parse_body(body: bytes) -> tuple[list[Message], bool]:
-    """The messages in `body` and whether it was a batch; raises ParseError or InvalidRequestError."""
+    """The messages in `body` and whether it was a batch; raises ParseError, InvalidRequestError
+    or NestedTooDeepError."""
+    too_deep = NestedTooDeepError(f"Invalid params: the message nests deeper than {MAX_DEPTH} levels")
     try:
         value = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if "depth" in str(exc):
+            raise too_deep from None
         raise ParseError("Parse error: the body is not valid JSON") from None
+    # Only a body with that many brackets can nest that deep (two scans in C, not a walk).
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            raise too_deep from None
     if isinstance(value, list):
         if not value:
             raise InvalidRequestError("Invalid Request: an empty batch")

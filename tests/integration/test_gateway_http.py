@@ -153,6 +153,21 @@ def test_bad_call_params_are_invalid_params(gateway: str) -> None:
     assert error_of(response)["code"] == -32602
 
 
+def test_arguments_nested_too_deep_are_invalid_params_not_a_fault(gateway: str, gateway_dir: Path) -> None:
+    log = gateway_dir / "services.log"
+    logged = log.stat().st_size
+    session = initialize(gateway)
+    for depth in (300, 1_000, 2_000):
+        arguments = '{"a":' * depth + "1" + "}" * depth
+        body = '{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"fixture_echo","arguments":'
+        response = post(gateway, (body + arguments + "}}").encode(), session)
+        assert response.status_code == 400, depth
+        assert error_of(response)["code"] == -32602 and "nests deeper" in error_of(response)["message"]
+    with log.open("rb") as written:
+        written.seek(logged)
+        assert b"Traceback" not in written.read()
+
+
 def test_requests_without_a_session_are_bad_requests(gateway: str) -> None:
     response = post(gateway, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
     assert response.status_code == 400

@@ -1,7 +1,7 @@
 import pytest
 
-from services.edge.errors import InvalidRequestError, ParseError
-from services.edge.jsonrpc import classify, parse_body
+from services.edge.errors import InvalidRequestError, NestedTooDeepError, ParseError
+from services.edge.jsonrpc import MAX_DEPTH, classify, parse_body
 
 
 def test_requests_notifications_and_responses_are_told_apart() -> None:
@@ -38,3 +38,30 @@ def test_malformed_json_is_a_parse_error() -> None:
 def test_invalid_requests(body: bytes) -> None:
     with pytest.raises(InvalidRequestError):
         parse_body(body)
+
+
+CALL = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","arguments":'
+
+
+def _nested(depth: int) -> bytes:
+    return CALL + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
+
+
+@pytest.mark.parametrize("depth", [300, 1_000, 5_000])
+def test_nesting_deeper_than_the_gateway_carries_is_invalid_params(depth: int) -> None:
+    with pytest.raises(NestedTooDeepError) as refused:
+        parse_body(_nested(depth))
+    assert (refused.value.code, refused.value.status) == (-32602, 400)
+    assert "nests deeper" in refused.value.message
+
+
+def test_nesting_up_to_the_limit_is_carried() -> None:
+    # The message's own two levels (the request, params) count too.
+    (message,), _ = parse_body(_nested(MAX_DEPTH - 2))
+    assert message.method == "tools/call"
+
+
+def test_many_brackets_at_no_depth_are_fine() -> None:
+    wide = b"[" + b",".join(b"[]" for _ in range(2_000)) + b"]"
+    (message,), _ = parse_body(CALL + b'{"a":' + wide + b"}}}")
+    assert message.params is not None and len(message.params["arguments"]["a"]) == 2_000
