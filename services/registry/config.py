@@ -10,13 +10,18 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.naming import server_name_problem
+from services.references import ENV_PREFIX
 from services.settings import ConfigurationError
 
+# An HTTP header name (RFC 9110 token), and what no header value or URL may hold.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -104,6 +109,28 @@ class ClientConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {tool: parse_duration(timeout) for tool, timeout in value.items()}
+
+    @field_validator("connection_string")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(ENV_PREFIX):
+            return value  # a reference: the connector checks the URL it names
+        if _CONTROL.search(value):
+            raise ValueError("must not contain control characters")
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http:// or https:// URL with a host, not {value[:80]!r}")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, header in value.items():
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name[:80]!r} is not an HTTP header name")
+            if _CONTROL.search(header):
+                raise ValueError(f"the value of {name!r} must not contain control characters")
+        return value
 
     @model_validator(mode="after")
     def _transport_fields(self) -> ClientConfig:

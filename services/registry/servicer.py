@@ -14,6 +14,7 @@ from nats.aio.client import Client as NATS
 from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.naming import exposed_tool_name
+from services.registry import redaction
 from services.registry.authorization import Authorizations, refresh_token_name
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.config import client_config
@@ -188,7 +189,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self, request: registry_pb2.PutServerRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.ServerState:
         async def put() -> registry_pb2.ServerState:
-            config = client_config(request.config_json, await self._store.separator())
+            sent = client_config(request.config_json, await self._store.separator())
+            _, servers = await self._store.servers()
+            stored = next((s.config for s in servers if s.config.name == sent.name), None)
+            config = redaction.kept(sent, None if request.create else stored)
             if any(g.name == config.name for g in await self._governance.groups()):
                 raise ConflictError(f"{config.name!r} names a tool group; /mcp/{{name}} serves both")
             return _server_state(await self._store.put_server(config, request.create), 0)
@@ -336,7 +340,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
 def _server_state(server: StoredServer, tools: int) -> registry_pb2.ServerState:
     return registry_pb2.ServerState(
-        config_json=server.config.model_dump_json(exclude_none=True).encode(),
+        config_json=redaction.shown(server.config).model_dump_json(exclude_none=True).encode(),
         state=server.state,
         error=server.error,
         source=server.source,

@@ -292,6 +292,58 @@ def test_servers_are_added_and_removed_live(tree: tuple[str, str, Path]) -> None
     wait_until(lambda: "extra_echo" not in tools(f"{two}/mcp"), 10, "the edges following the change")
 
 
+def test_server_secrets_are_write_only_over_the_api(tree: tuple[str, str, Path]) -> None:
+    one, _, _ = tree
+    secret = "never-shown-3f9a"
+    config = {
+        "name": "sealed",
+        "connection_type": "stdio",
+        "stdio_config": {**SERVERS[0]["stdio_config"], "envs": {"FIXTURE_TOKEN": secret}},
+        "tools_to_execute": ["environment_value"],
+    }
+    assert api(one, "POST", "/servers", config).status_code == 201
+    try:
+        listed = api(one, "GET", "/servers")
+        assert secret not in listed.text
+        shown = next(s["config"] for s in listed.json() if s["config"]["name"] == "sealed")
+        assert shown["stdio_config"]["envs"] == {"FIXTURE_TOKEN": "<redacted>"}
+        # Written back as read, with a change: the stored secret stays and still reaches the server.
+        shown["tools_to_execute"] = ["environment_value", "echo"]
+        updated = api(one, "PUT", "/servers/sealed", shown)
+        assert updated.status_code == 200 and secret not in updated.text
+
+        def reaches_the_server() -> bool:
+            if "sealed_echo" not in tools(f"{one}/mcp"):
+                return False
+            answer = call(f"{one}/mcp", "sealed_environment_value", None, {"name": "FIXTURE_TOKEN"})
+            return bool(answer["result"]["content"][0]["text"] == secret)
+
+        wait_until(reaches_the_server, 20, "the updated server with its kept secret")
+        # A secret the API never held cannot be kept: the field is named.
+        missing = api(one, "PUT", "/servers/sealed", {**shown, "stdio_config": {**shown["stdio_config"],
+                                                      "envs": {"OTHER": "<redacted>"}}})  # fmt: skip
+        assert (missing.status_code, missing.json()["error"]["field"]) == (422, "stdio_config.envs.OTHER")
+    finally:
+        assert api(one, "DELETE", "/servers/sealed").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"connection_string": "file:///etc/passwd"}, "connection_string"),
+        ({"connection_string": "http://127.0.0.1:9/mcp\n"}, "connection_string"),
+        ({"headers": {"X-Token": "a\r\nInjected: 1"}}, "headers"),
+    ],
+)
+def test_a_server_the_connector_could_never_reach_is_refused(
+    tree: tuple[str, str, Path], change: dict[str, Any], field: str
+) -> None:
+    one, _, _ = tree
+    config = {"name": "unreachable", "connection_type": "http", "connection_string": "http://127.0.0.1:9/mcp"}
+    refused = api(one, "POST", "/servers", {**config, **change})
+    assert (refused.status_code, refused.json()["error"]["field"]) == (422, field), refused.text
+
+
 def mcpgw(base: str, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "services.cli", *args, "--url", base, "--admin-token", ADMIN]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)

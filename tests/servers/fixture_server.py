@@ -63,6 +63,12 @@ def environment() -> list[str]:
 
 
 @server.tool()
+def environment_value(name: str) -> str:
+    """The value of one environment variable of this process ("" when it is not set)."""
+    return os.environ.get(name, "")
+
+
+@server.tool()
 def to_stderr(text: str) -> str:
     """Write `text` to stderr (where a gateway should log it under this server's name)."""
     print(text, file=sys.stderr, flush=True)

@@ -31,7 +31,7 @@ def server(
     config = ClientConfig(
         name=name,
         connection_type="http",
-        connection_string="u",
+        connection_string="http://127.0.0.1:1/mcp",
         tools_to_execute=["*"] if tools is None else tools,
     )
     return StoredServer(config, state, "", capabilities)

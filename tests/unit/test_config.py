@@ -61,7 +61,13 @@ def test_yaml_configs_load_too(tmp_path: Path) -> None:
 
 def test_absent_tools_to_execute_means_no_tools() -> None:
     config = parse_config(
-        {"mcp": {"client_configs": [{"name": "a", "connection_type": "http", "connection_string": "u"}]}}
+        {
+            "mcp": {
+                "client_configs": [
+                    {"name": "a", "connection_type": "http", "connection_string": "http://127.0.0.1:1/mcp"}
+                ]
+            }
+        }
     )
     assert config.mcp.client_configs[0].tools_to_execute == []
 
@@ -75,18 +81,18 @@ def test_absent_tools_to_execute_means_no_tools() -> None:
         ),
         ({"name": "a", "connection_type": "http"}, "needs connection_string"),
         (
-            {"name": "a", "connection_type": "grpc", "connection_string": "u"},
+            {"name": "a", "connection_type": "grpc", "connection_string": "http://127.0.0.1:1/mcp"},
             "mcp.client_configs[0].connection_type",
         ),
         (
-            {"name": "a_b", "connection_type": "http", "connection_string": "u"},
+            {"name": "a_b", "connection_type": "http", "connection_string": "http://127.0.0.1:1/mcp"},
             "must not contain the tool separator",
         ),
         (
             {
                 "name": "a",
                 "connection_type": "http",
-                "connection_string": "u",
+                "connection_string": "http://127.0.0.1:1/mcp",
                 "tool_execution_timeout": "soon",
             },
             "tool_execution_timeout",
@@ -100,7 +106,7 @@ def test_bad_server_configs_name_the_field(client: dict[str, object], expected: 
 
 
 def test_duplicate_server_names_are_refused() -> None:
-    client = {"name": "a", "connection_type": "http", "connection_string": "u"}
+    client = {"name": "a", "connection_type": "http", "connection_string": "http://127.0.0.1:1/mcp"}
     with pytest.raises(ConfigurationError, match="used twice"):
         parse_config({"mcp": {"client_configs": [client, client]}})
 
