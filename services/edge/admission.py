@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from services.edge.catalog import Catalog, View
@@ -85,9 +85,13 @@ class Admission:
         self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
 
     def check(self, request: Request) -> None:
-        """ForbiddenHostError or ForbiddenOriginError unless both are allowed."""
+        """ForbiddenHostError or ForbiddenOriginError unless both are allowed; BadRequestError
+        for more than one Host (which one a proxy and this check read would differ)."""
+        hosts = request.headers.getlist("host")
+        if len(hosts) > 1:
+            raise BadRequestError("Bad Request: more than one Host header")
         if self._allowed_hosts is not None:
-            host = request.headers.get("host", "")
+            host = hosts[0] if hosts else ""
             # urlsplit caches its results, so the same Host header is parsed once.
             if urlsplit(f"//{host}").hostname not in self._allowed_hosts:
                 raise ForbiddenHostError(f"Forbidden: host {host!r} is not allowed")
@@ -97,14 +101,22 @@ class Admission:
         if urlsplit(origin).hostname not in LOCAL_HOSTS:
             raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
 
-    async def body(self, request: Request) -> bytes:
-        """The request body, refused with 413 once it passes the limit (before it is all read)."""
+    def check_declared(self, request: Request) -> None:
+        """`check`, and a declared Content-Length within the limit (413) or 400."""
+        self.check(request)
+        self._within_limit(request)
+
+    def _within_limit(self, request: Request) -> None:
         declared = request.headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise BadRequestError("Bad Request: invalid Content-Length")
             if int(declared) > self._max_body:
                 raise BodyTooLargeError(f"Payload Too Large: the limit is {self._max_body} bytes")
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused with 413 once it passes the limit (before it is all read)."""
+        self._within_limit(request)
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -122,6 +134,10 @@ async def guarded(request: Request, serve: Callable[[Request], Awaitable[Respons
         return await serve(request)
     except EdgeError as exc:
         return refusal(exc)
+    except ClientDisconnect:
+        # It sent less than its Content-Length and left: nobody reads an answer.
+        log.info("client left during %s %s before sending its whole body", request.method, request.url.path)
+        return Response(status_code=400)
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.url.path)
         return refusal(InternalError("Internal error"))

@@ -13,7 +13,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services import __version__
+from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
+from services.edge.errors import EdgeError
 from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
 from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.snapshot import SnapshotFollower
@@ -27,7 +29,7 @@ class EdgeComponents:
     modern: ModernEndpoint
     legacy: LegacySseEndpoint
     admin: ASGIApp
-    max_body_bytes: int
+    admission: Admission
     follower: SnapshotFollower
     audit: AuditPublisher
     hub: StreamHub
@@ -59,10 +61,12 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
     mcp, modern, legacy = parts.endpoint, parts.modern, parts.legacy
 
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
-        declared = Headers(scope=scope).get("content-length", "0")
-        if not declared.isdigit() or int(declared) > parts.max_body_bytes:
-            error = {"error": {"message": f"the body must be under {parts.max_body_bytes} bytes"}}
-            await JSONResponse(error, 413)(scope, receive, send)
+        # The same Host and Origin rules as /mcp (a page a browser loaded from elsewhere must
+        # not drive the admin API), and the body limit before the API reads the body.
+        try:
+            parts.admission.check_declared(Request(scope))
+        except EdgeError as exc:
+            await JSONResponse({"error": {"message": exc.message}}, exc.status)(scope, receive, send)
             return
         await parts.admin(scope, receive, send)
 

@@ -129,9 +129,7 @@ async def serve(settings: EdgeSettings) -> None:
         background,
         settings.keepalive_seconds,
     )
-    app = create_app(
-        EdgeComponents(endpoint, modern, legacy, admin, settings.max_body_bytes, follower, audit, hub)
-    )
+    app = create_app(EdgeComponents(endpoint, modern, legacy, admin, admission, follower, audit, hub))
     server = uvicorn.Server(
         uvicorn.Config(
             app,
