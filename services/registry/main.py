@@ -32,7 +32,7 @@ def registry_key(settings: RegistrySettings) -> str:
 
 async def serve(settings: RegistrySettings) -> None:
     config = load_config(settings.config) if settings.config else GatewayConfig()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = await RegistryStore.open(settings.database_url(), Sealer(registry_key(settings)))
     try:
         await store.apply_config(config)

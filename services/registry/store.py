@@ -118,6 +118,16 @@ class CatalogState:
     items: list[StoredItem]
 
 
+def _owner_only(database: str | None) -> None:
+    """The SQLite file readable by its owner only (it holds sealed credentials and key
+    hashes); its journal files take the same mode from it."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+
+
 class RegistryStore:
     def __init__(self, engine: AsyncEngine, sealer: Sealer) -> None:
         self.engine = engine
@@ -132,6 +142,7 @@ class RegistryStore:
         if engine.dialect.name == "sqlite":
             # SQLite ignores foreign keys (and so ON DELETE CASCADE) unless asked per connection.
             event.listen(engine.sync_engine, "connect", _sqlite_foreign_keys)
+            _owner_only(engine.url.database)
         async with engine.begin() as conn:
             await conn.run_sync(_migrate)
         return cls(engine, sealer or Sealer(secrets.token_urlsafe(32)))

@@ -75,7 +75,7 @@ def _service(name: str, extra: list[str] | None = None) -> list[str]:
 
 async def run(options: UpOptions) -> int:
     state = options.state_dir.resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
     if options.config is not None and not options.config.is_file():
         raise ConfigurationError(f"config file {options.config} does not exist")
     registry_addr = f"{LOOPBACK}:{free_port()}"
