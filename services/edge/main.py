@@ -24,6 +24,7 @@ from services.edge.legacy import LegacySseEndpoint
 from services.edge.modern import ModernEndpoint
 from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
+from services.edge.server import with_header_timeout
 from services.edge.session_state import SessionState
 from services.edge.sessions import SessionCodec
 from services.edge.signing import Signer
@@ -135,6 +136,7 @@ async def serve(settings: EdgeSettings) -> None:
             app,
             host=settings.edge_host,
             port=settings.edge_port,
+            http=with_header_timeout(settings.header_timeout_seconds),
             lifespan="off",
             access_log=False,
             log_level=settings.log_level.lower(),
