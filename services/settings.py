@@ -83,8 +83,9 @@ class EdgeSettings(CommonSettings):
     admin_token: str = ""
     # How long a call a 2026-07-28 client must answer (sampling, elicitation) waits for its retry.
     input_wait_seconds: float = 300.0
-    # How long the first audit event of a batch waits for company before it is published.
-    audit_linger_seconds: float = 0.05
+    # How long a call's answer waits for JetStream to store its audit record (while
+    # JetStream is away, answers are late by this much and their records stay spooled).
+    audit_confirm_seconds: float = Field(default=2.0, ge=0)
     # Origins allowed besides localhost ones (DNS-rebinding protection), comma-separated.
     allowed_origins: str = ""
     # Host names allowed besides loopback ones, comma-separated; "*" allows any. Empty means

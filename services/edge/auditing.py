@@ -1,4 +1,10 @@
-"""Publishing audit events to JetStream off the response path, spooling while NATS is away."""
+"""Audit events to JetStream: group-committed, and confirmed before a call answers.
+
+A call's answer waits until its event is stored in JetStream, so a result that reached a
+client is in the audit whatever dies next (the edge included). Waiting costs one publish
+round trip, shared: events submitted while a batch is in flight go out together in the
+next one (group commit), so a busy edge publishes once per round trip, not once per call.
+"""
 
 from __future__ import annotations
 
@@ -20,29 +26,57 @@ PUBLISH_TIMEOUT_SECONDS = 5.0
 
 
 class AuditPublisher:
-    """Events queue in memory and go out in order, batched: after the first event of a
-    batch, `linger` seconds collect more, so a busy edge publishes (and audit acks)
-    once per batch rather than once per call. A failed publish is retried with the
-    same batch and message id (JetStream drops the duplicate if the first got through);
-    nothing is dropped unless the spool overflows (then the oldest go, counted in `dropped`).
+    """Events queue in memory and go out in order, in batches. A failed publish is retried
+    with the same batch and message id (JetStream drops the duplicate if the first got
+    through); nothing is dropped unless the spool overflows (then the oldest go, counted
+    in `dropped`). `confirmed()` waits for an event to be stored, at most `confirm_timeout`:
+    while JetStream is away, answers are late by that much, never stopped, and the events
+    stay spooled until it returns.
     """
 
-    def __init__(self, nc: NATS, linger: float = 0.05) -> None:
+    def __init__(self, nc: NATS, confirm_timeout: float = 2.0) -> None:
         self._js = nc.jetstream()
-        self._linger = linger
+        self._confirm_timeout = confirm_timeout
         self._spool: collections.deque[events_pb2.ToolCallEvent] = collections.deque()
         self._batch: events_pb2.ToolCallEvents | None = None
         self._pending = anyio.Event()
         self._drained = anyio.Event()
+        # Events are numbered as submitted; every one up to `_stored` is in JetStream (or
+        # was dropped), and `_left` have left the spool (into a batch, or dropped).
+        self._submitted = 0
+        self._left = 0
+        self._stored = 0
+        self._batch_last = 0
+        self._progress = anyio.Event()
         self.published = 0
         self.dropped = 0
+        self.unconfirmed = 0
 
-    def submit(self, event: events_pb2.ToolCallEvent) -> None:
+    def submit(self, event: events_pb2.ToolCallEvent) -> int:
+        """Queue an event; its number, for `confirmed()`."""
         if len(self._spool) >= SPOOL_LIMIT:
             self._spool.popleft()
+            self._left += 1
             self.dropped += 1
         self._spool.append(event)
+        self._submitted += 1
         self._pending.set()
+        return self._submitted
+
+    async def confirmed(self, number: int) -> bool:
+        """Whether event `number` was stored within the confirm timeout."""
+        with anyio.move_on_after(self._confirm_timeout):
+            while self._stored < number:
+                await self._progress.wait()
+            return True
+        self.unconfirmed += 1
+        if self.unconfirmed == 1 or self.unconfirmed % 1000 == 0:
+            log.warning(
+                "audit: %d answers went out before JetStream confirmed their records (%d spooled)",
+                self.unconfirmed,
+                self.backlog,
+            )
+        return False
 
     @property
     def backlog(self) -> int:
@@ -56,8 +90,6 @@ class AuditPublisher:
             self._pending = anyio.Event()
             while self._spool or self._batch is not None:
                 if self._batch is None:
-                    if len(self._spool) < BATCH_LIMIT:
-                        await anyio.sleep(self._linger)
                     self._batch = self._take()
                 try:
                     await self._publish(self._batch)
@@ -68,12 +100,17 @@ class AuditPublisher:
                     continue
                 self.published += len(self._batch.events)
                 self._batch = None
+                self._stored = self._batch_last
+                self._progress.set()
+                self._progress = anyio.Event()
                 delay = 0.1
             self._drained.set()
             self._drained = anyio.Event()
 
     def _take(self) -> events_pb2.ToolCallEvents:
         count = min(len(self._spool), BATCH_LIMIT)
+        self._left += count
+        self._batch_last = self._left
         return events_pb2.ToolCallEvents(events=[self._spool.popleft() for _ in range(count)])
 
     async def _publish(self, batch: events_pb2.ToolCallEvents) -> None:

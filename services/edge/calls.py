@@ -1,11 +1,12 @@
 """One tools/call on this edge, from its request to its audit record: a `Call` owns it.
 
-A Call owns its cancel scope (the client's notifications/cancelled), its deadline (the
-call's timeout plus the hop's grace, so nothing waits forever), a bounded channel of what
-the downstream sends the client meanwhile (notifications are dropped when the client
-falls behind; requests wait for room), the requests it relayed and their replies, and
-its audit record, submitted exactly once whatever the outcome. Transports read
-`messages` and await `result()`; none of them sees gRPC or the connector.
+A Call owns its cancellation (the client's notifications/cancelled), its deadline (the
+call's timeout plus the hop's grace, so nothing waits forever), for a streamed call a
+bounded channel of what the downstream sends the client meanwhile (notifications are
+dropped when the client falls behind; requests wait for room), the requests it relayed
+and their replies, and its audit record: submitted exactly once whatever the outcome,
+and stored before the result is handed on. Transports read `messages` and await
+`result()`; none of them sees gRPC or the connector.
 """
 
 from __future__ import annotations
@@ -85,6 +86,36 @@ def result_of(outcome: connector_pb2.CallToolOutcome) -> bytes:
     if outcome.error.failure == connector_pb2.FAILURE_DOWNSTREAM:
         raise rpc_error(outcome.error)
     return tool_error_result(outcome.error.message)
+
+
+def call_event(
+    edge_id: str,
+    session: Session | None,
+    request_id: JsonRpcId,
+    exposed_name: str,
+    started: int,
+    trace: tuple[str, str],
+    server: str = "",
+    tool: str = "",
+) -> events_pb2.ToolCallEvent:
+    """A tools/call's audit record, its outcome still to fill in."""
+    event = events_pb2.ToolCallEvent(
+        event_id=uuid.uuid4().hex,
+        start_unix_nano=started,
+        end_unix_nano=time.time_ns(),
+        server=server,
+        tool=tool,
+        exposed_name=exposed_name,
+        request_id="" if request_id is None else str(request_id),
+        trace_id=trace[0],
+        span_id=trace[1],
+        edge_id=edge_id,
+    )
+    if session is not None:
+        event.session = session.id
+        event.virtual_key_id = session.key_id
+        event.client_name = session.client_name
+    return event
 
 
 @dataclass(slots=True)
@@ -186,7 +217,8 @@ class Call:
         self._outcome: connector_pb2.CallToolOutcome | None = None
         self._rpc: grpc.aio.Call | None = None
         self._asked: dict[str, _Reply] = {}
-        self._audited = False
+        # The audit record's number at the publisher, once submitted.
+        self._audited = 0
         # Notifications the client missed because it did not read them in time.
         self.dropped = 0
         # A client cancels a call by its session and the id it sent the call under.
@@ -238,7 +270,10 @@ class Call:
             # The client's stream of this call ends with it.
             if self._send is not None:
                 self._send.close()
-            self._submit(started, outcome)
+            audited = self._submit(started, outcome)
+        # The answer goes out once its audit record is stored, so no answered call escapes
+        # the audit whatever dies next.
+        await self._audit.confirmed(audited)
         return outcome
 
     def _hold_rpc(self, rpc: grpc.aio.Call) -> None:
@@ -313,27 +348,21 @@ class Call:
         waiting.arrived.set()
         return True
 
-    def _submit(self, started: int, outcome: connector_pb2.CallToolOutcome | None) -> None:
-        """The audit record, exactly once."""
+    def _submit(self, started: int, outcome: connector_pb2.CallToolOutcome | None) -> int:
+        """The audit record, exactly once; its number at the publisher."""
         if self._audited:
-            return
-        self._audited = True
-        event = events_pb2.ToolCallEvent(
-            event_id=uuid.uuid4().hex,
-            start_unix_nano=started,
-            end_unix_nano=time.time_ns(),
-            server=self.request.server,
-            tool=self.request.tool,
-            exposed_name=self.exposed_name,
-            request_id="" if self._request_id is None else str(self._request_id),
-            trace_id=self._trace_id,
-            span_id=self._span_id,
-            edge_id=self._calls.edge_id,
+            return self._audited
+
+        event = call_event(
+            self._calls.edge_id,
+            self._session,
+            self._request_id,
+            self.exposed_name,
+            started,
+            (self._trace_id, self._span_id),
+            self.request.server,
+            self.request.tool,
         )
-        if self._session is not None:
-            event.session = self._session.id
-            event.virtual_key_id = self._session.key_id
-            event.client_name = self._session.client_name
         if outcome is None:
             event.outcome, event.error_message = "error", "cancelled"
         elif outcome.HasField("error"):
@@ -342,4 +371,5 @@ class Call:
             event.error_message = outcome.error.message[:500]
         else:
             event.outcome = "tool_error" if outcome.result.is_error else "ok"
-        self._audit.submit(event)
+        self._audited = self._audit.submit(event)
+        return self._audited

@@ -50,7 +50,7 @@ async def serve(settings: EdgeSettings) -> None:
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
     background = Background()
-    audit = AuditPublisher(nc, settings.audit_linger_seconds)
+    audit = AuditPublisher(nc, settings.audit_confirm_seconds)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
         def changed(endpoint: str, key_id: str) -> set[str] | None:

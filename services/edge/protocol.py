@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from services import __version__
 from services.contracts import connector_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
+from services.edge.calls import Call, Calls, Relay, call_event, no_connector, rpc_error
 from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
@@ -357,7 +358,25 @@ class McpHandler:
 
     def open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
         """The Call a tools/call request makes (InvalidParamsError for one that names no tool
-        the caller may use); the transport runs it and reads what it sends."""
+        the caller may use, audited as such); the transport runs it and reads what it sends."""
+        started = time.time_ns()
+        try:
+            return self._open_call(ctx, params)
+        except EdgeError as exc:
+            name = (params or {}).get("name")
+            event = call_event(
+                self.calls.edge_id,
+                ctx.session,
+                ctx.request_id,
+                name[:200] if isinstance(name, str) else "",
+                started,
+                new_trace(),
+            )
+            event.outcome, event.error_code, event.error_message = "error", exc.code, exc.message[:500]
+            self._audit.submit(event)
+            raise
+
+    def _open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
         params = params or {}
         name = params.get("name")
         if not isinstance(name, str):

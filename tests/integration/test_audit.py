@@ -117,3 +117,52 @@ async def test_events_submitted_while_nats_is_down_are_published_when_it_returns
             assert [e.event_id for e in events] == [f"event-{n}" for n in range(5)]
             tg.cancel_scope.cancel()
     await nc.close()
+
+
+async def test_a_confirmed_event_is_stored_and_concurrent_ones_share_a_publish(nats_url: str) -> None:
+    nc = await bus.connect(nats_url, "test")
+    await bus.ensure_audit_stream(nc)
+    js = nc.jetstream()
+    before = (await js.stream_info(bus.AUDIT_STREAM)).state.messages
+    publisher = AuditPublisher(nc, confirm_timeout=10)
+    confirmed: list[bool] = []
+
+    async def call(n: int) -> None:
+        confirmed.append(await publisher.confirmed(publisher.submit(event(1000 + n))))
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(publisher.run)
+        async with anyio.create_task_group() as calls:
+            for n in range(200):
+                calls.start_soon(call, n)
+        # Every confirmation means stored: the stream holds all 200 already.
+        assert confirmed == [True] * 200 and publisher.published == 200
+        stored = (await js.stream_info(bus.AUDIT_STREAM)).state.messages - before
+        # Group commit: far fewer publishes than events.
+        assert 1 <= stored <= 20, stored
+        tg.cancel_scope.cancel()
+    await nc.close()
+
+
+async def test_while_nats_is_away_answers_wait_only_the_confirm_timeout(tmp_path: Path) -> None:
+    port = free_port()
+    with nats_server(tmp_path, port) as url:
+        nc = await bus.connect(url, "test")
+        await bus.ensure_audit_stream(nc)
+    publisher = AuditPublisher(nc, confirm_timeout=0.5)
+    async with anyio.create_task_group() as tg:
+        await tg.start(publisher.run)
+        with anyio.fail_after(10):
+            while nc.is_connected:
+                await anyio.sleep(0.05)
+        started = time.monotonic()
+        assert await publisher.confirmed(publisher.submit(event(1))) is False
+        assert 0.4 <= time.monotonic() - started < 2.0
+        assert publisher.unconfirmed == 1 and publisher.backlog == 1
+        with nats_server(tmp_path, port):
+            with anyio.fail_after(20):
+                while publisher.published < 1:
+                    await anyio.sleep(0.05)
+            assert await publisher.confirmed(publisher.submit(event(2))) is True
+            tg.cancel_scope.cancel()
+    await nc.close()

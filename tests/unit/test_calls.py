@@ -92,11 +92,22 @@ class Rpc:
 
 
 class Audit:
+    """The publisher's two calls: events are numbered; `stored` holds confirmations back."""
+
     def __init__(self) -> None:
         self.events: list[events_pb2.ToolCallEvent] = []
+        self.stored = anyio.Event()
+        self.stored.set()
+        self.awaited: list[int] = []
 
-    def submit(self, event: events_pb2.ToolCallEvent) -> None:
+    def submit(self, event: events_pb2.ToolCallEvent) -> int:
         self.events.append(event)
+        return len(self.events)
+
+    async def confirmed(self, number: int) -> bool:
+        self.awaited.append(number)
+        await self.stored.wait()
+        return True
 
 
 SESSION = Session("2025-11-25", "test-client", "key-1", 0, "session-1")
@@ -260,3 +271,22 @@ async def test_without_relay_nothing_reaches_the_channel() -> None:
     # A call that relays nothing has no channel for a transport to read.
     with pytest.raises(AssertionError):
         _ = call.messages
+
+
+async def test_the_result_waits_until_its_audit_record_is_stored() -> None:
+    async def answer(notify: object, ask: object) -> connector_pb2.CallToolOutcome:
+        return OK
+
+    call, _, _, audit = make_call(answer)
+    audit.stored = anyio.Event()
+    results: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _collect(call, results))
+        await anyio.wait_all_tasks_blocked()
+        assert audit.awaited == [1] and results == [] and len(audit.events) == 1
+        audit.stored.set()
+    assert len(results) == 1
+
+
+async def _collect(call: Call, results: list[bytes]) -> None:
+    results.append(await call.result())
