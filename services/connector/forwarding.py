@@ -194,6 +194,13 @@ class HttpForwarder:
             raise DownstreamUnavailableError(
                 self._server, f"server {self._server!r} is unreachable: {exc or type(exc).__name__}"
             ) from None
+        except RuntimeError:
+            # aiohttp's "Session is closed": the connection to the server ended under the call.
+            if not self._endpoint.http.closed:
+                raise
+            raise DownstreamUnavailableError(
+                self._server, f"server {self._server!r} disconnected during the call"
+            ) from None
         finally:
             for scope in call.answering:
                 scope.cancel()
