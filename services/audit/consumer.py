@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import nats.errors
@@ -19,12 +21,39 @@ from services.contracts import events_pb2
 log = logging.getLogger(__name__)
 
 FETCH_WAIT_SECONDS = 1.0
+# How many exported event ids are remembered against redelivery (a redelivered batch is at
+# most what was fetched but not acked when the consumer died: a few batches).
+RECENT_EVENTS = 100_000
 RETRY_DELAY_SECONDS = 2.0
 
 
+class RecentEvents:
+    """The ids of the last `limit` events exported, so a batch redelivered after its export
+    (the ack lost to a crash) is not exported twice."""
+
+    def __init__(self, ids: Iterable[str] = (), limit: int = RECENT_EVENTS) -> None:
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._limit = limit
+        self.add(ids)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, ids: Iterable[str]) -> None:
+        for event_id in ids:
+            self._ids[event_id] = None
+        while len(self._ids) > self._limit:
+            self._ids.popitem(last=False)
+
+
 class AuditConsumer:
-    def __init__(self, nc: NATS, exporter: SpanExporter, durable: str, batch: int) -> None:
+    def __init__(
+        self, nc: NATS, exporter: SpanExporter, durable: str, batch: int, exported: Iterable[str] = ()
+    ) -> None:
         self._js = nc.jetstream()
+        # Seeded with what the exporter already holds (the file's last records), so a restart
+        # after a crash between export and ack does not export the redelivered batch again.
+        self._recent = RecentEvents(exported)
         self._exporter = exporter
         self._durable = durable
         self._batch = batch
@@ -62,7 +91,10 @@ class AuditConsumer:
             except DecodeError:
                 log.error("audit message %s is not ToolCallEvents; terminated", message.metadata.sequence)
                 await message.term()
+        events = [e for e in events if e.event_id not in self._recent]
         if not events:
+            for message in decoded:
+                await message.ack()
             return
         spans = self._spans.build(events)
         loop = asyncio.get_running_loop()
@@ -72,6 +104,7 @@ class AuditConsumer:
             for message in decoded:
                 await message.nak(delay=RETRY_DELAY_SECONDS)
             return
+        self._recent.add(e.event_id for e in events)
         for message in decoded:
             await message.ack()
-        self.exported += len(decoded)
+        self.exported += len(events)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 
@@ -22,9 +23,32 @@ def _one_line(span: ReadableSpan) -> str:
     return str(span.to_json(indent=None)) + os.linesep
 
 
-def build_exporter(settings: AuditSettings) -> SpanExporter:
+def exporter_kind(settings: AuditSettings) -> str:
     """OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (unless a kind is named), else the audit file."""
-    kind = settings.audit_exporter or ("otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "file")
+    return settings.audit_exporter or ("otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "file")
+
+
+def exported_event_ids(settings: AuditSettings, tail_bytes: int = 8 * 1024 * 1024) -> list[str]:
+    """The event ids of the audit file's last records (none for other exporters)."""
+    if exporter_kind(settings) != "file" or not settings.audit_file.exists():
+        return []
+    with settings.audit_file.open("rb") as written:
+        start = max(0, written.seek(0, os.SEEK_END) - tail_bytes)
+        written.seek(start)
+        lines = written.read().splitlines()
+    if start:
+        lines = lines[1:]  # begun mid-line
+    ids = []
+    for line in lines:
+        try:
+            ids.append(str(json.loads(line)["attributes"]["mcpgw.event_id"]))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut by a crash mid-write, or not a record
+    return ids
+
+
+def build_exporter(settings: AuditSettings) -> SpanExporter:
+    kind = exporter_kind(settings)
     if kind == "otlp":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

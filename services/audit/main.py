@@ -10,7 +10,7 @@ import nats.errors
 
 from services import bus
 from services.audit.consumer import AuditConsumer
-from services.audit.exporters import build_exporter
+from services.audit.exporters import build_exporter, exported_event_ids
 from services.runtime import stop_requested
 from services.settings import AuditSettings
 
@@ -21,7 +21,9 @@ async def serve(settings: AuditSettings) -> None:
     exporter = build_exporter(settings)
     nc = await bus.connect(settings.nats_url, "mcpgw-audit")
     await bus.ensure_audit_stream(nc)
-    consumer = AuditConsumer(nc, exporter, settings.audit_durable, settings.audit_batch)
+    consumer = AuditConsumer(
+        nc, exporter, settings.audit_durable, settings.audit_batch, exported_event_ids(settings)
+    )
     log.info("audit consuming %s as %s", bus.AUDIT_STREAM, settings.audit_durable)
     async with anyio.create_task_group() as tg:
         tg.start_soon(consumer.run)

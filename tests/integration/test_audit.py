@@ -5,18 +5,23 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import nats.js.errors
 import pytest
+from nats.aio.client import Client as NATS
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 from services import bus
 from services.audit.consumer import AuditConsumer
+from services.audit.exporters import build_exporter, exported_event_ids
 from services.contracts import events_pb2
 from services.edge.auditing import AuditPublisher
+from services.settings import AuditSettings
 from services.up.main import free_port
 from tests.processes import nats_server
 
@@ -69,7 +74,7 @@ async def test_every_event_is_exported_once_even_after_a_failed_export(nats_url:
         for n in range(25):
             publisher.submit(event(n))
         # A batch published twice (a retry after a lost ack) is deduplicated by JetStream.
-        retried = events_pb2.ToolCallEvents(events=[event(0)])
+        retried = events_pb2.ToolCallEvents(events=[event(100)])
         for _ in range(2):
             await nc.jetstream().publish(
                 bus.TOOL_CALL_SUBJECT, retried.SerializeToString(), headers={"Nats-Msg-Id": "retried-batch"}
@@ -81,7 +86,7 @@ async def test_every_event_is_exported_once_even_after_a_failed_export(nats_url:
     consumer.close()
     records = exporter.records()
     ids = sorted(r["attributes"]["mcpgw.event_id"] for r in records)  # type: ignore[index]
-    assert ids == sorted(["event-0", *(f"event-{n}" for n in range(25))])
+    assert ids == sorted(["event-100", *(f"event-{n}" for n in range(25))])
     first = records[0]
     assert first["name"] == "tools/call s_t"
     assert first["context"]["trace_id"] == "0x" + "ab" * 16  # type: ignore[index]
@@ -166,3 +171,52 @@ async def test_while_nats_is_away_answers_wait_only_the_confirm_timeout(tmp_path
             assert await publisher.confirmed(publisher.submit(event(2))) is True
             tg.cancel_scope.cancel()
     await nc.close()
+
+
+async def test_a_batch_redelivered_after_its_export_is_not_exported_again(
+    nats_url: str, tmp_path: Path
+) -> None:
+    # The audit service died after exporting a batch and before its ack: it comes again
+    # (here as a second copy the next consumer reads, with the first one's file behind it).
+    nc = await bus.connect(nats_url, "test")
+    await bus.ensure_audit_stream(nc)
+    settings = AuditSettings(audit_exporter="file", audit_file=tmp_path / "spans.jsonl")
+    batch = events_pb2.ToolCallEvents(events=[event(n) for n in range(2000, 2010)])
+    for attempt in range(2):
+        await nc.jetstream().publish(
+            bus.TOOL_CALL_SUBJECT, batch.SerializeToString(), headers={"Nats-Msg-Id": f"delivery-{attempt}"}
+        )
+        exporter = build_exporter(settings)
+        durable = f"redelivered-{attempt}"
+        consumer = AuditConsumer(nc, exporter, durable, 50, exported_event_ids(settings))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.run)
+            with anyio.fail_after(20):
+                while not await _drained(nc, durable):
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+        consumer.close()
+        exporter.shutdown()
+    exported = Counter(
+        json.loads(line)["attributes"]["mcpgw.event_id"]
+        for line in settings.audit_file.read_text().splitlines()
+    )
+    assert all(exported[e.event_id] == 1 for e in batch.events), exported
+    await nc.close()
+
+
+async def _drained(nc: NATS, durable: str) -> bool:
+    try:
+        info = await nc.jetstream().consumer_info(bus.AUDIT_STREAM, durable)
+    except nats.js.errors.NotFoundError:
+        return False  # not subscribed yet
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+def test_exported_ids_are_read_from_the_files_tail_even_a_cut_one(tmp_path: Path) -> None:
+    settings = AuditSettings(audit_exporter="file", audit_file=tmp_path / "spans.jsonl")
+    record = '{"attributes": {"mcpgw.event_id": "%s"}}\n'
+    settings.audit_file.write_text("".join(record % n for n in range(100)) + '{"attributes": {"mcpg')
+    assert exported_event_ids(settings) == [str(n) for n in range(100)]
+    assert exported_event_ids(settings, tail_bytes=120) == ["98", "99"]
+    assert exported_event_ids(AuditSettings(audit_exporter="console", audit_file=settings.audit_file)) == []
