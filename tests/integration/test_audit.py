@@ -210,7 +210,7 @@ async def _drained(nc: NATS, durable: str) -> bool:
         info = await nc.jetstream().consumer_info(bus.AUDIT_STREAM, durable)
     except nats.js.errors.NotFoundError:
         return False  # not subscribed yet
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 def test_exported_ids_are_read_from_the_files_tail_even_a_cut_one(tmp_path: Path) -> None:
