@@ -90,7 +90,9 @@ class Supervisor:
         await asyncio.gather(*(self._watch(child) for child in self.children))
 
     async def _watch(self, child: Child) -> None:
-        delay = 1.0
+        # A child that ran a while is restarted at once (a crash costs only its start-up);
+        # one that keeps dying waits 1 s, 2 s, 4 s... up to RESTART_MAX_SECONDS.
+        delay = 0.0
         while not self._stopping.is_set():
             assert child.process is not None
             started = time.monotonic()
@@ -98,10 +100,10 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             if time.monotonic() - started > STABLE_SECONDS:
-                delay = 1.0
+                delay = 0.0
             log.error("%s exited with code %d; restarting in %.0fs", child.name, code, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RESTART_MAX_SECONDS)
+            delay = min(max(delay * 2, 1.0), RESTART_MAX_SECONDS)
             if not self._stopping.is_set():
                 child.restarts += 1
                 await self._spawn(child)
