@@ -91,7 +91,13 @@ class AuditConsumer:
             except DecodeError:
                 log.error("audit message %s is not ToolCallEvents; terminated", message.metadata.sequence)
                 await message.term()
-        events = [e for e in events if e.event_id not in self._recent]
+        # Once each: a batch republished after NATS lost its ack (and with it the dedup
+        # window) may arrive beside its first copy, in this very fetch.
+        fresh: dict[str, events_pb2.ToolCallEvent] = {}
+        for event in events:
+            if event.event_id not in self._recent:
+                fresh.setdefault(event.event_id, event)
+        events = list(fresh.values())
         if not events:
             for message in decoded:
                 await message.ack()

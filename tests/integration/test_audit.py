@@ -183,9 +183,13 @@ async def test_a_batch_redelivered_after_its_export_is_not_exported_again(
     settings = AuditSettings(audit_exporter="file", audit_file=tmp_path / "spans.jsonl")
     batch = events_pb2.ToolCallEvents(events=[event(n) for n in range(2000, 2010)])
     for attempt in range(2):
-        await nc.jetstream().publish(
-            bus.TOOL_CALL_SUBJECT, batch.SerializeToString(), headers={"Nats-Msg-Id": f"delivery-{attempt}"}
-        )
+        # Each time twice over, as a republished batch NATS no longer deduplicates arrives.
+        for copy in range(2):
+            await nc.jetstream().publish(
+                bus.TOOL_CALL_SUBJECT,
+                batch.SerializeToString(),
+                headers={"Nats-Msg-Id": f"delivery-{attempt}-{copy}"},
+            )
         exporter = build_exporter(settings)
         durable = f"redelivered-{attempt}"
         consumer = AuditConsumer(nc, exporter, durable, 50, exported_event_ids(settings))
