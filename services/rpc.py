@@ -16,6 +16,11 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.enable_retries", 1),
     ("grpc.lb_policy_name", "round_robin"),
+    # Our services restart in a second or two: reconnect within a second of one coming back
+    # (gRPC's default backoff starts at 1 s and grows to 2 minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # Servers accept the keepalive pings their clients send (every 20 s, with or without calls):
 # gRPC's default policy allows one per 5 minutes without data and answers more with

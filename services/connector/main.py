@@ -21,6 +21,7 @@ from services.settings import ConnectorSettings
 log = logging.getLogger(__name__)
 
 RESYNC_SECONDS = 30.0
+FIRST_SYNC_SECONDS = 5.0
 HEARD_BUFFER = 1024
 
 
@@ -60,6 +61,8 @@ async def serve(settings: ConnectorSettings) -> None:
         lambda s: connector_pb2_grpc.add_ConnectorServicer_to_server(servicer, s),
     )
 
+    first_sync = anyio.Event()
+
     async def keep_in_sync() -> None:
         while True:
             try:
@@ -68,6 +71,7 @@ async def serve(settings: ConnectorSettings) -> None:
                 log.warning(
                     "cannot list servers from registry at %s: %s", settings.registry_addr, exc.details()
                 )
+            first_sync.set()
             await changed.wait(RESYNC_SECONDS)
 
     async def on_reconnect_request(msg: Msg) -> None:
@@ -76,9 +80,13 @@ async def serve(settings: ConnectorSettings) -> None:
     await nc.subscribe(bus.SERVER_RECONNECT, cb=on_reconnect_request)
     async with anyio.create_task_group() as tg:
         await tg.start(pool.run)
+        tg.start_soon(keep_in_sync)
+        # Serve once the servers are known (their first connections under way, which calls
+        # wait for), so a restarted connector's first calls find them; not for ever, though.
+        with anyio.move_on_after(FIRST_SYNC_SECONDS):
+            await first_sync.wait()
         await server.start()
         log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
-        tg.start_soon(keep_in_sync)
         tg.start_soon(publish_heard)
         await stop_requested()
         await server.stop()

@@ -24,6 +24,9 @@ ATTEMPTS = 2
 # What the gRPC deadline adds to a call's timeout: the connector answers a timed-out call
 # itself (a named error), and this is the time that answer has to arrive.
 DEADLINE_GRACE_SECONDS = 5.0
+# How long a call waits for a connector while none is reachable (e.g. the one there is,
+# restarting) before it fails as unavailable.
+CONNECTOR_WAIT_SECONDS = 5.0
 
 
 class ConnectorUnavailableError(ConnectionError):
@@ -49,8 +52,19 @@ def _unavailable(exc: grpc.aio.AioRpcError) -> ConnectorUnavailableError:
 
 
 class ConnectorClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, wait_seconds: float = CONNECTOR_WAIT_SECONDS) -> None:
+        self._channel = channel
         self._stub = connector_pb2_grpc.ConnectorStub(channel)
+        self._wait = wait_seconds
+
+    async def _reachable(self) -> None:
+        """Wait (a little) for a connector while none is connected: one that is restarting
+        takes the call a moment later instead of every call failing meanwhile. Nothing was
+        sent yet, so nothing runs twice; past the wait the call fails as unavailable."""
+        if self._channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return
+        with anyio.move_on_after(self._wait):
+            await self._channel.channel_ready()
 
     async def call_tool(
         self,
@@ -69,6 +83,7 @@ class ConnectorClient:
         metadata = (("traceparent", traceparent),)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         for _ in range(ATTEMPTS):
+            await self._reachable()
             try:
                 if on_notification is None and ask is None:
                     # Unary: the cheapest gRPC call there is, and most tool calls are this.
@@ -175,6 +190,7 @@ class ConnectorClient:
     ) -> connector_pb2.ForwardOutcome:
         """Any request other than tools/call, answered by the downstream it names."""
         for _ in range(ATTEMPTS):
+            await self._reachable()
             try:
                 outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
                     request,
