@@ -37,6 +37,8 @@ from services.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
+FIRST_SNAPSHOT_SECONDS = 10.0
+
 AUDIT_FLUSH_SECONDS = 5.0
 
 
@@ -145,6 +147,10 @@ async def serve(settings: EdgeSettings) -> None:
     )
     async with anyio.create_task_group() as tg:
         await tg.start(follower.run)
+        # Listen once the catalog is loaded, so a restarted edge never answers "Unknown tool"
+        # for the tools it has not read yet (registry away: serve what there is after a while).
+        with anyio.move_on_after(FIRST_SNAPSHOT_SECONDS):
+            await follower.loaded.wait()
         await tg.start(audit.run)
         await tg.start(state.run)
         await tg.start(background.run)
