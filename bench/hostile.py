@@ -1683,8 +1683,12 @@ class LegacyStream:
 
     async def start(self) -> None:
         self.task = asyncio.ensure_future(self._hold())
-        async with asyncio.timeout(10):
-            await self.ready.wait()
+        try:
+            async with asyncio.timeout(10):
+                await self.ready.wait()
+        except TimeoutError:
+            # No stream: the cases for it still go, and are refused as for no session.
+            self.live.values.setdefault(self.key, "no-stream")
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -1741,6 +1745,38 @@ def logged_errors(log: Path, offset: int) -> tuple[int, list[str]]:
     return count, exceptions
 
 
+# The sessions cases use: their live name, endpoint and revision.
+SESSIONS = {
+    "session": ("/mcp", HANDSHAKE),
+    "session_server": ("/mcp/{server}", HANDSHAKE),
+    "session_batch": ("/mcp", BATCHING),
+}
+
+
+async def prepare(gateway: Gateway, server: str, tool: str | None, port: int) -> tuple[Surface, Live]:
+    """Sessions on every endpoint, the tool to call and the admin API's routes: what cases
+    are generated from, and the live values their markers stand for."""
+    values = {
+        name: await gateway.initialize(path.format(server=server), version)
+        for name, (path, version) in SESSIONS.items()
+    }
+    chosen = pick_tool(await gateway.tools(f"/mcp/{server}", values["session_server"]), tool)
+    exposed = {t["name"] for t in await gateway.tools("/mcp", values["session"])}
+    # Its name on /mcp, with either separator (a shortened name is not looked for).
+    names = [f"{server}{separator}{chosen['name']}" for separator in "_-"]
+    prefixed = next((name for name in names if name in exposed), names[0])
+    openapi = await gateway.openapi()
+    values |= {
+        "admin": gateway.admin_token or "not-the-admin-token",
+        "server": server,
+        "tool": prefixed,
+        "tool_local": chosen["name"],
+        "host": f"127.0.0.1:{port}",
+    }
+    surface = Surface(server, chosen.get("inputSchema", {}), operations(openapi), openapi)
+    return surface, Live(values)
+
+
 async def run_async(
     base_url: str,
     *,
@@ -1765,45 +1801,28 @@ async def run_async(
     started = time.monotonic()
     log_offset = log_size(log)
     tally = Tally(max_body=max_body)
-    timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         gateway = Gateway(http, base, admin_token)
-        sessions = {
-            "session": ("/mcp", HANDSHAKE),
-            "session_server": (f"/mcp/{server}", HANDSHAKE),
-            "session_batch": ("/mcp", BATCHING),
-        }
-        values = {key: await gateway.initialize(path, version) for key, (path, version) in sessions.items()}
-        chosen = pick_tool(await gateway.tools(f"/mcp/{server}", values["session_server"]), tool)
-        exposed = [t["name"] for t in await gateway.tools("/mcp", values["session"])]
-        prefixed = next(
-            (n for n in exposed if n in (f"{server}_{chosen['name']}", f"{server}-{chosen['name']}")),
-            f"{server}_{chosen['name']}",
-        )
-        openapi = await gateway.openapi()
-        surface = Surface(server, chosen.get("inputSchema", {}), operations(openapi), openapi)
+        try:
+            surface, live = await prepare(gateway, server, tool, port)
+        except (aiohttp.ClientError, KeyError, ValueError, TimeoutError) as exc:
+            raise RuntimeError(
+                f"could not prepare the drill against {base}: {type(exc).__name__}: {exc}"
+            ) from exc
         cases = generate(surface, requests, seed)
-        if only is not None:
-            cases = [cases[only]]
-        values |= {
-            "admin": admin_token or "not-the-admin-token",
-            "server": server,
-            "tool": prefixed,
-            "tool_local": chosen["name"],
-            "host": f"127.0.0.1:{port}",
-        }
-        live = Live(values)
+        numbered = list(enumerate(cases)) if only is None else [(only, cases[only])]
         streams = [
             LegacyStream(http, f"{base}/sse", live, "legacy", tally),
             LegacyStream(http, f"{base}/sse/{server}", live, "legacy_server", tally),
         ]
         for stream in streams:
             await stream.start()
+        pending = iter(numbered)
         deadline = started + max_seconds
-        pending = iter(enumerate(cases))
-        shown: list[tuple[bytes, Answer]] = []
+        answers: list[tuple[bytes, Answer]] = []
 
         async def worker() -> None:
+            # The workers share one iterator: each takes the next case when it is free.
             for index, case in pending:
                 if time.monotonic() > deadline:
                     tally.skipped += 1
@@ -1813,16 +1832,16 @@ async def run_async(
                 answer = await exchange(
                     ("127.0.0.1", port), data, head=case.method == b"HEAD", seconds=seconds
                 )
-                tally.add(only if only is not None else index, case, data, answer, classify(answer, data))
+                tally.add(index, case, data, answer, classify(answer, data))
                 if only is not None:
-                    shown.append((data, answer))
+                    answers.append((data, answer))
 
         await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
         await asyncio.sleep(0.5)  # the legacy streams' last answers
         for stream in streams:
             await stream.stop()
-        for key, (path, version) in sessions.items():
-            await gateway.end(path, values[key], version)
+        for name, (path, version) in SESSIONS.items():
+            await gateway.end(path.format(server=server), live.values[name], version)
     result = tally.result()
     result["seed"] = seed
     result["seconds"] = round(time.monotonic() - started, 1)
@@ -1832,7 +1851,7 @@ async def run_async(
     )
     if log is not None and log_size(log):
         result["logged_tracebacks"], result["logged_exceptions"] = logged_errors(log, log_offset)
-    for data, answer in shown:
+    for data, answer in answers:
         result["case"] = {
             "sent": preview(data, 2000),
             "status": answer.status,
