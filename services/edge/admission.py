@@ -72,6 +72,15 @@ def endpoint_name(path: str) -> str:
     return path[len("/mcp/") :].rstrip("/") if path.startswith("/mcp/") else ""
 
 
+def _hostname(url: str) -> str | None:
+    """The host a URL names, None when it names none or cannot be parsed (e.g. "[::1")."""
+    try:
+        # urlsplit caches its results, so the same header is parsed once.
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
+
+
 class Admission:
     def __init__(
         self,
@@ -92,14 +101,13 @@ class Admission:
             raise BadRequestError("Bad Request: more than one Host header")
         if self._allowed_hosts is not None:
             host = hosts[0] if hosts else ""
-            # urlsplit caches its results, so the same Host header is parsed once.
-            if urlsplit(f"//{host}").hostname not in self._allowed_hosts:
-                raise ForbiddenHostError(f"Forbidden: host {host!r} is not allowed")
+            if _hostname(f"//{host}") not in self._allowed_hosts:
+                raise ForbiddenHostError(f"Forbidden: host {host[:100]!r} is not allowed")
         origin = request.headers.get("origin")
         if origin is None or origin in self._allowed_origins:
             return
-        if urlsplit(origin).hostname not in LOCAL_HOSTS:
-            raise ForbiddenOriginError(f"Forbidden: origin {origin} is not allowed")
+        if _hostname(origin) not in LOCAL_HOSTS:
+            raise ForbiddenOriginError(f"Forbidden: origin {origin[:100]!r} is not allowed")
 
     def check_declared(self, request: Request) -> None:
         """`check`, and a declared Content-Length within the limit (413) or 400."""

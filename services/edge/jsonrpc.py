@@ -20,9 +20,10 @@ class Message:
     answer: dict[str, Any] | None = None
 
 
-# The deepest nesting the gateway carries: orjson writes JSON no deeper than this, and every
-# message is written again on its way to a downstream or another edge.
-MAX_DEPTH = 254
+# The deepest nesting the gateway carries. orjson writes JSON no deeper than 254 levels, and
+# the Python SDK's servers silently drop messages past about 200 (the caller then waits out
+# the tool's timeout): 128 is deeper than any real tool's arguments.
+MAX_DEPTH = 128
 
 
 def parse_body(body: bytes) -> tuple[list[Message], bool]:
@@ -35,17 +36,26 @@ def parse_body(body: bytes) -> tuple[list[Message], bool]:
         if "depth" in str(exc):
             raise too_deep from None
         raise ParseError("Parse error: the body is not valid JSON") from None
-    # Only a body with that many brackets can nest that deep (two scans in C, not a walk).
-    if body.count(b"[") + body.count(b"{") > MAX_DEPTH:
-        try:
-            orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            raise too_deep from None
+    # Only a body with that many brackets can nest that deep: two scans in C spare the walk.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _nests_deeper(value, MAX_DEPTH):
+        raise too_deep
     if isinstance(value, list):
         if not value:
             raise InvalidRequestError("Invalid Request: an empty batch")
         return [classify(item) for item in value], True
     return [classify(value)], False
+
+
+def _nests_deeper(value: object, limit: int) -> bool:
+    """Whether containers in `value` nest more than `limit` levels (a walk without recursion)."""
+    pending: list[tuple[object, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def classify(value: object) -> Message:

@@ -10,20 +10,33 @@ call), and a POST for a legacy SSE session (its id names the edge that holds the
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from services.edge.errors import DownstreamRpcError, EdgeError, InternalError, JsonRpcId, SessionNotFoundError
+from services.edge.errors import (
+    DownstreamRpcError,
+    EdgeError,
+    InternalError,
+    InvalidParamsError,
+    JsonRpcId,
+    SessionNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 
 SUBJECT = "mcpgw.edge.{edge}.{kind}"
+# What an edge id can be (settings.py checks its own), and the longest identifier minted
+# with one: anything else a client sends never becomes part of a NATS subject.
+EDGE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_IDENTIFIER = 160
 CANCEL = "mcpgw.edge.cancel"
 # A resumed round's answer: a marker byte, then the result JSON or the error object.
 RESULT, ERROR = b"R", b"E"
@@ -35,8 +48,10 @@ Deliver = Callable[[str, bytes, str], Awaitable[bool]]
 
 
 def owner(identifier: str) -> str:
-    """The edge an identifier this gateway minted (`<edge id>-<local part>`) belongs to."""
-    return identifier.rpartition("-")[0]
+    """The edge an identifier this gateway minted (`<edge id>-<local part>`) belongs to; ""
+    for one no edge could have minted (it names a NATS subject, so never anything else)."""
+    edge = identifier[:MAX_IDENTIFIER].rpartition("-")[0]
+    return edge if len(identifier) <= MAX_IDENTIFIER and EDGE_ID.fullmatch(edge) else ""
 
 
 class Peers:
@@ -83,7 +98,15 @@ class Peers:
     async def reply(self, request_id: str, answer: dict[str, Any]) -> None:
         """Send a client's reply to the edge whose relayed request it answers."""
         subject = SUBJECT.format(edge=owner(request_id), kind="reply")
-        await self._nc.publish(subject, orjson.dumps({"id": request_id, "answer": answer}))
+        await self._publish(subject, orjson.dumps({"id": request_id, "answer": answer}))
+
+    async def _publish(self, subject: str, body: bytes) -> None:
+        """Publish what a client sent on to another edge; one NATS refuses (over its payload
+        limit, or NATS away) is dropped with a line in the log, as a lost message would be."""
+        try:
+            await self._nc.publish(subject, body)
+        except NatsError as exc:
+            log.info("not passed to another edge (%d bytes on %s): %s", len(body), subject, exc)
 
     async def resume(self, edge: str, state: str, tool: str, responses: object) -> bytes:
         """The next round of a call another edge holds."""
@@ -92,6 +115,12 @@ class Peers:
             msg = await self._nc.request(SUBJECT.format(edge=edge, kind="resume"), body, timeout=self._wait)
         except (NoRespondersError, NatsTimeoutError):
             raise InternalError(f"The edge holding this call ({edge}) is gone; retry the call anew") from None
+        except MaxPayloadError:
+            raise InvalidParamsError(
+                'Invalid params: "inputResponses" is too large to pass to the edge holding the call'
+            ) from None
+        except NatsError as exc:
+            raise InternalError(f"The edge holding this call ({edge}) cannot be reached: {exc}") from None
         if msg.data.startswith(ERROR):
             error = orjson.loads(msg.data[len(ERROR) :])
             raise DownstreamRpcError(error["code"], error["message"], error.get("data"))
@@ -100,7 +129,7 @@ class Peers:
 
     async def cancel(self, session_id: str, request_id: str) -> None:
         """Ask every edge to cancel a session's call (the one running it will)."""
-        await self._nc.publish(CANCEL, orjson.dumps({"session": session_id, "id": request_id}))
+        await self._publish(CANCEL, orjson.dumps({"session": session_id, "id": request_id}))
 
     async def deliver(self, session_id: str, body: bytes, key_id: str) -> None:
         """POST a legacy SSE session's message to the edge holding its stream."""
@@ -110,6 +139,9 @@ class Peers:
                 subject, body, timeout=5, headers={"session": session_id, "key": key_id}
             )
         except (NoRespondersError, NatsTimeoutError):
+            msg = None
+        except NatsError as exc:
+            log.info("legacy SSE message not passed to the edge holding its session: %s", exc)
             msg = None
         if msg is None or msg.data != b"1":
             raise SessionNotFoundError("Session not found: open a new stream with GET /sse")

@@ -209,6 +209,8 @@ class McpHandler:
     async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
         """The JSON result of one request, or an EdgeError."""
         params = params or {}
+        if not isinstance(params.get("_meta", {}), dict):
+            raise InvalidParamsError('Invalid params: "_meta" must be an object')
         needs = CAPABILITY_OF.get(method)
         if ctx.view.server is not None and needs is not None and needs not in ctx.view.capabilities:
             # /mcp/{server} is that server: what it does not offer is unknown there too.
@@ -388,6 +390,8 @@ class McpHandler:
         if route is None:
             raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidParamsError('Invalid params: "_meta" must be an object')
         task = params.get("task")
         if task is not None and not isinstance(task, dict):
             raise InvalidParamsError('Invalid params: "task" must be an object')

@@ -47,7 +47,7 @@ def _nested(depth: int) -> bytes:
     return CALL + b'{"a":' * depth + b"1" + b"}" * depth + b"}}"
 
 
-@pytest.mark.parametrize("depth", [300, 1_000, 5_000])
+@pytest.mark.parametrize("depth", [130, 200, 300, 1_000, 5_000])
 def test_nesting_deeper_than_the_gateway_carries_is_invalid_params(depth: int) -> None:
     with pytest.raises(NestedTooDeepError) as refused:
         parse_body(_nested(depth))
@@ -59,6 +59,8 @@ def test_nesting_up_to_the_limit_is_carried() -> None:
     # The message's own two levels (the request, params) count too.
     (message,), _ = parse_body(_nested(MAX_DEPTH - 2))
     assert message.method == "tools/call"
+    with pytest.raises(NestedTooDeepError):
+        parse_body(_nested(MAX_DEPTH - 1))
 
 
 def test_many_brackets_at_no_depth_are_fine() -> None:
