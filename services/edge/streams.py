@@ -3,7 +3,10 @@ streams of session clients and the `subscriptions/listen` streams of 2026-07-28 
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
+import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +20,8 @@ from services.naming import exposed_uri
 log = logging.getLogger(__name__)
 
 STREAM_BUFFER = 64
+# Memory is handed back once half of at least this many streams have closed.
+RELEASE_AFTER_STREAMS = 64
 LIST_KINDS = frozenset({"tools", "prompts", "resources"})
 
 
@@ -57,9 +62,20 @@ class Stream:
         return orjson.dumps(message)
 
 
+def _release_free_memory() -> None:
+    """Hand the heap a burst of streams freed back to the OS: glibc keeps freed memory for
+    reuse, so without this the edge's RSS stays at its peak long after the streams close."""
+    gc.collect()
+    if sys.platform == "linux":
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class StreamHub:
     def __init__(self) -> None:
         self._streams: dict[str, set[Stream]] = {}
+        # Streams open now, and the most since memory was last released.
+        self._open = 0
+        self._peak = 0
 
     def open(
         self,
@@ -74,20 +90,32 @@ class StreamHub:
         send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
         stream = Stream(session_id, endpoint, send, kinds, meta, resources, key_id)
         self._streams.setdefault(session_id, set()).add(stream)
+        self._open += 1
+        self._peak = max(self._peak, self._open)
         return stream, receive
 
     def close(self, stream: Stream) -> None:
         streams = self._streams.get(stream.session_id)
-        if streams is not None:
+        if streams is not None and stream in streams:
             streams.discard(stream)
             if not streams:
                 del self._streams[stream.session_id]
+            self._closed(1)
         stream.send.close()
 
     def end(self, session_id: str) -> None:
         """Close every stream of an ended session."""
-        for stream in self._streams.pop(session_id, set()):
+        streams = self._streams.pop(session_id, set())
+        for stream in streams:
             stream.send.close()
+        self._closed(len(streams))
+
+    def _closed(self, count: int) -> None:
+        self._open -= count
+        # Once most of a burst of streams is gone (not on every close: a collection costs).
+        if self._peak >= RELEASE_AFTER_STREAMS and self._open <= self._peak // 2:
+            _release_free_memory()
+            self._peak = self._open
 
     def close_all(self) -> None:
         for session_id in list(self._streams):
@@ -132,4 +160,4 @@ class StreamHub:
 
     @property
     def open_streams(self) -> int:
-        return len(self._all())
+        return self._open
