@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx2
 
+from tests.integration.test_gateway_http import initialize
+
 MODERN = "2026-07-28"
 ACCEPT = "application/json, text/event-stream"
 NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
@@ -124,22 +126,7 @@ def test_a_forged_request_state_is_refused(gateway: str) -> None:
 
 def test_a_session_id_is_not_taken_for_a_request_state(gateway: str) -> None:
     # Both are tokens the edge signs with one secret; each says what it is.
-    opened = httpx2.post(
-        gateway,
-        json={
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        },
-        headers={"accept": ACCEPT},
-        timeout=10,
-    )
-    session_id = opened.headers["mcp-session-id"]
+    session_id = initialize(gateway)
     params = {"name": "fixture_echo", "arguments": {"text": "x"}, "requestState": session_id}
     response = send(gateway, "tools/call", params)
     assert (response.status_code, response.json()["error"]["code"]) == (400, -32602)
