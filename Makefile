@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
 NODE_TESTS := tests/node
 
-.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-smoke: install
 ## Memory of every mcpgw process over 20,000 streamed calls, each cancelled (about 2 minutes).
 soak: install
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+## Failure drills under load: kill -9 of every service, closed port, slow clients, sessions, hostile input.
+drills: install
+	$(PY) -m bench.drills $(DRILLS_ARGS)
 
 ## py-spy flame graphs of every mcpgw process under load.
 profile: install

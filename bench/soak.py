@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +58,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.targets import PYTHON, ROOT, gateway_processes, port_open, process_group, wait_for
+from bench.targets import PYTHON, ROOT, gateway_processes, port_open, process_group, revision, wait_for
 from services.bus import AUDIT_STREAM, EVENTS_STREAM
 from services.settings import EdgeSettings
 from services.up.main import free_port
@@ -541,24 +540,6 @@ async def drive(args: argparse.Namespace, gw: Gateway, sampler: Sampler) -> tupl
 
 def growth(before: int, after: int) -> float:
     return (after - before) / before if before else 0.0
-
-
-def revision() -> str:
-    """The checkout's commit (with `+changes` when the work tree differs from it)."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head}{'+changes' if changed else ''}" if head else "unknown"
 
 
 def markdown(args: argparse.Namespace, tally: Tally, elapsed: float, samples: list[Sample]) -> str:

@@ -150,8 +150,28 @@ def gateway_processes(up: psutil.Process) -> dict[str, psutil.Process]:
     found = {"up": up}
     for child in up.children():
         argv = child.cmdline()
+        if not argv:
+            continue  # a child that died and is not reaped yet
         if "nats-server" in os.path.basename(argv[0]):
             found["nats"] = child
         elif "services.cli" in argv:
             found[argv[argv.index("services.cli") + 1]] = child
     return found
+
+
+def revision() -> str:
+    """The checkout's commit (with `+changes` when the work tree differs from it)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}{'+changes' if changed else ''}" if head else "unknown"
