@@ -45,9 +45,20 @@ AUDIT_FLUSH_SECONDS = 5.0
 async def serve(settings: EdgeSettings) -> None:
     if not settings.session_secret:
         log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
-    nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}")
-    await bus.ensure_audit_stream(nc)
-    await bus.ensure_events_stream(nc, settings.event_retention_seconds, settings.event_retention_bytes)
+    async def streams() -> None:
+        await bus.ensure_audit_stream(nc)
+        await bus.ensure_events_stream(nc, settings.event_retention_seconds, settings.event_retention_bytes)
+
+    async def on_reconnect() -> None:
+        # NATS may have restarted without what it held in memory (the events stream).
+        try:
+            await streams()
+        except Exception as exc:  # nats-py raises several unrelated types
+            log.warning("cannot restore the JetStream streams after reconnecting: %s", exc)
+        state.reconnected()
+
+    nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}", on_reconnect=on_reconnect)
+    await streams()
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()

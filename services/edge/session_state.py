@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 from nats.aio.client import Client as NATS
 from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BadRequestError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 log = logging.getLogger(__name__)
@@ -64,24 +65,46 @@ class SessionState:
         self._tasks: dict[str, set[tuple[str, str]]] = {}
         # When each key was last written, to forget it when the bucket does.
         self._written: dict[str, float] = {}
+        self._reconnected = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Open the bucket and apply what any edge writes to it, until cancelled."""
-        js = self._nc.jetstream()
-        self._kv = await js.create_key_value(
-            KeyValueConfig(bucket=BUCKET, ttl=self._ttl, storage=StorageType.MEMORY, history=1)
-        )
-        watcher = await self._kv.watchall()
-        task_status.started()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._forget_expired)
-            try:
-                async for entry in watcher:
-                    if entry is not None:
-                        self._apply(entry.key, entry.value, entry.operation in (KV_DEL, KV_PURGE))
-            finally:
+        """Open the bucket and apply what any edge writes to it, until cancelled; after NATS
+        comes back (`reconnected`), open it again and watch anew from what it holds."""
+        started = False
+        while True:
+            self._kv = await self._open()
+            watcher = await self._kv.watchall()
+            if not started:
+                task_status.started()
+                started = True
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._forget_expired)
+                tg.start_soon(self._follow, watcher)
+                await self._reconnected.wait()
+                self._reconnected = anyio.Event()
                 tg.cancel_scope.cancel()
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            await watcher.stop()  # type: ignore[no-untyped-call]
+
+    def reconnected(self) -> None:
+        """NATS is back (it may have restarted without the bucket): open and watch it again."""
+        self._reconnected.set()
+
+    async def _open(self) -> KeyValue:
+        # On disk, so sessions ended with DELETE stay ended when NATS restarts.
+        config = KeyValueConfig(bucket=BUCKET, ttl=self._ttl, storage=StorageType.FILE, history=1)
+        js = self._nc.jetstream()
+        try:
+            return await js.create_key_value(config)
+        except BadRequestError:
+            # Made in memory by an earlier version: what it held is gone with any restart anyway.
+            log.info("moving the %s bucket to file storage", BUCKET)
+            await js.delete_key_value(BUCKET)
+            return await js.create_key_value(config)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is not None:
+                self._apply(entry.key, entry.value, entry.operation in (KV_DEL, KV_PURGE))
 
     async def _forget_expired(self) -> None:
         """Drop what the bucket has expired by now (its TTL sends no delete to watchers)."""
