@@ -4,6 +4,9 @@ A call's answer waits until its event is stored in JetStream, so a result that r
 client is in the audit whatever dies next (the edge included). Waiting costs one publish
 round trip, shared: events submitted while a batch is in flight go out together in the
 next one (group commit), so a busy edge publishes once per round trip, not once per call.
+With `MCPGW_AUDIT_DELIVERY=batched` nobody waits and a batch gathers 50 ms of events: about
+0.5 ms less CPU per call across edge, NATS and audit, for up to 50 ms of records a killed
+edge takes with it.
 """
 
 from __future__ import annotations
@@ -17,12 +20,15 @@ from nats.aio.client import Client as NATS
 
 from services import bus
 from services.contracts import events_pb2
+from services.settings import AuditDelivery
 
 log = logging.getLogger(__name__)
 
 SPOOL_LIMIT = 100_000
 BATCH_LIMIT = 512
 PUBLISH_TIMEOUT_SECONDS = 5.0
+# How long a batched delivery's first event waits for company before it is published.
+BATCH_LINGER_SECONDS = 0.05
 
 
 class AuditPublisher:
@@ -34,9 +40,13 @@ class AuditPublisher:
     stay spooled until it returns.
     """
 
-    def __init__(self, nc: NATS, confirm_timeout: float = 2.0) -> None:
+    def __init__(
+        self, nc: NATS, confirm_timeout: float = 2.0, delivery: AuditDelivery = AuditDelivery.CONFIRMED
+    ) -> None:
         self._js = nc.jetstream()
         self._confirm_timeout = confirm_timeout
+        # Batched: nobody waits, so a batch gathers what comes in BATCH_LINGER_SECONDS.
+        self._confirming = delivery is AuditDelivery.CONFIRMED
         self._spool: collections.deque[events_pb2.ToolCallEvent] = collections.deque()
         self._batch: events_pb2.ToolCallEvents | None = None
         self._pending = anyio.Event()
@@ -64,7 +74,10 @@ class AuditPublisher:
         return self._submitted
 
     async def confirmed(self, number: int) -> bool:
-        """Whether event `number` was stored within the confirm timeout."""
+        """Whether event `number` was stored within the confirm timeout (batched delivery: at
+        once, whether it was or not)."""
+        if not self._confirming:
+            return self._stored >= number
         with anyio.move_on_after(self._confirm_timeout):
             while self._stored < number:
                 await self._progress.wait()
@@ -90,6 +103,8 @@ class AuditPublisher:
             self._pending = anyio.Event()
             while self._spool or self._batch is not None:
                 if self._batch is None:
+                    if not self._confirming and len(self._spool) < BATCH_LIMIT:
+                        await anyio.sleep(BATCH_LINGER_SECONDS)
                     self._batch = self._take()
                 try:
                     await self._publish(self._batch)

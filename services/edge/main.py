@@ -45,6 +45,7 @@ AUDIT_FLUSH_SECONDS = 5.0
 async def serve(settings: EdgeSettings) -> None:
     if not settings.session_secret:
         log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
+
     async def streams() -> None:
         await bus.ensure_audit_stream(nc)
         await bus.ensure_events_stream(nc, settings.event_retention_seconds, settings.event_retention_bytes)
@@ -63,7 +64,7 @@ async def serve(settings: EdgeSettings) -> None:
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
     background = Background()
-    audit = AuditPublisher(nc, settings.audit_confirm_seconds)
+    audit = AuditPublisher(nc, settings.audit_confirm_seconds, settings.audit_delivery)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
         def changed(endpoint: str, key_id: str) -> set[str] | None:

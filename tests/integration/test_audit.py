@@ -21,7 +21,7 @@ from services.audit.consumer import AuditConsumer
 from services.audit.exporters import build_exporter, exported_event_ids
 from services.contracts import events_pb2
 from services.edge.auditing import AuditPublisher
-from services.settings import AuditSettings
+from services.settings import AuditDelivery, AuditSettings
 from services.up.main import free_port
 from tests.processes import nats_server
 
@@ -224,3 +224,21 @@ def test_exported_ids_are_read_from_the_files_tail_even_a_cut_one(tmp_path: Path
     assert exported_event_ids(settings) == [str(n) for n in range(100)]
     assert exported_event_ids(settings, tail_bytes=120) == ["98", "99"]
     assert exported_event_ids(AuditSettings(audit_exporter="console", audit_file=settings.audit_file)) == []
+
+
+async def test_batched_delivery_answers_at_once_and_publishes_soon_after(nats_url: str) -> None:
+    nc = await bus.connect(nats_url, "test")
+    await bus.ensure_audit_stream(nc)
+    publisher = AuditPublisher(nc, confirm_timeout=10, delivery=AuditDelivery.BATCHED)
+    async with anyio.create_task_group() as tg:
+        await tg.start(publisher.run)
+        numbers = [publisher.submit(event(3000 + n)) for n in range(20)]
+        started = time.monotonic()
+        assert [await publisher.confirmed(n) for n in numbers] == [False] * 20
+        assert time.monotonic() - started < 0.05
+        with anyio.fail_after(10):
+            while publisher.published < 20:
+                await anyio.sleep(0.01)
+        assert await publisher.confirmed(numbers[-1]) is True
+        tg.cancel_scope.cancel()
+    await nc.close()
