@@ -25,6 +25,8 @@ FETCH_WAIT_SECONDS = 1.0
 # most what was fetched but not acked when the consumer died: a few batches).
 RECENT_EVENTS = 100_000
 RETRY_DELAY_SECONDS = 2.0
+# How long a consumer that has caught up waits before fetching again.
+GATHER_SECONDS = 0.05
 
 
 class RecentEvents:
@@ -80,6 +82,10 @@ class AuditConsumer:
                 await asyncio.sleep(RETRY_DELAY_SECONDS)
                 continue
             await self.handle(messages)
+            if len(messages) < self._batch:
+                # Caught up: let the next batch gather rather than fetch each message as it
+                # lands (a fetch per tool call cost audit and NATS more than the call itself).
+                await asyncio.sleep(GATHER_SECONDS)
 
     async def handle(self, messages: list[Msg]) -> None:
         events: list[events_pb2.ToolCallEvent] = []
