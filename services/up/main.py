@@ -35,9 +35,28 @@ class UpOptions:
 
 
 def free_port() -> int:
+    """A port nothing listens on yet, from below the kernel's ephemeral range: a port that
+    binding to 0 hands out is one that any outgoing connection may take before the service
+    it was picked for binds it ("address already in use" under load)."""
+    low = _ephemeral_low()
+    for _ in range(100):
+        port = max(1024, low - 16384) + secrets.randbelow(min(16384, low - 1024))
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def nats_server_binary() -> str:
