@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # What a call may have waiting for its client before notifications are dropped and
 # requests wait: enough for bursts of progress, small enough to bound a slow client.
 CHANNEL_SIZE = 64
-# The longest JSON-RPC id an audit record keeps.
+# The longest JSON-RPC id and tool name an audit record keeps.
 MAX_AUDITED_ID = 200
 # How long a cancelled streamed call's RPC has to end before its task is cut off.
 CANCEL_GRACE_SECONDS = 5.0
@@ -107,8 +107,9 @@ def call_event(
         end_unix_nano=time.time_ns(),
         server=server,
         tool=tool,
-        exposed_name=exposed_name,
-        # Bounded: a client's id may be any string, and a batch of events must fit one message.
+        # Bounded: a client's id and tool name may be any string, and a batch of events must
+        # fit one message.
+        exposed_name=exposed_name[:MAX_AUDITED_ID],
         request_id="" if request_id is None else str(request_id)[:MAX_AUDITED_ID],
         trace_id=trace[0],
         span_id=trace[1],

@@ -50,8 +50,10 @@ Deliver = Callable[[str, bytes, str], Awaitable[bool]]
 def owner(identifier: str) -> str:
     """The edge an identifier this gateway minted (`<edge id>-<local part>`) belongs to; ""
     for one no edge could have minted (it names a NATS subject, so never anything else)."""
-    edge = identifier[:MAX_IDENTIFIER].rpartition("-")[0]
-    return edge if len(identifier) <= MAX_IDENTIFIER and EDGE_ID.fullmatch(edge) else ""
+    if len(identifier) > MAX_IDENTIFIER:
+        return ""
+    edge = identifier.rpartition("-")[0]
+    return edge if EDGE_ID.fullmatch(edge) else ""
 
 
 class Peers:

@@ -370,7 +370,7 @@ class McpHandler:
                 self.calls.edge_id,
                 ctx.session,
                 ctx.request_id,
-                name[:200] if isinstance(name, str) else "",
+                name if isinstance(name, str) else "",
                 started,
                 new_trace(),
             )

@@ -77,13 +77,15 @@ class SessionState:
             if not started:
                 task_status.started()
                 started = True
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._forget_expired)
-                tg.start_soon(self._follow, watcher)
-                await self._reconnected.wait()
-                self._reconnected = anyio.Event()
-                tg.cancel_scope.cancel()
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._forget_expired)
+                    tg.start_soon(self._follow, watcher)
+                    await self._reconnected.wait()
+                    self._reconnected = anyio.Event()
+                    tg.cancel_scope.cancel()
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
 
     def reconnected(self) -> None:
         """NATS is back (it may have restarted without the bucket): open and watch it again."""
