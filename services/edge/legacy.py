@@ -13,11 +13,11 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.edge.admission import Admission, check_stream, endpoint_view, guarded
@@ -36,7 +36,7 @@ from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers, owner
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import Session
-from services.edge.sse import JSON, SSE, SSE_HEADERS, keepalive_events
+from services.edge.sse import JSON, ListenStream
 from services.edge.streams import Stream, StreamHub
 
 log = logging.getLogger(__name__)
@@ -129,21 +129,17 @@ class LegacySseEndpoint:
         sse = SseSession(session_id, stream, lambda: self._catalog().view_of(name, key_id))
         self._sessions[session_id] = sse
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield f"event: endpoint\ndata: {MESSAGES_PATH}?session_id={session_id}\n\n".encode()
-                async for event in keepalive_events(receive, self._keepalive):
-                    yield event
-            finally:
-                del self._sessions[session_id]
-                self._hub.close(stream)
-                for task in sse.tasks:
-                    task.cancel()
-                # The stream was the session: it ends with it.
-                if sse.session is not None:
-                    await self._handler.end_session(sse.session)
+        async def ended() -> None:
+            del self._sessions[session_id]
+            self._hub.close(stream)
+            for task in sse.tasks:
+                task.cancel()
+            # The stream was the session: it ends with it.
+            if sse.session is not None:
+                await self._handler.end_session(sse.session)
 
-        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+        endpoint = f"event: endpoint\ndata: {MESSAGES_PATH}?session_id={session_id}\n\n".encode()
+        return ListenStream(receive, endpoint, self._keepalive, ended)
 
     async def _post(self, request: Request) -> Response:
         session_id = request.query_params.get("session_id", "")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -38,7 +38,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, guarded
@@ -61,7 +61,7 @@ from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
 from services.edge.protocol import CallContext, McpHandler, answerable
 from services.edge.sessions import Session
-from services.edge.sse import JSON, SSE, SSE_HEADERS, Reply, json_or_events, keepalive_events, sse_event
+from services.edge.sse import JSON, ListenStream, Reply, json_or_events, sse_event
 from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
@@ -298,20 +298,17 @@ class ModernEndpoint:
         )
         ack = stream.notification("notifications/subscriptions/acknowledged", {"notifications": honored})
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield sse_event(ack)
-                async for event in keepalive_events(receive, self._keepalive):
-                    yield event
-                # Closed by the edge, not the client: a graceful end, so the final result.
-                final = stamped(message.method, orjson.dumps({"_meta": meta}))
-                yield sse_event(result_response(message.id, final))
-            finally:
-                self._hub.close(stream)
-                # Not awaited here: the generator may be closing because it was cancelled.
-                self._background.start(self._unsubscribe, list(resources.values()))
+        def closing() -> bytes:
+            # Closed by the edge, not the client: a graceful end, so the final result.
+            final = stamped(message.method, orjson.dumps({"_meta": meta}))
+            return sse_event(result_response(message.id, final))
 
-        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+        async def ended() -> None:
+            self._hub.close(stream)
+            # Not awaited here: the stream may be ending because it was cancelled.
+            self._background.start(self._unsubscribe, list(resources.values()))
+
+        return ListenStream(receive, sse_event(ack), self._keepalive, ended, closing)
 
     async def _subscribe(self, view: View, uris: object) -> dict[str, Route]:
         """The resources of `uris` the view shows and whose servers took the subscription."""

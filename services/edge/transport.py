@@ -46,9 +46,9 @@ from services.edge.sse import (
     KEEPALIVE,
     SSE,
     SSE_HEADERS,
+    ListenStream,
     Reply,
     json_or_events,
-    keepalive_events,
     sse_event,
 )
 from services.edge.streams import StreamHub
@@ -217,15 +217,10 @@ class StreamableHttpEndpoint:
             return await self._resume(session, last_event_id)
         stream, receive = self._hub.open(session.id, endpoint, key_id=key_id)
 
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                yield b": stream open\n\n"
-                async for event in keepalive_events(receive, self._keepalive):
-                    yield event
-            finally:
-                self._hub.close(stream)
+        async def ended() -> None:
+            self._hub.close(stream)
 
-        return StreamingResponse(events(), media_type=SSE, headers=SSE_HEADERS)
+        return ListenStream(receive, b": stream open\n\n", self._keepalive, ended)
 
     async def _delete(self, request: Request, endpoint: str) -> Response:
         _, key_id = self._view(request, endpoint)

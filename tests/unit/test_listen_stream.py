@@ -1,0 +1,101 @@
+"""ListenStream: the ASGI response of every long-lived notification stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from services.edge.sse import KEEPALIVE, ListenStream, sse_event
+
+pytestmark = pytest.mark.anyio
+
+
+class Client:
+    """The ASGI side of one stream: what was sent, and a disconnect on demand."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.body_arrived = anyio.Event()
+        self.kept_alive_twice = anyio.Event()
+        self._gone = anyio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self._gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+        if message["type"] == "http.response.body":
+            self.body_arrived.set()
+        if self.bodies.count(KEEPALIVE) >= 2:
+            self.kept_alive_twice.set()
+
+    def leave(self) -> None:
+        self._gone.set()
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
+
+    @property
+    def finished(self) -> bool:
+        return any(m["type"] == "http.response.body" and not m.get("more_body") for m in self.sent)
+
+
+async def test_messages_become_events_and_an_edge_close_ends_gracefully_with_the_closing() -> None:
+    send, receive = anyio.create_memory_object_stream[bytes](8)
+    ended: list[str] = []
+
+    async def on_end() -> None:
+        ended.append("ended")
+
+    client = Client()
+    response = ListenStream(receive, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    await send.send(b'{"a":1}')
+    send.close()
+    with anyio.fail_after(5):
+        await response({"type": "http"}, client.receive, client.send)
+    start = client.sent[0]
+    assert start["status"] == 200
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in start["headers"]
+    assert client.bodies == [b": open\n\n", sse_event(b'{"a":1}'), b"bye"]
+    assert client.finished and ended == ["ended"]
+
+
+async def test_a_client_that_leaves_ends_the_stream_without_the_closing() -> None:
+    send, receive = anyio.create_memory_object_stream[bytes](8)
+    ended: list[str] = []
+
+    async def on_end() -> None:
+        ended.append("ended")
+
+    client = Client()
+    response = ListenStream(receive, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            await client.body_arrived.wait()
+            client.leave()
+    assert b"bye" not in client.bodies and not client.finished
+    assert ended == ["ended"]
+    # The stream's receiving end is closed with it: the hub's next offer fails fast.
+    with pytest.raises(anyio.BrokenResourceError):
+        send.send_nowait(b"late")
+
+
+async def test_a_quiet_stream_sends_keepalive_comments() -> None:
+    send, receive = anyio.create_memory_object_stream[bytes](8)
+
+    async def on_end() -> None:
+        pass
+
+    client = Client()
+    response = ListenStream(receive, b": open\n\n", 0.01, on_end)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            await client.kept_alive_twice.wait()
+            send.close()
+    assert client.bodies[0] == b": open\n\n" and client.finished
