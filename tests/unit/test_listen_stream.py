@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import pytest
+from starlette.types import Message
 
 from services.edge.sse import KEEPALIVE, ListenStream, sse_event
 
@@ -16,16 +15,16 @@ class Client:
     """The ASGI side of one stream: what was sent, and a disconnect on demand."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Message] = []
         self.body_arrived = anyio.Event()
         self.kept_alive_twice = anyio.Event()
         self._gone = anyio.Event()
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         await self._gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         self.sent.append(message)
         if message["type"] == "http.response.body":
             self.body_arrived.set()
