@@ -29,6 +29,9 @@ class CommonSettings(BaseSettings):
     # How long a call may take when its server sets no timeout: the edge sends each call's
     # timeout to the connector and bounds the RPC by it; the connector enforces it.
     call_timeout_seconds: float = 60.0
+    # host:port where the service's metrics are served as Prometheus text; empty serves none
+    # (the edge serves them at /metrics on its own port).
+    metrics_listen: str = ""
 
 
 class RegistrySettings(CommonSettings):
@@ -103,6 +106,10 @@ class EdgeSettings(CommonSettings):
     # Host names allowed besides loopback ones, comma-separated; "*" allows any. Empty means
     # loopback only while the edge listens on loopback, and any host when it listens wider.
     allowed_hosts: str = ""
+    # Record tool calls' arguments and results in their audit records and spans (off: they
+    # may carry personal data), with the values of these object keys redacted.
+    trace_payloads: bool = False
+    trace_redact: str = "authorization,password,passwd,secret,token,access_token,api_key,apikey"
 
 
 class AuditSettings(CommonSettings):

@@ -1,10 +1,26 @@
-"""Process-wide logging, and the W3C trace context the edge starts for each call."""
+"""Process-wide logging, W3C trace context, and each service's OpenTelemetry tracer."""
 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import sys
+from dataclasses import dataclass
+from functools import cache
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services import __version__
+
+# What OTLP export is configured with (the SDK reads the same variables).
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def setup_logging(level: str, service: str) -> None:
@@ -19,10 +35,70 @@ def setup_logging(level: str, service: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def new_trace() -> tuple[str, str]:
-    """A fresh (trace id, span id) pair in W3C hex form."""
-    return secrets.token_hex(16), secrets.token_hex(8)
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """One hop's place in a W3C trace: the trace, this hop's span, and the caller's span it
+    continues ("" when this hop started the trace)."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str = ""
+    sampled: bool = True
+    tracestate: str = ""
+
+    @property
+    def traceparent(self) -> str:
+        """What the next hop continues: this hop's span as its parent."""
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
-def traceparent(trace_id: str, span_id: str) -> str:
-    return f"00-{trace_id}-{span_id}-01"
+def continue_trace(traceparent: object = None, tracestate: object = None) -> TraceContext:
+    """A new span in the trace `traceparent` names when it is valid W3C trace context (it
+    comes from a client: anything else is ignored), else the root span of a new trace,
+    sampled as OTEL_TRACES_SAMPLER says."""
+    if isinstance(traceparent, str):
+        carrier = {"traceparent": traceparent}
+        if isinstance(tracestate, str):
+            carrier["tracestate"] = tracestate
+        parent = get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
+        if parent.is_valid:
+            return TraceContext(
+                format_trace_id(parent.trace_id),
+                secrets.token_hex(8),
+                format_span_id(parent.span_id),
+                parent.trace_flags.sampled,
+                parent.trace_state.to_header() if parent.trace_state else "",
+            )
+    trace_id = secrets.token_hex(16)
+    decision = _sampler().should_sample(None, int(trace_id, 16), "root").decision
+    sampled = decision is Decision.RECORD_AND_SAMPLE
+    return TraceContext(trace_id, secrets.token_hex(8), "", sampled)
+
+
+@cache
+def _sampler() -> Sampler:
+    # The SDK's own reading of OTEL_TRACES_SAMPLER and its argument.
+    return TracerProvider(shutdown_on_exit=False).sampler
+
+
+def otlp_configured() -> bool:
+    """Whether spans have somewhere to go: an OTLP endpoint, and traces not switched off."""
+    return os.environ.get("OTEL_TRACES_EXPORTER", "otlp") != "none" and any(
+        os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES
+    )
+
+
+def tracer_provider(service: str) -> TracerProvider | None:
+    """The service's spans, batched to the OTLP endpoint; None when none is configured (the
+    service then makes no spans, and passes trace context on unchanged)."""
+    if not otlp_configured():
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service, "service.version": __version__}),
+        shutdown_on_exit=False,
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider

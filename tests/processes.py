@@ -193,7 +193,9 @@ def downstream_processes(tmp: Path, script: str) -> list[psutil.Process]:
 
 
 @contextmanager
-def mcpgw_up(tmp: Path, servers: list[dict[str, Any]], what: str) -> Iterator[str]:
+def mcpgw_up(
+    tmp: Path, servers: list[dict[str, Any]], what: str, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`mcpgw up` (every service, bundled NATS, SQLite) in front of `servers`, as a user runs
     it; yields its base URL once /readyz lists every server, and kills the whole tree after."""
     (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
@@ -207,7 +209,9 @@ def mcpgw_up(tmp: Path, servers: list[dict[str, Any]], what: str) -> Iterator[st
     base = f"http://127.0.0.1:{port}"
     wanted = {s["name"] for s in servers}
     with (tmp / "up.log").open("wb") as log:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         try:
             wait_until(lambda: _serves(base, wanted), 60, what, process)
             yield base

@@ -59,7 +59,8 @@ class Echo:
 
 
 class AuditIndex:
-    """Records of the exported audit file counted by JSON-RPC request id, read incrementally."""
+    """Tool call records of the exported audit file counted by JSON-RPC request id, read
+    incrementally."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -82,6 +83,8 @@ class AuditIndex:
         for line in lines:
             if line.strip():
                 attributes = orjson.loads(line)["attributes"]
+                if attributes.get("mcp.method.name", "tools/call") != "tools/call":
+                    continue  # every operation is audited; the drills count calls
                 request_id = str(attributes.get("jsonrpc.request.id", ""))
                 self.ids[request_id] += 1
                 self.events.setdefault(request_id, []).append(str(attributes.get("mcpgw.event_id", "")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,11 +13,13 @@ import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from services import bus
 from services.audit.exporters import SpanBuilder
 from services.contracts import events_pb2
+from services.metrics import gauge, total
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,13 @@ class RecentEvents:
 
 class AuditConsumer:
     def __init__(
-        self, nc: NATS, exporter: SpanExporter, durable: str, batch: int, exported: Iterable[str] = ()
+        self,
+        nc: NATS,
+        exporter: SpanExporter,
+        durable: str,
+        batch: int,
+        exported: Iterable[str] = (),
+        meter: Meter | None = None,
     ) -> None:
         self._js = nc.jetstream()
         # Seeded with what the exporter already holds (the file's last records), so a restart
@@ -64,6 +73,18 @@ class AuditConsumer:
         # close() can end it (a pooled idle worker would hold the process up on exit).
         self._export_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-export")
         self.exported = 0
+        # Records stored but not yet fetched, as of the last fetch (a metric).
+        self.pending = 0
+        self._lag = None
+        if meter is not None:
+            self._lag = meter.create_histogram(
+                "mcpgw.audit.export.lag",
+                unit="s",
+                description="from an operation's end to its record's export",
+            )
+            total(meter, "mcpgw.audit.exported", "audit records exported", lambda: [(self.exported, {})])
+            pending = "audit records stored, not yet exported"
+            gauge(meter, "mcpgw.audit.pending", pending, lambda: [(self.pending, {})])
 
     def close(self) -> None:
         self._export_thread.shutdown(wait=True)
@@ -76,30 +97,32 @@ class AuditConsumer:
             try:
                 messages = await subscription.fetch(self._batch, timeout=FETCH_WAIT_SECONDS)
             except TimeoutError:
+                self.pending = 0
                 continue  # nothing to audit for a second (nats-py raises the builtin type)
             except nats.errors.Error as exc:
                 log.warning("audit fetch failed, retrying: %s", exc)
                 await asyncio.sleep(RETRY_DELAY_SECONDS)
                 continue
             await self.handle(messages)
+            self.pending = messages[-1].metadata.num_pending if messages else 0
             if len(messages) < self._batch:
                 # Caught up: let the next batch gather rather than fetch each message as it
                 # lands (a fetch per tool call cost audit and NATS more than the call itself).
                 await asyncio.sleep(GATHER_SECONDS)
 
     async def handle(self, messages: list[Msg]) -> None:
-        events: list[events_pb2.ToolCallEvent] = []
+        events: list[events_pb2.OperationEvent] = []
         decoded: list[Msg] = []
         for message in messages:
             try:
-                events.extend(events_pb2.ToolCallEvents.FromString(message.data).events)
+                events.extend(events_pb2.OperationEvents.FromString(message.data).events)
                 decoded.append(message)
             except DecodeError:
-                log.error("audit message %s is not ToolCallEvents; terminated", message.metadata.sequence)
+                log.error("audit message %s is not OperationEvents; terminated", message.metadata.sequence)
                 await message.term()
         # Once each: a batch republished after NATS lost its ack (and with it the dedup
         # window) may arrive beside its first copy, in this very fetch.
-        fresh: dict[str, events_pb2.ToolCallEvent] = {}
+        fresh: dict[str, events_pb2.OperationEvent] = {}
         for event in events:
             if event.event_id not in self._recent:
                 fresh.setdefault(event.event_id, event)
@@ -120,3 +143,7 @@ class AuditConsumer:
         for message in decoded:
             await message.ack()
         self.exported += len(events)
+        if self._lag is not None:
+            now = time.time_ns()
+            for event in events:
+                self._lag.record(max(0, now - event.end_unix_nano) / 1e9)

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Sequence
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from services import __version__
 from services.contracts import events_pb2
 from services.settings import AuditSettings
-
-SERVICE_NAME = "mcpgw"
 
 
 def _one_line(span: ReadableSpan) -> str:
@@ -59,63 +58,110 @@ def build_exporter(settings: AuditSettings) -> SpanExporter:
     return ConsoleSpanExporter(out=settings.audit_file.open("a", encoding="utf-8"), formatter=_one_line)
 
 
-class _Collector(SpanProcessor):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
+# The edge's spans are built here from its records, under its name.
+EDGE_SERVICE = "mcpgw-edge"
+OUTCOME_NAMES = {
+    events_pb2.OUTCOME_OK: "ok",
+    events_pb2.OUTCOME_TOOL_ERROR: "tool_error",
+    events_pb2.OUTCOME_ERROR: "error",
+}
+RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
+
+def span_name(event: events_pb2.OperationEvent) -> str:
+    """`{method} {target}` for a tool or prompt; a resource URI is unbounded, so not in a name."""
+    method = event.method or "tools/call"
+    if method in ("tools/call", "prompts/get") and event.exposed_name:
+        return f"{method} {event.exposed_name}"
+    return method
+
+
+def span_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
+    """The MCP semantic conventions' SERVER span attributes of a record, then mcpgw's own."""
+    method = event.method or "tools/call"
+    attributes: dict[str, str | int] = {"mcp.method.name": method}
+    if method == "tools/call":
+        attributes["gen_ai.tool.name"] = event.exposed_name
+        attributes["gen_ai.operation.name"] = "execute_tool"
+    elif method == "prompts/get" and event.exposed_name:
+        attributes["gen_ai.prompt.name"] = event.exposed_name
+    elif method in RESOURCE_METHODS and event.exposed_name:
+        attributes["mcp.resource.uri"] = event.exposed_name
+    if event.request_id:
+        attributes["jsonrpc.request.id"] = event.request_id
+    if event.protocol_version:
+        attributes["mcp.protocol.version"] = event.protocol_version
+    if event.session:
+        attributes["mcp.session.id"] = event.session
+    if event.http_version:
+        attributes["network.transport"] = "tcp"
+        attributes["network.protocol.name"] = "http"
+        attributes["network.protocol.version"] = event.http_version
+    if event.client_address:
+        attributes["client.address"] = event.client_address
+        attributes["client.port"] = event.client_port
+    if event.outcome == events_pb2.OUTCOME_TOOL_ERROR:
+        attributes["error.type"] = "tool_error"
+    elif event.outcome == events_pb2.OUTCOME_ERROR:
+        attributes["error.type"] = str(event.error_code) if event.error_code else "_OTHER"
+        if event.error_code:
+            attributes["rpc.response.status_code"] = str(event.error_code)
+    if event.arguments_json:
+        attributes["gen_ai.tool.call.arguments"] = event.arguments_json.decode()
+    if event.result_json:
+        attributes["gen_ai.tool.call.result"] = event.result_json.decode()
+    attributes["mcpgw.event_id"] = event.event_id
+    attributes["mcpgw.outcome"] = OUTCOME_NAMES.get(event.outcome, "unknown")
+    attributes["mcpgw.edge_id"] = event.edge_id
+    for key, value in (
+        ("mcpgw.server", event.server),
+        ("mcpgw.tool", event.tool),
+        ("mcpgw.virtual_key_id", event.virtual_key_id),
+        ("mcpgw.client_name", event.client_name),
+    ):
+        if value:
+            attributes[key] = value
+    return attributes
 
 
 class SpanBuilder:
-    """Turns events into finished spans, each a child of the edge's trace context for the call."""
+    """Turns operation records into the edge's SERVER spans, under the ids the edge gave them:
+    the child of the client's span when it sent one, the parent of the connector's."""
 
     def __init__(self) -> None:
-        self._collector = _Collector()
-        provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-        provider.add_span_processor(self._collector)
-        self._tracer = provider.get_tracer("mcpgw.audit", __version__)
+        self._resource = Resource.create({"service.name": EDGE_SERVICE, "service.version": __version__})
+        self._scope = InstrumentationScope("mcpgw.audit", __version__)
 
-    def build(self, events: Sequence[events_pb2.ToolCallEvent]) -> list[ReadableSpan]:
-        for event in events:
-            self._record(event)
-        spans, self._collector.spans = self._collector.spans, []
-        return spans
+    def build(self, events: Sequence[events_pb2.OperationEvent]) -> list[ReadableSpan]:
+        return [self._span(event) for event in events]
 
-    def _record(self, event: events_pb2.ToolCallEvent) -> None:
-        parent = None
-        if event.trace_id and event.span_id:
-            remote = SpanContext(
-                trace_id=int(event.trace_id, 16),
-                span_id=int(event.span_id, 16),
-                is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED),
-            )
-            parent = trace.set_span_in_context(NonRecordingSpan(remote))
-        attributes: dict[str, str | int] = {
-            "mcp.method.name": "tools/call",
-            "gen_ai.tool.name": event.exposed_name,
-            "mcpgw.event_id": event.event_id,
-            "mcpgw.server": event.server,
-            "mcpgw.tool": event.tool,
-            "mcpgw.outcome": event.outcome,
-            "mcpgw.edge_id": event.edge_id,
-            "mcp.session.id": event.session,
-            "jsonrpc.request.id": event.request_id,
-        }
-        if event.virtual_key_id:
-            attributes["mcpgw.virtual_key_id"] = event.virtual_key_id
-        if event.client_name:
-            attributes["mcpgw.client_name"] = event.client_name
-        if event.outcome == "error":
-            attributes["error.type"] = str(event.error_code)
-        span = self._tracer.start_span(
-            f"tools/call {event.exposed_name}",
-            context=parent,
+    def _span(self, event: events_pb2.OperationEvent) -> ReadableSpan:
+        flags = TraceFlags(TraceFlags.SAMPLED if event.sampled or not event.method else TraceFlags.DEFAULT)
+        trace_id = _hex_id(event.trace_id, 32) or random.getrandbits(128)
+        parent_id = _hex_id(event.parent_span_id, 16)
+        context = SpanContext(trace_id, _hex_id(event.span_id, 16) or random.getrandbits(64), False, flags)
+        parent = SpanContext(trace_id, parent_id, True, flags) if parent_id else None
+        failed = event.outcome != events_pb2.OUTCOME_OK
+        status = Status(StatusCode.ERROR, event.error_message or None) if failed else Status(StatusCode.UNSET)
+        return ReadableSpan(
+            span_name(event),
+            context=context,
+            parent=parent,
+            resource=self._resource,
+            attributes=span_attributes(event),
             kind=SpanKind.SERVER,
-            attributes=attributes,
+            status=status,
             start_time=event.start_unix_nano,
+            end_time=event.end_unix_nano,
+            instrumentation_scope=self._scope,
         )
-        if event.outcome != "ok":
-            span.set_status(Status(StatusCode.ERROR, event.error_message or event.outcome))
-        span.end(end_time=event.end_unix_nano)
+
+
+def _hex_id(text: str, length: int) -> int:
+    """A W3C id from its hex form; 0 (no id) for anything else."""
+    if len(text) != length:
+        return 0
+    try:
+        return int(text, 16)
+    except ValueError:
+        return 0

@@ -156,6 +156,8 @@ class Downstream:
         # Why the last connection ended, for the report.
         self._lost = ""
         self._connected = anyio.Event()
+        # Times this server connected: its reconnects are this less one (a metric).
+        self.connections = 0
         # Set once the first connection attempt has concluded, either way.
         self._settled = anyio.Event()
         # Calls and requests in flight, and when the last one ended (for idle eviction).
@@ -275,6 +277,7 @@ class Downstream:
                     )
                 )
             self._dispatcher = dispatcher
+            self.connections += 1
             self._connected.set()
             self._settled.set()
             log.info(
@@ -423,9 +426,12 @@ class Downstream:
         on_progress: ProgressFnT | None = None,
         relay: CallRelay | None = None,
         task_json: bytes = b"",
+        *,
+        traceparent: str | None = None,
     ) -> RawResult:
         """The downstream's CallToolResult for `tool` (or its CreateTaskResult when `task_json`
-        asks for a task); `arguments_json` is a JSON object or empty."""
+        asks for a task); `arguments_json` is a JSON object or empty; `traceparent` also goes
+        in the HTTP header of a Streamable HTTP server."""
         dispatcher = self._require()
         timeout = timeout or self.config.tool_timeouts_seconds.get(tool) or self._call_timeout
         if meta:
@@ -436,7 +442,7 @@ class Downstream:
         with self._busy(), self._board.holding(relay):
             if self._forwarder is not None:
                 return await self._forwarder.call_tool(
-                    tool, arguments_json, meta, timeout, on_progress, relay, task_json
+                    tool, arguments_json, meta, timeout, on_progress, relay, task_json, traceparent
                 )
             params: dict[str, Any] = {"name": tool}
             if arguments_json:
@@ -448,7 +454,9 @@ class Downstream:
             result = await self._send(dispatcher, "tools/call", params, timeout, on_progress)
         return RawResult(orjson.dumps(result), result.get("isError") is True)
 
-    async def request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
+    async def request(
+        self, method: str, params_json: bytes, timeout: float | None = None, *, traceparent: str | None = None
+    ) -> bytes:
         """The downstream's result of any other request, as JSON bytes; subscriptions are
         counted, and only the first and the last of a URI reach the downstream."""
         self._require()
@@ -462,14 +470,16 @@ class Downstream:
                 )
                 if not counted(uri):
                     return b"{}"
-        return await self._request(method, params_json, timeout)
+        return await self._request(method, params_json, timeout, traceparent)
 
-    async def _request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
+    async def _request(
+        self, method: str, params_json: bytes, timeout: float | None = None, traceparent: str | None = None
+    ) -> bytes:
         dispatcher = self._require()
         timeout = timeout or self._call_timeout
         with self._busy():
             if self._forwarder is not None:
-                return (await self._forwarder.request(method, params_json, timeout)).json
+                return (await self._forwarder.request(method, params_json, timeout, traceparent)).json
             params = orjson.loads(params_json) if params_json else None
             return orjson.dumps(await self._send(dispatcher, method, params, timeout, None))
 

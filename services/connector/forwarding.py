@@ -70,12 +70,18 @@ class _Call:
     id: str
     on_progress: ProgressFnT | None
     relay: CallRelay | None = None
+    # The W3C trace context the server continues (also in the request's _meta).
+    traceparent: str | None = None
     # Where a broken answer stream resumes from, and how long the server asked to wait first.
     last_event_id: str = ""
     retry_seconds: float = RESUME_DELAY_SECONDS
     answer: dict[str, Any] | None = None
     # The server's requests of this call being answered: they end with the call.
     answering: list[anyio.CancelScope] = field(default_factory=list)
+
+
+def _traced(headers: dict[str, str], call: _Call) -> dict[str, str]:
+    return headers if call.traceparent is None else {**headers, "traceparent": call.traceparent}
 
 
 def parse_message(server: str, data: bytes | str) -> dict[str, Any]:
@@ -157,8 +163,9 @@ class HttpForwarder:
         on_progress: ProgressFnT | None,
         relay: CallRelay | None = None,
         task_json: bytes = b"",
+        traceparent: str | None = None,
     ) -> RawResult:
-        call = _Call(f"mcpgw-{next(self._ids)}", on_progress, relay)
+        call = _Call(f"mcpgw-{next(self._ids)}", on_progress, relay, traceparent)
         if on_progress is not None:
             meta = {**(meta or {}), "progressToken": call.id}
         params = b'{"name":' + orjson.dumps(tool)
@@ -170,9 +177,12 @@ class HttpForwarder:
             params += b',"task":' + task_json
         return await self._request(call, "tools/call", params + b"}", timeout)
 
-    async def request(self, method: str, params_json: bytes, timeout: float) -> RawResult:
+    async def request(
+        self, method: str, params_json: bytes, timeout: float, traceparent: str | None = None
+    ) -> RawResult:
         """Any other request; `params_json` is its params object or empty."""
-        return await self._request(_Call(f"mcpgw-{next(self._ids)}", None), method, params_json, timeout)
+        call = _Call(f"mcpgw-{next(self._ids)}", None, traceparent=traceparent)
+        return await self._request(call, method, params_json, timeout)
 
     async def _request(self, call: _Call, method: str, params_json: bytes, timeout: float) -> RawResult:
         body = b'{"jsonrpc":"2.0","id":' + orjson.dumps(call.id) + b',"method":' + orjson.dumps(method)
@@ -215,12 +225,13 @@ class HttpForwarder:
 
     async def _exchange(self, call: _Call, body: bytes) -> RawResult:
         http = self._endpoint.http
-        headers = await self._authorized()
+        headers = _traced(await self._authorized(), call)
         if self._endpoint.credentials is not None:
             async with http.post(self._endpoint.url, data=body, headers=headers) as response:
                 if response.status != 401:
                     return await self._answer(call, response)
-            headers = await self._authorized(refused=headers["authorization"][len("Bearer ") :])
+            refused = headers["authorization"][len("Bearer ") :]
+            headers = _traced(await self._authorized(refused=refused), call)
         async with http.post(self._endpoint.url, data=body, headers=headers) as response:
             return await self._answer(call, response)
 

@@ -13,10 +13,13 @@ from nats.aio.msg import Msg
 from services import bus
 from services.connector.pool import DownstreamPool
 from services.connector.servicer import ConnectorServicer
+from services.connector.telemetry import DownstreamTelemetry
 from services.contracts import connector_pb2_grpc, registry_pb2_grpc
+from services.metrics import gauge, service_metrics, total
 from services.rpc import HealthyServer, channel
 from services.runtime import stop_requested
 from services.settings import ConnectorSettings
+from services.telemetry import tracer_provider
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,22 @@ async def serve(settings: ConnectorSettings) -> None:
 
     registry_channel = channel(settings.registry_addr)
     pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), heard)
-    servicer = ConnectorServicer(pool)
+    spans = tracer_provider("mcpgw-connector")
+    metrics = service_metrics("mcpgw-connector")
+    meter = metrics.meter("mcpgw.connector")
+    servicer = ConnectorServicer(pool, DownstreamTelemetry(spans, meter))
+    gauge(
+        meter,
+        "mcpgw.downstream.connected",
+        "1 while the server's session is connected",
+        lambda: [(float(d.connected), {"mcpgw.server": d.name}) for d in pool.servers()],
+    )
+    total(
+        meter,
+        "mcpgw.downstream.connections",
+        "times the server connected: its reconnects are this less one",
+        lambda: [(d.connections, {"mcpgw.server": d.name}) for d in pool.servers()],
+    )
     server = HealthyServer(
         settings.connector_listen,
         "mcpgw.v1.Connector",
@@ -78,18 +96,23 @@ async def serve(settings: ConnectorSettings) -> None:
         await pool.reconnect(msg.data.decode())
 
     await nc.subscribe(bus.SERVER_RECONNECT, cb=on_reconnect_request)
-    async with anyio.create_task_group() as tg:
-        await tg.start(pool.run)
-        tg.start_soon(keep_in_sync)
-        # Serve once the servers are known (their first connections under way, which calls
-        # wait for), so a restarted connector's first calls find them; not for ever, though.
-        with anyio.move_on_after(FIRST_SYNC_SECONDS):
-            await first_sync.wait()
-        await server.start()
-        log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
-        tg.start_soon(publish_heard)
-        await stop_requested()
-        await server.stop()
-        tg.cancel_scope.cancel()
+    with metrics.served(settings.metrics_listen):
+        async with anyio.create_task_group() as tg:
+            await tg.start(pool.run)
+            tg.start_soon(keep_in_sync)
+            # Serve once the servers are known (their first connections under way, which calls
+            # wait for), so a restarted connector's first calls find them; not for ever, though.
+            with anyio.move_on_after(FIRST_SYNC_SECONDS):
+                await first_sync.wait()
+            await server.start()
+            log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
+            tg.start_soon(publish_heard)
+            await stop_requested()
+            await server.stop()
+            tg.cancel_scope.cancel()
     await nc.drain()
     await registry_channel.close()
+    if spans is not None:
+        # The last spans, exported before the process goes (bounded by the exporter's timeout).
+        await anyio.to_thread.run_sync(spans.shutdown)
+    metrics.shutdown()

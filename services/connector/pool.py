@@ -33,6 +33,10 @@ class DownstreamPool:
         # The sessions of per_user servers, by (server, key id).
         self._keyed: dict[tuple[str, str], tuple[Downstream, anyio.CancelScope]] = {}
 
+    def servers(self) -> list[Downstream]:
+        """The shared session of every configured server (not the per-key ones)."""
+        return [entry[1] for entry in self._running.values()]
+
     def get(self, name: str) -> Downstream | None:
         entry = self._running.get(name)
         return None if entry is None else entry[1]

@@ -13,6 +13,7 @@ import mcp_types as types
 import orjson
 from mcp.shared.dispatcher import ProgressFnT
 
+from services.connector.downstream import Downstream
 from services.connector.errors import (
     ConnectorFaultError,
     DownstreamError,
@@ -24,6 +25,7 @@ from services.connector.errors import (
 )
 from services.connector.pool import DownstreamPool
 from services.connector.relay import CallRelay, Response
+from services.connector.telemetry import DownstreamTelemetry, Metadata, with_context
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.rpc import abort
 
@@ -73,32 +75,47 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 
 
 class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
-    def __init__(self, pool: DownstreamPool) -> None:
+    def __init__(self, pool: DownstreamPool, telemetry: DownstreamTelemetry | None = None) -> None:
         self._pool = pool
+        self._telemetry = telemetry or DownstreamTelemetry(None)
+
+    async def _route(self, server: str, key_id: str) -> Downstream:
+        downstream = await self._pool.route(server, key_id)
+        if downstream is None:
+            raise _not_configured(server)
+        return downstream
 
     async def _call(
         self,
         request: connector_pb2.CallToolRequest,
+        metadata: Metadata,
         meta: dict[str, Any] | None,
         on_progress: ProgressFnT | None,
         relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome, whatever happens below: every failure is a named CallError."""
         try:
-            downstream = await self._pool.route(request.server, request.key_id)
-            if downstream is None:
-                raise _not_configured(request.server)
-            result = await downstream.call_tool(
-                request.tool,
-                request.arguments_json,
-                meta,
-                request.timeout_seconds or None,
-                on_progress,
-                relay,
-                request.task_json,
-            )
+            downstream = await self._route(request.server, request.key_id)
         except Exception as exc:
             return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
+        with self._telemetry.hop(metadata, downstream.config, "tools/call", request.tool) as hop:
+            try:
+                result = await downstream.call_tool(
+                    request.tool,
+                    request.arguments_json,
+                    with_context(meta, hop),
+                    request.timeout_seconds or None,
+                    on_progress,
+                    relay,
+                    request.task_json,
+                    traceparent=hop.traceparent,
+                )
+            except Exception as exc:
+                error = _failure(request.server, exc)
+                hop.failed(error.code, error.message)
+                return connector_pb2.CallToolOutcome(error=error)
+            if result.is_error:
+                hop.tool_error()
         return connector_pb2.CallToolOutcome(
             result=connector_pb2.ToolResult(result_json=result.json, is_error=result.is_error)
         )
@@ -107,7 +124,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
     ) -> connector_pb2.CallToolOutcome:
         # grpc cancels this coroutine when the edge cancels the RPC; the downstream call goes with it.
-        return await self._call(request, _json_object(request.meta_json), None)
+        return await self._call(request, context.invocation_metadata(), _json_object(request.meta_json), None)
 
     async def StreamTool(
         self,
@@ -118,10 +135,11 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         if first is None or not first.HasField("call"):
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "the first message must be the call")
         call = StreamedCall(first.call)
+        metadata = context.invocation_metadata()
 
         async def serve() -> None:
             try:
-                outcome = await self._call(call.request, call.meta, call.on_progress, call.relay)
+                outcome = await self._call(call.request, metadata, call.meta, call.on_progress, call.relay)
             finally:
                 # Whatever ended the call (even a cancellation), the stream ends with it.
                 call.finish()
@@ -157,14 +175,26 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         self, request: connector_pb2.ForwardRequest, context: grpc.aio.ServicerContext
     ) -> connector_pb2.ForwardOutcome:
         try:
-            downstream = await self._pool.route(request.server, request.key_id)
-            if downstream is None:
-                raise _not_configured(request.server)
-            result = await downstream.request(
-                request.method, request.params_json, request.timeout_seconds or None
-            )
+            downstream = await self._route(request.server, request.key_id)
         except Exception as exc:
             return connector_pb2.ForwardOutcome(error=_failure(request.server, exc))
+        params = _json_object(request.params_json) or {}
+        target = params.get("name") if request.method == "prompts/get" else ""
+        metadata = context.invocation_metadata()
+        with self._telemetry.hop(metadata, downstream.config, request.method, str(target or "")) as hop:
+            params_json = request.params_json
+            if hop.context:
+                meta = params.get("_meta")
+                params["_meta"] = with_context(meta if isinstance(meta, dict) else None, hop)
+                params_json = orjson.dumps(params)
+            try:
+                result = await downstream.request(
+                    request.method, params_json, request.timeout_seconds or None, traceparent=hop.traceparent
+                )
+            except Exception as exc:
+                error = _failure(request.server, exc)
+                hop.failed(error.code, error.message)
+                return connector_pb2.ForwardOutcome(error=error)
         return connector_pb2.ForwardOutcome(result_json=result)
 
 

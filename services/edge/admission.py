@@ -24,6 +24,7 @@ from services.edge.errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
+from services.edge.records import Sender
 from services.edge.sse import JSON, SSE
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,19 @@ def endpoint_view(catalog: Catalog, request: Request, endpoint: str) -> tuple[Vi
     if view is None:
         raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
     return view, "" if key is None else key.id
+
+
+def sender_of(request: Request) -> Sender:
+    """Who sent `request`, and the W3C trace context of its headers."""
+    client = request.scope.get("client")
+    headers = request.headers
+    return Sender(
+        address=client[0] if client else "",
+        port=client[1] if client else 0,
+        http_version=request.scope.get("http_version", ""),
+        traceparent=headers.get("traceparent"),
+        tracestate=headers.get("tracestate"),
+    )
 
 
 def endpoint_name(path: str) -> str:

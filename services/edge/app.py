@@ -8,7 +8,7 @@ from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,6 +21,7 @@ from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.transport import StreamableHttpEndpoint
+from services.metrics import ServiceMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class EdgeComponents:
     follower: SnapshotFollower
     audit: AuditPublisher
     hub: StreamHub
+    metrics: ServiceMetrics
 
 
 def create_app(parts: EdgeComponents) -> ASGIApp:
@@ -52,10 +54,15 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def metrics(_: Request) -> Response:
+        body, content_type = parts.metrics.exposition()
+        return Response(body, media_type=content_type)
+
     routes = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
         ]
     )
     mcp, modern, legacy = parts.endpoint, parts.modern, parts.legacy

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 
 import anyio
 import anyio.abc
@@ -41,14 +42,20 @@ class AuditPublisher:
     """
 
     def __init__(
-        self, nc: NATS, confirm_timeout: float = 2.0, delivery: AuditDelivery = AuditDelivery.CONFIRMED
+        self,
+        nc: NATS,
+        confirm_timeout: float = 2.0,
+        delivery: AuditDelivery = AuditDelivery.CONFIRMED,
+        observe: Callable[[events_pb2.OperationEvent], None] | None = None,
     ) -> None:
         self._js = nc.jetstream()
+        # Told of every record as it is submitted (the edge's metrics).
+        self._observe = observe
         self._confirm_timeout = confirm_timeout
         # Batched: nobody waits, so a batch gathers what comes in BATCH_LINGER_SECONDS.
         self._confirming = delivery is AuditDelivery.CONFIRMED
-        self._spool: collections.deque[events_pb2.ToolCallEvent] = collections.deque()
-        self._batch: events_pb2.ToolCallEvents | None = None
+        self._spool: collections.deque[events_pb2.OperationEvent] = collections.deque()
+        self._batch: events_pb2.OperationEvents | None = None
         self._pending = anyio.Event()
         self._drained = anyio.Event()
         # Events are numbered as submitted; every one up to `_stored` is in JetStream (or
@@ -62,8 +69,10 @@ class AuditPublisher:
         self.dropped = 0
         self.unconfirmed = 0
 
-    def submit(self, event: events_pb2.ToolCallEvent) -> int:
+    def submit(self, event: events_pb2.OperationEvent) -> int:
         """Queue an event; its number, for `confirmed()`."""
+        if self._observe is not None:
+            self._observe(event)
         if len(self._spool) >= SPOOL_LIMIT:
             self._spool.popleft()
             self._left += 1
@@ -122,13 +131,13 @@ class AuditPublisher:
             self._drained.set()
             self._drained = anyio.Event()
 
-    def _take(self) -> events_pb2.ToolCallEvents:
+    def _take(self) -> events_pb2.OperationEvents:
         count = min(len(self._spool), BATCH_LIMIT)
         self._left += count
         self._batch_last = self._left
-        return events_pb2.ToolCallEvents(events=[self._spool.popleft() for _ in range(count)])
+        return events_pb2.OperationEvents(events=[self._spool.popleft() for _ in range(count)])
 
-    async def _publish(self, batch: events_pb2.ToolCallEvents) -> None:
+    async def _publish(self, batch: events_pb2.OperationEvents) -> None:
         # Event ids are unique, so the first id and the count name the batch.
         batch_id = f"{batch.events[0].event_id}+{len(batch.events)}"
         await self._js.publish(

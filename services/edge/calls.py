@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Flag, auto
@@ -34,16 +33,22 @@ from services.edge.connector_client import (
     ConnectorUnavailableError,
 )
 from services.edge.errors import DownstreamRpcError, JsonRpcId
+from services.edge.records import (
+    MAX_AUDITED_MESSAGE,
+    NO_PAYLOADS,
+    NO_SENDER,
+    Payloads,
+    Sender,
+    operation_event,
+)
 from services.edge.sessions import Session
-from services.telemetry import traceparent
+from services.telemetry import TraceContext
 
 log = logging.getLogger(__name__)
 
 # What a call may have waiting for its client before notifications are dropped and
 # requests wait: enough for bursts of progress, small enough to bound a slow client.
 CHANNEL_SIZE = 64
-# The longest JSON-RPC id and tool name an audit record keeps.
-MAX_AUDITED_ID = 200
 # How long a cancelled streamed call's RPC has to end before its task is cut off.
 CANCEL_GRACE_SECONDS = 5.0
 
@@ -88,38 +93,6 @@ def result_of(outcome: connector_pb2.CallToolOutcome) -> bytes:
     if outcome.error.failure == connector_pb2.FAILURE_DOWNSTREAM:
         raise rpc_error(outcome.error)
     return tool_error_result(outcome.error.message)
-
-
-def call_event(
-    edge_id: str,
-    session: Session | None,
-    request_id: JsonRpcId,
-    exposed_name: str,
-    started: int,
-    trace: tuple[str, str],
-    server: str = "",
-    tool: str = "",
-) -> events_pb2.ToolCallEvent:
-    """A tools/call's audit record, its outcome still to fill in."""
-    event = events_pb2.ToolCallEvent(
-        event_id=uuid.uuid4().hex,
-        start_unix_nano=started,
-        end_unix_nano=time.time_ns(),
-        server=server,
-        tool=tool,
-        # Bounded: a client's id and tool name may be any string, and a batch of events must
-        # fit one message.
-        exposed_name=exposed_name[:MAX_AUDITED_ID],
-        request_id="" if request_id is None else str(request_id)[:MAX_AUDITED_ID],
-        trace_id=trace[0],
-        span_id=trace[1],
-        edge_id=edge_id,
-    )
-    if session is not None:
-        event.session = session.id
-        event.virtual_key_id = session.key_id
-        event.client_name = session.client_name
-    return event
 
 
 @dataclass(slots=True)
@@ -185,7 +158,9 @@ class Call:
         *,
         session: Session | None,
         request_id: JsonRpcId,
-        traceparent: tuple[str, str],
+        trace: TraceContext,
+        sender: Sender = NO_SENDER,
+        payloads: Payloads = NO_PAYLOADS,
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
@@ -198,7 +173,9 @@ class Call:
         self._audit = audit
         self._session = session
         self._request_id = request_id
-        self._trace_id, self._span_id = traceparent
+        self.trace = trace
+        self._sender = sender
+        self._payloads = payloads
         self._relay = relay
         self._log_filter = log_filter
         # The result as the client's view names things (resource URIs on /mcp, task ids).
@@ -288,7 +265,7 @@ class Call:
         try:
             self._outcome = await self._connector.call_tool(
                 self.request,
-                traceparent(self._trace_id, self._span_id),
+                self.trace,
                 self._notify if Relay.NOTIFY in self._relay else None,
                 self._ask if Relay.ASK in self._relay else None,
                 self._cancel_requested,
@@ -357,23 +334,27 @@ class Call:
         if self._audited:
             return self._audited
 
-        event = call_event(
+        event = operation_event(
             self._calls.edge_id,
+            "tools/call",
+            self.exposed_name,
             self._session,
             self._request_id,
-            self.exposed_name,
+            self._sender,
+            self.trace,
             started,
-            (self._trace_id, self._span_id),
-            self.request.server,
-            self.request.tool,
         )
+        event.server, event.tool = self.request.server, self.request.tool
+        event.arguments_json = self._payloads.of(self.request.arguments_json)
         if outcome is None:
-            event.outcome, event.error_message = "error", "cancelled"
+            event.outcome, event.error_message = events_pb2.OUTCOME_ERROR, "cancelled"
         elif outcome.HasField("error"):
-            event.outcome = "error"
+            event.outcome = events_pb2.OUTCOME_ERROR
             event.error_code = outcome.error.code
-            event.error_message = outcome.error.message[:500]
+            event.error_message = outcome.error.message[:MAX_AUDITED_MESSAGE]
         else:
-            event.outcome = "tool_error" if outcome.result.is_error else "ok"
+            is_error = outcome.result.is_error
+            event.outcome = events_pb2.OUTCOME_TOOL_ERROR if is_error else events_pb2.OUTCOME_OK
+            event.result_json = self._payloads.of(outcome.result.result_json)
         self._audited = self._audit.submit(event)
         return self._audited

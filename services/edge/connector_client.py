@@ -17,6 +17,7 @@ import grpc
 import orjson
 
 from services.contracts import connector_pb2, connector_pb2_grpc
+from services.telemetry import TraceContext
 
 # A connector that holds no session with the server refused before anything was sent, so
 # the call is tried again: round robin takes it to another connector replica.
@@ -51,6 +52,13 @@ def _unavailable(exc: grpc.aio.AioRpcError) -> ConnectorUnavailableError:
     return ConnectorUnavailableError(exc.details() or exc.code().name)
 
 
+def trace_metadata(trace: TraceContext) -> tuple[tuple[str, str], ...]:
+    """The W3C headers the connector continues the call's trace from."""
+    if trace.tracestate:
+        return (("traceparent", trace.traceparent), ("tracestate", trace.tracestate))
+    return (("traceparent", trace.traceparent),)
+
+
 class ConnectorClient:
     def __init__(self, channel: grpc.aio.Channel, wait_seconds: float = CONNECTOR_WAIT_SECONDS) -> None:
         self._channel = channel
@@ -69,7 +77,7 @@ class ConnectorClient:
     async def call_tool(
         self,
         request: connector_pb2.CallToolRequest,
-        traceparent: str,
+        trace: TraceContext,
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
         cancelled: anyio.Event | None = None,
@@ -80,7 +88,7 @@ class ConnectorClient:
         with CallCancelledError once `cancelled` is set; a unary one once the RPC `on_rpc`
         is handed is cancelled (no task to cancel: grpc's cancellation of a task awaiting it
         escapes cancel scopes, and a task per call costs the hot path)."""
-        metadata = (("traceparent", traceparent),)
+        metadata = trace_metadata(trace)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         for _ in range(ATTEMPTS):
             await self._reachable()
@@ -186,7 +194,7 @@ class ConnectorClient:
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
 
     async def forward(
-        self, request: connector_pb2.ForwardRequest, traceparent: str
+        self, request: connector_pb2.ForwardRequest, trace: TraceContext
     ) -> connector_pb2.ForwardOutcome:
         """Any request other than tools/call, answered by the downstream it names."""
         for _ in range(ATTEMPTS):
@@ -194,7 +202,7 @@ class ConnectorClient:
             try:
                 outcome: connector_pb2.ForwardOutcome = await self._stub.Forward(
                     request,
-                    metadata=(("traceparent", traceparent),),
+                    metadata=trace_metadata(trace),
                     timeout=request.timeout_seconds + DEADLINE_GRACE_SECONDS,
                 )
             except grpc.aio.AioRpcError as exc:

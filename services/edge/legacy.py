@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_stream, endpoint_view, guarded
+from services.edge.admission import Admission, check_stream, endpoint_view, guarded, sender_of
 from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
@@ -35,6 +35,7 @@ from services.edge.errors import (
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers, owner
 from services.edge.protocol import CallContext, McpHandler, hello
+from services.edge.records import Sender
 from services.edge.sessions import Session
 from services.edge.sse import JSON, ListenStream
 from services.edge.streams import Stream, StreamHub
@@ -56,6 +57,8 @@ class SseSession:
     id: str
     stream: Stream
     view: Callable[[], View | None]
+    # Who opened the stream: the client of every request of the session.
+    sender: Sender
     session: Session | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -126,7 +129,11 @@ class LegacySseEndpoint:
         # The id names this edge, so a POST landing on another one finds its way here.
         session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
         stream, receive = self._hub.open(session_id, name, key_id=key_id)
-        sse = SseSession(session_id, stream, lambda: self._catalog().view_of(name, key_id))
+
+        def view() -> View | None:
+            return self._catalog().view_of(name, key_id)
+
+        sse = SseSession(session_id, stream, view, sender_of(request))
         self._sessions[session_id] = sse
 
         async def ended() -> None:
@@ -201,7 +208,8 @@ class LegacySseEndpoint:
             return self._initialize(sse, message, view)
         if sse.session is None:
             raise InvalidRequestError("Invalid Request: send initialize first")
-        ctx = CallContext(sse.session, message.id, view, log_level=self._handler.session_level(sse.session))
+        level = self._handler.session_level(sse.session)
+        ctx = CallContext(sse.session, message.id, view, log_level=level, sender=sse.sender)
         if message.method != "tools/call":
             return await self._handler.request(ctx, message.method, message.params)
         ctx.relay = Relay.NOTIFY | (Relay.ASK if sse.session.answers else Relay.NONE)

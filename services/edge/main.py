@@ -21,9 +21,11 @@ from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
+from services.edge.meters import EdgeMeters
 from services.edge.modern import ModernEndpoint
 from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
+from services.edge.records import Payloads
 from services.edge.server import with_header_timeout
 from services.edge.session_state import SessionState
 from services.edge.sessions import SessionCodec
@@ -32,6 +34,7 @@ from services.edge.snapshot import SnapshotFollower
 from services.edge.streams import StreamHub
 from services.edge.tasks import TaskIds
 from services.edge.transport import StreamableHttpEndpoint
+from services.metrics import service_metrics
 from services.rpc import channel
 from services.settings import EdgeSettings
 
@@ -64,7 +67,9 @@ async def serve(settings: EdgeSettings) -> None:
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
     background = Background()
-    audit = AuditPublisher(nc, settings.audit_confirm_seconds, settings.audit_delivery)
+    metrics = service_metrics("mcpgw-edge")
+    meters = EdgeMeters(metrics.meter("mcpgw.edge"))
+    audit = AuditPublisher(nc, settings.audit_confirm_seconds, settings.audit_delivery, meters.observe)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:
         def changed(endpoint: str, key_id: str) -> set[str] | None:
@@ -91,6 +96,7 @@ async def serve(settings: EdgeSettings) -> None:
             server, tool, settings.call_timeout_seconds
         ),
         task_ids=task_ids,
+        payloads=Payloads(settings.trace_payloads, _names(settings.trace_redact)),
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -113,10 +119,11 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.subscribe(bus.TASK_STATUS, cb=on_task_status)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
     admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
+    sessions = SessionCodec(signer, settings.session_ttl_seconds, state.is_ended)
     endpoint = StreamableHttpEndpoint(
         handler,
         lambda: follower.catalog,
-        SessionCodec(signer, settings.session_ttl_seconds, state.is_ended),
+        sessions,
         hub,
         admission,
         EventLog(nc, settings.keepalive_seconds),
@@ -144,7 +151,14 @@ async def serve(settings: EdgeSettings) -> None:
         background,
         settings.keepalive_seconds,
     )
-    app = create_app(EdgeComponents(endpoint, modern, legacy, admin, admission, follower, audit, hub))
+    meters.held(
+        calls=lambda: len(handler.calls),
+        streams=lambda: hub.open_streams,
+        sessions=lambda: sessions.issued,
+        spooled=lambda: audit.backlog,
+    )
+    parts = EdgeComponents(endpoint, modern, legacy, admin, admission, follower, audit, hub, metrics)
+    app = create_app(parts)
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -177,6 +191,7 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.drain()
     await registry_channel.close()
     await connector_channel.close()
+    metrics.shutdown()
 
 
 def _names(text: str) -> frozenset[str]:

@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, guarded
+from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, guarded, sender_of
 from services.edge.background import Background
 from services.edge.calls import CHANNEL_SIZE, Relay
 from services.edge.catalog import Catalog, Route, View
@@ -60,6 +60,7 @@ from services.edge.inputs import InputRounds
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.peers import Peers
 from services.edge.protocol import CallContext, McpHandler, answerable
+from services.edge.records import Sender
 from services.edge.sessions import Session
 from services.edge.sse import JSON, ListenStream, Reply, json_or_events, sse_event
 from services.edge.streams import StreamHub
@@ -197,10 +198,10 @@ class ModernEndpoint:
                 return await self._listen(message, view, endpoint, key_id)
             if message.method == "tools/call":
                 _check_param_headers(request, view, message.params or {})
-                return await self._call(message, envelope, view, caller)
+                return await self._call(message, envelope, view, caller, sender_of(request))
             if message.method == "server/discover":
                 return _json(Reply(result_response(message.id, stamped(message.method, self.discover(view)))))
-            ctx = CallContext(caller, message.id, view)
+            ctx = CallContext(caller, message.id, view, sender=sender_of(request))
             result = await self._handler.request(ctx, message.method, downstream_params(message.params))
             return _json(Reply(result_response(message.id, stamped(message.method, result))))
         except EdgeError as exc:
@@ -226,12 +227,13 @@ class ModernEndpoint:
         return orjson.dumps(result)
 
     async def _call(
-        self, message: Message, envelope: dict[str, Any], view: View, caller: Session
+        self, message: Message, envelope: dict[str, Any], view: View, caller: Session, sender: Sender
     ) -> Response:
         params = downstream_params(message.params)
         tool = str(params.get("name"))
         # 2026-07-28 logging is opt-in per request: no level asked for, no log messages.
-        ctx = CallContext(caller, message.id, view, log_level=str(envelope.get(LOG_LEVEL_META_KEY, "off")))
+        level = str(envelope.get(LOG_LEVEL_META_KEY, "off"))
+        ctx = CallContext(caller, message.id, view, log_level=level, sender=sender)
         original = message.params or {}
         if "requestState" not in original and not answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
             if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:

@@ -14,7 +14,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from services import __version__
 from services.contracts import connector_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.calls import Call, Calls, Relay, call_event, no_connector, rpc_error
+from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
 from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
@@ -26,11 +26,21 @@ from services.edge.errors import (
     ResourceNotFoundError,
 )
 from services.edge.peers import Peers, owner
+from services.edge.records import (
+    NO_PAYLOADS,
+    NO_SENDER,
+    Operation,
+    Payloads,
+    Sender,
+    failed,
+    operation_event,
+    trace_of,
+)
 from services.edge.session_state import SessionState
 from services.edge.sessions import Session
 from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
-from services.telemetry import new_trace, traceparent
+from services.telemetry import TraceContext, continue_trace
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +85,8 @@ class CallContext:
     # and the lowest log level it passes on (None: every level).
     relay: Relay = Relay.NONE
     log_level: str | None = None
+    # Who sent it over HTTP, and the trace context of its headers.
+    sender: Sender = NO_SENDER
 
 
 def log_filter(level: str | None) -> Callable[[bytes], bool] | None:
@@ -168,7 +180,10 @@ class McpHandler:
         *,
         timeout: Callable[[str, str | None], float],
         task_ids: TaskIds,
+        payloads: Payloads = NO_PAYLOADS,
     ) -> None:
+        # Whether tool calls' arguments and results go into their records.
+        self._payloads = payloads
         # Task ids as clients see them: signed, naming the server, the task and its owner.
         self._task_ids = task_ids
         # How long a request to (server, tool) may take.
@@ -207,33 +222,43 @@ class McpHandler:
         return orjson.dumps(result)
 
     async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
-        """The JSON result of one request, or an EdgeError."""
+        """The JSON result of one request, or an EdgeError; recorded either way."""
         params = params or {}
+        if method == "tools/call":
+            return await self.open_call(ctx, params).result()
+        op = Operation(self._audit, self._edge_id, method, params, ctx.session, ctx.request_id, ctx.sender)
+        try:
+            result = await self._answer(ctx, method, params, op)
+        except EdgeError as exc:
+            await op.failed(exc)
+            raise
+        await op.succeeded()
+        return result
+
+    async def _answer(self, ctx: CallContext, method: str, params: dict[str, Any], op: Operation) -> bytes:
         if not isinstance(params.get("_meta", {}), dict):
             raise InvalidParamsError('Invalid params: "_meta" must be an object')
         needs = CAPABILITY_OF.get(method)
         if ctx.view.server is not None and needs is not None and needs not in ctx.view.capabilities:
             # /mcp/{server} is that server: what it does not offer is unknown there too.
             raise MethodNotFoundError(f"Method not found: {method}")
-        if method == "tools/call":
-            return await self.open_call(ctx, params).result()
         if method in LISTS:
             listing: Listing = getattr(ctx.view, LISTS[method])
             return listing.page(params.get("cursor"))
         if method == "prompts/get":
             route = _named(ctx.view.prompt_routes, params, "prompt")
-            result = await self.forward(route, method, {**params, "name": route.name}, _key(ctx))
+            result = await self.forward(route, method, {**params, "name": route.name}, _key(ctx), op)
             return _as_shown(ctx.view, route, result)
         if method == "resources/read":
             route = _resource(ctx.view, params.get("uri"))
-            result = await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
+            result = await self.forward(route, method, {**params, "uri": route.name}, _key(ctx), op)
             return _as_shown(ctx.view, route, result)
         if method in ("resources/subscribe", "resources/unsubscribe"):
-            return await self._subscription(ctx, method, params)
+            return await self._subscription(ctx, method, params, op)
         if method == "completion/complete":
-            return await self._complete(ctx, params)
+            return await self._complete(ctx, params, op)
         if method in TASK_METHODS:
-            return await self._task(ctx, method, params)
+            return await self._task(ctx, method, params, op)
         if method == "logging/setLevel":
             if params.get("level") not in LOG_LEVELS:
                 raise InvalidParamsError(f'Invalid params: "level" must be one of {list(LOG_LEVELS)}')
@@ -247,7 +272,9 @@ class McpHandler:
             raise InvalidRequestError("Invalid Request: the session is already initialized")
         raise MethodNotFoundError(f"Method not found: {method}")
 
-    async def _subscription(self, ctx: CallContext, method: str, params: dict[str, Any]) -> bytes:
+    async def _subscription(
+        self, ctx: CallContext, method: str, params: dict[str, Any], op: Operation
+    ) -> bytes:
         """A session's (un)subscription, recorded for the edges; the downstream, shared by every
         client, hears only of a session's first subscribe and its matching unsubscribe."""
         route = _resource(ctx.view, params.get("uri"))
@@ -255,7 +282,7 @@ class McpHandler:
             change = self._state.subscribe if method == "resources/subscribe" else self._state.unsubscribe
             if not await change(ctx.session.id, route.server, route.name):
                 return b"{}"
-        return await self.forward(route, method, {**params, "uri": route.name}, _key(ctx))
+        return await self.forward(route, method, {**params, "uri": route.name}, _key(ctx), op)
 
     def wants_logs(self, session: Session) -> bool:
         """Whether a session asked for log messages (logging/setLevel)."""
@@ -276,7 +303,7 @@ class McpHandler:
             except EdgeError as exc:
                 log.info("unsubscribing ended session from %s on %s: %s", uri, server, exc.message)
 
-    async def _complete(self, ctx: CallContext, params: dict[str, Any]) -> bytes:
+    async def _complete(self, ctx: CallContext, params: dict[str, Any], op: Operation) -> bytes:
         view = ctx.view
         ref = params.get("ref")
         if not isinstance(ref, dict):
@@ -289,11 +316,16 @@ class McpHandler:
             ref = {**ref, "uri": route.name}
         else:
             raise InvalidParamsError('Invalid params: "ref.type" must be ref/prompt or ref/resource')
-        return await self.forward(route, "completion/complete", {**params, "ref": ref}, _key(ctx))
+        return await self.forward(route, "completion/complete", {**params, "ref": ref}, _key(ctx), op)
 
-    async def forward(self, route: Route, method: str, params: dict[str, Any], key_id: str = "") -> bytes:
-        """The downstream's result of a request other than tools/call (for the caller's key)."""
-        trace_id, span_id = new_trace()
+    async def forward(
+        self, route: Route, method: str, params: dict[str, Any], key_id: str = "", op: Operation | None = None
+    ) -> bytes:
+        """The downstream's result of a request other than tools/call (for the caller's key),
+        in the trace of the operation `op` it serves."""
+        trace = continue_trace() if op is None else op.trace
+        if op is not None:
+            op.reach(route.server, route.name)
         try:
             request = connector_pb2.ForwardRequest(
                 server=route.server,
@@ -302,7 +334,7 @@ class McpHandler:
                 key_id=key_id,
                 timeout_seconds=self._timeout(route.server, None),
             )
-            outcome = await self._connector.forward(request, traceparent(trace_id, span_id))
+            outcome = await self._connector.forward(request, trace)
         except ConnectorUnavailableError as exc:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
             raise rpc_error(no_connector(exc)) from None
@@ -310,19 +342,19 @@ class McpHandler:
             raise rpc_error(outcome.error)
         return outcome.result_json
 
-    async def _task(self, ctx: CallContext, method: str, params: dict[str, Any]) -> bytes:
+    async def _task(self, ctx: CallContext, method: str, params: dict[str, Any], op: Operation) -> bytes:
         """tasks/get, tasks/result, tasks/cancel of a task the caller created, or tasks/list of them."""
         owner = owner_of(ctx.session)
         if method == "tasks/list":
-            return await self._list_tasks(ctx, owner)
+            return await self._list_tasks(ctx, owner, op)
         server, task_id = self._task_ids.resolve(params.get("taskId"), owner)
         if server not in ctx.view.task_servers:
             raise InvalidParamsError(f"Invalid params: unknown task {params.get('taskId')!r}")
         route = Route(server, task_id)
-        result = await self.forward(route, method, {**params, "taskId": task_id}, _key(ctx))
+        result = await self.forward(route, method, {**params, "taskId": task_id}, _key(ctx), op)
         return _as_shown(ctx.view, route, self._task_ids.exposed_result(server, owner, result))
 
-    async def _list_tasks(self, ctx: CallContext, owner: str) -> bytes:
+    async def _list_tasks(self, ctx: CallContext, owner: str, op: Operation) -> bytes:
         """The caller's tasks on the view's servers (a downstream lists every client's: the
         session is shared, so only those this owner created are shown)."""
         mine = set() if self._state is None else self._state.tasks_of(owner)
@@ -331,7 +363,7 @@ class McpHandler:
             wanted = {task_id for s, task_id in mine if s == server}
             if not wanted:
                 continue
-            listed = orjson.loads(await self.forward(Route(server, ""), "tasks/list", {}, _key(ctx)))
+            listed = orjson.loads(await self.forward(Route(server, ""), "tasks/list", {}, _key(ctx), op))
             for task in listed.get("tasks") or []:
                 if isinstance(task, dict) and task.get("taskId") in wanted:
                     task["taskId"] = self._task_ids.expose(server, task["taskId"], owner)
@@ -362,23 +394,26 @@ class McpHandler:
         """The Call a tools/call request makes (InvalidParamsError for one that names no tool
         the caller may use, audited as such); the transport runs it and reads what it sends."""
         started = time.time_ns()
+        trace = trace_of(ctx.sender, params)
         try:
-            return self._open_call(ctx, params)
+            return self._open_call(ctx, params, trace)
         except EdgeError as exc:
             name = (params or {}).get("name")
-            event = call_event(
+            event = operation_event(
                 self.calls.edge_id,
+                "tools/call",
+                name if isinstance(name, str) else "",
                 ctx.session,
                 ctx.request_id,
-                name if isinstance(name, str) else "",
+                ctx.sender,
+                trace,
                 started,
-                new_trace(),
             )
-            event.outcome, event.error_code, event.error_message = "error", exc.code, exc.message[:500]
+            failed(event, exc)
             self._audit.submit(event)
             raise
 
-    def _open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
+    def _open_call(self, ctx: CallContext, params: dict[str, Any] | None, trace: TraceContext) -> Call:
         params = params or {}
         name = params.get("name")
         if not isinstance(name, str):
@@ -412,7 +447,9 @@ class McpHandler:
             name,
             session=ctx.session,
             request_id=ctx.request_id,
-            traceparent=new_trace(),
+            trace=trace,
+            sender=ctx.sender,
+            payloads=self._payloads,
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),

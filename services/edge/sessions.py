@@ -45,6 +45,8 @@ class SessionCodec:
         self._ttl = ttl_seconds
         # Whether a session (by nonce) was ended with DELETE, on any edge.
         self._ended = ended
+        # Sessions this edge issued since it started (a metric).
+        self.issued = 0
 
     def issue(
         self,
@@ -63,6 +65,7 @@ class SessionCodec:
             "p": endpoint,
             "r": list(answers),
         }
+        self.issued += 1
         return self._signer.sign(TokenKind.SESSION, b64(orjson.dumps(claims)))
 
     def resolve(self, token: str) -> Session:

@@ -22,6 +22,7 @@ from services.edge.admission import (
     endpoint_name,
     endpoint_view,
     guarded,
+    sender_of,
 )
 from services.edge.background import Background
 from services.edge.calls import Call, Relay
@@ -150,20 +151,24 @@ class StreamableHttpEndpoint:
         requests = [m for m in messages if m.kind == "request"]
         if not requests:
             return Response(status_code=202)
+        sender = sender_of(request)
         if is_batch:
-            answers = [await self._answer(CallContext(session, m.id, view), m) for m in requests]
+            contexts = [(CallContext(session, m.id, view, sender=sender), m) for m in requests]
+            answers = [await self._answer(ctx, m) for ctx, m in contexts]
             return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
         message = requests[0]
         meta = (message.params or {}).get("_meta")
         # A call that may send the client something before its result answers over SSE: one
         # that asked for progress, or whose client answers requests or set a log level.
-        if message.method == "tools/call" and (
+        streams = (
             session.answers
             or (isinstance(meta, dict) and "progressToken" in meta)
             or self._handler.wants_logs(session)
-        ):
-            return await self._answer_streaming(session, CallContext(session, message.id, view), message)
-        return Response(await self._answer(CallContext(session, message.id, view), message), media_type=JSON)
+        )
+        ctx = CallContext(session, message.id, view, sender=sender)
+        if message.method == "tools/call" and streams:
+            return await self._answer_streaming(session, ctx, message)
+        return Response(await self._answer(ctx, message), media_type=JSON)
 
     def _initialize(self, message: Message, view: View, endpoint: str, key_id: str) -> Response:
         if message.kind != "request":

@@ -7,6 +7,7 @@ import secrets
 
 from services import bus
 from services.contracts import registry_pb2_grpc
+from services.metrics import gauge, service_metrics
 from services.registry.config import GatewayConfig, load_config
 from services.registry.governance import GovernanceStore
 from services.registry.sealing import Sealer
@@ -40,6 +41,13 @@ async def serve(settings: RegistrySettings) -> None:
         revision = await store.revision()
         nc = await bus.connect(settings.nats_url, "mcpgw-registry")
         servicer = RegistryServicer(store, nc)
+        metrics = service_metrics("mcpgw-registry")
+        gauge(
+            metrics.meter("mcpgw.registry"),
+            "mcpgw.registry.revision",
+            "the last committed revision of the registry",
+            lambda: [(servicer.revision, {})],
+        )
         server = HealthyServer(
             settings.registry_listen,
             "mcpgw.v1.Registry",
@@ -54,8 +62,10 @@ async def serve(settings: RegistrySettings) -> None:
         )
         # Edges and connectors that started first are waiting for this revision.
         await servicer.announce(revision)
-        await stop_requested()
+        with metrics.served(settings.metrics_listen):
+            await stop_requested()
         await server.stop()
         await nc.drain()
+        metrics.shutdown()
     finally:
         await store.close()

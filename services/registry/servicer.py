@@ -48,6 +48,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._authorizations = Authorizations(store)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
+        # The last revision announced (a metric).
+        self.revision = 0
         # The last state each connector replica reported of each server. A server is
         # connected while any replica holds it; a replica that dies without reporting keeps
         # its last word until it returns (connectors do not heartbeat yet).
@@ -57,6 +59,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
 
     async def announce(self, revision: int) -> None:
         """Tell every edge and connector that `revision` is committed."""
+        self.revision = revision
         if self._nc.is_connected:
             await self._nc.publish(
                 bus.REGISTRY_CHANGED, events_pb2.RegistryChanged(revision=revision).SerializeToString()

@@ -111,6 +111,15 @@ async def run(options: UpOptions) -> int:
         MCPGW_STATE_DIR=str(state),
         MCPGW_AUDIT_FILE=str(state / "audit" / "spans.jsonl"),
     )
+    # One Prometheus port each: registry on the one given, connector and audit on the next two.
+    metrics_listen = env.pop("MCPGW_METRICS_LISTEN", "")
+
+    def metrics_on(offset: int) -> dict[str, str]:
+        if not metrics_listen:
+            return env
+        host, _, port = metrics_listen.rpartition(":")
+        return {**env, "MCPGW_METRICS_LISTEN": f"{host}:{int(port) + offset}"}
+
     supervisor = Supervisor()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -129,12 +138,17 @@ async def run(options: UpOptions) -> int:
             await supervisor.start(Child("nats", argv, env, lambda: tcp_open(LOOPBACK, nats_port)))
         registry_args = ["--config", str(options.config.resolve())] if options.config else []
         await supervisor.start(
-            Child("registry", _service("registry", registry_args), env, lambda: grpc_serving(registry_addr))
+            Child(
+                "registry",
+                _service("registry", registry_args),
+                metrics_on(0),
+                lambda: grpc_serving(registry_addr),
+            )
         )
         await supervisor.start(
-            Child("connector", _service("connector"), env, lambda: grpc_serving(connector_addr))
+            Child("connector", _service("connector"), metrics_on(1), lambda: grpc_serving(connector_addr))
         )
-        await supervisor.start(Child("audit", _service("audit"), env))
+        await supervisor.start(Child("audit", _service("audit"), metrics_on(2)))
         edge_args = ["--host", options.host, "--port", str(options.port)]
         ready_url = f"http://{options.host}:{options.port}/readyz"
         await supervisor.start(Child("edge", _service("edge", edge_args), env, lambda: http_ok(ready_url)))

@@ -28,16 +28,16 @@ from tests.processes import nats_server
 pytestmark = pytest.mark.anyio
 
 
-def event(n: int) -> events_pb2.ToolCallEvent:
+def event(n: int) -> events_pb2.OperationEvent:
     now = time.time_ns()
-    return events_pb2.ToolCallEvent(
+    return events_pb2.OperationEvent(
         event_id=f"event-{n}",
         start_unix_nano=now,
         end_unix_nano=now + 1000,
         server="s",
         tool="t",
         exposed_name="s_t",
-        outcome="ok",
+        outcome=events_pb2.OUTCOME_OK,
         trace_id="ab" * 16,
         span_id="cd" * 8,
         request_id=str(n),
@@ -74,7 +74,7 @@ async def test_every_event_is_exported_once_even_after_a_failed_export(nats_url:
         for n in range(25):
             publisher.submit(event(n))
         # A batch published twice (a retry after a lost ack) is deduplicated by JetStream.
-        retried = events_pb2.ToolCallEvents(events=[event(100)])
+        retried = events_pb2.OperationEvents(events=[event(100)])
         for _ in range(2):
             await nc.jetstream().publish(
                 bus.TOOL_CALL_SUBJECT, retried.SerializeToString(), headers={"Nats-Msg-Id": "retried-batch"}
@@ -118,7 +118,7 @@ async def test_events_submitted_while_nats_is_down_are_published_when_it_returns
                     await anyio.sleep(0.05)
             stored = await nc.jetstream().pull_subscribe(bus.TOOL_CALL_SUBJECT, stream=bus.AUDIT_STREAM)
             messages = await stored.fetch(10, timeout=5)
-            events = [e for m in messages for e in events_pb2.ToolCallEvents.FromString(m.data).events]
+            events = [e for m in messages for e in events_pb2.OperationEvents.FromString(m.data).events]
             assert [e.event_id for e in events] == [f"event-{n}" for n in range(5)]
             tg.cancel_scope.cancel()
     await nc.close()
@@ -181,7 +181,7 @@ async def test_a_batch_redelivered_after_its_export_is_not_exported_again(
     nc = await bus.connect(nats_url, "test")
     await bus.ensure_audit_stream(nc)
     settings = AuditSettings(audit_exporter="file", audit_file=tmp_path / "spans.jsonl")
-    batch = events_pb2.ToolCallEvents(events=[event(n) for n in range(2000, 2010)])
+    batch = events_pb2.OperationEvents(events=[event(n) for n in range(2000, 2010)])
     for attempt in range(2):
         # Each time twice over, as a republished batch NATS no longer deduplicates arrives.
         for copy in range(2):

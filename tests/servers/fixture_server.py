@@ -57,6 +57,18 @@ async def wait_for_cancel(marker: str) -> str:
 
 
 @server.tool()
+def trace_context(ctx: Context) -> dict[str, str | None]:
+    """The W3C trace context this call arrived with: in `_meta`, and over HTTP in the header."""
+    meta = (ctx.request_context.params or {}).get("_meta") or {}
+    headers = ctx.headers or {}
+    return {
+        "meta_traceparent": meta.get("traceparent"),
+        "meta_tracestate": meta.get("tracestate"),
+        "header_traceparent": headers.get("traceparent"),
+    }
+
+
+@server.tool()
 def environment() -> list[str]:
     """The names of the environment variables this process was started with."""
     return sorted(os.environ)

@@ -15,7 +15,10 @@ from services.edge.auditing import AuditPublisher
 from services.edge.calls import CHANNEL_SIZE, Call, Calls, Relay
 from services.edge.connector_client import CallCancelledError, ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import DownstreamRpcError
+from services.edge.records import Payloads, Sender
 from services.edge.sessions import Session
+from services.telemetry import TraceContext
+from tests.unit.fakes import Audit
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +37,7 @@ class Connector:
     async def call_tool(
         self,
         request: connector_pb2.CallToolRequest,
-        traceparent: str,
+        trace: TraceContext,
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
         cancelled: anyio.Event | None = None,
@@ -91,33 +94,22 @@ class Rpc:
         self._stop.set()
 
 
-class Audit:
-    """The publisher's two calls: events are numbered; `stored` holds confirmations back."""
-
-    def __init__(self) -> None:
-        self.events: list[events_pb2.ToolCallEvent] = []
-        self.stored = anyio.Event()
-        self.stored.set()
-        self.awaited: list[int] = []
-
-    def submit(self, event: events_pb2.ToolCallEvent) -> int:
-        self.events.append(event)
-        return len(self.events)
-
-    async def confirmed(self, number: int) -> bool:
-        self.awaited.append(number)
-        await self.stored.wait()
-        return True
-
-
 SESSION = Session("2025-11-25", "test-client", "key-1", 0, "session-1")
 
 
 def make_call(
-    behaviour: Behaviour, *, relay: Relay = Relay.NONE, timeout: float = 1.0, grace: float = 0.0
+    behaviour: Behaviour,
+    *,
+    relay: Relay = Relay.NONE,
+    timeout: float = 1.0,
+    grace: float = 0.0,
+    payloads: Payloads = Payloads(),  # noqa: B008 (frozen)
+    arguments: bytes = b"",
 ) -> tuple[Call, Calls, Connector, Audit]:
     calls, connector, audit = Calls("edge-t"), Connector(behaviour), Audit()
-    request = connector_pb2.CallToolRequest(server="srv", tool="t", timeout_seconds=timeout)
+    request = connector_pb2.CallToolRequest(
+        server="srv", tool="t", timeout_seconds=timeout, arguments_json=arguments
+    )
     call = Call(
         calls,
         cast(ConnectorClient, connector),
@@ -126,7 +118,9 @@ def make_call(
         "srv_t",
         session=SESSION,
         request_id=7,
-        traceparent=("0" * 32, "0" * 16),
+        trace=TraceContext("0" * 31 + "1", "0" * 15 + "1", "0" * 15 + "2"),
+        sender=Sender("10.0.0.7", 50123, "1.1"),
+        payloads=payloads,
         relay=relay,
         grace=grace,
     )
@@ -145,9 +139,42 @@ async def test_a_result_is_returned_and_audited_once() -> None:
     call, calls, _, audit = make_call(answer)
     assert await call.result() == b'{"content":[]}'
     assert [(e.outcome, e.session, e.virtual_key_id, e.request_id) for e in audit.events] == [
-        ("ok", "session-1", "key-1", "7")
+        (events_pb2.OUTCOME_OK, "session-1", "key-1", "7")
     ]
     assert len(calls) == 0
+
+
+async def test_the_record_names_the_trace_and_sender_and_keeps_no_payload_by_default() -> None:
+    async def answer(notify: object, ask: object) -> connector_pb2.CallToolOutcome:
+        return OK
+
+    call, _, _, audit = make_call(answer, arguments=b'{"password":"hunter2"}')
+    await call.result()
+    (event,) = audit.events
+    assert (event.method, event.trace_id, event.span_id, event.parent_span_id) == (
+        "tools/call",
+        "0" * 31 + "1",
+        "0" * 15 + "1",
+        "0" * 15 + "2",
+    )
+    assert (event.client_address, event.client_port, event.http_version) == ("10.0.0.7", 50123, "1.1")
+    assert (event.server, event.tool, event.exposed_name) == ("srv", "t", "srv_t")
+    assert event.arguments_json == b"" and event.result_json == b""
+
+
+async def test_recorded_payloads_are_redacted() -> None:
+    async def answer(notify: object, ask: object) -> connector_pb2.CallToolOutcome:
+        return connector_pb2.CallToolOutcome(
+            result=connector_pb2.ToolResult(result_json=b'{"content":[],"token":"t0k3n"}')
+        )
+
+    payloads = Payloads(True, frozenset({"password", "token"}))
+    arguments = b'{"user":"ann","nested":[{"Password":"hunter2"}]}'
+    call, _, _, audit = make_call(answer, payloads=payloads, arguments=arguments)
+    await call.result()
+    (event,) = audit.events
+    assert orjson.loads(event.arguments_json) == {"user": "ann", "nested": [{"Password": "<redacted>"}]}
+    assert orjson.loads(event.result_json) == {"content": [], "token": "<redacted>"}
 
 
 async def test_the_client_cancels_by_session_and_request_id() -> None:
@@ -164,7 +191,7 @@ async def test_the_client_cancels_by_session_and_request_id() -> None:
     assert connector.cancelled, "the connector's call is cancelled with it"
     assert b"cancelled by the client" in results[0] and b'"isError":true' in results[0]
     assert [(e.outcome, e.error_message) for e in audit.events] == [
-        ("error", "mcpgw: the call was cancelled by the client")
+        (events_pb2.OUTCOME_ERROR, "mcpgw: the call was cancelled by the client")
     ]
     assert not calls.cancel("session-1", "7"), "a finished call is gone from the table"
 
@@ -178,7 +205,7 @@ async def test_a_call_past_its_deadline_ends_with_a_named_timeout() -> None:
     assert result["isError"] is True
     assert "did not answer within 0.2s" in result["content"][0]["text"]
     assert connector.cancelled
-    assert [e.outcome for e in audit.events] == ["error"]
+    assert [e.outcome for e in audit.events] == [events_pb2.OUTCOME_ERROR]
 
 
 async def test_an_unreachable_connector_is_named() -> None:
@@ -255,7 +282,7 @@ async def test_an_outside_cancellation_still_audits_once() -> None:
     call, _, _, audit = make_call(hang)
     with anyio.move_on_after(0.1):
         await call.result()
-    assert [(e.outcome, e.error_message) for e in audit.events] == [("error", "cancelled")]
+    assert [(e.outcome, e.error_message) for e in audit.events] == [(events_pb2.OUTCOME_ERROR, "cancelled")]
 
 
 async def test_without_relay_nothing_reaches_the_channel() -> None:

@@ -17,6 +17,10 @@ import mcp_types as types
 import orjson
 import pytest
 from mcp.shared.dispatcher import ProgressFnT
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from services.connector.downstream import Downstream
 from services.connector.errors import (
@@ -33,7 +37,8 @@ from services.connector.forwarding import RawResult
 from services.connector.pool import DownstreamPool
 from services.connector.relay import CallRelay, Response
 from services.connector.servicer import UPDATES_BUFFER, ConnectorServicer
-from services.contracts import connector_pb2
+from services.connector.telemetry import DownstreamTelemetry
+from services.contracts import connector_pb2, registry_pb2
 
 pytestmark = pytest.mark.anyio
 
@@ -49,6 +54,9 @@ class FakeDownstream:
     def __init__(self, act: Act) -> None:
         self._act = act
         self.calls: list[dict[str, Any]] = []
+        self.config = registry_pb2.ServerConfig(
+            name=SERVER, connection_type="http", connection_string="http://10.1.2.3:8123/mcp"
+        )
 
     async def call_tool(
         self,
@@ -59,20 +67,24 @@ class FakeDownstream:
         on_progress: ProgressFnT | None = None,
         relay: CallRelay | None = None,
         task_json: bytes = b"",
+        *,
+        traceparent: str | None = None,
     ) -> RawResult:
-        self.calls.append(
-            {
-                "tool": tool,
-                "arguments": arguments_json,
-                "meta": meta,
-                "timeout": timeout,
-                "progress": on_progress,
-            }
-        )
+        call = {
+            "tool": tool,
+            "arguments": arguments_json,
+            "meta": meta,
+            "timeout": timeout,
+            "progress": on_progress,
+        }
+        self.calls.append(call if traceparent is None else {**call, "traceparent": traceparent})
         return await self._act(on_progress, relay)
 
-    async def request(self, method: str, params_json: bytes, timeout: float | None = None) -> bytes:
-        self.calls.append({"method": method, "params": params_json, "timeout": timeout})
+    async def request(
+        self, method: str, params_json: bytes, timeout: float | None = None, *, traceparent: str | None = None
+    ) -> bytes:
+        call = {"method": method, "params": params_json, "timeout": timeout}
+        self.calls.append(call if traceparent is None else {**call, "traceparent": traceparent})
         return (await self._act(None, None)).json
 
 
@@ -96,9 +108,9 @@ async def never_called(on_progress: ProgressFnT | None, relay: CallRelay | None)
     raise AssertionError("the downstream was not to be called")
 
 
-def servicer(act: Act) -> tuple[ConnectorServicer, FakeDownstream]:
+def servicer(act: Act, tracer: DownstreamTelemetry | None = None) -> tuple[ConnectorServicer, FakeDownstream]:
     downstream = FakeDownstream(act)
-    return ConnectorServicer(cast(DownstreamPool, FakePool(downstream))), downstream
+    return ConnectorServicer(cast(DownstreamPool, FakePool(downstream)), tracer), downstream
 
 
 class Aborted(Exception):
@@ -108,7 +120,13 @@ class Aborted(Exception):
 
 
 class _Context:
-    """The one ServicerContext method the servicer uses."""
+    """The ServicerContext methods the servicer uses."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
 
     async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise Aborted(code, details)
@@ -553,3 +571,71 @@ async def test_a_stream_that_does_not_start_with_the_call_is_refused(
         async with aclosing(start(messages, rpc)) as updates:
             await anext(updates)
     assert aborted.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+EDGE_CONTEXT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def traced_context() -> grpc.aio.ServicerContext:
+    metadata = (("traceparent", EDGE_CONTEXT), ("tracestate", "rojo=1"))
+    return cast(grpc.aio.ServicerContext, _Context(metadata))
+
+
+async def ok_result(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
+    return RawResult(b'{"content":[]}', False)
+
+
+async def test_without_a_span_exporter_the_downstream_continues_the_edges_span() -> None:
+    rpc, downstream = servicer(ok_result)
+    await rpc.CallTool(call_request({"traceparent": "00-client-span-01", "other": 1}), traced_context())
+    [call] = downstream.calls
+    # The client's own trace keys give way to the edge's; its other keys pass through.
+    assert call["meta"] == {"other": 1, "traceparent": EDGE_CONTEXT, "tracestate": "rojo=1"}
+    assert call["traceparent"] == EDGE_CONTEXT
+
+
+async def test_with_an_exporter_a_client_span_sits_between_the_edge_and_the_downstream() -> None:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    rpc, downstream = servicer(ok_result, DownstreamTelemetry(provider))
+    await rpc.CallTool(call_request(), traced_context())
+    [span] = exported.get_finished_spans()
+    assert span.name == "tools/call work" and span.kind is SpanKind.CLIENT
+    assert span.parent is not None and span.parent.span_id == 0x00F067AA0BA902B7
+    assert span.context is not None and span.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert dict(span.attributes or {}) == {
+        "mcp.method.name": "tools/call",
+        "gen_ai.tool.name": "work",
+        "gen_ai.operation.name": "execute_tool",
+        "network.transport": "tcp",
+        "network.protocol.name": "http",
+        "server.address": "10.1.2.3",
+        "server.port": 8123,
+    }
+    [call] = downstream.calls
+    expected = f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span.context.span_id:016x}-01"
+    assert call["traceparent"] == expected and call["meta"]["traceparent"] == expected
+    assert call["meta"]["tracestate"] == "rojo=1"
+
+
+async def test_a_failed_forward_marks_its_span_with_the_json_rpc_code() -> None:
+    async def rejected(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
+        raise DownstreamRejectedError(SERVER, types.ErrorData(code=-32602, message="Unknown prompt"))
+
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    rpc, downstream = servicer(rejected, DownstreamTelemetry(provider))
+    request = connector_pb2.ForwardRequest(
+        server=SERVER, method="prompts/get", params_json=b'{"name":"greet","_meta":{"k":"v"}}'
+    )
+    outcome = await rpc.Forward(request, traced_context())
+    assert outcome.error.code == -32602
+    [span] = exported.get_finished_spans()
+    assert span.name == "prompts/get greet" and span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None and span.attributes["error.type"] == "-32602"
+    [call] = downstream.calls
+    sent = orjson.loads(call["params"])
+    assert sent["name"] == "greet" and sent["_meta"]["k"] == "v"
+    assert sent["_meta"]["traceparent"] == call["traceparent"]

@@ -16,6 +16,7 @@ from services.edge.protocol import CallContext, McpHandler
 from services.edge.signing import Signer
 from services.edge.tasks import TaskIds
 from services.edge.uris import exposed_result
+from tests.unit.fakes import Audit
 
 
 def test_every_place_a_result_names_a_resource_is_rewritten() -> None:
@@ -61,7 +62,7 @@ async def test_a_server_endpoint_refuses_what_its_server_does_not_offer() -> Non
     view = build_view(snapshot, "s")
     handler = McpHandler(
         cast(ConnectorClient, None),
-        cast(AuditPublisher, None),
+        cast(AuditPublisher, Audit()),
         "edge",
         timeout=lambda server, tool: 60.0,
         task_ids=TaskIds(Signer("test")),

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(services/contracts/mcpgw/v1/events.proto\x12\x08mcpgw.v1\"9\n\x0eToolCallEvents\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.mcpgw.v1.ToolCallEvent\"\xc7\x02\n\rToolCallEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstart_unix_nano\x18\x02 \x01(\x03\x12\x15\n\rend_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06server\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x14\n\x0c\x65xposed_name\x18\x06 \x01(\t\x12\x0f\n\x07session\x18\x07 \x01(\t\x12\x16\n\x0evirtual_key_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x0f\n\x07outcome\x18\n \x01(\t\x12\x12\n\nerror_code\x18\x0b \x01(\x05\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x0f\n\x07span_id\x18\x0e \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x0f \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x10 \x01(\t\"#\n\x0fRegistryChanged\x12\x10\n\x08revision\x18\x01 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(services/contracts/mcpgw/v1/events.proto\x12\x08mcpgw.v1\";\n\x0fOperationEvents\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.mcpgw.v1.OperationEvent\"\xa4\x04\n\x0eOperationEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0fstart_unix_nano\x18\x02 \x01(\x03\x12\x15\n\rend_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06server\x18\x04 \x01(\t\x12\x0c\n\x04tool\x18\x05 \x01(\t\x12\x14\n\x0c\x65xposed_name\x18\x06 \x01(\t\x12\x0f\n\x07session\x18\x07 \x01(\t\x12\x16\n\x0evirtual_key_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12\x12\n\nerror_code\x18\x0b \x01(\x05\x12\x15\n\rerror_message\x18\x0c \x01(\t\x12\x10\n\x08trace_id\x18\r \x01(\t\x12\x0f\n\x07span_id\x18\x0e \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x0f \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x10 \x01(\t\x12\x0e\n\x06method\x18\x11 \x01(\t\x12\x16\n\x0eparent_span_id\x18\x12 \x01(\t\x12\x0f\n\x07sampled\x18\x13 \x01(\x08\x12\x18\n\x10protocol_version\x18\x14 \x01(\t\x12\x16\n\x0e\x63lient_address\x18\x15 \x01(\t\x12\x13\n\x0b\x63lient_port\x18\x16 \x01(\x05\x12\x14\n\x0chttp_version\x18\x17 \x01(\t\x12\"\n\x07outcome\x18\x18 \x01(\x0e\x32\x11.mcpgw.v1.Outcome\x12\x16\n\x0e\x61rguments_json\x18\x19 \x01(\x0c\x12\x13\n\x0bresult_json\x18\x1a \x01(\x0cJ\x04\x08\n\x10\x0b\"#\n\x0fRegistryChanged\x12\x10\n\x08revision\x18\x01 \x01(\x03*]\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x16\n\x12OUTCOME_TOOL_ERROR\x10\x02\x12\x11\n\rOUTCOME_ERROR\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.contracts.mcpgw.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOOLCALLEVENTS']._serialized_start=54
-  _globals['_TOOLCALLEVENTS']._serialized_end=111
-  _globals['_TOOLCALLEVENT']._serialized_start=114
-  _globals['_TOOLCALLEVENT']._serialized_end=441
-  _globals['_REGISTRYCHANGED']._serialized_start=443
-  _globals['_REGISTRYCHANGED']._serialized_end=478
+  _globals['_OUTCOME']._serialized_start=703
+  _globals['_OUTCOME']._serialized_end=796
+  _globals['_OPERATIONEVENTS']._serialized_start=54
+  _globals['_OPERATIONEVENTS']._serialized_end=113
+  _globals['_OPERATIONEVENT']._serialized_start=116
+  _globals['_OPERATIONEVENT']._serialized_end=664
+  _globals['_REGISTRYCHANGED']._serialized_start=666
+  _globals['_REGISTRYCHANGED']._serialized_end=701
 # @@protoc_insertion_point(module_scope)

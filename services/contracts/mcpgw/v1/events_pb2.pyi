@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,9 +19,33 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Outcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Outcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OUTCOME_UNSPECIFIED: _Outcome.ValueType  # 0
+    OUTCOME_OK: _Outcome.ValueType  # 1
+    OUTCOME_TOOL_ERROR: _Outcome.ValueType  # 2
+    """A tools/call whose result says isError: the tool ran and failed."""
+    OUTCOME_ERROR: _Outcome.ValueType  # 3
+    """A JSON-RPC error: refused by the edge, or failed on the way or downstream."""
+
+class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper):
+    """How an operation ended."""
+
+OUTCOME_UNSPECIFIED: Outcome.ValueType  # 0
+OUTCOME_OK: Outcome.ValueType  # 1
+OUTCOME_TOOL_ERROR: Outcome.ValueType  # 2
+"""A tools/call whose result says isError: the tool ran and failed."""
+OUTCOME_ERROR: Outcome.ValueType  # 3
+"""A JSON-RPC error: refused by the edge, or failed on the way or downstream."""
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
 @_typing.final
-class ToolCallEvents(_message.Message):
-    """What the edge publishes to JetStream: the calls it finished within a few
+class OperationEvents(_message.Message):
+    """What the edge publishes to JetStream: the operations it finished within a few
     milliseconds, in order, as one message (one publish, one ack, one dedupe id).
     """
 
@@ -28,11 +53,11 @@ class ToolCallEvents(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallEvent]: ...
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___OperationEvent]: ...
     def __init__(
         self,
         *,
-        events: _abc.Iterable[Global___ToolCallEvent] | None = ...,
+        events: _abc.Iterable[Global___OperationEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -40,11 +65,13 @@ class ToolCallEvents(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ToolCallEvents: _TypeAlias = ToolCallEvents  # noqa: Y015
+Global___OperationEvents: _TypeAlias = OperationEvents  # noqa: Y015
 
 @_typing.final
-class ToolCallEvent(_message.Message):
-    """One tools/call as the edge saw it, exported by audit."""
+class OperationEvent(_message.Message):
+    """One MCP operation (tools/call, a list, prompts/get, resources/read, ...) as the edge
+    saw it; audit turns it into the edge's SERVER span and its record.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -57,32 +84,56 @@ class ToolCallEvent(_message.Message):
     SESSION_FIELD_NUMBER: _builtins.int
     VIRTUAL_KEY_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
-    OUTCOME_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
     EDGE_ID_FIELD_NUMBER: _builtins.int
     CLIENT_NAME_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PARENT_SPAN_ID_FIELD_NUMBER: _builtins.int
+    SAMPLED_FIELD_NUMBER: _builtins.int
+    PROTOCOL_VERSION_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDRESS_FIELD_NUMBER: _builtins.int
+    CLIENT_PORT_FIELD_NUMBER: _builtins.int
+    HTTP_VERSION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    RESULT_JSON_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Idempotency key: JetStream deduplicates on it and exporters carry it."""
     start_unix_nano: _builtins.int
     end_unix_nano: _builtins.int
     server: _builtins.str
     tool: _builtins.str
+    """The name the downstream knows: its tool, prompt or resource URI."""
     exposed_name: _builtins.str
+    """The name the client used: the exposed tool or prompt name, or the resource URI."""
     session: _builtins.str
     """A fingerprint of the MCP session, never the session token itself."""
     virtual_key_id: _builtins.str
     request_id: _builtins.str
-    outcome: _builtins.str
-    """ok | tool_error | error"""
     error_code: _builtins.int
     error_message: _builtins.str
     trace_id: _builtins.str
+    """W3C ids in hex: the trace, the edge's span, and the client's span it continues
+    (empty when the edge started the trace).
+    """
     span_id: _builtins.str
     edge_id: _builtins.str
     client_name: _builtins.str
+    method: _builtins.str
+    """The JSON-RPC method; empty in events of edges older than this field (tools/call)."""
+    parent_span_id: _builtins.str
+    sampled: _builtins.bool
+    protocol_version: _builtins.str
+    client_address: _builtins.str
+    client_port: _builtins.int
+    http_version: _builtins.str
+    outcome: Global___Outcome.ValueType
+    arguments_json: _builtins.bytes
+    """Opt-in (MCPGW_TRACE_PAYLOADS): the tool call's arguments and result, redacted."""
+    result_json: _builtins.bytes
     def __init__(
         self,
         *,
@@ -95,21 +146,30 @@ class ToolCallEvent(_message.Message):
         session: _builtins.str = ...,
         virtual_key_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
-        outcome: _builtins.str = ...,
         error_code: _builtins.int = ...,
         error_message: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
         edge_id: _builtins.str = ...,
         client_name: _builtins.str = ...,
+        method: _builtins.str = ...,
+        parent_span_id: _builtins.str = ...,
+        sampled: _builtins.bool = ...,
+        protocol_version: _builtins.str = ...,
+        client_address: _builtins.str = ...,
+        client_port: _builtins.int = ...,
+        http_version: _builtins.str = ...,
+        outcome: Global___Outcome.ValueType = ...,
+        arguments_json: _builtins.bytes = ...,
+        result_json: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_name", b"client_name", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "outcome", b"outcome", "request_id", b"request_id", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "client_address", b"client_address", "client_name", b"client_name", "client_port", b"client_port", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "http_version", b"http_version", "method", b"method", "outcome", b"outcome", "parent_span_id", b"parent_span_id", "protocol_version", b"protocol_version", "request_id", b"request_id", "result_json", b"result_json", "sampled", b"sampled", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ToolCallEvent: _TypeAlias = ToolCallEvent  # noqa: Y015
+Global___OperationEvent: _TypeAlias = OperationEvent  # noqa: Y015
 
 @_typing.final
 class RegistryChanged(_message.Message):

@@ -1,0 +1,157 @@
+"""What the connector records of each downstream request: its CLIENT span, its duration
+(the MCP semantic conventions' `mcp.client.operation.duration`), and the W3C context it
+passes on.
+
+The edge sends each call's trace context in gRPC metadata. With an OTLP endpoint configured
+the connector records a CLIENT span under it (the MCP semantic conventions' attributes) and
+the downstream continues that span; without one no span is made and the downstream
+continues the edge's span. Either way the context reaches the downstream in the request's
+`params._meta` and, over Streamable HTTP, in the `traceparent` header.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services import __version__
+from services.contracts import registry_pb2
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+TRACE_KEYS = ("traceparent", "tracestate")
+# A gRPC call's metadata, as grpc.aio hands it over.
+Metadata = Sequence[tuple[str, str | bytes]] | None
+
+
+@dataclass(slots=True)
+class Hop:
+    """One downstream request: what the downstream receives of its trace, and where its
+    outcome is written (its span, when one is recorded, and its duration's labels)."""
+
+    # The W3C keys the downstream's `_meta` gets (nothing when the edge sent no context).
+    context: dict[str, str] = field(default_factory=dict)
+    span: Span | None = None
+    # The duration's labels; error.type is added when it fails.
+    labels: dict[str, str | int] = field(default_factory=dict)
+
+    @property
+    def traceparent(self) -> str | None:
+        return self.context.get("traceparent")
+
+    def tool_error(self) -> None:
+        self.labels["error.type"] = "tool_error"
+        if self.span is not None:
+            self.span.set_attribute("error.type", "tool_error")
+            self.span.set_status(Status(StatusCode.ERROR))
+
+    def failed(self, code: int, message: str) -> None:
+        self.labels["error.type"] = str(code)
+        if self.span is not None:
+            self.span.set_attribute("error.type", str(code))
+            self.span.set_attribute("rpc.response.status_code", str(code))
+            self.span.set_status(Status(StatusCode.ERROR, message))
+
+
+def with_context(meta: Mapping[str, object] | None, hop: Hop) -> dict[str, object] | None:
+    """A request's `_meta` continuing `hop`: the client's own trace keys give way to it."""
+    if not hop.context:
+        return dict(meta) if meta else None
+    kept = {k: v for k, v in (meta or {}).items() if k not in TRACE_KEYS}
+    return {**kept, **hop.context}
+
+
+def server_address(config: registry_pb2.ServerConfig) -> dict[str, str | int]:
+    """The conventions' network attributes of a downstream: a pipe for stdio, else TCP to
+    the host and port of its URL (left out while the URL is an env. reference)."""
+    if config.connection_type == "stdio":
+        return {"network.transport": "pipe"}
+    attributes: dict[str, str | int] = {"network.transport": "tcp", "network.protocol.name": "http"}
+    try:
+        url = urlsplit(config.connection_string)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return attributes
+    if url.hostname and url.scheme in ("http", "https"):
+        attributes["server.address"] = url.hostname
+        attributes["server.port"] = port
+    return attributes
+
+
+class DownstreamTelemetry:
+    """Opens a Hop per downstream request: its duration always, its span only with a tracer
+    provider (an OTLP endpoint)."""
+
+    def __init__(self, provider: TracerProvider | None, meter: Meter | None = None) -> None:
+        self._tracer: Tracer | None = (
+            None if provider is None else provider.get_tracer("mcpgw.connector", __version__)
+        )
+        self._duration = (
+            None
+            if meter is None
+            else meter.create_histogram(
+                "mcp.client.operation.duration",
+                unit="s",
+                description="The duration of the MCP request as observed on the sender from the time "
+                "it was sent until the response is received.",
+            )
+        )
+
+    @contextmanager
+    def hop(
+        self,
+        metadata: Metadata,
+        config: registry_pb2.ServerConfig,
+        method: str,
+        target: str = "",
+    ) -> Iterator[Hop]:
+        """The hop of one request of `method` (about `target`: a tool or prompt) to the
+        downstream `config`, continuing the context in the edge's gRPC `metadata`."""
+        started = time.perf_counter()
+        attributes: dict[str, str | int] = {"mcp.method.name": method}
+        if method == "tools/call":
+            attributes["gen_ai.tool.name"] = target
+            attributes["gen_ai.operation.name"] = "execute_tool"
+        elif method == "prompts/get" and target:
+            attributes["gen_ai.prompt.name"] = target
+        attributes.update(server_address(config))
+        carrier = {k: v for k, v in metadata or () if k in TRACE_KEYS and isinstance(v, str)}
+        span = None
+        if self._tracer is not None and carrier:
+            parent = set_span_in_context(NonRecordingSpan(_remote(carrier)))
+            name = f"{method} {target}" if target and method in ("tools/call", "prompts/get") else method
+            span = self._tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
+            carrier = {}
+            # The span's context, its tracestate inherited from the edge's.
+            _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
+        # The duration is labelled by server, not its address (bounded by the config).
+        labels = {k: v for k, v in attributes.items() if k not in ("server.address", "server.port")}
+        hop = Hop(carrier, span, {**labels, "mcpgw.server": config.name})
+        try:
+            yield hop
+        finally:
+            if span is not None:
+                span.end()
+            if self._duration is not None:
+                self._duration.record(time.perf_counter() - started, hop.labels)
+
+
+def _remote(carrier: dict[str, str]) -> SpanContext:
+    return get_current_span(_PROPAGATOR.extract(carrier)).get_span_context()
