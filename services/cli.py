@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"mcpgw {command}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log_level, command)
+    setup_logging(settings.log_level, command, settings.log_format)
     logging.getLogger(__name__).debug(
         "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token", "registry_key"})
     )

@@ -21,11 +21,19 @@ class ConfigurationError(Exception):
     """A service was started with missing or invalid configuration."""
 
 
+class LogFormat(StrEnum):
+    """How a service writes its log: a line of text, or a JSON object, per record."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="ignore")
 
     nats_url: str = "nats://127.0.0.1:4222"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = LogFormat.TEXT
     # How long a call may take when its server sets no timeout: the edge sends each call's
     # timeout to the connector and bounds the RPC by it; the connector enforces it.
     call_timeout_seconds: float = 60.0

@@ -6,9 +6,12 @@ import logging
 import os
 import secrets
 import sys
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cache
 
+import orjson
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
@@ -16,6 +19,7 @@ from opentelemetry.trace import format_span_id, format_trace_id, get_current_spa
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services import __version__
+from services.settings import LogFormat
 
 # What OTLP export is configured with (the SDK reads the same variables).
 OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -23,10 +27,48 @@ OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TR
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def setup_logging(level: str, service: str) -> None:
-    """One line per record on stderr, prefixed with the service name."""
+# The trace of the operation being served, for the log records written meanwhile.
+current_trace: ContextVar[str] = ContextVar("current_trace", default="")
+
+
+class _TraceFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.trace_id = current_trace.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, service, logger, message, the trace id of
+    the operation it was written for, and the exception, if any."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": self._service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            line["trace_id"] = trace_id
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+def setup_logging(level: str, service: str, fmt: LogFormat = LogFormat.TEXT) -> None:
+    """One record per line on stderr: text prefixed with the service name, or JSON."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_TraceFilter())
+    if fmt is LogFormat.JSON:
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

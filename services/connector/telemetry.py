@@ -34,6 +34,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services import __version__
 from services.contracts import registry_pb2
+from services.telemetry import current_trace
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_KEYS = ("traceparent", "tracestate")
@@ -133,6 +134,8 @@ class DownstreamTelemetry:
             attributes["gen_ai.prompt.name"] = target
         attributes.update(server_address(config))
         carrier = {k: v for k, v in metadata or () if k in TRACE_KEYS and isinstance(v, str)}
+        # Log records written for this request name its trace ("00-<trace id>-...").
+        current_trace.set(carrier.get("traceparent", "")[3:35])
         span = None
         if self._tracer is not None and carrier:
             parent = set_span_in_context(NonRecordingSpan(_remote(carrier)))

@@ -168,6 +168,8 @@ async def serve(settings: EdgeSettings) -> None:
             lifespan="off",
             access_log=False,
             log_level=settings.log_level.lower(),
+            # The service's own logging (text or JSON, with trace ids), not uvicorn's.
+            log_config=None,
             timeout_graceful_shutdown=5,
         )
     )

@@ -40,7 +40,7 @@ from services.edge.session_state import SessionState
 from services.edge.sessions import Session
 from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
-from services.telemetry import TraceContext, continue_trace
+from services.telemetry import TraceContext, continue_trace, current_trace
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +227,7 @@ class McpHandler:
         if method == "tools/call":
             return await self.open_call(ctx, params).result()
         op = Operation(self._audit, self._edge_id, method, params, ctx.session, ctx.request_id, ctx.sender)
+        current_trace.set(op.trace.trace_id)
         try:
             result = await self._answer(ctx, method, params, op)
         except EdgeError as exc:
@@ -395,6 +396,7 @@ class McpHandler:
         the caller may use, audited as such); the transport runs it and reads what it sends."""
         started = time.time_ns()
         trace = trace_of(ctx.sender, params)
+        current_trace.set(trace.trace_id)
         try:
             return self._open_call(ctx, params, trace)
         except EdgeError as exc:

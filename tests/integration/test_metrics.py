@@ -3,6 +3,8 @@ the registry's, connector's and audit's own ports, read with prometheus_client's
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.up.main import free_port
 from tests.integration.conftest import FIXTURE
 from tests.integration.test_gateway_http import initialize, post
-from tests.processes import mcpgw_up, stdio_server, wait_until
+from tests.processes import ROOT, mcpgw_up, stdio_server, wait_until
 
 SLEEP_SECONDS = 0.25
 
@@ -156,3 +158,19 @@ def test_audit_and_registry_report_their_progress(metered: Metered) -> None:
     assert value(samples, "mcpgw_audit_export_lag_seconds_count") == 8
     assert value(samples, "mcpgw_audit_pending") == 0
     assert value(scrape(metered.registry), "mcpgw_registry_revision") >= 1
+
+
+def test_every_metric_the_dashboard_queries_is_served(metered: Metered) -> None:
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "mcpgw.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:mcp|mcpgw)_[a-z_]+\b", target["expr"])
+    }
+    samples = [
+        s for url in (metered.edge, metered.registry, metered.connector, metered.audit) for s in scrape(url)
+    ]
+    # Label names match the pattern too; what is left must be series served.
+    metrics = queried - {label for s in samples for label in s.labels}
+    assert metrics and metrics <= {s.name for s in samples}, sorted(metrics - {s.name for s in samples})

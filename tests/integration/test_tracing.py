@@ -26,8 +26,9 @@ VERSION = "2025-11-25"
 
 
 class Traced:
-    def __init__(self, mcp: str, receiver: OtlpReceiver, http_port: int) -> None:
+    def __init__(self, mcp: str, receiver: OtlpReceiver, http_port: int, log: Path) -> None:
         self.mcp = mcp
+        self.log = log
         self.receiver = receiver
         self.http_port = http_port
         self.session = initialize(mcp, VERSION)
@@ -78,9 +79,10 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "MCPGW_LOG_FORMAT": "json",
         }
         with service_tree(tmp, servers, env=env) as (base,):
-            yield Traced(f"{base}/mcp", receiver, port)
+            yield Traced(f"{base}/mcp", receiver, port, tmp / "services.log")
 
 
 def semantic(span: ReceivedSpan) -> dict[str, Any]:
@@ -237,3 +239,12 @@ def test_every_mcp_operation_is_recorded_not_only_tool_calls(traced: Traced) -> 
     assert (
         span.attributes["mcp.method.name"] == "no/such/method" and span.attributes["error.type"] == "-32601"
     )
+
+
+def test_with_json_logs_every_line_every_service_writes_is_a_json_object(traced: Traced) -> None:
+    traced.send("tools/call", {"name": "local_to_stderr", "arguments": {"text": "a line of the server"}})
+    wait_until(lambda: "a line of the server" in traced.log.read_text(), 10, "the server's line in the log")
+    lines = traced.log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert {r["service"] for r in records} >= {"registry", "connector", "audit", "edge"}
+    assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
