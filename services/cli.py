@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from services.manage import COMMANDS, add_commands
+from services.manage import AUDIT_ACTIONS, COMMANDS, add_audit_actions, add_commands
 from services.manage import run as manage
 from services.runtime import EXIT_CONFIG, run_service
 from services.settings import (
@@ -70,15 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="run the audit service")
     audit.add_argument("--exporter", dest="audit_exporter", choices=["console", "file", "otlp"], default=None)
     audit.add_argument("--file", dest="audit_file", type=Path, default=None)
+    add_audit_actions(audit)
     add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     namespace = _parser().parse_args(argv)
-    if namespace.command in COMMANDS:
+    if namespace.command in COMMANDS or getattr(namespace, "action", None) in AUDIT_ACTIONS:
         return manage(namespace.command, namespace)
     args = vars(namespace)
+    args.pop("action", None)
     command = args.pop("command")
     if command == "up":
         from services.up.main import UpOptions, run

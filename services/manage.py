@@ -1,4 +1,5 @@
-"""`mcpgw servers|tools|keys|groups|blocklist|settings`: the management API from a shell.
+"""`mcpgw servers|tools|keys|groups|blocklist|settings|usage` and `mcpgw audit
+list|tail|export|verify`: the management API from a shell.
 
 Tables for people by default, `--json` for scripts. The edge is `--url` (`MCPGW_URL`,
 default http://127.0.0.1:8080); the admin token is `--admin-token`, `MCPGW_ADMIN_TOKEN`, or
@@ -11,12 +12,17 @@ import argparse
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
-COMMANDS = ("servers", "tools", "keys", "groups", "blocklist", "settings")
+COMMANDS = ("servers", "tools", "keys", "groups", "blocklist", "settings", "usage")
+# `mcpgw audit` with one of these asks the API; without, it runs the audit service.
+AUDIT_ACTIONS = ("list", "tail", "export", "verify")
+TAIL_SECONDS = 1.0
 EXIT_REFUSED = 1
 # Columns each listing shows in table form.
 COLUMNS = {
@@ -24,6 +30,8 @@ COLUMNS = {
     "tools": ("exposed_name", "server", "name", "enabled"),
     "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups"),
     "groups": ("name", "tools", "description"),
+    "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
+    "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
 }
 
 
@@ -31,8 +39,8 @@ class Refused(Exception):
     """The API (or the network) said no; the message says why."""
 
 
-def add_commands(commands: Any) -> None:
-    """The administration subcommands, on the `mcpgw` parser's subcommand set."""
+def _common() -> argparse.ArgumentParser:
+    """The options every API command takes: where the edge is, and the admin token."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=os.environ.get("MCPGW_URL", "http://127.0.0.1:8080"))
     common.add_argument(
@@ -40,6 +48,24 @@ def add_commands(commands: Any) -> None:
     )
     common.add_argument("--state-dir", type=Path, default=Path(".state"))
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return common
+
+
+def _record_filters(parser: argparse.ArgumentParser, *, paged: bool) -> None:
+    parser.add_argument("--since", help="RFC 3339 time or Unix seconds")
+    parser.add_argument("--until", help="RFC 3339 time or Unix seconds")
+    parser.add_argument("--key", help="a virtual key id")
+    parser.add_argument("--server")
+    parser.add_argument("--tool")
+    if paged:
+        parser.add_argument("--method")
+        parser.add_argument("--outcome", choices=["ok", "tool_error", "error"])
+        parser.add_argument("--min-latency-ms", type=float, default=None)
+
+
+def add_commands(commands: Any) -> None:
+    """The administration subcommands, on the `mcpgw` parser's subcommand set."""
+    common = _common()
 
     def command(name: str, help_text: str) -> Any:
         parser = commands.add_parser(name, help=help_text)
@@ -112,10 +138,36 @@ def add_commands(commands: Any) -> None:
             "patterns", nargs="*"
         )
 
+    usage = commands.add_parser(
+        "usage", help="tool calls, errors, latency and cost from the audit", parents=[common]
+    )
+    usage.set_defaults(action="show")
+    _record_filters(usage, paged=False)
+    usage.add_argument("--by", default="server,tool", help="key, server, tool: comma-separated")
+
     settings = command("settings", "gateway-wide governance settings")
     action(settings, "show", "the settings")
     action(settings, "set", "change them").add_argument(
         "--require-key", action=argparse.BooleanOptionalAction, required=True
+    )
+
+
+def add_audit_actions(audit: argparse.ArgumentParser) -> None:
+    """`mcpgw audit list|tail|export|verify` beside the audit service's own flags."""
+    common = _common()
+    actions = audit.add_subparsers(dest="action")
+    for name, text in (
+        ("list", "records, a page at a time (--cursor for the next)"),
+        ("tail", "records as they are stored, until interrupted"),
+        ("export", "every matching record as NDJSON"),
+    ):
+        parser = actions.add_parser(name, help=text, parents=[common])
+        _record_filters(parser, paged=True)
+        if name == "list":
+            parser.add_argument("--cursor", type=int, default=0)
+            parser.add_argument("--limit", type=int, default=100)
+    actions.add_parser(
+        "verify", help="walk the hash chains: the first record changed, removed or moved", parents=[common]
     )
 
 
@@ -137,19 +189,35 @@ class Api:
             base_url=url.rstrip("/") + "/api", headers={"authorization": f"Bearer {token}"}, timeout=15
         )
 
-    def __call__(self, method: str, path: str, body: Any = None) -> Any:
+    def __call__(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
-            response = self._client.request(method, path, json=body)
+            response = self._client.request(method, path, json=body, params=params)
         except httpx2.HTTPError as exc:
             raise Refused(f"cannot reach the gateway at {self._client.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                message = f"{error['field']}: {error['message']}" if "field" in error else error["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text or response.reason_phrase
-            raise Refused(f"{response.status_code}: {message}")
+        _refuse_failure(response)
         return None if response.status_code == 204 else response.json()
+
+    def lines(self, path: str, params: dict[str, Any]) -> Iterator[bytes]:
+        """The lines of a streamed answer (NDJSON), as they arrive."""
+        try:
+            with self._client.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _refuse_failure(response)
+                yield from (line.encode() for line in response.iter_lines() if line)
+        except httpx2.HTTPError as exc:
+            raise Refused(f"cannot reach the gateway at {self._client.base_url}: {exc}") from None
+
+
+def _refuse_failure(response: httpx2.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        message = f"{error['field']}: {error['message']}" if "field" in error else error["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text or response.reason_phrase
+    raise Refused(f"{response.status_code}: {message}")
 
 
 def _token(args: argparse.Namespace) -> str:
@@ -165,12 +233,40 @@ def _token(args: argparse.Namespace) -> str:
 def run(command: str, args: argparse.Namespace) -> int:
     try:
         api = Api(args.url, _token(args))
+        if command == "audit" and args.action in ("tail", "export"):
+            return follow(api, args)
         shown = act(api, command, args)
     except Refused as exc:
         print(f"mcpgw {command} {args.action}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 0
     print(json.dumps(shown, indent=2) if args.json else render(command, shown))
+    if command == "audit" and args.action == "verify" and not shown["intact"]:
+        return EXIT_REFUSED
     return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("since", "until", "key", "server", "tool", "method", "outcome", "min_latency_ms")
+    return {name: value for name in names if (value := getattr(args, name, None)) is not None}
+
+
+def follow(api: Api, args: argparse.Namespace) -> int:
+    """`export`: every matching record as NDJSON; `tail`: then each new one as it is stored."""
+    cursor = 0
+    for line in api.lines("/audit", {**_filters(args), "format": "ndjson"}):
+        print(line.decode() if args.json or args.action == "export" else render("audit", [json.loads(line)]))
+        cursor = json.loads(line)["seq"]
+    if args.action == "export":
+        return 0
+    while True:
+        page = api("GET", "/audit", params={**_filters(args), "cursor": cursor, "limit": 1000})
+        for record in page["records"]:
+            print(json.dumps(record) if args.json else render("audit", [record]).splitlines()[-1], flush=True)
+            cursor = record["seq"]
+        if page["next_cursor"] is None:
+            time.sleep(TAIL_SECONDS)
 
 
 def act(api: Api, command: str, args: argparse.Namespace) -> Any:
@@ -239,6 +335,16 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
             return api("GET", "/settings")
         case "settings", "set":
             return api("PUT", "/settings", {"require_key": args.require_key})
+        case "audit", "list":
+            page = api("GET", "/audit", params={**_filters(args), "cursor": args.cursor, "limit": args.limit})
+            if page["next_cursor"] is not None and not args.json:
+                print(f"(more: --cursor {page['next_cursor']})", file=sys.stderr)
+            return page["records"] if not args.json else page
+        case "audit", "verify":
+            return api("GET", "/audit/verify")
+        case "usage", _:
+            by = ",".join(part.strip() for part in args.by.split(",") if part.strip())
+            return api("GET", "/usage", params={**_filters(args), "group_by": by})["rows"]
     raise Refused(f"unknown action {args.action!r}")
 
 

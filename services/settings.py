@@ -82,6 +82,8 @@ class EdgeSettings(CommonSettings):
     edge_port: int = 8080
     registry_addr: str = "127.0.0.1:50051"
     connector_addr: str = "127.0.0.1:50052"
+    # The audit service, which answers /api/audit and /api/usage.
+    audit_addr: str = "127.0.0.1:50053"
     # HMAC key shared by all edges so any replica accepts any session; a process
     # without one signs with a random key and its sessions die with it.
     session_secret: str = ""
@@ -126,6 +128,19 @@ class AuditSettings(CommonSettings):
     audit_file: Path = DEFAULT_STATE_DIR / "audit" / "spans.jsonl"
     audit_batch: int = 256
     audit_durable: str = "mcpgw-audit"
+    state_dir: Path = DEFAULT_STATE_DIR
+    # The queryable store (a SQLAlchemy URL); empty: SQLite under the state directory.
+    audit_db: str = ""
+    # This replica's hash chain in the store: every audit replica needs its own.
+    audit_chain: str = Field(default="audit", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # Records older than this many days are removed from the store (0 keeps them all).
+    audit_retention_days: float = Field(default=90.0, ge=0)
+    audit_listen: str = "127.0.0.1:50053"
+
+    def database_url(self) -> str:
+        if self.audit_db:
+            return self.audit_db
+        return f"sqlite+aiosqlite:///{self.state_dir / 'audit' / 'audit.db'}"
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

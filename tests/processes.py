@@ -126,6 +126,7 @@ def service_tree(
     (tmp / "config.json").write_text(json.dumps({**config, "mcp": mcp}))
     registry = f"127.0.0.1:{free_port()}"
     connector_addrs = [f"127.0.0.1:{free_port()}" for _ in range(connectors)]
+    audit_addr = f"127.0.0.1:{free_port()}"
     with ExitStack() as stack:
         nats_url = stack.enter_context(nats_server(tmp))
         common = {
@@ -133,6 +134,8 @@ def service_tree(
             "MCPGW_REGISTRY_ADDR": registry,
             "MCPGW_REGISTRY_LISTEN": registry,
             "MCPGW_CONNECTOR_ADDR": ",".join(connector_addrs),
+            "MCPGW_AUDIT_ADDR": audit_addr,
+            "MCPGW_AUDIT_LISTEN": audit_addr,
             "MCPGW_STATE_DIR": str(tmp),
             "MCPGW_AUDIT_FILE": str(tmp / "spans.jsonl"),
             "MCPGW_SESSION_SECRET": "test-secret",

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from services import bus
 from services.audit.exporters import SpanBuilder
+from services.audit.store import AuditStore
 from services.contracts import events_pb2
 from services.metrics import gauge, total
 
@@ -60,12 +61,15 @@ class AuditConsumer:
         batch: int,
         exported: Iterable[str] = (),
         meter: Meter | None = None,
+        store: AuditStore | None = None,
     ) -> None:
         self._js = nc.jetstream()
         # Seeded with what the exporter already holds (the file's last records), so a restart
         # after a crash between export and ack does not export the redelivered batch again.
         self._recent = RecentEvents(exported)
         self._exporter = exporter
+        # The queryable audit: records go there first, then to the exporter.
+        self._store = store
         self._durable = durable
         self._batch = batch
         self._spans = SpanBuilder()
@@ -131,6 +135,14 @@ class AuditConsumer:
             for message in decoded:
                 await message.ack()
             return
+        if self._store is not None:
+            try:
+                await self._store.append(events)
+            except Exception as exc:  # the database's errors are many and driver-specific
+                log.warning("storing %d audit records failed, they will be redelivered: %s", len(events), exc)
+                for message in decoded:
+                    await message.nak(delay=RETRY_DELAY_SECONDS)
+                return
         spans = self._spans.build(events)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._export_thread, self._exporter.export, spans)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import anyio
 import nats.errors
@@ -11,15 +12,24 @@ import nats.errors
 from services import bus
 from services.audit.consumer import AuditConsumer
 from services.audit.exporters import build_exporter, exported_event_ids
+from services.audit.servicer import AuditServicer
+from services.audit.store import AuditStore
+from services.contracts import audit_pb2_grpc
 from services.metrics import service_metrics
+from services.rpc import HealthyServer
 from services.runtime import stop_requested
 from services.settings import AuditSettings
 
 log = logging.getLogger(__name__)
 
+RETENTION_EVERY_SECONDS = 3600.0
+
 
 async def serve(settings: AuditSettings) -> None:
     exporter = build_exporter(settings)
+    if not settings.audit_db:
+        (settings.state_dir / "audit").mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = await AuditStore.open(settings.database_url(), settings.audit_chain)
     nc = await bus.connect(settings.nats_url, "mcpgw-audit")
     await bus.ensure_audit_stream(nc)
     metrics = service_metrics("mcpgw-audit")
@@ -30,13 +40,29 @@ async def serve(settings: AuditSettings) -> None:
         settings.audit_batch,
         exported_event_ids(settings),
         metrics.meter("mcpgw.audit"),
+        store,
     )
-    log.info("audit consuming %s as %s", bus.AUDIT_STREAM, settings.audit_durable)
+    server = HealthyServer(
+        settings.audit_listen,
+        "mcpgw.v1.Audit",
+        lambda s: audit_pb2_grpc.add_AuditServicer_to_server(AuditServicer(store), s),
+    )
+    await server.start()
+    log.info(
+        "audit consuming %s as %s into %s, serving on %s",
+        bus.AUDIT_STREAM,
+        settings.audit_durable,
+        settings.database_url().split("@")[-1],
+        settings.audit_listen,
+    )
     with metrics.served(settings.metrics_listen):
         async with anyio.create_task_group() as tg:
             tg.start_soon(consumer.run)
+            if settings.audit_retention_days:
+                tg.start_soon(_retain, store, settings.audit_retention_days)
             await stop_requested()
             tg.cancel_scope.cancel()
+    await server.stop()
     # Not drain(): draining a pull subscription whose fetch was cancelled waits out the
     # 30 s drain timeout. Acks are plain publishes, so a flush is enough to send them.
     with contextlib.suppress(nats.errors.Error, TimeoutError):
@@ -45,4 +71,19 @@ async def serve(settings: AuditSettings) -> None:
     consumer.close()
     exporter.shutdown()
     metrics.shutdown()
+    await store.close()
     log.info("audit stopped after exporting %d records", consumer.exported)
+
+
+async def _retain(store: AuditStore, days: float) -> None:
+    """Remove records past retention now and every hour."""
+    while True:
+        cutoff = time.time_ns() - int(days * 86_400 * 1e9)
+        try:
+            removed = await store.prune(cutoff)
+        except Exception as exc:  # the database's errors are many and driver-specific
+            log.warning("audit retention failed, retrying in an hour: %s", exc)
+        else:
+            if removed:
+                log.info("audit retention removed %d records older than %g days", removed, days)
+        await anyio.sleep(RETENTION_EVERY_SECONDS)

@@ -22,7 +22,8 @@ from nats.aio.client import Client as NATS
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from services import bus
-from services.contracts import registry_pb2, registry_pb2_grpc
+from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
+from services.edge import audit_api
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
@@ -213,7 +214,9 @@ def _server_out(server: registry_pb2.ServerState) -> dict[str, Any]:
     }
 
 
-def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_token: str) -> FastAPI:
+def create_admin_api(
+    registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_token: str, audit: audit_pb2_grpc.AuditStub
+) -> FastAPI:
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
@@ -247,6 +250,15 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
             body["error"]["field"] = exc.field
         headers = {"www-authenticate": 'Bearer realm="mcpgw-admin"'} if exc.status == 401 else None
         return JSONResponse(body, exc.status, headers=headers)
+
+    @api.exception_handler(audit_api.Unavailable)
+    async def audit_unavailable(_: Request, exc: audit_api.Unavailable) -> JSONResponse:
+        return JSONResponse({"error": {"message": str(exc)}}, 503)
+
+    @api.exception_handler(audit_api.BadTime)
+    async def bad_time(_: Request, exc: audit_api.BadTime) -> JSONResponse:
+        field, _sep, message = str(exc).partition(": ")
+        return JSONResponse({"error": {"message": message, "field": field}}, 422)
 
     async def rpc(call: Awaitable[T]) -> T:
         try:
@@ -454,5 +466,6 @@ def create_admin_api(registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_t
             "Authorized: the gateway can reach the server now. You can close this window."
         )
 
+    router.include_router(audit_api.audit_routes(audit))
     api.include_router(router)
     return api

@@ -161,6 +161,7 @@ class Call:
         trace: TraceContext,
         sender: Sender = NO_SENDER,
         payloads: Payloads = NO_PAYLOADS,
+        price: float = 0.0,
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
@@ -176,6 +177,8 @@ class Call:
         self.trace = trace
         self._sender = sender
         self._payloads = payloads
+        # What the call costs once it ran (tool_pricing): charged for a result, error or not.
+        self._price = price
         self._relay = relay
         self._log_filter = log_filter
         # The result as the client's view names things (resource URIs on /mcp, task ids).
@@ -356,5 +359,6 @@ class Call:
             is_error = outcome.result.is_error
             event.outcome = events_pb2.OUTCOME_TOOL_ERROR if is_error else events_pb2.OUTCOME_OK
             event.result_json = self._payloads.of(outcome.result.result_json)
+            event.cost = self._price
         self._audited = self._audit.submit(event)
         return self._audited

@@ -303,6 +303,14 @@ class Catalog:
         per_tool = view.tool_timeouts_seconds.get(tool, 0.0) if tool else 0.0
         return per_tool or view.call_timeout_seconds or default
 
+    def price(self, server: str, tool: str) -> float:
+        """What one call of a server's tool costs: its own price, else the server's "*"."""
+        view = self.servers.get(server)
+        if view is None:
+            return 0.0
+        pricing = view.tool_pricing
+        return pricing[tool] if tool in pricing else pricing.get("*", 0.0)
+
     def view_for(self, endpoint: str, key: KeyPolicy | None) -> View | None:
         """What `key` (None: no key) sees at /mcp (endpoint "") or /mcp/{endpoint}; None when
         it sees nothing there, which callers answer as for an endpoint that does not exist."""

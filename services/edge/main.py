@@ -10,7 +10,7 @@ import uvicorn
 from nats.aio.msg import Msg
 
 from services import bus
-from services.contracts import registry_pb2_grpc
+from services.contracts import audit_pb2_grpc, registry_pb2_grpc
 from services.edge.admin import create_admin_api
 from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
@@ -97,6 +97,7 @@ async def serve(settings: EdgeSettings) -> None:
         ),
         task_ids=task_ids,
         payloads=Payloads(settings.trace_payloads, _names(settings.trace_redact)),
+        price=lambda server, tool: follower.catalog.price(server, tool),
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -140,7 +141,13 @@ async def serve(settings: EdgeSettings) -> None:
         session_ttl_seconds=settings.session_ttl_seconds,
     )
     await peers.serve(handler.calls.reply, rounds.carry_on, legacy.deliver, handler.calls.cancel)
-    admin = create_admin_api(registry_pb2_grpc.RegistryStub(registry_channel), nc, settings.admin_token)
+    audit_channel = channel(settings.audit_addr)
+    admin = create_admin_api(
+        registry_pb2_grpc.RegistryStub(registry_channel),
+        nc,
+        settings.admin_token,
+        audit_pb2_grpc.AuditStub(audit_channel),
+    )
     modern = ModernEndpoint(
         handler,
         lambda: follower.catalog,
@@ -193,6 +200,7 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.drain()
     await registry_channel.close()
     await connector_channel.close()
+    await audit_channel.close()
     metrics.shutdown()
 
 

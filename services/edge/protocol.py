@@ -181,7 +181,10 @@ class McpHandler:
         timeout: Callable[[str, str | None], float],
         task_ids: TaskIds,
         payloads: Payloads = NO_PAYLOADS,
+        price: Callable[[str, str], float] = lambda server, tool: 0.0,
     ) -> None:
+        # What one call of (server, tool) costs, for its record.
+        self._price = price
         # Whether tool calls' arguments and results go into their records.
         self._payloads = payloads
         # Task ids as clients see them: signed, naming the server, the task and its owner.
@@ -452,6 +455,7 @@ class McpHandler:
             trace=trace,
             sender=ctx.sender,
             payloads=self._payloads,
+            price=self._price(route.server, route.name),
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),

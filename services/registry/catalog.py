@@ -42,6 +42,7 @@ def build_snapshot(
                 call_timeout_seconds=server.config.tool_execution_timeout or 0.0,
                 tool_timeouts_seconds=server.config.tool_timeouts,
                 instructions=server.instructions,
+                tool_pricing=server.config.tool_pricing,
             )
         )
         if server.state == "connected":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -89,6 +89,9 @@ class ClientConfig(BaseModel):
     tool_execution_timeout: float | None = None
     # mcpgw: per-tool overrides of tool_execution_timeout.
     tool_timeouts: dict[str, float] = {}
+    # Bifrost: the cost of one call of each tool (a currency of your choosing); mcpgw reads
+    # "*" as the price of the server's other tools.
+    tool_pricing: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
     # Bifrost: whether the server answers MCP ping (the health monitor pings only those).
     is_ping_available: bool = True
     # Each caller reaches the server with their own credentials (set per key through the API).

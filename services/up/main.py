@@ -99,6 +99,7 @@ async def run(options: UpOptions) -> int:
         raise ConfigurationError(f"config file {options.config} does not exist")
     registry_addr = f"{LOOPBACK}:{free_port()}"
     connector_addr = f"{LOOPBACK}:{free_port()}"
+    audit_addr = f"{LOOPBACK}:{free_port()}"
     env = dict(os.environ)
     env.update(
         MCPGW_LOG_LEVEL=options.log_level,
@@ -106,6 +107,8 @@ async def run(options: UpOptions) -> int:
         MCPGW_REGISTRY_LISTEN=registry_addr,
         MCPGW_CONNECTOR_ADDR=connector_addr,
         MCPGW_CONNECTOR_LISTEN=connector_addr,
+        MCPGW_AUDIT_ADDR=audit_addr,
+        MCPGW_AUDIT_LISTEN=audit_addr,
         MCPGW_SESSION_SECRET=kept_secret(state, "session.secret"),
         MCPGW_ADMIN_TOKEN=env.get("MCPGW_ADMIN_TOKEN") or kept_secret(state, ADMIN_TOKEN_FILE),
         MCPGW_STATE_DIR=str(state),

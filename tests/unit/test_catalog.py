@@ -178,3 +178,13 @@ def test_accept_headers() -> None:
     assert accepts("text/*;q=0.5", "text/event-stream")
     assert not accepts("application/json", "text/event-stream")
     assert not accepts("text/html", "application/json")
+
+
+def test_a_call_is_priced_by_its_tool_then_by_the_servers_star() -> None:
+    priced = server("db")
+    priced.config.tool_pricing.update({"query": 0.02, "*": 0.001})
+    catalog = Catalog.from_snapshot(build_snapshot(CatalogState(1, "_", [priced, server("free")], [])))
+    assert catalog.price("db", "query") == 0.02
+    assert catalog.price("db", "other") == 0.001
+    assert catalog.price("free", "anything") == 0.0
+    assert catalog.price("nowhere", "query") == 0.0

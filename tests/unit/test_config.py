@@ -97,6 +97,15 @@ def test_absent_tools_to_execute_means_no_tools() -> None:
             },
             "tool_execution_timeout",
         ),
+        (
+            {
+                "name": "a",
+                "connection_type": "http",
+                "connection_string": "http://127.0.0.1:1/mcp",
+                "tool_pricing": {"search": -1},
+            },
+            "tool_pricing.search",
+        ),
     ],
 )
 def test_bad_server_configs_name_the_field(client: dict[str, object], expected: str) -> None:

@@ -617,6 +617,26 @@ class ServerView(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ToolPricingEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     CONNECTION_TYPE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -625,6 +645,7 @@ class ServerView(_message.Message):
     CALL_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    TOOL_PRICING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
@@ -637,6 +658,10 @@ class ServerView(_message.Message):
     """The `instructions` the server gave in its initialize result."""
     @_builtins.property
     def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    @_builtins.property
+    def tool_pricing(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """What one call of each tool costs ("*": the server's other tools), from tool_pricing."""
+
     def __init__(
         self,
         *,
@@ -648,10 +673,11 @@ class ServerView(_message.Message):
         call_timeout_seconds: _builtins.float = ...,
         tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         instructions: _builtins.str = ...,
+        tool_pricing: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "name", b"name", "state", b"state", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "name", b"name", "state", b"state", "tool_pricing", b"tool_pricing", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
