@@ -118,6 +118,7 @@ def span_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
         ("mcpgw.tool", event.tool),
         ("mcpgw.virtual_key_id", event.virtual_key_id),
         ("mcpgw.client_name", event.client_name),
+        ("mcpgw.llm_request_id", event.llm_request_id),
     ):
         if value:
             attributes[key] = value

@@ -78,6 +78,7 @@ def sender_of(request: Request) -> Sender:
         http_version=request.scope.get("http_version", ""),
         traceparent=headers.get("traceparent"),
         tracestate=headers.get("tracestate"),
+        llm_request_id=headers.get("x-llm-request-id"),
     )
 
 

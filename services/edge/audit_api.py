@@ -93,6 +93,7 @@ def record_out(record: audit_pb2.AuditRecord) -> dict[str, Any]:
         "span_id": event.span_id,
         "parent_span_id": event.parent_span_id or None,
         "edge_id": event.edge_id,
+        "llm_request_id": event.llm_request_id or None,
         "chain": record.chain,
         "position": record.position,
         "hash": record.hash,

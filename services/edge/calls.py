@@ -160,6 +160,7 @@ class Call:
         request_id: JsonRpcId,
         trace: TraceContext,
         sender: Sender = NO_SENDER,
+        llm_request_id: str = "",
         payloads: Payloads = NO_PAYLOADS,
         price: float = 0.0,
         relay: Relay = Relay.NONE,
@@ -176,6 +177,7 @@ class Call:
         self._request_id = request_id
         self.trace = trace
         self._sender = sender
+        self._llm_request_id = llm_request_id
         self._payloads = payloads
         # What the call costs once it ran (tool_pricing): charged for a result, error or not.
         self._price = price
@@ -346,6 +348,7 @@ class Call:
             self._sender,
             self.trace,
             started,
+            self._llm_request_id,
         )
         event.server, event.tool = self.request.server, self.request.tool
         event.arguments_json = self._payloads.of(self.request.arguments_json)

@@ -33,6 +33,7 @@ from services.edge.records import (
     Payloads,
     Sender,
     failed,
+    llm_request_of,
     operation_event,
     trace_of,
 )
@@ -413,6 +414,7 @@ class McpHandler:
                 ctx.sender,
                 trace,
                 started,
+                llm_request_of(ctx.sender, params),
             )
             failed(event, exc)
             self._audit.submit(event)
@@ -454,6 +456,7 @@ class McpHandler:
             request_id=ctx.request_id,
             trace=trace,
             sender=ctx.sender,
+            llm_request_id=llm_request_of(ctx.sender, params),
             payloads=self._payloads,
             price=self._price(route.server, route.name),
             relay=ctx.relay,

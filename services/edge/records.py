@@ -39,9 +39,12 @@ class Sender:
     http_version: str = ""
     traceparent: str | None = None
     tracestate: str | None = None
+    # The LLM request that caused it (X-LLM-Request-Id).
+    llm_request_id: str | None = None
 
 
 NO_SENDER = Sender()
+LLM_REQUEST_META_KEY = "llm_request_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,15 @@ def trace_of(sender: Sender, params: dict[str, Any] | None) -> TraceContext:
     return continue_trace(sender.traceparent, sender.tracestate)
 
 
+def llm_request_of(sender: Sender, params: dict[str, Any] | None) -> str:
+    """The LLM request an operation names as its cause: `_meta` first, then the header."""
+    meta = (params or {}).get("_meta")
+    named = meta.get(LLM_REQUEST_META_KEY) if isinstance(meta, dict) else None
+    if not isinstance(named, str):
+        named = sender.llm_request_id or ""
+    return named[:MAX_AUDITED_ID]
+
+
 def operation_event(
     edge_id: str,
     method: str,
@@ -95,6 +107,7 @@ def operation_event(
     sender: Sender,
     trace: TraceContext,
     started: int,
+    llm_request_id: str = "",
 ) -> events_pb2.OperationEvent:
     """An operation's record, its outcome still to fill in."""
     event = events_pb2.OperationEvent(
@@ -112,6 +125,7 @@ def operation_event(
         client_address=sender.address,
         client_port=sender.port,
         http_version=sender.http_version,
+        llm_request_id=llm_request_id,
     )
     if session is not None:
         event.session = session.id
@@ -161,8 +175,9 @@ class Operation:
         self.trace = trace_of(sender, params)
         target = target_of(method, params)
         started = time.time_ns()
+        cause = llm_request_of(sender, params)
         self.event = operation_event(
-            edge_id, method, target, session, request_id, sender, self.trace, started
+            edge_id, method, target, session, request_id, sender, self.trace, started, cause
         )
         self._reached = False
 

@@ -116,3 +116,16 @@ async def test_a_refused_tool_call_is_recorded_once() -> None:
         await handler(audit, connector).request(context(), "tools/call", {"name": "srv_nothing"})
     (event,) = audit.events
     assert (event.method, event.exposed_name, event.error_code) == ("tools/call", "srv_nothing", -32602)
+
+
+async def test_the_llm_request_behind_an_operation_is_recorded_from_meta_or_header() -> None:
+    audit, connector = Audit(), Connector()
+    ctx = context()
+    ctx.sender = Sender("10.0.0.1", 4242, "1.1", llm_request_id="chatcmpl-header")
+    await handler(audit, connector).request(
+        ctx, "prompts/list", {"_meta": {"llm_request_id": "chatcmpl-meta"}}
+    )
+    await handler(audit, connector).request(ctx, "prompts/list", {})
+    with pytest.raises(InvalidParamsError):
+        await handler(audit, connector).request(ctx, "tools/call", {"name": "srv_nothing"})
+    assert [e.llm_request_id for e in audit.events] == ["chatcmpl-meta", "chatcmpl-header", "chatcmpl-header"]

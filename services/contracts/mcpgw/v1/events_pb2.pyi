@@ -101,6 +101,7 @@ class OperationEvent(_message.Message):
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
+    LLM_REQUEST_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Idempotency key: JetStream deduplicates on it and exporters carry it."""
     start_unix_nano: _builtins.int
@@ -137,6 +138,10 @@ class OperationEvent(_message.Message):
     result_json: _builtins.bytes
     cost: _builtins.float
     """What the call cost, by the server's tool_pricing (0 when unpriced or not run)."""
+    llm_request_id: _builtins.str
+    """The LLM request that caused the operation, as the client named it (Bifrost's
+    llm_request_id): `_meta.llm_request_id` or the X-LLM-Request-Id header.
+    """
     def __init__(
         self,
         *,
@@ -166,10 +171,11 @@ class OperationEvent(_message.Message):
         arguments_json: _builtins.bytes = ...,
         result_json: _builtins.bytes = ...,
         cost: _builtins.float = ...,
+        llm_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "client_address", b"client_address", "client_name", b"client_name", "client_port", b"client_port", "cost", b"cost", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "http_version", b"http_version", "method", b"method", "outcome", b"outcome", "parent_span_id", b"parent_span_id", "protocol_version", b"protocol_version", "request_id", b"request_id", "result_json", b"result_json", "sampled", b"sampled", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "client_address", b"client_address", "client_name", b"client_name", "client_port", b"client_port", "cost", b"cost", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "http_version", b"http_version", "llm_request_id", b"llm_request_id", "method", b"method", "outcome", b"outcome", "parent_span_id", b"parent_span_id", "protocol_version", b"protocol_version", "request_id", b"request_id", "result_json", b"result_json", "sampled", b"sampled", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
