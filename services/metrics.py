@@ -100,6 +100,12 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else OTHER
 
 
+def error_label(code: int) -> str:
+    """A JSON-RPC error code as a label: the reserved range only (a downstream may answer
+    any integer; one series each would be unbounded)."""
+    return str(code) if -32768 <= code <= -32000 else OTHER
+
+
 Points = Callable[[], Iterable[tuple[float, dict[str, str]]]]
 
 

@@ -75,6 +75,8 @@ def setup_logging(level: str, service: str, fmt: LogFormat = LogFormat.TEXT) -> 
     # The SDK and HTTP clients log every request at INFO; that is noise on a gateway.
     for noisy in ("httpx", "httpx2", "mcp", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # OpenTelemetry warns of every malformed tracestate a client sends (its text, verbatim).
+    logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True, slots=True)

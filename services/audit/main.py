@@ -58,8 +58,7 @@ async def serve(settings: AuditSettings) -> None:
     with metrics.served(settings.metrics_listen):
         async with anyio.create_task_group() as tg:
             tg.start_soon(consumer.run)
-            if settings.audit_retention_days:
-                tg.start_soon(_retain, store, settings.audit_retention_days)
+            tg.start_soon(_retain, store, settings.audit_retention_days)
             await stop_requested()
             tg.cancel_scope.cancel()
     await server.stop()
@@ -76,14 +75,27 @@ async def serve(settings: AuditSettings) -> None:
 
 
 async def _retain(store: AuditStore, days: float) -> None:
-    """Remove records past retention now and every hour."""
+    """Every hour: remove records past retention (none when `days` is 0), log chain heads."""
     while True:
-        cutoff = time.time_ns() - int(days * 86_400 * 1e9)
-        try:
-            removed = await store.prune(cutoff)
-        except Exception as exc:  # the database's errors are many and driver-specific
-            log.warning("audit retention failed, retrying in an hour: %s", exc)
-        else:
-            if removed:
-                log.info("audit retention removed %d records older than %g days", removed, days)
+        if days:
+            cutoff = time.time_ns() - int(days * 86_400 * 1e9)
+            try:
+                removed = await store.prune(cutoff)
+            except Exception as exc:  # the database's errors are many and driver-specific
+                log.warning("audit retention failed, retrying in an hour: %s", exc)
+            else:
+                if removed:
+                    log.info("audit retention removed %d records older than %g days", removed, days)
+        await _log_heads(store)
         await anyio.sleep(RETENTION_EVERY_SECONDS)
+
+
+async def _log_heads(store: AuditStore) -> None:
+    """Each chain's head in the log: kept apart from the database, a rewritten tail shows."""
+    try:
+        heads = await store.heads()
+    except Exception as exc:  # the database's errors are many and driver-specific
+        log.warning("cannot read the audit chains' heads: %s", exc)
+        return
+    for chain, (position, digest) in sorted(heads.items()):
+        log.info("audit chain %s head: position %d, hash %s", chain, position, digest)

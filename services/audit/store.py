@@ -24,9 +24,12 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     delete,
+    func,
     insert,
     select,
 )
+from sqlalchemy import event as sql_events
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +40,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # Alembic's bookkeeping table of this store: registry and audit may share a database.
 VERSION_TABLE = "audit_alembic_version"
 MAX_PAGE = 1000
+ID_CHUNK = 500
 OUTCOME_NAMES = {
     events_pb2.OUTCOME_OK: "ok",
     events_pb2.OUTCOME_TOOL_ERROR: "tool_error",
@@ -119,16 +123,22 @@ class Usage:
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def _fit(text: str, width: int) -> str:
+    """Text as a column holds it: no NUL (PostgreSQL text cannot), at most `width` long."""
+    return text.replace("\x00", "")[:width]
+
+
 def _columns(event: events_pb2.OperationEvent) -> dict[str, Any]:
-    """What a record's columns say: derived from its event, so they can be checked against it."""
+    """What a record's columns say: derived from its event by a fixed rule, so verification
+    can check them against it (what a client sent may be any string; the body keeps it all)."""
     return {
-        "event_id": event.event_id,
+        "event_id": _fit(event.event_id, 64),
         "ended_unix_nano": event.end_unix_nano,
         "duration_ms": max(0, event.end_unix_nano - event.start_unix_nano) / 1e6,
-        "method": event.method or "tools/call",
-        "server": event.server,
-        "tool": event.tool,
-        "virtual_key_id": event.virtual_key_id,
+        "method": _fit(event.method or "tools/call", 200),
+        "server": _fit(event.server, 64),
+        "tool": _fit(event.tool, 1024),
+        "virtual_key_id": _fit(event.virtual_key_id, 64),
         "outcome": OUTCOME_NAMES.get(event.outcome, "unknown"),
         "cost": event.cost,
     }
@@ -154,6 +164,10 @@ class AuditStore:
     @classmethod
     async def open(cls, url: str, chain: str = "audit", **engine_options: Any) -> AuditStore:
         engine = create_async_engine(url, **engine_options)
+        if engine.dialect.name == "sqlite":
+            # WAL: a long verification reads while records are written; NORMAL: one fsync
+            # per checkpoint, not per batch (a crash loses no committed batch in WAL mode).
+            sql_events.listen(engine.sync_engine, "connect", _sqlite_wal)
         async with engine.begin() as conn:
             await conn.run_sync(_migrate)
         return cls(engine, chain)
@@ -191,17 +205,36 @@ class AuditStore:
         if not events:
             return 0
         head = await self._chain_head()
+        try:
+            try:
+                # Most batches are new: insert without looking first (a statement less).
+                return await self._append(events, head, look=False)
+            except IntegrityError:
+                # One was stored before (a batch redelivered after its commit): skip those.
+                return await self._append(events, head, look=True)
+        except BaseException:
+            # The commit may have happened anyway (a connection lost on the way back): read
+            # the chain's head again rather than trust the one kept.
+            self._head = None
+            raise
+
+    async def _append(
+        self, events: list[events_pb2.OperationEvent], head: tuple[int, str], *, look: bool
+    ) -> int:
         async with self._engine.begin() as conn:
-            ids = [e.event_id for e in events]
-            known = set(
-                (await conn.execute(select(RecordRow.event_id).where(RecordRow.event_id.in_(ids)))).scalars()
-            )
+            ids = [_fit(e.event_id, 64) for e in events]
+            known: set[str] = set()
+            # In chunks: databases bound the parameters of one statement (SQLite 32766).
+            for start in range(0, len(ids) if look else 0, ID_CHUNK):
+                chunk = ids[start : start + ID_CHUNK]
+                found = await conn.execute(select(RecordRow.event_id).where(RecordRow.event_id.in_(chunk)))
+                known.update(found.scalars())
             rows = []
             position, prev = head
-            for event in events:
-                if event.event_id in known:
+            for event, event_id in zip(events, ids, strict=True):
+                if event_id in known:
                     continue
-                known.add(event.event_id)
+                known.add(event_id)
                 body = event.SerializeToString(deterministic=True)
                 position += 1
                 digest = link_hash(prev, body)
@@ -265,10 +298,24 @@ class AuditStore:
                 usage.durations_ms.append(row.duration_ms)
         return sorted(groups.values(), key=lambda u: (-u.calls, tuple(u.group.values())))
 
-    async def verify(self) -> tuple[int, Finding | None]:
-        """Walk every chain as it streams from the database; how many records hold, and the
-        first that does not."""
+    async def heads(self) -> dict[str, tuple[int, str]]:
+        """Each chain's last position and hash: kept elsewhere, they catch a rewritten tail."""
+        query = select(RecordRow.chain, func.max(RecordRow.position)).group_by(RecordRow.chain)
         async with self._engine.connect() as conn:
+            lasts = (await conn.execute(query)).all()
+            heads = {}
+            for chain, position in lasts:
+                found = select(RecordRow.hash).where(RecordRow.chain == chain, RecordRow.position == position)
+                heads[chain] = (position, (await conn.execute(found)).scalar_one())
+        return heads
+
+    async def verify(self) -> tuple[int, Finding | None]:
+        """Walk every chain as it streams from the database, in one snapshot (retention may
+        run meanwhile); how many records hold, and the first that does not."""
+        async with self._engine.connect() as conn:
+            if self._engine.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            await conn.begin()
             starts = (await conn.execute(select(ChainStartRow))).all()
             walker = Walker({r.chain: Start(r.position, r.prev_hash) for r in starts})
             query = select(RecordRow).order_by(RecordRow.chain, RecordRow.position)
@@ -321,6 +368,13 @@ class AuditStore:
                     {"chain": chain, "position": start.position, "prev_hash": start.prev_hash},
                 )
         return removed
+
+
+def _sqlite_wal(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _migrate(connection: Connection) -> None:

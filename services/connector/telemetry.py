@@ -34,10 +34,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services import __version__
 from services.contracts import registry_pb2
+from services.metrics import error_label
 from services.telemetry import current_trace
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_KEYS = ("traceparent", "tracestate")
+# (server, method, target) whose span attributes are kept built.
+ATTRIBUTE_CACHE = 10_000
 # A gRPC call's metadata, as grpc.aio hands it over.
 Metadata = Sequence[tuple[str, str | bytes]] | None
 
@@ -64,7 +67,7 @@ class Hop:
             self.span.set_status(Status(StatusCode.ERROR))
 
     def failed(self, code: int, message: str) -> None:
-        self.labels["error.type"] = str(code)
+        self.labels["error.type"] = error_label(code)
         if self.span is not None:
             self.span.set_attribute("error.type", str(code))
             self.span.set_attribute("rpc.response.status_code", str(code))
@@ -114,6 +117,31 @@ class DownstreamTelemetry:
                 "it was sent until the response is received.",
             )
         )
+        self._cache: dict[tuple[str, str, str, str], tuple[dict[str, str | int], dict[str, str | int]]] = {}
+
+    def _attributes(
+        self, config: registry_pb2.ServerConfig, method: str, target: str
+    ) -> tuple[dict[str, str | int], dict[str, str | int]]:
+        """A request's span attributes and duration labels, built once per (server, method,
+        target): targets are the catalog's names, so the cache is bounded by it (and capped)."""
+        key = (config.name, config.connection_string, method, target)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        attributes: dict[str, str | int] = {"mcp.method.name": method}
+        if method == "tools/call":
+            attributes["gen_ai.tool.name"] = target
+            attributes["gen_ai.operation.name"] = "execute_tool"
+        elif method == "prompts/get" and target:
+            attributes["gen_ai.prompt.name"] = target
+        attributes.update(server_address(config))
+        # The duration is labelled by server, not its address (bounded by the config).
+        labels = {k: v for k, v in attributes.items() if k not in ("server.address", "server.port")}
+        labels["mcpgw.server"] = config.name
+        if len(self._cache) >= ATTRIBUTE_CACHE:
+            self._cache.clear()
+        self._cache[key] = attributes, labels
+        return attributes, labels
 
     @contextmanager
     def hop(
@@ -126,13 +154,7 @@ class DownstreamTelemetry:
         """The hop of one request of `method` (about `target`: a tool or prompt) to the
         downstream `config`, continuing the context in the edge's gRPC `metadata`."""
         started = time.perf_counter()
-        attributes: dict[str, str | int] = {"mcp.method.name": method}
-        if method == "tools/call":
-            attributes["gen_ai.tool.name"] = target
-            attributes["gen_ai.operation.name"] = "execute_tool"
-        elif method == "prompts/get" and target:
-            attributes["gen_ai.prompt.name"] = target
-        attributes.update(server_address(config))
+        attributes, labels = self._attributes(config, method, target)
         carrier = {k: v for k, v in metadata or () if k in TRACE_KEYS and isinstance(v, str)}
         # Log records written for this request name its trace ("00-<trace id>-...").
         current_trace.set(carrier.get("traceparent", "")[3:35])
@@ -144,9 +166,7 @@ class DownstreamTelemetry:
             carrier = {}
             # The span's context, its tracestate inherited from the edge's.
             _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
-        # The duration is labelled by server, not its address (bounded by the config).
-        labels = {k: v for k, v in attributes.items() if k not in ("server.address", "server.port")}
-        hop = Hop(carrier, span, {**labels, "mcpgw.server": config.name})
+        hop = Hop(carrier, span, dict(labels))
         try:
             yield hop
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -54,8 +55,13 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    async def metrics(_: Request) -> Response:
-        body, content_type = parts.metrics.exposition()
+    async def metrics(request: Request) -> Response:
+        # The Host and Origin rules of /mcp: no page a browser loaded elsewhere reads it.
+        try:
+            parts.admission.check_declared(request)
+        except EdgeError as exc:
+            return JSONResponse({"error": {"message": exc.message}}, exc.status)
+        body, content_type = await anyio.to_thread.run_sync(parts.metrics.exposition)
         return Response(body, media_type=content_type)
 
     routes = Starlette(

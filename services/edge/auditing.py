@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 SPOOL_LIMIT = 100_000
 BATCH_LIMIT = 512
+# The most bytes of events one message carries: well under NATS's default 1 MiB payload
+# limit, so a batch of large records (payloads on, long names) is split, never refused.
+BATCH_BYTES = 512 * 1024
+# A single event past this loses its recorded payloads (nothing else of it is that large).
+EVENT_BYTES = 64 * 1024
 PUBLISH_TIMEOUT_SECONDS = 5.0
 # How long a batched delivery's first event waits for company before it is published.
 BATCH_LINGER_SECONDS = 0.05
@@ -71,8 +76,6 @@ class AuditPublisher:
 
     def submit(self, event: events_pb2.OperationEvent) -> int:
         """Queue an event; its number, for `confirmed()`."""
-        if self._observe is not None:
-            self._observe(event)
         if len(self._spool) >= SPOOL_LIMIT:
             self._spool.popleft()
             self._left += 1
@@ -80,6 +83,12 @@ class AuditPublisher:
         self._spool.append(event)
         self._submitted += 1
         self._pending.set()
+        if self._observe is not None:
+            try:
+                self._observe(event)
+            except Exception:
+                # Metrics must never cost a record, nor the call its answer.
+                log.exception("counting an audit record failed")
         return self._submitted
 
     async def confirmed(self, number: int) -> bool:
@@ -132,10 +141,21 @@ class AuditPublisher:
             self._drained = anyio.Event()
 
     def _take(self) -> events_pb2.OperationEvents:
-        count = min(len(self._spool), BATCH_LIMIT)
-        self._left += count
+        """The next batch: up to BATCH_LIMIT events and BATCH_BYTES, at least one."""
+        taken: list[events_pb2.OperationEvent] = []
+        size = 0
+        while self._spool and len(taken) < BATCH_LIMIT:
+            event = self._spool[0]
+            if event.ByteSize() > EVENT_BYTES:
+                event.ClearField("arguments_json")
+                event.ClearField("result_json")
+            size += event.ByteSize() + 8
+            if taken and size > BATCH_BYTES:
+                break
+            taken.append(self._spool.popleft())
+        self._left += len(taken)
         self._batch_last = self._left
-        return events_pb2.OperationEvents(events=[self._spool.popleft() for _ in range(count)])
+        return events_pb2.OperationEvents(events=taken)
 
     async def _publish(self, batch: events_pb2.OperationEvents) -> None:
         # Event ids are unique, so the first id and the count name the batch.

@@ -52,8 +52,10 @@ def _unavailable(exc: grpc.aio.AioRpcError) -> ConnectorUnavailableError:
     return ConnectorUnavailableError(exc.details() or exc.code().name)
 
 
-def trace_metadata(trace: TraceContext) -> tuple[tuple[str, str], ...]:
-    """The W3C headers the connector continues the call's trace from."""
+def trace_metadata(trace: TraceContext | None) -> tuple[tuple[str, str], ...]:
+    """The W3C headers the connector continues the call's trace from (none: no trace)."""
+    if trace is None:
+        return ()
     if trace.tracestate:
         return (("traceparent", trace.traceparent), ("tracestate", trace.tracestate))
     return (("traceparent", trace.traceparent),)
@@ -194,7 +196,7 @@ class ConnectorClient:
         raise ConnectorUnavailableError("the connector ended the call without an outcome")
 
     async def forward(
-        self, request: connector_pb2.ForwardRequest, trace: TraceContext
+        self, request: connector_pb2.ForwardRequest, trace: TraceContext | None
     ) -> connector_pb2.ForwardOutcome:
         """Any request other than tools/call, answered by the downstream it names."""
         for _ in range(ATTEMPTS):

@@ -57,7 +57,7 @@ class SseSession:
     id: str
     stream: Stream
     view: Callable[[], View | None]
-    # Who opened the stream: the client of every request of the session.
+    # Who opened the stream: the sender of requests posted to another edge.
     sender: Sender
     session: Session | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -160,7 +160,7 @@ class LegacySseEndpoint:
         if owner(session_id) not in ("", self._peers.edge_id):
             await self._peers.deliver(session_id, body, key_id)
         elif (sse := self._held(session_id, key_id)) is not None:
-            await self._dispatch(sse, messages)
+            await self._dispatch(sse, messages, sender_of(request))
         else:
             raise SessionNotFoundError("Session not found: open a new stream with GET /sse")
         return Response("Accepted", status_code=202)
@@ -171,7 +171,8 @@ class LegacySseEndpoint:
         sse = self._held(session_id, key_id)
         if sse is None:
             return False
-        await self._dispatch(sse, parse_body(body)[0])
+        # Posted to another edge: its headers stayed there, the stream's stand in.
+        await self._dispatch(sse, parse_body(body)[0], sse.sender)
         return True
 
     def _held(self, session_id: str, key_id: str) -> SseSession | None:
@@ -179,20 +180,20 @@ class LegacySseEndpoint:
         sse = self._sessions.get(session_id)
         return sse if sse is not None and hmac.compare_digest(sse.stream.key_id, key_id) else None
 
-    async def _dispatch(self, sse: SseSession, messages: list[Message]) -> None:
+    async def _dispatch(self, sse: SseSession, messages: list[Message], sender: Sender) -> None:
         for message in messages:
             if message.kind == "response":
                 await self._handler.client_replied(message.id, message.answer or {})
             elif message.method == "notifications/cancelled" and sse.session is not None:
                 await self._handler.client_cancelled(sse.session, message.params)
             elif message.kind == "request":
-                task = asyncio.create_task(self._serve(sse, message))
+                task = asyncio.create_task(self._serve(sse, message, sender))
                 sse.tasks.add(task)
                 task.add_done_callback(sse.tasks.discard)
 
-    async def _serve(self, sse: SseSession, message: Message) -> None:
+    async def _serve(self, sse: SseSession, message: Message, sender: Sender) -> None:
         try:
-            body = result_response(message.id, await self._answer(sse, message))
+            body = result_response(message.id, await self._answer(sse, message, sender))
         except EdgeError as exc:
             body = error_response(message.id, exc.error_object())
         except Exception:
@@ -200,7 +201,7 @@ class LegacySseEndpoint:
             body = error_response(message.id, InternalError("Internal error").error_object())
         await sse.send(body)
 
-    async def _answer(self, sse: SseSession, message: Message) -> bytes:
+    async def _answer(self, sse: SseSession, message: Message, sender: Sender) -> bytes:
         view = sse.view()
         if view is None:
             raise InvalidRequestError("Invalid Request: the server of this stream is no longer connected")
@@ -209,7 +210,7 @@ class LegacySseEndpoint:
         if sse.session is None:
             raise InvalidRequestError("Invalid Request: send initialize first")
         level = self._handler.session_level(sse.session)
-        ctx = CallContext(sse.session, message.id, view, log_level=level, sender=sse.sender)
+        ctx = CallContext(sse.session, message.id, view, log_level=level, sender=sender)
         if message.method != "tools/call":
             return await self._handler.request(ctx, message.method, message.params)
         ctx.relay = Relay.NOTIFY | (Relay.ASK if sse.session.answers else Relay.NONE)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from opentelemetry.metrics import Meter
 
 from services.contracts import events_pb2
-from services.metrics import OTHER, gauge, method_label, total
+from services.metrics import OTHER, error_label, gauge, method_label, total
 
 OUTCOMES = {
     events_pb2.OUTCOME_OK: "ok",
@@ -34,7 +34,7 @@ def operation_attributes(event: events_pb2.OperationEvent) -> dict[str, str]:
     if event.outcome == events_pb2.OUTCOME_TOOL_ERROR:
         attributes["error.type"] = "tool_error"
     elif event.outcome == events_pb2.OUTCOME_ERROR:
-        attributes["error.type"] = str(event.error_code) if event.error_code else OTHER
+        attributes["error.type"] = error_label(event.error_code) if event.error_code else OTHER
     return attributes
 
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
@@ -19,6 +20,7 @@ from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
     EdgeError,
+    InternalError,
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
@@ -41,7 +43,7 @@ from services.edge.session_state import SessionState
 from services.edge.sessions import Session
 from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
-from services.telemetry import TraceContext, continue_trace, current_trace
+from services.telemetry import TraceContext, current_trace
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +230,8 @@ class McpHandler:
     async def request(self, ctx: CallContext, method: str, params: dict[str, Any] | None) -> bytes:
         """The JSON result of one request, or an EdgeError; recorded either way."""
         params = params or {}
-        if method == "tools/call":
+        offered = ctx.view.server is None or "tools" in ctx.view.capabilities
+        if method == "tools/call" and offered:
             return await self.open_call(ctx, params).result()
         op = Operation(self._audit, self._edge_id, method, params, ctx.session, ctx.request_id, ctx.sender)
         current_trace.set(op.trace.trace_id)
@@ -236,6 +239,11 @@ class McpHandler:
             result = await self._answer(ctx, method, params, op)
         except EdgeError as exc:
             await op.failed(exc)
+            raise
+        except BaseException:
+            # Cancelled, or a fault of ours: recorded as the internal error the client sees.
+            with anyio.CancelScope(shield=True):
+                await op.failed(InternalError("Internal error: the request did not complete"))
             raise
         await op.succeeded()
         return result
@@ -328,7 +336,8 @@ class McpHandler:
     ) -> bytes:
         """The downstream's result of a request other than tools/call (for the caller's key),
         in the trace of the operation `op` it serves."""
-        trace = continue_trace() if op is None else op.trace
+        # Work of the edge's own (a session's cleanup) is in no trace: its span is never recorded.
+        trace = None if op is None else op.trace
         if op is not None:
             op.reach(route.server, route.name)
         try:

@@ -59,11 +59,13 @@ class Payloads:
         """`raw` JSON as its record keeps it: redacted and bounded, or nothing."""
         if not self.recorded or not raw:
             return b""
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            return orjson.dumps({"truncated": True, "bytes": len(raw)})
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return b""
-        kept = orjson.dumps(_redact(value, self.redacted))
+            kept = orjson.dumps(_redact(orjson.loads(raw), self.redacted))
+        except (ValueError, TypeError, RecursionError):
+            # Not JSON, or nested deeper than either end handles: it must not cost the record.
+            return orjson.dumps({"truncated": True, "bytes": len(raw)})
         if len(kept) > MAX_PAYLOAD_BYTES:
             return orjson.dumps({"truncated": True, "bytes": len(kept)})
         return kept

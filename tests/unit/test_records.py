@@ -76,7 +76,10 @@ def test_the_target_is_the_name_the_client_gave(method: str, params: dict[str, o
 def test_payloads_are_off_by_default_and_bounded_when_on() -> None:
     assert Payloads().of(b'{"a":1}') == b""
     on = Payloads(True, frozenset({"secret"}))
-    assert on.of(b"not json") == b""
+    assert orjson.loads(on.of(b"not json")) == {"truncated": True, "bytes": 8}
+    # Nested past what orjson writes back: marked, never an exception that costs the record.
+    deep = b"[" * 300 + b"]" * 300
+    assert orjson.loads(on.of(deep)) == {"truncated": True, "bytes": 600}
     assert orjson.loads(on.of(b'{"Secret":{"deep":1},"list":[{"secret":2}],"ok":3}')) == {
         "Secret": "<redacted>",
         "list": [{"secret": "<redacted>"}],
