@@ -6,7 +6,8 @@ record's hash is SHA-256 over the previous hash and the record's stored bytes; v
 walks each chain from its start (the first record, or where retention last cut it) and
 names the first record that does not follow. It is tamper evidence, not tamper proofing:
 someone who rewrites every record from a point on, hashes included, is caught only against
-a copy of a later hash kept elsewhere (the log line each batch writes, or an export).
+a copy of a later hash kept elsewhere (the chain heads the audit service logs every hour,
+or an export).
 """
 
 from __future__ import annotations
