@@ -15,7 +15,9 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from services import __version__
 from services.contracts import events_pb2
+from services.operations import method_of, outcome_name
 from services.settings import AuditSettings
+from services.telemetry import otlp_configured
 
 
 def _one_line(span: ReadableSpan) -> str:
@@ -23,8 +25,9 @@ def _one_line(span: ReadableSpan) -> str:
 
 
 def exporter_kind(settings: AuditSettings) -> str:
-    """OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (unless a kind is named), else the audit file."""
-    return settings.audit_exporter or ("otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "file")
+    """OTLP when spans have an OTLP endpoint (unless a kind is named; the connector's spans go
+    where the edge's do), else the audit file."""
+    return settings.audit_exporter or ("otlp" if otlp_configured() else "file")
 
 
 def exported_event_ids(settings: AuditSettings, tail_bytes: int = 8 * 1024 * 1024) -> list[str]:
@@ -60,17 +63,12 @@ def build_exporter(settings: AuditSettings) -> SpanExporter:
 
 # The edge's spans are built here from its records, under its name.
 EDGE_SERVICE = "mcpgw-edge"
-OUTCOME_NAMES = {
-    events_pb2.OUTCOME_OK: "ok",
-    events_pb2.OUTCOME_TOOL_ERROR: "tool_error",
-    events_pb2.OUTCOME_ERROR: "error",
-}
 RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
 
 def span_name(event: events_pb2.OperationEvent) -> str:
     """`{method} {target}` for a tool or prompt; a resource URI is unbounded, so not in a name."""
-    method = event.method or "tools/call"
+    method = method_of(event)
     if method in ("tools/call", "prompts/get") and event.exposed_name:
         return f"{method} {event.exposed_name}"
     return method
@@ -78,7 +76,7 @@ def span_name(event: events_pb2.OperationEvent) -> str:
 
 def span_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
     """The MCP semantic conventions' SERVER span attributes of a record, then mcpgw's own."""
-    method = event.method or "tools/call"
+    method = method_of(event)
     attributes: dict[str, str | int] = {"mcp.method.name": method}
     if method == "tools/call":
         attributes["gen_ai.tool.name"] = event.exposed_name
@@ -111,7 +109,7 @@ def span_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
     if event.result_json:
         attributes["gen_ai.tool.call.result"] = event.result_json.decode()
     attributes["mcpgw.event_id"] = event.event_id
-    attributes["mcpgw.outcome"] = OUTCOME_NAMES.get(event.outcome, "unknown")
+    attributes["mcpgw.outcome"] = outcome_name(event)
     attributes["mcpgw.edge_id"] = event.edge_id
     for key, value in (
         ("mcpgw.server", event.server),

@@ -17,7 +17,7 @@ from services.audit.store import AuditStore
 from services.contracts import audit_pb2_grpc
 from services.metrics import service_metrics
 from services.rpc import HealthyServer
-from services.runtime import stop_requested
+from services.runtime import started, stop_requested
 from services.settings import AuditSettings
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ async def serve(settings: AuditSettings) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(consumer.run)
             tg.start_soon(_retain, store, settings.audit_retention_days)
+            started()
             await stop_requested()
             tg.cancel_scope.cancel()
     await server.stop()

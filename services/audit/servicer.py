@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from services.audit.store import OUTCOME_NAMES, AuditStore, RecordFilter
+from services.audit.store import AuditStore, RecordFilter
 from services.contracts import audit_pb2, audit_pb2_grpc
+from services.operations import OUTCOME_NAMES, UNKNOWN_OUTCOME
 
 GROUP_COLUMNS = {
     audit_pb2.USAGE_GROUP_KEY: "virtual_key_id",
@@ -22,7 +23,7 @@ def record_filter(wanted: audit_pb2.RecordFilter) -> RecordFilter:
         server=wanted.server if wanted.HasField("server") else None,
         tool=wanted.tool if wanted.HasField("tool") else None,
         method=wanted.method if wanted.HasField("method") else None,
-        outcome=OUTCOME_NAMES.get(wanted.outcome, "unknown") if wanted.HasField("outcome") else None,
+        outcome=OUTCOME_NAMES.get(wanted.outcome, UNKNOWN_OUTCOME) if wanted.HasField("outcome") else None,
         min_duration_ms=wanted.min_duration_ms,
     )
 

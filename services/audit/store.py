@@ -35,17 +35,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.audit.chain import GENESIS, Finding, Link, Start, Walker, link_hash
 from services.contracts import events_pb2
+from services.operations import method_of, outcome_name
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Alembic's bookkeeping table of this store: registry and audit may share a database.
 VERSION_TABLE = "audit_alembic_version"
 MAX_PAGE = 1000
 ID_CHUNK = 500
-OUTCOME_NAMES = {
-    events_pb2.OUTCOME_OK: "ok",
-    events_pb2.OUTCOME_TOOL_ERROR: "tool_error",
-    events_pb2.OUTCOME_ERROR: "error",
-}
 
 
 class Base(DeclarativeBase):
@@ -135,11 +131,11 @@ def _columns(event: events_pb2.OperationEvent) -> dict[str, Any]:
         "event_id": _fit(event.event_id, 64),
         "ended_unix_nano": event.end_unix_nano,
         "duration_ms": max(0, event.end_unix_nano - event.start_unix_nano) / 1e6,
-        "method": _fit(event.method or "tools/call", 200),
+        "method": _fit(method_of(event), 200),
         "server": _fit(event.server, 64),
         "tool": _fit(event.tool, 1024),
         "virtual_key_id": _fit(event.virtual_key_id, 64),
-        "outcome": OUTCOME_NAMES.get(event.outcome, "unknown"),
+        "outcome": outcome_name(event),
         "cost": event.cost,
     }
 

@@ -17,7 +17,7 @@ from services.connector.telemetry import DownstreamTelemetry
 from services.contracts import connector_pb2_grpc, registry_pb2_grpc
 from services.metrics import gauge, service_metrics, total
 from services.rpc import HealthyServer, channel
-from services.runtime import stop_requested
+from services.runtime import started, stop_requested
 from services.settings import ConnectorSettings
 from services.telemetry import tracer_provider
 
@@ -107,6 +107,7 @@ async def serve(settings: ConnectorSettings) -> None:
             await server.start()
             log.info("connector %s serving on %s", settings.connector_id, settings.connector_listen)
             tg.start_soon(publish_heard)
+            started()
             await stop_requested()
             await server.stop()
             tg.cancel_scope.cancel()

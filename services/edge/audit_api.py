@@ -16,17 +16,12 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from services.contracts import audit_pb2, audit_pb2_grpc, events_pb2
+from services.contracts import audit_pb2, audit_pb2_grpc
+from services.operations import OUTCOMES, method_of, outcome_name
 
 T = TypeVar("T")
 AUDIT_TIMEOUT = 30.0
 PAGE = 1000
-OUTCOMES = {
-    "ok": events_pb2.OUTCOME_OK,
-    "tool_error": events_pb2.OUTCOME_TOOL_ERROR,
-    "error": events_pb2.OUTCOME_ERROR,
-}
-OUTCOME_NAMES = {value: name for name, value in OUTCOMES.items()}
 GROUPS = {
     "key": audit_pb2.USAGE_GROUP_KEY,
     "server": audit_pb2.USAGE_GROUP_SERVER,
@@ -76,12 +71,12 @@ def record_out(record: audit_pb2.AuditRecord) -> dict[str, Any]:
         "time": _iso(event.end_unix_nano),
         "started": _iso(event.start_unix_nano),
         "duration_ms": round(max(0, event.end_unix_nano - event.start_unix_nano) / 1e6, 3),
-        "method": event.method or "tools/call",
+        "method": method_of(event),
         "name": event.exposed_name,
         "server": event.server,
         "tool": event.tool,
         "key_id": event.virtual_key_id,
-        "outcome": OUTCOME_NAMES.get(event.outcome, "unknown"),
+        "outcome": outcome_name(event),
         "error_code": event.error_code or None,
         "error_message": event.error_message or None,
         "cost": event.cost,

@@ -36,6 +36,7 @@ from services.edge.tasks import TaskIds
 from services.edge.transport import StreamableHttpEndpoint
 from services.metrics import service_metrics
 from services.rpc import channel
+from services.runtime import started
 from services.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(state.run)
         await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
+        started()
         await server.serve()
         await rounds.close()
         await background.stop()

@@ -10,18 +10,13 @@ from opentelemetry.metrics import Meter
 
 from services.contracts import events_pb2
 from services.metrics import OTHER, error_label, gauge, method_label, total
-
-OUTCOMES = {
-    events_pb2.OUTCOME_OK: "ok",
-    events_pb2.OUTCOME_TOOL_ERROR: "tool_error",
-    events_pb2.OUTCOME_ERROR: "error",
-}
+from services.operations import method_of, outcome_name
 
 
 def operation_attributes(event: events_pb2.OperationEvent) -> dict[str, str]:
     """A record's duration labels: its method, target and error as the conventions name them,
     bounded (a name the catalog did not route is OTHER)."""
-    method = method_label(event.method or "tools/call")
+    method = method_label(method_of(event))
     attributes = {"mcp.method.name": method, "network.transport": "tcp", "network.protocol.name": "http"}
     if event.protocol_version:
         attributes["mcp.protocol.version"] = event.protocol_version
@@ -55,14 +50,14 @@ class EdgeMeters:
         """Count one finished operation (every record the edge submits)."""
         seconds = max(0, event.end_unix_nano - event.start_unix_nano) / 1e9
         self._duration.record(seconds, operation_attributes(event))
-        if (event.method or "tools/call") == "tools/call":
+        if method_of(event) == "tools/call":
             self._calls.add(
                 1,
                 {
                     "mcpgw.server": event.server or OTHER,
                     "mcpgw.tool": event.tool or OTHER,
                     "mcpgw.virtual_key_id": event.virtual_key_id,
-                    "mcpgw.outcome": OUTCOMES.get(event.outcome, OTHER),
+                    "mcpgw.outcome": outcome_name(event),
                 },
             )
 

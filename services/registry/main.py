@@ -14,7 +14,7 @@ from services.registry.sealing import Sealer
 from services.registry.servicer import RegistryServicer
 from services.registry.store import RegistryStore
 from services.rpc import HealthyServer
-from services.runtime import stop_requested
+from services.runtime import started, stop_requested
 from services.settings import RegistrySettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ async def serve(settings: RegistrySettings) -> None:
         # Edges and connectors that started first are waiting for this revision.
         await servicer.announce(revision)
         with metrics.served(settings.metrics_listen):
+            started()
             await stop_requested()
         await server.stop()
         await nc.drain()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -32,13 +34,10 @@ def gateway(gateway_dir: Path) -> Iterator[str]:
         yield f"{base}/mcp"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
-    if request.param == "sqlite":
-        opened = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
-        yield opened
-        await opened.close()
-        return
+@contextlib.asynccontextmanager
+async def postgres_schema() -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A schema of its own on the PostgreSQL of MCPGW_TEST_PG_DSN, dropped after: its DSN and
+    the engine options that put a store there (skips the test without one)."""
     dsn = os.environ.get(PG_DSN_VARIABLE)
     if not dsn:
         pytest.skip(f"{PG_DSN_VARIABLE} is not set (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)")
@@ -50,11 +49,24 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     except OSError as exc:
         await admin.dispose()
         pytest.skip(f"PostgreSQL at {PG_DSN_VARIABLE} is not reachable: {exc}")
-    opened = await RegistryStore.open(dsn, connect_args={"server_settings": {"search_path": schema}})
     try:
-        yield opened
+        yield dsn, {"connect_args": {"server_settings": {"search_path": schema}}}
     finally:
-        await opened.close()
         async with admin.begin() as conn:
             await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         await admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RegistryStore]:
+    if request.param == "sqlite":
+        opened = await RegistryStore.open(f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}")
+        yield opened
+        await opened.close()
+        return
+    async with postgres_schema() as (dsn, options):
+        opened = await RegistryStore.open(dsn, **options)
+        try:
+            yield opened
+        finally:
+            await opened.close()

@@ -3,19 +3,16 @@ record a direct edit of the database changed, removed or moved, retention, usage
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.audit.chain import Problem
 from services.audit.store import AuditStore, RecordFilter
 from services.contracts import events_pb2
-from tests.integration.conftest import PG_DSN_VARIABLE
+from tests.integration.conftest import postgres_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -44,19 +41,8 @@ async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[t
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}", {}
         return
-    dsn = os.environ.get(PG_DSN_VARIABLE)
-    if not dsn:
-        pytest.skip(f"{PG_DSN_VARIABLE} is not set")
-    schema = f"mcpgw_audit_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(dsn)
-    async with admin.begin() as conn:
-        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield dsn, {"connect_args": {"server_settings": {"search_path": schema}}}
-    finally:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
+    async with postgres_schema() as where:
+        yield where
 
 
 async def opened(url: tuple[str, dict[str, object]], chain: str = "audit") -> AuditStore:
