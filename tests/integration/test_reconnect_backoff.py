@@ -35,6 +35,11 @@ def revision(base: str) -> int:
     return int(httpx2.get(f"{base}/readyz", timeout=5).json()["revision"])
 
 
+def logged_attempts(tmp_path: Path) -> list[str]:
+    log = (tmp_path / "services.log").read_text(errors="replace")
+    return re.findall(r"server late (?:disconnected|failed): .* \(attempt (\d+) failed", log)
+
+
 def test_a_closed_port_is_retried_with_backoff_and_connects_once_it_opens(tmp_path: Path) -> None:
     port = free_port()
     closed = {
@@ -53,15 +58,17 @@ def test_a_closed_port_is_retried_with_backoff_and_connects_once_it_opens(tmp_pa
         # An observation window, not synchronisation: the bound is "attempts per minute".
         time.sleep(WINDOW_SECONDS)
 
-        log = (tmp_path / "services.log").read_text(errors="replace")
-        attempts = re.findall(r"server late (?:disconnected|failed): .* \(attempt (\d+) failed", log)
+        attempts = logged_attempts(tmp_path)
         assert 1 <= len(attempts) <= MAX_ATTEMPTS, f"{len(attempts)} connection attempts in 60 s"
         assert revision(base) - first_revision <= MAX_REVISIONS
 
         state = server_state(base, "late")
         assert state["state"] == "disconnected"
         assert state["error"], "the last error is shown"
-        assert state["attempts"] == len(attempts)
+        # Attempts go on meanwhile (each is logged, then reported to registry): the state read
+        # between two reads of the log is within them, the report of the last logged one
+        # possibly still on its way.
+        assert len(attempts) - 1 <= state["attempts"] <= len(logged_attempts(tmp_path))
         assert state["next_attempt"] is not None
         due = datetime.fromisoformat(state["next_attempt"]).timestamp()
         assert due - time.time() <= BACKOFF_MAX_SECONDS + 1
