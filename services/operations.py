@@ -21,3 +21,24 @@ def outcome_name(event: events_pb2.OperationEvent) -> str:
 def method_of(event: events_pb2.OperationEvent) -> str:
     """The record's JSON-RPC method (records of edges older than the field were tool calls)."""
     return event.method or "tools/call"
+
+
+# The methods whose span names carry their target (a tool or prompt name: bounded; a
+# resource URI is not, so it is no span name).
+NAMED_TARGETS = ("tools/call", "prompts/get")
+
+
+def target_attributes(method: str, target: str) -> dict[str, str | int]:
+    """The MCP semantic conventions' method and target attributes of an operation."""
+    attributes: dict[str, str | int] = {"mcp.method.name": method}
+    if method == "tools/call":
+        attributes["gen_ai.tool.name"] = target
+        attributes["gen_ai.operation.name"] = "execute_tool"
+    elif method == "prompts/get" and target:
+        attributes["gen_ai.prompt.name"] = target
+    return attributes
+
+
+def span_name(method: str, target: str) -> str:
+    """`{method} {target}` for a tool or prompt, else the method alone."""
+    return f"{method} {target}" if target and method in NAMED_TARGETS else method

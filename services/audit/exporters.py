@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from services import __version__
 from services.contracts import events_pb2
-from services.operations import method_of, outcome_name
+from services.operations import method_of, outcome_name, span_name, target_attributes
 from services.settings import AuditSettings
 from services.telemetry import otlp_configured
 
@@ -66,24 +66,11 @@ EDGE_SERVICE = "mcpgw-edge"
 RESOURCE_METHODS = frozenset({"resources/read", "resources/subscribe", "resources/unsubscribe"})
 
 
-def span_name(event: events_pb2.OperationEvent) -> str:
-    """`{method} {target}` for a tool or prompt; a resource URI is unbounded, so not in a name."""
-    method = method_of(event)
-    if method in ("tools/call", "prompts/get") and event.exposed_name:
-        return f"{method} {event.exposed_name}"
-    return method
-
-
 def span_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
     """The MCP semantic conventions' SERVER span attributes of a record, then mcpgw's own."""
     method = method_of(event)
-    attributes: dict[str, str | int] = {"mcp.method.name": method}
-    if method == "tools/call":
-        attributes["gen_ai.tool.name"] = event.exposed_name
-        attributes["gen_ai.operation.name"] = "execute_tool"
-    elif method == "prompts/get" and event.exposed_name:
-        attributes["gen_ai.prompt.name"] = event.exposed_name
-    elif method in RESOURCE_METHODS and event.exposed_name:
+    attributes = target_attributes(method, event.exposed_name)
+    if method in RESOURCE_METHODS and event.exposed_name:
         attributes["mcp.resource.uri"] = event.exposed_name
     if event.request_id:
         attributes["jsonrpc.request.id"] = event.request_id
@@ -143,7 +130,7 @@ class SpanBuilder:
         failed = event.outcome != events_pb2.OUTCOME_OK
         status = Status(StatusCode.ERROR, event.error_message or None) if failed else Status(StatusCode.UNSET)
         return ReadableSpan(
-            span_name(event),
+            span_name(method_of(event), event.exposed_name),
             context=context,
             parent=parent,
             resource=self._resource,

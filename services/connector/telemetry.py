@@ -35,6 +35,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from services import __version__
 from services.contracts import registry_pb2
 from services.metrics import error_label
+from services.operations import span_name, target_attributes
 from services.telemetry import current_trace
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -128,12 +129,7 @@ class DownstreamTelemetry:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        attributes: dict[str, str | int] = {"mcp.method.name": method}
-        if method == "tools/call":
-            attributes["gen_ai.tool.name"] = target
-            attributes["gen_ai.operation.name"] = "execute_tool"
-        elif method == "prompts/get" and target:
-            attributes["gen_ai.prompt.name"] = target
+        attributes = target_attributes(method, target)
         attributes.update(server_address(config))
         # The duration is labelled by server, not its address (bounded by the config).
         labels = {k: v for k, v in attributes.items() if k not in ("server.address", "server.port")}
@@ -161,7 +157,7 @@ class DownstreamTelemetry:
         span = None
         if self._tracer is not None and carrier:
             parent = set_span_in_context(NonRecordingSpan(_remote(carrier)))
-            name = f"{method} {target}" if target and method in ("tools/call", "prompts/get") else method
+            name = span_name(method, target)
             span = self._tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
             carrier = {}
             # The span's context, its tracestate inherited from the edge's.

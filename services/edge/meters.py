@@ -10,22 +10,19 @@ from opentelemetry.metrics import Meter
 
 from services.contracts import events_pb2
 from services.metrics import OTHER, error_label, gauge, method_label, total
-from services.operations import method_of, outcome_name
+from services.operations import method_of, outcome_name, target_attributes
 
 
-def operation_attributes(event: events_pb2.OperationEvent) -> dict[str, str]:
+def operation_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
     """A record's duration labels: its method, target and error as the conventions name them,
     bounded (a name the catalog did not route is OTHER)."""
     method = method_label(method_of(event))
-    attributes = {"mcp.method.name": method, "network.transport": "tcp", "network.protocol.name": "http"}
+    # A name the catalog did not route is any string a client sent: not a label value.
+    attributes = target_attributes(method, event.exposed_name if event.server else OTHER)
+    attributes["network.transport"] = "tcp"
+    attributes["network.protocol.name"] = "http"
     if event.protocol_version:
         attributes["mcp.protocol.version"] = event.protocol_version
-    routed = bool(event.server)
-    if method == "tools/call":
-        attributes["gen_ai.tool.name"] = event.exposed_name if routed else OTHER
-        attributes["gen_ai.operation.name"] = "execute_tool"
-    elif method == "prompts/get":
-        attributes["gen_ai.prompt.name"] = event.exposed_name if routed else OTHER
     if event.outcome == events_pb2.OUTCOME_TOOL_ERROR:
         attributes["error.type"] = "tool_error"
     elif event.outcome == events_pb2.OUTCOME_ERROR:

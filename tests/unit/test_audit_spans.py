@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from opentelemetry.trace import SpanKind, StatusCode
 
-from services.audit.exporters import SpanBuilder, span_attributes, span_name
+from services.audit.exporters import SpanBuilder, span_attributes
 from services.contracts import events_pb2
+from services.operations import method_of, span_name
 
 
 def record(**fields: object) -> events_pb2.OperationEvent:
@@ -62,7 +63,7 @@ def test_names_and_attributes_follow_the_method() -> None:
     prompt = record(method="prompts/get", exposed_name="greet")
     resource = record(method="resources/read", exposed_name="file:///etc/motd")
     listing = record(method="tools/list", exposed_name="")
-    assert [span_name(r) for r in (prompt, resource, listing)] == [
+    assert [span_name(method_of(r), r.exposed_name) for r in (prompt, resource, listing)] == [
         "prompts/get greet",
         "resources/read",
         "tools/list",
