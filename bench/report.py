@@ -107,6 +107,13 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _telemetry(settings: dict[str, Any]) -> str:
+    ratio = settings.get("otlp_sample_ratio")
+    if ratio is None:
+        return "."
+    return f"; traces (sampled at {ratio:g}) and metrics exported to an OTLP sink."
+
+
 def markdown(results: dict[str, Any]) -> str:
     summary = results["summary"]
     machine = results["machine"]
@@ -115,7 +122,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"## mcpgw bench, {results['started']}",
         "",
         f"{machine['cpus']} CPUs, {machine['memory_gib']} GiB, Python {machine['python']}; "
-        f"{settings['duration']:g} s per point, {settings['rounds']} interleaved rounds, loopback.",
+        f"{settings['duration']:g} s per point, {settings['rounds']} interleaved rounds, loopback"
+        + _telemetry(settings),
         "",
         "| target | c | calls/s | ratio | p50 ms | p95 ms | p99 ms | +p50 ms | proxy CPU ms/call | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

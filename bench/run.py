@@ -22,7 +22,16 @@ import psutil
 
 from bench import peers, report
 from bench.measure import AuditTail, Point, loadgen, run_point, session_bytes
-from bench.targets import ECHO_SERVER, PYTHON, ROOT, Target, echo_downstream, expected_tools, mcpgw
+from bench.targets import (
+    ECHO_SERVER,
+    PYTHON,
+    ROOT,
+    Target,
+    echo_downstream,
+    expected_tools,
+    mcpgw,
+    otlp_sink,
+)
 
 AUDITED_TOOLS = {"echo_echo", "echostdio_echo"}
 AUDIT_DRAIN_SECONDS = 60.0
@@ -40,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wide-servers", type=int, default=10, help="servers of 200 tools for tools/list")
     parser.add_argument("--sessions", type=int, default=1000, help="idle sessions for the memory point")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--otlp",
+        type=float,
+        metavar="RATIO",
+        help="export traces (sampled at RATIO) and metrics to an OTLP sink, as an operator would",
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds of everything, for CI")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -57,7 +72,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     chosen = [p for p in args.peers.split(",") if p]
     with contextlib.ExitStack() as stack:
         echo_url = stack.enter_context(echo_downstream(workdir))
-        gateway, audit_file = stack.enter_context(mcpgw(workdir, echo_url, args.wide_servers))
+        env = None if args.otlp is None else stack.enter_context(otlp_sink(workdir, args.otlp))
+        gateway, audit_file = stack.enter_context(mcpgw(workdir, echo_url, args.wide_servers, env))
         tail = stack.enter_context(AuditTail(audit_file))
         targets = [Target("direct", "echo", url=echo_url), gateway]
         targets += [stack.enter_context(peers.PEERS[name](workdir, echo_url)) for name in chosen]
@@ -95,6 +111,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "rounds": args.rounds,
             "sessions": args.sessions,
             "wide_servers": args.wide_servers,
+            "otlp_sample_ratio": args.otlp,
         },
         "points": [dataclasses.asdict(p) for p in points],
         "tools_list": tools_list,

@@ -91,6 +91,25 @@ def echo_downstream(workdir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
 
 
+@contextlib.contextmanager
+def otlp_sink(workdir: Path, sample_ratio: float) -> Iterator[dict[str, str]]:
+    """bench/otlp_sink.py on a free port; yields the environment that sends a gateway's traces
+    (sampled at `sample_ratio`, as an operator would) and metrics to it, the audit trail staying
+    in the file the bench reads."""
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.otlp_sink", "--port", str(port)]
+    with process_group(argv, workdir / "otlp-sink.log"):
+        wait_for(lambda: port_open(port), "the OTLP sink")
+        yield {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": f"{sample_ratio:g}",
+            "MCPGW_AUDIT_EXPORTER": "file",
+        }
+
+
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -121,15 +140,18 @@ def expected_tools(wide_servers: int) -> int:
 
 
 @contextlib.contextmanager
-def mcpgw(workdir: Path, echo_url: str, wide_servers: int) -> Iterator[tuple[Target, Path]]:
-    """`mcpgw up` with every service and NATS; yields the target and its audit file."""
+def mcpgw(
+    workdir: Path, echo_url: str, wide_servers: int, env: dict[str, str] | None = None
+) -> Iterator[tuple[Target, Path]]:
+    """`mcpgw up` with every service and NATS (in `env`, else this process's environment);
+    yields the target and its audit file."""
     config = workdir / "mcpgw.json"
     config.write_text(json.dumps(gateway_config(echo_url, wide_servers)))
     state = workdir / "mcpgw-state"
     port = free_port()
     argv = [PYTHON, "-m", "services.cli", "--log-level", "WARNING", "up",
             "--config", str(config), "--state-dir", str(state), "--port", str(port)]  # fmt: skip
-    with process_group(argv, workdir / "mcpgw.log") as up:
+    with process_group(argv, workdir / "mcpgw.log", env) as up:
         tools = expected_tools(wide_servers)
 
         def ready() -> bool:

@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from opentelemetry.metrics import Meter
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from services import bus
@@ -62,6 +63,7 @@ class AuditConsumer:
         exported: Iterable[str] = (),
         meter: Meter | None = None,
         store: AuditStore | None = None,
+        traces: SpanProcessor | None = None,
     ) -> None:
         self._js = nc.jetstream()
         # Seeded with what the exporter already holds (the file's last records), so a restart
@@ -70,6 +72,8 @@ class AuditConsumer:
         self._exporter = exporter
         # The queryable audit: records go there first, then to the exporter.
         self._store = store
+        # Sampled spans to OTLP beside a file or console trail (best effort, as traces are).
+        self._traces = traces
         self._durable = durable
         self._batch = batch
         self._spans = SpanBuilder()
@@ -92,6 +96,8 @@ class AuditConsumer:
 
     def close(self) -> None:
         self._export_thread.shutdown(wait=True)
+        if self._traces is not None:
+            self._traces.shutdown()
 
     async def run(self) -> None:
         subscription = await self._js.pull_subscribe(
@@ -152,6 +158,9 @@ class AuditConsumer:
                 await message.nak(delay=RETRY_DELAY_SECONDS)
             return
         self._recent.add(e.event_id for e in events)
+        if self._traces is not None:
+            for span in spans:
+                self._traces.on_end(span)
         for message in decoded:
             await message.ack()
         self.exported += len(events)

@@ -8,8 +8,8 @@ import random
 from collections.abc import Sequence
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -59,6 +59,18 @@ def build_exporter(settings: AuditSettings) -> SpanExporter:
         return ConsoleSpanExporter(formatter=_one_line)
     settings.audit_file.parent.mkdir(parents=True, exist_ok=True)
     return ConsoleSpanExporter(out=settings.audit_file.open("a", encoding="utf-8"), formatter=_one_line)
+
+
+def trace_processor(settings: AuditSettings) -> SpanProcessor | None:
+    """The edge's sampled SERVER spans, batched to OTLP beside an audit trail that goes to a
+    file or the console, so traces keep their root; None when the trail itself goes to OTLP
+    (every record is a span there already) or spans have no OTLP endpoint."""
+    if exporter_kind(settings) == "otlp" or not otlp_configured():
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    # The SDK's processor: a bounded queue, its own export thread, unsampled spans dropped.
+    return BatchSpanProcessor(OTLPSpanExporter())
 
 
 # The edge's spans are built here from its records, under its name.

@@ -11,7 +11,7 @@ import nats.errors
 
 from services import bus
 from services.audit.consumer import AuditConsumer
-from services.audit.exporters import build_exporter, exported_event_ids
+from services.audit.exporters import build_exporter, exported_event_ids, trace_processor
 from services.audit.servicer import AuditServicer
 from services.audit.store import AuditStore
 from services.contracts import audit_pb2_grpc
@@ -41,6 +41,7 @@ async def serve(settings: AuditSettings) -> None:
         exported_event_ids(settings),
         metrics.meter("mcpgw.audit"),
         store,
+        trace_processor(settings),
     )
     server = HealthyServer(
         settings.audit_listen,

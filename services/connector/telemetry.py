@@ -3,10 +3,10 @@
 passes on.
 
 The edge sends each call's trace context in gRPC metadata. With an OTLP endpoint configured
-the connector records a CLIENT span under it (the MCP semantic conventions' attributes) and
-the downstream continues that span; without one no span is made and the downstream
-continues the edge's span. Either way the context reaches the downstream in the request's
-`params._meta` and, over Streamable HTTP, in the `traceparent` header.
+and the context sampled, the connector records a CLIENT span under it (the MCP semantic
+conventions' attributes) and the downstream continues that span; otherwise no span is made
+and the downstream continues the edge's span. Either way the context reaches the downstream
+in the request's `params._meta` and, over Streamable HTTP, in the `traceparent` header.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class DownstreamTelemetry:
         # Log records written for this request name its trace ("00-<trace id>-...").
         current_trace.set(carrier.get("traceparent", "")[3:35])
         span = None
-        if self._tracer is not None and carrier:
+        if self._tracer is not None and _sampled(carrier.get("traceparent", "")):
             parent = set_span_in_context(NonRecordingSpan(_remote(carrier)))
             name = span_name(method, target)
             span = self._tracer.start_span(name, context=parent, kind=SpanKind.CLIENT, attributes=attributes)
@@ -170,6 +170,15 @@ class DownstreamTelemetry:
                 span.end()
             if self._duration is not None:
                 self._duration.record(time.perf_counter() - started, hop.labels)
+
+
+def _sampled(traceparent: str) -> bool:
+    """Whether a W3C traceparent has its sampled flag set (an unsampled hop makes no span: the
+    parent-based sampler would drop it anyway, after costing as much as a recorded one)."""
+    try:
+        return bool(int(traceparent.rpartition("-")[2][:2], 16) & 1)
+    except ValueError:
+        return False
 
 
 def _remote(carrier: dict[str, str]) -> SpanContext:

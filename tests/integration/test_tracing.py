@@ -248,3 +248,74 @@ def test_with_json_logs_every_line_every_service_writes_is_a_json_object(traced:
     records = [json.loads(line) for line in lines]
     assert {r["service"] for r in records} >= {"registry", "connector", "audit", "edge"}
     assert all({"time", "level", "logger", "message"} <= r.keys() for r in records)
+
+
+@pytest.fixture(scope="module")
+def trailed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Traced, Path]]:
+    """The audit trail in a file and traces to OTLP, sampled as an operator sets it: traces the
+    edge starts are never sampled here (ratio 0), a client's sampled flag is kept."""
+    tmp: Path = tmp_path_factory.mktemp("trailed")
+    port = free_port()
+    servers = [
+        {
+            "name": "remote",
+            "connection_type": "http",
+            "connection_string": f"http://127.0.0.1:{port}/mcp",
+            "tools_to_execute": ["*"],
+        }
+    ]
+    with otlp_receiver() as (endpoint, receiver), running(python_script(FIXTURE, "--http", str(port))) as fx:
+        wait_until(lambda: port_open(port), 15, "the HTTP fixture", fx)
+        env = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0",
+            "MCPGW_AUDIT_EXPORTER": "file",
+        }
+        with service_tree(tmp, servers, env=env) as (base,):
+            yield Traced(f"{base}/mcp", receiver, port, tmp / "services.log"), tmp / "spans.jsonl"
+
+
+def trail_of(trail: Path, request_id: str) -> dict[str, Any]:
+    """The audit file's record of the request sent with `request_id`."""
+
+    def found() -> list[dict[str, Any]]:
+        lines = trail.read_text().splitlines() if trail.exists() else []
+        records = [json.loads(line) for line in lines]
+        return [r for r in records if r["attributes"].get("jsonrpc.request.id") == request_id]
+
+    wait_until(lambda: bool(found()), 10, f"request {request_id} in the audit file")
+    return found()[0]
+
+
+def test_beside_a_file_trail_a_sampled_trace_reaches_otlp_whole(trailed: tuple[Traced, Path]) -> None:
+    traced, trail = trailed
+    meta = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}
+    request_id, answer = traced.send("tools/call", {"name": "remote_trace_context", "_meta": meta})
+
+    # The root of the exported trace is the edge's span, not only the file's record of it.
+    edge = traced.server_span(request_id)
+    assert (edge.trace_id, edge.parent_span_id, edge.service) == (CLIENT_TRACE, CLIENT_SPAN, "mcpgw-edge")
+    (connector,) = traced.children(edge)
+    assert connector.kind == CLIENT
+    assert received_context(answer)["meta_traceparent"] == f"00-{CLIENT_TRACE}-{connector.span_id}-01"
+    assert trail_of(trail, request_id)["context"]["span_id"] == f"0x{edge.span_id}"
+
+
+def test_an_unsampled_operation_is_in_the_trail_and_sends_no_span(trailed: tuple[Traced, Path]) -> None:
+    traced, trail = trailed
+    unsampled_id, answer = traced.send("tools/call", {"name": "remote_trace_context"})
+    record = trail_of(trail, unsampled_id)
+    trace_id = record["context"]["trace_id"].removeprefix("0x")
+    edge_span = record["context"]["span_id"].removeprefix("0x")
+    # No connector span: the downstream continues the edge's span, unsampled.
+    assert received_context(answer)["meta_traceparent"] == f"00-{trace_id}-{edge_span}-00"
+
+    # Spans of a later sampled call arrive after any the unsampled one could have sent: the
+    # audit exports in order, and the connector batches its spans in order.
+    meta = {"traceparent": f"00-{'cd' * 16}-{CLIENT_SPAN}-01"}
+    sampled_id, _ = traced.send("tools/call", {"name": "remote_trace_context", "_meta": meta})
+    traced.children(traced.server_span(sampled_id))
+    assert not [s for s in traced.receiver.wait_for(lambda _: True) if s.trace_id == trace_id]

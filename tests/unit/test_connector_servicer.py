@@ -576,8 +576,8 @@ async def test_a_stream_that_does_not_start_with_the_call_is_refused(
 EDGE_CONTEXT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def traced_context() -> grpc.aio.ServicerContext:
-    metadata = (("traceparent", EDGE_CONTEXT), ("tracestate", "rojo=1"))
+def traced_context(traceparent: str = EDGE_CONTEXT) -> grpc.aio.ServicerContext:
+    metadata = (("traceparent", traceparent), ("tracestate", "rojo=1"))
     return cast(grpc.aio.ServicerContext, _Context(metadata))
 
 
@@ -617,6 +617,18 @@ async def test_with_an_exporter_a_client_span_sits_between_the_edge_and_the_down
     expected = f"00-4bf92f3577b34da6a3ce929d0e0e4736-{span.context.span_id:016x}-01"
     assert call["traceparent"] == expected and call["meta"]["traceparent"] == expected
     assert call["meta"]["tracestate"] == "rojo=1"
+
+
+async def test_an_unsampled_context_makes_no_span_and_reaches_the_downstream_as_sent() -> None:
+    exported = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    rpc, downstream = servicer(ok_result, DownstreamTelemetry(provider))
+    unsampled = EDGE_CONTEXT.removesuffix("-01") + "-00"
+    await rpc.CallTool(call_request(), traced_context(unsampled))
+    assert exported.get_finished_spans() == ()
+    [call] = downstream.calls
+    assert call["traceparent"] == unsampled and call["meta"]["traceparent"] == unsampled
 
 
 async def test_a_failed_forward_marks_its_span_with_the_json_rpc_code() -> None:
