@@ -22,6 +22,9 @@ from services.operations import OUTCOMES, method_of, outcome_name
 T = TypeVar("T")
 AUDIT_TIMEOUT = 30.0
 PAGE = 1000
+# The store keeps times and sequence numbers as signed 64-bit integers (nanoseconds).
+INT64_MAX = 2**63 - 1
+MAX_LATENCY_MS = INT64_MAX // 1_000_000
 GROUPS = {
     "key": audit_pb2.USAGE_GROUP_KEY,
     "server": audit_pb2.USAGE_GROUP_SERVER,
@@ -47,16 +50,19 @@ def unix_nano(value: str | None, field: str) -> int:
     if not value:
         return 0
     try:
-        return int(float(value) * 1e9)
+        nanos = float(value) * 1e9
     except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadTime(f"{field}: not an RFC 3339 time or Unix seconds: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1e9)
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise BadTime(f"{field}: not an RFC 3339 time or Unix seconds: {value!r}") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        nanos = parsed.timestamp() * 1e9
+    # NaN fails both comparisons, so it is refused with the rest.
+    if not 0 <= nanos <= INT64_MAX:
+        raise BadTime(f"{field}: {value!r} is before 1970 or after 2262")
+    return int(nanos)
 
 
 def _iso(nanos: int) -> str:
@@ -146,8 +152,8 @@ def audit_routes(audit: audit_pb2_grpc.AuditStub) -> APIRouter:
         tool: Annotated[str | None, Query(max_length=1024)] = None,
         method: Annotated[str | None, Query(max_length=200)] = None,
         outcome: Annotated[str | None, Query(pattern="^(ok|tool_error|error)$")] = None,
-        min_latency_ms: Annotated[float, Query(ge=0)] = 0.0,
-        cursor: Annotated[int, Query(ge=0)] = 0,
+        min_latency_ms: Annotated[float, Query(ge=0, le=MAX_LATENCY_MS)] = 0.0,
+        cursor: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
         limit: Annotated[int, Query(ge=1, le=PAGE)] = 100,
         format: Format = Format.JSON,
     ) -> Any:

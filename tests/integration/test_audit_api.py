@@ -98,6 +98,14 @@ def test_records_are_filtered_by_key_server_tool_and_outcome(audited: tuple[str,
     rest = api(base, "GET", f"/audit?limit=100&cursor={first['next_cursor']}").json()
     assert len(first["records"]) + len(rest["records"]) == RECORDS and rest["next_cursor"] is None
     assert api(base, "GET", "/audit?since=yesterday").status_code == 422
+    # Past what the store's 64-bit columns hold: refused, not a 500 (the fuzzer found these).
+    for query in (
+        "cursor=813172597266034473876905263104",
+        "min_latency_ms=6.9e16",
+        "since=1e300",
+        "until=inf",
+    ):
+        assert api(base, "GET", f"/audit?{query}").status_code == 422, query
 
 
 def test_usage_by_key_and_by_server_and_tool(audited: tuple[str, Path]) -> None:
