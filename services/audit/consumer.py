@@ -13,7 +13,6 @@ import nats.errors
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
@@ -21,10 +20,11 @@ from services import bus
 from services.audit.exporters import SpanBuilder
 from services.audit.store import AuditStore
 from services.contracts import events_pb2
-from services.metrics import gauge, total
+from services.metrics import ServiceMetrics, gauge, total
 
 log = logging.getLogger(__name__)
 
+SCOPE = "mcpgw.audit"
 FETCH_WAIT_SECONDS = 1.0
 # How many exported event ids are remembered against redelivery (a redelivered batch is at
 # most what was fetched but not acked when the consumer died: a few batches).
@@ -61,7 +61,7 @@ class AuditConsumer:
         durable: str,
         batch: int,
         exported: Iterable[str] = (),
-        meter: Meter | None = None,
+        metrics: ServiceMetrics | None = None,
         store: AuditStore | None = None,
         traces: SpanProcessor | None = None,
     ) -> None:
@@ -84,11 +84,10 @@ class AuditConsumer:
         # Records stored but not yet fetched, as of the last fetch (a metric).
         self.pending = 0
         self._lag = None
-        if meter is not None:
-            self._lag = meter.create_histogram(
-                "mcpgw.audit.export.lag",
-                unit="s",
-                description="from an operation's end to its record's export",
+        if metrics is not None:
+            meter = metrics.meter(SCOPE)
+            self._lag = metrics.durations(
+                SCOPE, "mcpgw.audit.export.lag", "from an operation's end to its record's export"
             )
             total(meter, "mcpgw.audit.exported", "audit records exported", lambda: [(self.exported, {})])
             pending = "audit records stored, not yet exported"
@@ -167,4 +166,4 @@ class AuditConsumer:
         if self._lag is not None:
             now = time.time_ns()
             for event in events:
-                self._lag.record(max(0, now - event.end_unix_nano) / 1e9)
+                self._lag.record(max(0, now - event.end_unix_nano) / 1e9, (), dict)

@@ -39,7 +39,7 @@ async def serve(settings: AuditSettings) -> None:
         settings.audit_durable,
         settings.audit_batch,
         exported_event_ids(settings),
-        metrics.meter("mcpgw.audit"),
+        metrics,
         store,
         trace_processor(settings),
     )

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from services import bus
 from services.connector.pool import DownstreamPool
 from services.connector.servicer import ConnectorServicer
-from services.connector.telemetry import DownstreamTelemetry
+from services.connector.telemetry import SCOPE, DownstreamTelemetry
 from services.contracts import connector_pb2_grpc, registry_pb2_grpc
 from services.metrics import gauge, service_metrics, total
 from services.rpc import HealthyServer, channel
@@ -59,8 +59,8 @@ async def serve(settings: ConnectorSettings) -> None:
     pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), heard)
     spans = tracer_provider("mcpgw-connector")
     metrics = service_metrics("mcpgw-connector")
-    meter = metrics.meter("mcpgw.connector")
-    servicer = ConnectorServicer(pool, DownstreamTelemetry(spans, meter))
+    meter = metrics.meter(SCOPE)
+    servicer = ConnectorServicer(pool, DownstreamTelemetry(spans, metrics))
     gauge(
         meter,
         "mcpgw.downstream.connected",

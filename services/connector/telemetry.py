@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from opentelemetry.metrics import Meter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -34,10 +33,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services import __version__
 from services.contracts import registry_pb2
-from services.metrics import error_label
+from services.metrics import ServiceMetrics, error_label
 from services.operations import span_name, target_attributes
 from services.telemetry import current_trace
 
+SCOPE = "mcpgw.connector"
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_KEYS = ("traceparent", "tracestate")
 # (server, method, target) whose span attributes are kept built.
@@ -54,21 +54,21 @@ class Hop:
     # The W3C keys the downstream's `_meta` gets (nothing when the edge sent no context).
     context: dict[str, str] = field(default_factory=dict)
     span: Span | None = None
-    # The duration's labels; error.type is added when it fails.
-    labels: dict[str, str | int] = field(default_factory=dict)
+    # The duration's error.type, when it failed.
+    error_type: str = ""
 
     @property
     def traceparent(self) -> str | None:
         return self.context.get("traceparent")
 
     def tool_error(self) -> None:
-        self.labels["error.type"] = "tool_error"
+        self.error_type = "tool_error"
         if self.span is not None:
             self.span.set_attribute("error.type", "tool_error")
             self.span.set_status(Status(StatusCode.ERROR))
 
     def failed(self, code: int, message: str) -> None:
-        self.labels["error.type"] = error_label(code)
+        self.error_type = error_label(code)
         if self.span is not None:
             self.span.set_attribute("error.type", str(code))
             self.span.set_attribute("rpc.response.status_code", str(code))
@@ -104,17 +104,15 @@ class DownstreamTelemetry:
     """Opens a Hop per downstream request: its duration always, its span only with a tracer
     provider (an OTLP endpoint)."""
 
-    def __init__(self, provider: TracerProvider | None, meter: Meter | None = None) -> None:
-        self._tracer: Tracer | None = (
-            None if provider is None else provider.get_tracer("mcpgw.connector", __version__)
-        )
+    def __init__(self, provider: TracerProvider | None, metrics: ServiceMetrics | None = None) -> None:
+        self._tracer: Tracer | None = None if provider is None else provider.get_tracer(SCOPE, __version__)
         self._duration = (
             None
-            if meter is None
-            else meter.create_histogram(
+            if metrics is None
+            else metrics.durations(
+                SCOPE,
                 "mcp.client.operation.duration",
-                unit="s",
-                description="The duration of the MCP request as observed on the sender from the time "
+                "The duration of the MCP request as observed on the sender from the time "
                 "it was sent until the response is received.",
             )
         )
@@ -162,14 +160,19 @@ class DownstreamTelemetry:
             carrier = {}
             # The span's context, its tracestate inherited from the edge's.
             _PROPAGATOR.inject(carrier, context=set_span_in_context(span))
-        hop = Hop(carrier, span, dict(labels))
+        hop = Hop(carrier, span)
         try:
             yield hop
         finally:
             if span is not None:
                 span.end()
             if self._duration is not None:
-                self._duration.record(time.perf_counter() - started, hop.labels)
+                error_type = hop.error_type
+                self._duration.record(
+                    time.perf_counter() - started,
+                    (config.name, config.connection_type, method, target, error_type),
+                    lambda: {**labels, "error.type": error_type} if error_type else labels,
+                )
 
 
 def _sampled(traceparent: str) -> bool:

@@ -69,7 +69,7 @@ async def serve(settings: EdgeSettings) -> None:
     hub = StreamHub()
     background = Background()
     metrics = service_metrics("mcpgw-edge")
-    meters = EdgeMeters(metrics.meter("mcpgw.edge"))
+    meters = EdgeMeters(metrics)
     audit = AuditPublisher(nc, settings.audit_confirm_seconds, settings.audit_delivery, meters.observe)
 
     async def on_change(previous: Catalog, current: Catalog) -> None:

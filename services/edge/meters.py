@@ -6,57 +6,70 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from opentelemetry.metrics import Meter
-
 from services.contracts import events_pb2
-from services.metrics import OTHER, error_label, gauge, method_label, total
+from services.metrics import OTHER, ServiceMetrics, Tally, error_label, gauge, method_label, total
 from services.operations import method_of, outcome_name, target_attributes
 
+SCOPE = "mcpgw.edge"
 
-def operation_attributes(event: events_pb2.OperationEvent) -> dict[str, str | int]:
-    """A record's duration labels: its method, target and error as the conventions name them,
-    bounded (a name the catalog did not route is OTHER)."""
-    method = method_label(method_of(event))
-    # A name the catalog did not route is any string a client sent: not a label value.
-    attributes = target_attributes(method, event.exposed_name if event.server else OTHER)
+
+# An operation's duration labels as a key: method, target, protocol version, error type.
+OperationKey = tuple[str, str, str, str]
+
+
+def operation_key(event: events_pb2.OperationEvent) -> OperationKey:
+    """A record's duration labels' values, bounded: a name the catalog did not route is any
+    string a client sent, so it is OTHER, and so is an error code outside JSON-RPC's range."""
+    if event.outcome == events_pb2.OUTCOME_TOOL_ERROR:
+        error = "tool_error"
+    elif event.outcome == events_pb2.OUTCOME_ERROR:
+        error = error_label(event.error_code) if event.error_code else OTHER
+    else:
+        error = ""
+    target = event.exposed_name if event.server else OTHER
+    return method_label(method_of(event)), target, event.protocol_version, error
+
+
+def operation_attributes(key: OperationKey) -> dict[str, str | int]:
+    """The duration labels of `key`, as the conventions name them."""
+    method, target, protocol_version, error = key
+    attributes = target_attributes(method, target)
     attributes["network.transport"] = "tcp"
     attributes["network.protocol.name"] = "http"
-    if event.protocol_version:
-        attributes["mcp.protocol.version"] = event.protocol_version
-    if event.outcome == events_pb2.OUTCOME_TOOL_ERROR:
-        attributes["error.type"] = "tool_error"
-    elif event.outcome == events_pb2.OUTCOME_ERROR:
-        attributes["error.type"] = error_label(event.error_code) if event.error_code else OTHER
+    if protocol_version:
+        attributes["mcp.protocol.version"] = protocol_version
+    if error:
+        attributes["error.type"] = error
     return attributes
 
 
+CALL_LABELS = ("mcpgw.server", "mcpgw.tool", "mcpgw.virtual_key_id", "mcpgw.outcome")
+
+
 class EdgeMeters:
-    def __init__(self, meter: Meter) -> None:
-        self._duration = meter.create_histogram(
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._meter = metrics.meter(SCOPE)
+        self._duration = metrics.durations(
+            SCOPE,
             "mcp.server.operation.duration",
-            unit="s",
-            description="MCP request duration as observed on the receiver from the time it was "
+            "MCP request duration as observed on the receiver from the time it was "
             "received until the result or ack is sent.",
         )
-        self._calls = meter.create_counter(
-            "mcpgw.calls", description="tools/call requests by server, tool, virtual key and outcome"
+        self._calls = Tally(
+            self._meter,
+            "mcpgw.calls",
+            "tools/call requests by server, tool, virtual key and outcome",
+            CALL_LABELS,
         )
-        self._meter = meter
 
     def observe(self, event: events_pb2.OperationEvent) -> None:
         """Count one finished operation (every record the edge submits)."""
         seconds = max(0, event.end_unix_nano - event.start_unix_nano) / 1e9
-        self._duration.record(seconds, operation_attributes(event))
-        if method_of(event) == "tools/call":
-            self._calls.add(
-                1,
-                {
-                    "mcpgw.server": event.server or OTHER,
-                    "mcpgw.tool": event.tool or OTHER,
-                    "mcpgw.virtual_key_id": event.virtual_key_id,
-                    "mcpgw.outcome": outcome_name(event),
-                },
-            )
+        key = operation_key(event)
+        self._duration.record(seconds, key, lambda: operation_attributes(key))
+        if key[0] == "tools/call":
+            server = event.server or OTHER
+            self._calls.add((server, event.tool or OTHER, event.virtual_key_id, outcome_name(event)))
 
     def held(
         self,

@@ -8,7 +8,6 @@ span. A `tools/call`'s record is its `Call`'s; `Operation` records every other r
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from services.contracts import events_pb2
 from services.edge.auditing import AuditPublisher
 from services.edge.errors import EdgeError, JsonRpcId
 from services.edge.sessions import Session
-from services.telemetry import TraceContext, continue_trace
+from services.telemetry import TraceContext, continue_trace, random_id
 
 # The longest JSON-RPC id, method and name a record keeps (a client's may be any string, and
 # a batch of records must fit one message).
@@ -113,7 +112,7 @@ def operation_event(
 ) -> events_pb2.OperationEvent:
     """An operation's record, its outcome still to fill in."""
     event = events_pb2.OperationEvent(
-        event_id=uuid.uuid4().hex,
+        event_id=random_id(128),
         method=method[:MAX_AUDITED_ID],
         start_unix_nano=started,
         end_unix_nano=time.time_ns(),

@@ -1,9 +1,15 @@
-"""The edge's HTTP server: uvicorn's httptools protocol with a deadline on request headers.
+"""The edge's HTTP server: uvicorn's httptools protocol with a deadline on request headers,
+and each answer's head and body in one write.
 
 uvicorn bounds an idle keep-alive connection but not one that sends its headers a byte at
 a time: 500 such clients held 500 connections for as long as they liked. Here every
 request's headers must all arrive within `header_timeout` of its first byte (of the
 connection, for its first request), or the connection is answered 408 and closed.
+
+uvicorn writes a response's head when the app starts it and its body when the app sends
+it: two system calls and two TCP segments per answer, the second the one the client waits
+for. Here the head waits for a body written in the same turn of the event loop, and goes
+alone at the end of that turn otherwise (a stream's head is not held back).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = HeadWithBody(self.transport, self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -59,6 +68,43 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         )
         self.transport.write(TIMED_OUT)
         self.transport.close()
+
+
+class HeadWithBody:
+    """One response's transport: what is written first (its head) is held for the next write
+    in the same turn of the event loop, then written with it, or alone when the turn ends."""
+
+    __slots__ = ("_held", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        if not self._started:
+            self._started = True
+            self._held = data
+            self._loop.call_soon(self._flush)
+        elif self._held is not None:
+            held, self._held = self._held, None
+            self._transport.writelines((held, data))
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
 
 
 def with_header_timeout(seconds: float) -> type[HeaderDeadlineProtocol]:
