@@ -1,6 +1,6 @@
 """`make profile`: py-spy flame graphs of every mcpgw process under bench load.
 
-    python -m bench.profile [--concurrency 32] [--duration 15]
+    python -m bench.profile [--concurrency 32] [--duration 15] [--otlp RATIO]
 
 Writes bench/results/profile-<timestamp>-<process>.svg (open them in a browser);
 `--format raw` writes collapsed stacks instead.
@@ -9,6 +9,7 @@ Writes bench/results/profile-<timestamp>-<process>.svg (open them in a browser);
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench.measure import loadgen
-from bench.targets import ROOT, echo_downstream, mcpgw
+from bench.targets import ROOT, echo_downstream, mcpgw, otlp_sink
 
 PROFILED = ("edge", "connector", "audit", "registry")
 SUFFIX = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--format", choices=("flamegraph", "raw", "speedscope"), default="flamegraph")
+    parser.add_argument(
+        "--otlp", type=float, metavar="RATIO", help="export traces (sampled at RATIO) and metrics to a sink"
+    )
     args = parser.parse_args(argv)
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
@@ -40,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mcpgw-profile-") as tmp:
         workdir = Path(tmp)
-        with echo_downstream(workdir) as echo_url, mcpgw(workdir, echo_url, 0) as (gateway, _):
+        with contextlib.ExitStack() as stack:
+            env = None if args.otlp is None else stack.enter_context(otlp_sink(workdir, args.otlp))
+            echo_url = stack.enter_context(echo_downstream(workdir))
+            gateway, _ = stack.enter_context(mcpgw(workdir, echo_url, 0, env=env))
             recorders = [
                 subprocess.Popen(
                     [

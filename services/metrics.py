@@ -6,7 +6,7 @@ methods the protocol defines, outcomes; never session ids, request ids or argume
 
 What is recorded on every request is aggregated where it happens (`Durations`, `Tally`): a
 dict lookup and a bisect, where the SDK's own instruments cost about 9 µs a record for each
-reader, a tenth of the gateway's CPU per call. Every reader collects them with the SDK's.
+reader, 4% of the gateway's CPU per call with OTLP on. Every reader collects them with the SDK's.
 """
 
 from __future__ import annotations
