@@ -172,13 +172,14 @@ class Tally:
 class _DurationsMerge:
     """What one reader collects of the service's `Durations`, added to the SDK's collection."""
 
-    def __init__(self, durations: list[Durations], resource: Resource, delta: bool) -> None:
+    def __init__(self, durations: list[Durations], delta: bool) -> None:
         self._durations = durations
-        self._resource = resource
         # A delta reader's last copy of each, and when it was taken (None: cumulative).
         self._last: dict[str, tuple[int, dict[Hashable, _Series]]] | None = {} if delta else None
 
-    def __call__(self, data: MetricsData | None) -> MetricsData:
+    def __call__(self, data: MetricsData) -> MetricsData:
+        """`data` with the durations' points beside its first resource's scopes (the SDK hands
+        a reader no collection at all rather than an empty one)."""
         by_scope: dict[str, list[Metric]] = {}
         for durations in self._durations:
             if self._last is None:
@@ -194,18 +195,14 @@ class _DurationsMerge:
                 metric = Metric(durations.name, durations.description, "s", Histogram(points, temporality))
                 by_scope.setdefault(durations.scope, []).append(metric)
         if not by_scope:
-            return data if data is not None else MetricsData([])
+            return data
         scopes = [
             ScopeMetrics(InstrumentationScope(scope, __version__), metrics, "")
             for scope, metrics in by_scope.items()
         ]
-        resources = list(data.resource_metrics) if data is not None else []
-        if resources:
-            first = resources[0]
-            resources[0] = ResourceMetrics(first.resource, [*first.scope_metrics, *scopes], first.schema_url)
-        else:
-            resources = [ResourceMetrics(self._resource, scopes, "")]
-        return MetricsData(resources)
+        first, *rest = data.resource_metrics
+        merged = ResourceMetrics(first.resource, [*first.scope_metrics, *scopes], first.schema_url)
+        return MetricsData([merged, *rest])
 
 
 def _wants_delta(reader: MetricReader) -> bool:
@@ -217,9 +214,9 @@ def _wants_delta(reader: MetricReader) -> bool:
 
 
 class _PrometheusReader(PrometheusMetricReader):
-    def __init__(self, registry: CollectorRegistry, durations: list[Durations], resource: Resource) -> None:
+    def __init__(self, registry: CollectorRegistry, durations: list[Durations]) -> None:
         super().__init__(registry=registry)
-        self._merge = _DurationsMerge(durations, resource, _wants_delta(self))
+        self._merge = _DurationsMerge(durations, _wants_delta(self))
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -228,9 +225,9 @@ class _PrometheusReader(PrometheusMetricReader):
 
 
 class _OtlpReader(PeriodicExportingMetricReader):
-    def __init__(self, exporter: MetricExporter, durations: list[Durations], resource: Resource) -> None:
+    def __init__(self, exporter: MetricExporter, durations: list[Durations]) -> None:
         super().__init__(exporter)
-        self._merge = _DurationsMerge(durations, resource, _wants_delta(self))
+        self._merge = _DurationsMerge(durations, _wants_delta(self))
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
@@ -291,9 +288,8 @@ def service_metrics(service: str, exporter: MetricExporter | None = None) -> Ser
     """A service's metrics, exported to `exporter` or, by default, to the OTLP endpoint the
     environment names (if any) as well as served as Prometheus text."""
     registry = CollectorRegistry(auto_describe=True)
-    resource = Resource.create({"service.name": service, "service.version": __version__})
     durations: list[Durations] = []
-    readers: list[MetricReader] = [_PrometheusReader(registry, durations, resource)]
+    readers: list[MetricReader] = [_PrometheusReader(registry, durations)]
     if exporter is None and (
         os.environ.get("OTEL_METRICS_EXPORTER", "otlp") != "none"
         and any(os.environ.get(name) for name in OTLP_METRICS_VARIABLES)
@@ -302,10 +298,10 @@ def service_metrics(service: str, exporter: MetricExporter | None = None) -> Ser
 
         exporter = OTLPMetricExporter()
     if exporter is not None:
-        readers.append(_OtlpReader(exporter, durations, resource))
+        readers.append(_OtlpReader(exporter, durations))
     provider = MeterProvider(
         metric_readers=readers,
-        resource=resource,
+        resource=Resource.create({"service.name": service, "service.version": __version__}),
         views=[
             View(
                 instrument_name="*.duration",
