@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE
 
+from services.metrics import DURATION_BUCKETS
 from services.up.main import free_port
 from tests.integration.conftest import FIXTURE
 from tests.integration.test_gateway_http import initialize, post
-from tests.otlp import OtlpReceiver, ReceivedSpan, otlp_receiver
+from tests.otlp import OtlpReceiver, ReceivedHistogram, ReceivedSpan, otlp_receiver
 from tests.processes import ROOT, port_open, python_script, running, service_tree, stdio_server, wait_until
 
 CONFORMANCE = ROOT / "tests" / "servers" / "conformance_server.py"
@@ -79,6 +81,7 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
             "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "50",
+            "OTEL_METRIC_EXPORT_INTERVAL": "200",
             "MCPGW_LOG_FORMAT": "json",
         }
         with service_tree(tmp, servers, env=env) as (base,):
@@ -239,6 +242,61 @@ def test_every_mcp_operation_is_recorded_not_only_tool_calls(traced: Traced) -> 
     assert (
         span.attributes["mcp.method.name"] == "no/such/method" and span.attributes["error.type"] == "-32601"
     )
+
+
+def test_durations_reach_otlp_as_the_conventions_histograms(traced: Traced) -> None:
+    # remote_echo is called by no other test here: its points count these calls alone.
+    for n in range(3):
+        assert (
+            "result" in traced.send("tools/call", {"name": "remote_echo", "arguments": {"text": str(n)}})[1]
+        )
+
+    def latest(
+        points: list[ReceivedHistogram], service: str, name: str, **labels: Any
+    ) -> ReceivedHistogram | None:
+        found = [
+            p
+            for p in points
+            if (p.service, p.name) == (service, name) and labels.items() <= p.attributes.items()
+        ]
+        return found[-1] if found else None
+
+    def edge(points: list[ReceivedHistogram]) -> ReceivedHistogram | None:
+        return latest(
+            points, "mcpgw-edge", "mcp.server.operation.duration", **{"gen_ai.tool.name": "remote_echo"}
+        )
+
+    def connector(points: list[ReceivedHistogram]) -> ReceivedHistogram | None:
+        labels = {"gen_ai.tool.name": "echo", "mcpgw.server": "remote"}
+        return latest(points, "mcpgw-connector", "mcp.client.operation.duration", **labels)
+
+    def counted(point: ReceivedHistogram | None) -> bool:
+        return point is not None and point.count == 3
+
+    points = traced.receiver.metrics.wait_for(
+        lambda points: counted(edge(points)) and counted(connector(points))
+    )
+    served, sent = edge(points), connector(points)
+    assert served is not None and sent is not None
+    assert served.attributes == {
+        "mcp.method.name": "tools/call",
+        "gen_ai.tool.name": "remote_echo",
+        "gen_ai.operation.name": "execute_tool",
+        "network.transport": "tcp",
+        "network.protocol.name": "http",
+        "mcp.protocol.version": VERSION,
+    }
+    assert sent.attributes["network.transport"] == "tcp" and "error.type" not in sent.attributes
+    for point in (served, sent):
+        assert point.temporality == AGGREGATION_TEMPORALITY_CUMULATIVE
+        assert point.explicit_bounds == list(DURATION_BUCKETS)
+        assert sum(point.bucket_counts) == 3 and len(point.bucket_counts) == len(DURATION_BUCKETS) + 1
+        assert 0 < point.sum < 3 * DURATION_BUCKETS[-1]
+    # The audit's export lag, one point per record it exported.
+    lag = "mcpgw-audit", "mcpgw.audit.export.lag"
+    exported = traced.receiver.metrics.wait_for(lambda points: latest(points, *lag) is not None)
+    lagged = latest(exported, *lag)
+    assert lagged is not None and lagged.count >= 3 and sum(lagged.bucket_counts) == lagged.count
 
 
 def test_with_json_logs_every_line_every_service_writes_is_a_json_object(traced: Traced) -> None:
