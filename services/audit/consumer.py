@@ -30,8 +30,10 @@ FETCH_WAIT_SECONDS = 1.0
 # most what was fetched but not acked when the consumer died: a few batches).
 RECENT_EVENTS = 100_000
 RETRY_DELAY_SECONDS = 2.0
-# How long a consumer that has caught up waits before fetching again.
-GATHER_SECONDS = 0.05
+# How long a consumer that has caught up waits before fetching again. A batch costs the
+# store about 1.2 ms of CPU whatever its size: at c=32, 100 ms against 50 ms took the audit
+# from 0.148 to 0.119 ms of CPU per call, and the export lag's p99 from ~95 to ~150 ms.
+GATHER_SECONDS = 0.1
 
 
 class RecentEvents:
