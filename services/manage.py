@@ -147,8 +147,10 @@ def add_commands(commands: Any) -> None:
 
     settings = command("settings", "gateway-wide governance settings")
     action(settings, "show", "the settings")
-    action(settings, "set", "change them").add_argument(
-        "--require-key", action=argparse.BooleanOptionalAction, required=True
+    change = action(settings, "set", "change them (what is not given stays)")
+    change.add_argument("--require-key", action=argparse.BooleanOptionalAction)
+    change.add_argument(
+        "--auth-mode", choices=("headers", "both", "oauth"), help="how MCP clients authenticate"
     )
 
 
@@ -334,7 +336,8 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
         case "settings", "show":
             return api("GET", "/settings")
         case "settings", "set":
-            return api("PUT", "/settings", {"require_key": args.require_key})
+            changes = {"require_key": args.require_key, "mcp_server_auth_mode": args.auth_mode}
+            return api("PUT", "/settings", {k: v for k, v in changes.items() if v is not None})
         case "audit", "list":
             page = api("GET", "/audit", params={**_filters(args), "cursor": args.cursor, "limit": args.limit})
             if page["next_cursor"] is not None and not args.json:

@@ -120,6 +120,12 @@ class EdgeSettings(CommonSettings):
     # may carry personal data), with the values of these object keys redacted.
     trace_payloads: bool = False
     trace_redact: str = "authorization,password,passwd,secret,token,access_token,api_key,apikey"
+    # Where clients reach the gateway (e.g. https://mcp.example.com), naming the OAuth issuer
+    # and resources; empty: the scheme and Host each request came by.
+    public_url: str = ""
+    # Lifetimes of the access tokens the edge issues, and of their grants' refresh tokens.
+    oauth_access_token_seconds: int = Field(default=600, gt=0)
+    oauth_refresh_token_seconds: int = Field(default=30 * 24 * 3600, gt=0)
 
 
 class AuditSettings(CommonSettings):

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import grpc
 import orjson
@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from services import bus
+from services.auth_modes import AUTH_MODES, mode_name
 from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.edge import audit_api
 
@@ -127,7 +128,15 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     # Requests without a virtual key get 401 (Bifrost: enforce_governance_header).
-    require_key: bool = Field(validation_alias=AliasChoices("require_key", "enforce_governance_header"))
+    require_key: bool | None = Field(
+        default=None, validation_alias=AliasChoices("require_key", "enforce_governance_header")
+    )
+    # How MCP clients authenticate (Bifrost's name); null when never set, which is "headers".
+    mcp_server_auth_mode: Literal["headers", "both", "oauth"] | None = None
+
+
+def settings_out(settings: registry_pb2.GovernanceSettings) -> dict[str, Any]:
+    return {"require_key": settings.require_key, "mcp_server_auth_mode": mode_name(settings.auth_mode)}
 
 
 class ToolToggle(BaseModel):
@@ -427,15 +436,17 @@ def create_admin_api(
 
     @router.get("/api/settings", response_model=Settings)
     async def get_settings() -> dict[str, Any]:
-        settings = await call(registry.GetSettings, registry_pb2.AdminRequest())
-        return {"require_key": settings.require_key}
+        return settings_out(await call(registry.GetSettings, registry_pb2.AdminRequest()))
 
     @router.put("/api/settings", response_model=Settings)
     async def set_settings(settings: Settings) -> dict[str, Any]:
-        stored = await call(
-            registry.UpdateSettings, registry_pb2.GovernanceSettings(require_key=settings.require_key)
-        )
-        return {"require_key": stored.require_key}
+        # What the body leaves out stays as it is.
+        stored = await call(registry.GetSettings, registry_pb2.AdminRequest())
+        if settings.require_key is not None:
+            stored.require_key = settings.require_key
+        if settings.mcp_server_auth_mode is not None:
+            stored.auth_mode = AUTH_MODES[settings.mcp_server_auth_mode]
+        return settings_out(await call(registry.UpdateSettings, stored))
 
     @router.post("/api/mcp/client/{name}/oauth/authorize")
     async def authorize(name: str, request: Request) -> dict[str, str]:

@@ -24,6 +24,8 @@ from services.edge.errors import (
     UnsupportedMediaTypeError,
     error_response,
 )
+from services.edge.identity.credentials import Credentials
+from services.edge.policy import KeyPolicy
 from services.edge.records import Sender
 from services.edge.sse import JSON, SSE
 
@@ -56,16 +58,6 @@ def check_stream(request: Request) -> None:
     """A GET that opens an event stream must accept one (406)."""
     if not accepts(request.headers.get("accept", ""), SSE):
         raise NotAcceptableError("Not Acceptable: Accept must include text/event-stream")
-
-
-def endpoint_view(catalog: Catalog, request: Request, endpoint: str) -> tuple[View, str]:
-    """What the request's key (if any) sees at the endpoint, and the key's id ("" for none);
-    EndpointNotFoundError when it sees nothing there."""
-    key = catalog.authenticate(request.headers)
-    view = catalog.view_for(endpoint, key)
-    if view is None:
-        raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
-    return view, "" if key is None else key.id
 
 
 def sender_of(request: Request) -> Sender:
@@ -102,15 +94,39 @@ class Admission:
         max_body_bytes: int,
         allowed_origins: frozenset[str] = frozenset(),
         allowed_hosts: frozenset[str] | None = frozenset(),
+        credentials: Credentials | None = None,
     ) -> None:
         self._max_body = max_body_bytes
+        self._credentials = credentials or Credentials()
         self._allowed_origins = allowed_origins
         # None admits any Host; otherwise loopback names and these.
         self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
 
+    def key_of(self, catalog: Catalog, request: Request) -> KeyPolicy | None:
+        """The key the request acts under (None: none where none is needed); 401 or 403 else."""
+        return self._credentials.key_of(catalog.governance, request)
+
+    def endpoint_view(self, catalog: Catalog, request: Request, endpoint: str) -> tuple[View, str]:
+        """What the request's key (if any) sees at the endpoint, and the key's id ("" for none);
+        EndpointNotFoundError when it sees nothing there."""
+        key = self.key_of(catalog, request)
+        view = catalog.view_for(endpoint, key)
+        if view is None:
+            raise EndpointNotFoundError(f"Not Found: no connected server or tool group named {endpoint!r}")
+        return view, "" if key is None else key.id
+
     def check(self, request: Request) -> None:
         """ForbiddenHostError or ForbiddenOriginError unless both are allowed; BadRequestError
         for more than one Host (which one a proxy and this check read would differ)."""
+        self.check_host(request)
+        origin = request.headers.get("origin")
+        if origin is None or origin in self._allowed_origins:
+            return
+        if _hostname(origin) not in LOCAL_HOSTS:
+            raise ForbiddenOriginError(f"Forbidden: origin {origin[:100]!r} is not allowed")
+
+    def check_host(self, request: Request) -> None:
+        """ForbiddenHostError unless the Host is allowed; BadRequestError for more than one."""
         hosts = request.headers.getlist("host")
         if len(hosts) > 1:
             raise BadRequestError("Bad Request: more than one Host header")
@@ -118,11 +134,6 @@ class Admission:
             host = hosts[0] if hosts else ""
             if _hostname(f"//{host}") not in self._allowed_hosts:
                 raise ForbiddenHostError(f"Forbidden: host {host[:100]!r} is not allowed")
-        origin = request.headers.get("origin")
-        if origin is None or origin in self._allowed_origins:
-            return
-        if _hostname(origin) not in LOCAL_HOSTS:
-            raise ForbiddenOriginError(f"Forbidden: origin {origin[:100]!r} is not allowed")
 
     def check_declared(self, request: Request) -> None:
         """`check`, and a declared Content-Length within the limit (413) or 400."""

@@ -17,6 +17,7 @@ from services import __version__
 from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
 from services.edge.errors import EdgeError
+from services.edge.identity.endpoints import is_oauth_path
 from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
 from services.edge.modern import ModernEndpoint, is_modern
 from services.edge.snapshot import SnapshotFollower
@@ -31,6 +32,8 @@ class EdgeComponents:
     modern: ModernEndpoint
     legacy: LegacySseEndpoint
     admin: ASGIApp
+    # The OAuth authorization server's endpoints (404 unless OAuth is on).
+    oauth: ASGIApp
     admission: Admission
     follower: SnapshotFollower
     audit: AuditPublisher
@@ -95,6 +98,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             await legacy(scope, receive, send)
         elif path == "/api" or path.startswith("/api/"):
             await admin(scope, receive, send)
+        elif is_oauth_path(path):
+            await parts.oauth(scope, receive, send)
         else:
             await routes(scope, receive, send)
 

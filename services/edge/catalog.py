@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ import orjson
 
 from services.contracts import registry_pb2
 from services.edge.errors import InvalidParamsError
-from services.edge.policy import Governance, KeyPolicy, Selection, presented_key
+from services.edge.policy import Governance, KeyPolicy, Selection
 from services.naming import split_exposed_uri
 
 DEFAULT_PAGE_SIZE = 500
@@ -340,10 +340,6 @@ class Catalog:
         return build_view(
             self.snapshot, endpoint or None, self.page_size, reachable, servers=key.reach.servers
         )
-
-    def authenticate(self, headers: Mapping[str, str]) -> KeyPolicy | None:
-        """The key a request presents, checked against this snapshot (see Governance)."""
-        return self.governance.authenticate(presented_key(headers))
 
     def view_of(self, endpoint: str, key_id: str) -> View | None:
         """`view_for` by key id ("" for none): what a stream opened with that key sees now."""

@@ -15,7 +15,8 @@ EdgeError                        (JSON-RPC code, HTTP status)
     ├── UnsupportedMediaTypeError      415   body is not application/json
     ├── ForbiddenOriginError           403   Origin not allowed
     ├── ForbiddenHostError             403   Host not allowed (DNS rebinding)
-    ├── UnauthorizedError              401   virtual key missing (where required), unknown, expired, inactive
+    ├── UnauthorizedError              401   no credential (where required), or a key or token not good here
+    ├── InsufficientScopeError         403   an access token without the scope the request needs
     ├── BodyTooLargeError              413   body over the configured limit
     ├── BadRequestError                400   e.g. missing Mcp-Session-Id, bad protocol version
     ├── SessionNotFoundError           404   unknown, expired or ended session
@@ -118,6 +119,16 @@ class ForbiddenHostError(TransportError):
 class UnauthorizedError(TransportError):
     status = 401
     headers = {"www-authenticate": 'Bearer realm="mcpgw"'}
+
+    def __init__(self, message: str, data: Any = None, challenge: str | None = None) -> None:
+        super().__init__(message, data)
+        if challenge is not None:
+            # RFC 6750's challenge, with RFC 9728's resource_metadata when OAuth is on.
+            self.headers = {"www-authenticate": challenge}
+
+
+class InsufficientScopeError(UnauthorizedError):
+    status = 403
 
 
 class BodyTooLargeError(TransportError):

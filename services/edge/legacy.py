@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_stream, endpoint_view, guarded, sender_of
+from services.edge.admission import Admission, check_stream, guarded, sender_of
 from services.edge.calls import Call, Relay
 from services.edge.catalog import Catalog, View
 from services.edge.errors import (
@@ -125,7 +125,7 @@ class LegacySseEndpoint:
 
     def _open(self, request: Request, name: str) -> Response:
         check_stream(request)
-        _, key_id = endpoint_view(self._catalog(), request, name)
+        _, key_id = self._admission.endpoint_view(self._catalog(), request, name)
         # The id names this edge, so a POST landing on another one finds its way here.
         session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
         stream, receive = self._hub.open(session_id, name, key_id=key_id)
@@ -155,7 +155,7 @@ class LegacySseEndpoint:
             raise UnsupportedMediaTypeError("Unsupported Media Type: Content-Type must be application/json")
         body = await self._admission.body(request)
         messages, _ = parse_body(body)  # refused here (400), before it travels to another edge
-        key = self._catalog().authenticate(request.headers)
+        key = self._admission.key_of(self._catalog(), request)
         key_id = "" if key is None else key.id
         if owner(session_id) not in ("", self._peers.edge_id):
             await self._peers.deliver(session_id, body, key_id)

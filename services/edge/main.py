@@ -19,6 +19,11 @@ from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
+from services.edge.identity.consent import Consent
+from services.edge.identity.credentials import Credentials
+from services.edge.identity.endpoints import OAuthEndpoints
+from services.edge.identity.state import OAuthState, Sealer
+from services.edge.identity.tokens import AccessTokens
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
 from services.edge.meters import EdgeMeters
@@ -61,6 +66,7 @@ async def serve(settings: EdgeSettings) -> None:
         except Exception as exc:  # nats-py raises several unrelated types
             log.warning("cannot restore the JetStream streams after reconnecting: %s", exc)
         state.reconnected()
+        oauth_state.reconnected()
 
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}", on_reconnect=on_reconnect)
     await streams()
@@ -120,7 +126,19 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.subscribe(bus.RESOURCE_UPDATED, cb=on_resource_updated)
     await nc.subscribe(bus.TASK_STATUS, cb=on_task_status)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
-    admission = Admission(settings.max_body_bytes, _names(settings.allowed_origins), _allowed_hosts(settings))
+    access_tokens = AccessTokens(settings.session_secret, settings.oauth_access_token_seconds)
+    oauth_state = OAuthState(
+        nc,
+        Sealer(settings.session_secret),
+        settings.oauth_access_token_seconds,
+        settings.oauth_refresh_token_seconds,
+    )
+    admission = Admission(
+        settings.max_body_bytes,
+        _names(settings.allowed_origins),
+        _allowed_hosts(settings),
+        Credentials(access_tokens, oauth_state.is_revoked, settings.public_url),
+    )
     sessions = SessionCodec(signer, settings.session_ttl_seconds, state.is_ended)
     endpoint = StreamableHttpEndpoint(
         handler,
@@ -165,7 +183,15 @@ async def serve(settings: EdgeSettings) -> None:
         sessions=lambda: sessions.issued,
         spooled=lambda: audit.backlog,
     )
-    parts = EdgeComponents(endpoint, modern, legacy, admin, admission, follower, audit, hub, metrics)
+    oauth = OAuthEndpoints(
+        oauth_state,
+        access_tokens,
+        Consent(oauth_state, signer, lambda: follower.catalog),
+        lambda: follower.catalog,
+        admission,
+        settings.public_url,
+    )
+    parts = EdgeComponents(endpoint, modern, legacy, admin, oauth, admission, follower, audit, hub, metrics)
     app = create_app(parts)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -189,6 +215,7 @@ async def serve(settings: EdgeSettings) -> None:
             await follower.loaded.wait()
         await tg.start(audit.run)
         await tg.start(state.run)
+        await tg.start(oauth_state.run)
         await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         started()

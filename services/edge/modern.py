@@ -41,7 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from services.edge.admission import Admission, check_post, endpoint_name, endpoint_view, guarded, sender_of
+from services.edge.admission import Admission, check_post, endpoint_name, guarded, sender_of
 from services.edge.background import Background
 from services.edge.calls import CHANNEL_SIZE, Relay
 from services.edge.catalog import Catalog, Route, View
@@ -171,7 +171,7 @@ class ModernEndpoint:
         check_post(request)
         body = await self._admission.body(request)
         endpoint = endpoint_name(request.scope["path"])
-        view, key_id = endpoint_view(self._catalog(), request, endpoint)
+        view, key_id = self._admission.endpoint_view(self._catalog(), request, endpoint)
         return await self._post(request, body, view, endpoint, key_id)
 
     async def _post(self, request: Request, body: bytes, view: View, endpoint: str, key_id: str) -> Response:

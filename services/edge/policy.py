@@ -67,6 +67,8 @@ class Governance:
     blocked_names: frozenset[str] = frozenset()
     blocked_servers: frozenset[str] = frozenset()
     separator: str = "_"
+    # How MCP clients authenticate (mcp_server_auth_mode); never unspecified here.
+    auth_mode: registry_pb2.AuthMode.ValueType = registry_pb2.AUTH_MODE_HEADERS
 
     @classmethod
     def from_snapshot(cls, snapshot: registry_pb2.Snapshot) -> Governance:
@@ -92,6 +94,7 @@ class Governance:
                 p[: -len(wildcard)] for p in governance.blocklist if p.endswith(wildcard)
             ),
             separator=separator,
+            auth_mode=governance.settings.auth_mode or registry_pb2.AUTH_MODE_HEADERS,
         )
 
     def blocked(self, server: str, tool: str) -> bool:

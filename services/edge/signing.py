@@ -21,6 +21,7 @@ class TokenKind(StrEnum):
     SESSION = "s1"
     REQUEST_STATE = "rs1"
     TASK = "task1"
+    CONSENT = "consent1"
 
 
 def b64(data: bytes) -> str:

@@ -20,7 +20,6 @@ from services.edge.admission import (
     check_post,
     check_stream,
     endpoint_name,
-    endpoint_view,
     guarded,
     sender_of,
 )
@@ -113,7 +112,7 @@ class StreamableHttpEndpoint:
         return Response(status_code=405, headers={"allow": "GET, POST, DELETE"})
 
     def _view(self, request: Request, endpoint: str) -> tuple[View, str]:
-        return endpoint_view(self._catalog(), request, endpoint)
+        return self._admission.endpoint_view(self._catalog(), request, endpoint)
 
     def _session(self, request: Request, endpoint: str, key_id: str) -> Session:
         token = request.headers.get(SESSION_HEADER)

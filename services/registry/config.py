@@ -213,6 +213,8 @@ class ClientSection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     enforce_governance_header: bool | None = None
+    # How MCP clients authenticate: virtual keys in headers, OAuth tokens, or both.
+    mcp_server_auth_mode: Literal["headers", "both", "oauth"] | None = None
 
 
 class GatewayConfig(BaseModel):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services import virtual_keys
+from services.auth_modes import AUTH_MODES
 from services.contracts import registry_pb2
 from services.naming import server_name_problem
 from services.registry.config import GatewayConfig
@@ -299,14 +300,18 @@ class GovernanceStore:
         self, settings: registry_pb2.GovernanceSettings
     ) -> registry_pb2.GovernanceSettings:
         async with self._sessions.begin() as session:
-            if await write_meta(session, "require_key", "1" if settings.require_key else "0"):
+            changed = await write_meta(session, "require_key", "1" if settings.require_key else "0")
+            mode = registry_pb2.AuthMode.Name(settings.auth_mode)
+            if await write_meta(session, "auth_mode", mode) or changed:
                 await bump(session)
         return settings
 
     async def settings(self) -> registry_pb2.GovernanceSettings:
         async with self._sessions() as session:
+            mode = await read_meta(session, "auth_mode", "AUTH_MODE_UNSPECIFIED")
             return registry_pb2.GovernanceSettings(
-                require_key=await read_meta(session, "require_key", "0") == "1"
+                require_key=await read_meta(session, "require_key", "0") == "1",
+                auth_mode=registry_pb2.AuthMode.Value(mode),
             )
 
     async def set_tool_enabled(self, server: str, tool: str, enabled: bool) -> int:
@@ -354,8 +359,14 @@ class GovernanceStore:
                 await session.delete(row)
             if stale:
                 await bump(session)
-        if config.require_key is not None:
-            await self.set_settings(registry_pb2.GovernanceSettings(require_key=config.require_key))
+        mode = config.client.mcp_server_auth_mode
+        if config.require_key is not None or mode is not None:
+            settings = await self.settings()
+            if config.require_key is not None:
+                settings.require_key = config.require_key
+            if mode is not None:
+                settings.auth_mode = AUTH_MODES[mode]
+            await self.set_settings(settings)
 
     async def _put_file_key(self, spec: registry_pb2.VirtualKey, secret: str) -> None:
         async with self._sessions() as session:

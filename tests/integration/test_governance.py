@@ -159,7 +159,8 @@ def test_keys_groups_and_the_blocklist_shape_each_view(tree: tuple[str, str, Pat
 
 def test_requiring_a_key_refuses_requests_without_one(tree: tuple[str, str, Path]) -> None:
     one, two, _ = tree
-    assert api(one, "PUT", "/settings", {"enforce_governance_header": True}).json() == {"require_key": True}
+    changed = api(one, "PUT", "/settings", {"enforce_governance_header": True}).json()
+    assert changed == {"require_key": True, "mcp_server_auth_mode": None}
     try:
         wait_until(
             lambda: rpc(f"{two}/mcp", "tools/list").status_code == 401,

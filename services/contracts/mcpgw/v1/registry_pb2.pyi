@@ -9,6 +9,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _AuthMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuthModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuthMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUTH_MODE_UNSPECIFIED: _AuthMode.ValueType  # 0
+    AUTH_MODE_HEADERS: _AuthMode.ValueType  # 1
+    """A virtual key in a header (Authorization: Bearer, X-Api-Key, x-bf-virtual-key)."""
+    AUTH_MODE_BOTH: _AuthMode.ValueType  # 2
+    """A virtual key or an access token the edge issued; no credential gets the OAuth challenge."""
+    AUTH_MODE_OAUTH: _AuthMode.ValueType  # 3
+    """Access tokens the edge issued only."""
+
+class AuthMode(_AuthMode, metaclass=_AuthModeEnumTypeWrapper):
+    """How MCP clients authenticate to the edge."""
+
+AUTH_MODE_UNSPECIFIED: AuthMode.ValueType  # 0
+AUTH_MODE_HEADERS: AuthMode.ValueType  # 1
+"""A virtual key in a header (Authorization: Bearer, X-Api-Key, x-bf-virtual-key)."""
+AUTH_MODE_BOTH: AuthMode.ValueType  # 2
+"""A virtual key or an access token the edge issued; no credential gets the OAuth challenge."""
+AUTH_MODE_OAUTH: AuthMode.ValueType  # 3
+"""Access tokens the edge issued only."""
+Global___AuthMode: _TypeAlias = AuthMode  # noqa: Y015
 
 @_typing.final
 class GetSnapshotRequest(_message.Message):
@@ -131,18 +158,22 @@ class GovernanceSettings(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REQUIRE_KEY_FIELD_NUMBER: _builtins.int
+    AUTH_MODE_FIELD_NUMBER: _builtins.int
     require_key: _builtins.bool
     """Bifrost's enforce_governance_header: requests without a key get 401 instead of the
     global view.
     """
+    auth_mode: Global___AuthMode.ValueType
+    """Bifrost's mcp_server_auth_mode; unspecified when never set."""
     def __init__(
         self,
         *,
         require_key: _builtins.bool = ...,
+        auth_mode: Global___AuthMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["require_key", b"require_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_mode", b"auth_mode", "require_key", b"require_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
