@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 REGISTRY_CHANGED = "mcpgw.registry.changed"
 # A server name: reconnect it now (the admin API's POST /api/mcp/client/{name}/reconnect).
 SERVER_RECONNECT = "mcpgw.servers.reconnect"
+# {"server", "key_id"}: an identity's token for a per_user_oauth server is gone (disconnected,
+# or its key deleted): connectors close that identity's session with it.
+USER_DISCONNECTED = "mcpgw.servers.user_disconnected"
 # {"server", "uri"}: a downstream said one of its resources changed (core NATS, every edge).
 RESOURCE_UPDATED = "mcpgw.resources.updated"
 # A downstream's notifications/tasks/status: {"server", "params"}; the edge holding the

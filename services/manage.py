@@ -86,6 +86,12 @@ def add_commands(commands: Any) -> None:
     action(
         servers, "authorize", "the URL to open to authorize an OAuth (authorization code) server"
     ).add_argument("name")
+    action(
+        servers, "connections", "the keys that connected their own accounts at a per_user_oauth server"
+    ).add_argument("name")
+    disconnect = action(servers, "disconnect", "forget one key's account at a per_user_oauth server")
+    disconnect.add_argument("name")
+    disconnect.add_argument("key_id")
 
     tools = command("tools", "the tools of every server, and switching them off or on")
     action(tools, "list", "tools and whether they are enabled").add_argument("--server", default="")
@@ -290,6 +296,11 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
             return api("POST", f"/mcp/client/{args.name}/reconnect")
         case "servers", "authorize":
             return api("POST", f"/mcp/client/{args.name}/oauth/authorize")
+        case "servers", "connections":
+            return api("GET", f"/mcp/client/{args.name}/oauth/connections")
+        case "servers", "disconnect":
+            path = f"/mcp/client/{args.name}/oauth/connections/{args.key_id}"
+            return api("DELETE", path) or {"disconnected": args.key_id}
         case "tools", "list":
             return (
                 api("GET", "/tools", None) if not args.server else api("GET", f"/tools?server={args.server}")

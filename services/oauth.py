@@ -19,7 +19,12 @@ TOKEN_TIMEOUT_SECONDS = 10.0
 
 
 class TokenEndpointError(ConnectionError):
-    """The token endpoint could not be reached, or refused, or answered no token JSON."""
+    """The token endpoint could not be reached, or refused, or answered no token JSON;
+    `error` is a refusal's RFC 6749 error code (such as "invalid_grant"), else ""."""
+
+    def __init__(self, message: str, error: str = "") -> None:
+        super().__init__(message)
+        self.error = error
 
 
 async def request_token(
@@ -38,14 +43,16 @@ async def request_token(
                 response = await client.post(resolve(token_url), data={**form, "client_id": client_id})
     except httpx2.HTTPError as exc:
         raise TokenEndpointError(f"the token endpoint is unreachable: {exc}") from None
-    if response.status_code != 200:
-        raise TokenEndpointError(
-            f"the token endpoint refused ({response.status_code}): {response.text[:200]}"
-        )
     try:
         body = response.json()
     except ValueError:
         body = None
+    if response.status_code != 200:
+        code = body.get("error") if isinstance(body, dict) else None
+        raise TokenEndpointError(
+            f"the token endpoint refused ({response.status_code}): {response.text[:200]}",
+            code if isinstance(code, str) else "",
+        )
     if not isinstance(body, dict):
         raise TokenEndpointError("the token endpoint answered something that is not a JSON object")
     return body

@@ -30,7 +30,7 @@ from services.connector.errors import (
     NotConnectedError,
 )
 from services.connector.forwarding import HttpForwarder, RawResult
-from services.connector.oauth import NotAuthorizedError
+from services.connector.oauth import NotAuthorizedError, TokenSource
 from services.connector.relay import CallRelay, RelayBoard, Response
 from services.connector.subscriptions import SubscriptionCounts
 from services.connector.transports import open_transport
@@ -139,8 +139,11 @@ class Downstream:
         connect_timeout: float,
         backoff_initial: float,
         backoff_max: float,
+        credentials: TokenSource | None = None,
     ) -> None:
         self.config = config
+        # OAuth tokens for this session; None for a server without OAuth.
+        self.credentials = credentials
         self.name = config.name
         self._report = report
         self._heard = heard
@@ -247,7 +250,7 @@ class Downstream:
             await self._report(Status(State.CONNECTING), Inventory())
         closed = anyio.Event()
         async with (
-            open_transport(self.config, self._connect_timeout) as (read, write, endpoint),
+            open_transport(self.config, self._connect_timeout, self.credentials) as (read, write, endpoint),
             contextlib.AsyncExitStack() as stack,
         ):
             dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(_WatchedReadStream(read, closed), write)

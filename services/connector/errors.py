@@ -4,6 +4,7 @@ DownstreamError
 ├── DownstreamUnavailableError   the connection closed mid-call
 │   ├── NotConnectedError        this connector holds no session with it: nothing was sent
 │   └── MissingCredentialsError  a per_user server, and the caller's key has no credentials for it
+│       └── NeedsConnectionError   a per_user_oauth server the caller's identity has not connected
 ├── DownstreamTimeoutError       no answer within the call's timeout
 ├── DownstreamProtocolError      the downstream answered something that is not MCP (invalid JSON,
 │                                an HTTP error without a JSON-RPC body, a response without a result)
@@ -31,6 +32,10 @@ class NotConnectedError(DownstreamUnavailableError):
 
 
 class MissingCredentialsError(DownstreamUnavailableError):
+    pass
+
+
+class NeedsConnectionError(MissingCredentialsError):
     pass
 
 

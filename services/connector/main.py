@@ -95,7 +95,12 @@ async def serve(settings: ConnectorSettings) -> None:
     async def on_reconnect_request(msg: Msg) -> None:
         await pool.reconnect(msg.data.decode())
 
+    async def on_user_disconnected(msg: Msg) -> None:
+        gone = orjson.loads(msg.data)
+        pool.disconnect(str(gone["server"]), str(gone["key_id"]))
+
     await nc.subscribe(bus.SERVER_RECONNECT, cb=on_reconnect_request)
+    await nc.subscribe(bus.USER_DISCONNECTED, cb=on_user_disconnected)
     with metrics.served(settings.metrics_listen):
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)

@@ -1,6 +1,7 @@
 """Bearer tokens for downstreams behind OAuth 2.0: the client credentials grant (RFC 6749
 section 4.4), or the refresh token a person's authorization left in registry (section 6),
-the access token cached and renewed before it expires, and again on a 401.
+the access token cached and renewed before it expires, and again on a 401. A refresh token
+the server rotates is kept, and handed to `on_rotate` (an identity's goes back to registry).
 
 Secrets (`env.NAME` references) are resolved when a token is fetched; tokens and secrets
 are never logged.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 import anyio
 import httpx2
@@ -32,10 +33,22 @@ class NotAuthorizedError(TokenError):
     """No person has authorized the gateway for this server yet."""
 
 
+class AuthorizationEndedError(NotAuthorizedError):
+    """The authorization server refused the refresh token (revoked, expired, or spent)."""
+
+
 class TokenSource:
-    def __init__(self, server: str, config: registry_pb2.OAuthClient) -> None:
+    def __init__(
+        self,
+        server: str,
+        config: registry_pb2.OAuthClient,
+        on_rotate: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._server = server
         self._config = config
+        self._on_rotate = on_rotate
+        # Set once the refresh token is refused: only a new authorization helps then.
+        self.ended = False
         self._token = ""
         self._refresh_at = 0.0
         self._lock = anyio.Lock()
@@ -70,11 +83,19 @@ class TokenSource:
         try:
             body = await request_token(config.token_url, config.client_id, config.client_secret, form)
         except TokenEndpointError as exc:
+            if form["grant_type"] == "refresh_token" and exc.error == "invalid_grant":
+                self.ended = True
+                raise AuthorizationEndedError(
+                    f"server {self._server!r}: the authorization was revoked or expired ({exc})"
+                ) from None
             raise TokenError(f"server {self._server!r}: {exc}") from None
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
-        if isinstance(body.get("refresh_token"), str):
-            # A server that rotates refresh tokens: keep the newest (in memory only).
-            self._refresh = body["refresh_token"]
+        rotated = body.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != (self._refresh or config.refresh_token):
+            # A server that rotates refresh tokens: the old one is spent, so keep the newest.
+            self._refresh = rotated
+            if self._on_rotate is not None:
+                await self._on_rotate(rotated)
         if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
             raise TokenError(f"server {self._server!r}: the token endpoint's answer has no access_token")
         self.fetched += 1

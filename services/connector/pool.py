@@ -11,11 +11,19 @@ import grpc
 import orjson
 
 from services.connector.downstream import Downstream, Heard, Inventory, Report, Status
-from services.connector.errors import MissingCredentialsError
+from services.connector.errors import (
+    DownstreamUnavailableError,
+    MissingCredentialsError,
+    NeedsConnectionError,
+)
+from services.connector.oauth import AuthorizationEndedError, TokenError, TokenSource
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
 
 log = logging.getLogger(__name__)
+
+# The deadline of the registry RPCs a call may wait on (an identity's token).
+REGISTRY_SECONDS = 10.0
 
 REPORT_DEADLINE_SECONDS = 10.0
 
@@ -32,6 +40,8 @@ class DownstreamPool:
         self._sync_lock = anyio.Lock()
         # The sessions of per_user servers, by (server, key id).
         self._keyed: dict[tuple[str, str], tuple[Downstream, anyio.CancelScope]] = {}
+        # Held while an identity's per_user_oauth session opens, by (server, key id).
+        self._opening: dict[tuple[str, str], anyio.Lock] = {}
 
     def servers(self) -> list[Downstream]:
         """The shared session of every configured server (not the per-key ones)."""
@@ -47,6 +57,8 @@ class DownstreamPool:
         shared = self.get(name)
         if shared is None:
             return None
+        if shared.config.per_user_oauth:
+            return await self._user_session(shared, key_id)
         if not shared.config.per_user:
             if not shared.connected:
                 await shared.settled(self._settings.connect_timeout_seconds)
@@ -68,6 +80,89 @@ class DownstreamPool:
         entry[0].idle_since = time.monotonic()
         await entry[0].ready(self._settings.connect_timeout_seconds)
         return entry[0]
+
+    async def _user_session(self, shared: Downstream, key_id: str) -> Downstream:
+        """The identity's own session with a per_user_oauth server, on its own token from
+        registry (opened on first use); NeedsConnectionError until it has a usable one."""
+        name = shared.name
+        if not key_id:
+            raise NeedsConnectionError(name, f"server {name!r} needs your own account: sign in first")
+        entry = self._keyed.get((name, key_id))
+        if entry is not None and entry[0].credentials is not None and entry[0].credentials.ended:
+            # The upstream refused its refresh token: the account must be connected anew.
+            await self._forget(name, key_id)
+            entry = None
+        if entry is None:
+            # One opening per identity: two would spend the same refresh token twice.
+            async with self._opening.setdefault((name, key_id), anyio.Lock()):
+                entry = self._keyed.get((name, key_id)) or await self._open_user_session(shared, key_id)
+        entry[0].idle_since = time.monotonic()
+        await entry[0].ready(self._settings.connect_timeout_seconds)
+        return entry[0]
+
+    async def _open_user_session(
+        self, shared: Downstream, key_id: str
+    ) -> tuple[Downstream, anyio.CancelScope]:
+        name = shared.name
+        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id)
+        try:
+            stored = await self._registry.GetUserToken(request, timeout=REGISTRY_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NeedsConnectionError(
+                    name, f"server {name!r} needs your own account: connect it, then call again"
+                ) from None
+            raise DownstreamUnavailableError(name, f"registry did not answer: {exc.code().name}") from None
+        config = registry_pb2.ServerConfig()
+        config.CopyFrom(shared.config)
+        config.oauth.refresh_token = stored.refresh_token
+
+        async def keep(rotated: str) -> None:
+            token = registry_pb2.UserToken(server=name, key_id=key_id, refresh_token=rotated)
+            await self._registry.PutUserToken(token, timeout=REGISTRY_SECONDS)
+
+        credentials = TokenSource(name, config.oauth, on_rotate=keep)
+        try:
+            # At once, so a dead authorization is told as such rather than as a failed connection.
+            await credentials.token()
+        except AuthorizationEndedError:
+            await self._forget(name, key_id)
+            raise _ended(name) from None
+        except TokenError as exc:
+            raise DownstreamUnavailableError(name, str(exc)) from None
+        downstream = self._downstream(config, quiet=True, credentials=credentials)
+        entry = self._keyed[(name, key_id)] = (downstream, anyio.CancelScope())
+        assert self._tg is not None, "run() first"
+        self._tg.start_soon(self._supervise, *entry)
+        return entry
+
+    async def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
+        """What a call that failed on `downstream` failed of: for an identity whose
+        authorization the upstream just refused, NeedsConnectionError (its token dropped now,
+        before the person can connect anew)."""
+        credentials = downstream.credentials
+        entry = self._keyed.get((downstream.name, key_id))
+        if credentials is None or not credentials.ended or entry is None or entry[0] is not downstream:
+            return exc
+        await self._forget(downstream.name, key_id)
+        return _ended(downstream.name)
+
+    async def _forget(self, name: str, key_id: str) -> None:
+        """Drop an identity's dead token in registry and close its session."""
+        self.disconnect(name, key_id)
+        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id)
+        try:
+            await self._registry.DeleteUserToken(request, timeout=REGISTRY_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("server %s: cannot drop the ended token of key %s: %s", name, key_id, exc.code())
+
+    def disconnect(self, name: str, key_id: str) -> None:
+        """Close an identity's session with a server (its token is gone)."""
+        entry = self._keyed.pop((name, key_id), None)
+        if entry is not None:
+            log.info("server %s: closing the session of key %s, which disconnected", name, key_id)
+            entry[1].cancel()
 
     def _stop(self, name: str) -> None:
         """Close a server's session, and its keys' sessions."""
@@ -121,7 +216,9 @@ class DownstreamPool:
         if known:
             await self.sync()
 
-    def _downstream(self, config: registry_pb2.ServerConfig, quiet: bool = False) -> Downstream:
+    def _downstream(
+        self, config: registry_pb2.ServerConfig, quiet: bool = False, credentials: TokenSource | None = None
+    ) -> Downstream:
         """A server's session; a `quiet` one (a key's own) does not speak for the server to registry."""
         return Downstream(
             config,
@@ -131,6 +228,7 @@ class DownstreamPool:
             connect_timeout=self._settings.connect_timeout_seconds,
             backoff_initial=self._settings.reconnect_initial_seconds,
             backoff_max=self._settings.reconnect_max_seconds,
+            credentials=credentials,
         )
 
     def _start(self, config: registry_pb2.ServerConfig) -> None:
@@ -188,3 +286,9 @@ class DownstreamPool:
 
 async def _silent(status: Status, inventory: Inventory) -> None:
     """A key's own session says nothing to registry: the server's shared session does."""
+
+
+def _ended(server: str) -> NeedsConnectionError:
+    return NeedsConnectionError(
+        server, f"server {server!r}: your authorization there ended (revoked or expired): connect again"
+    )

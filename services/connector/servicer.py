@@ -21,6 +21,7 @@ from services.connector.errors import (
     DownstreamRejectedError,
     DownstreamTimeoutError,
     DownstreamUnavailableError,
+    NeedsConnectionError,
     NotConnectedError,
 )
 from services.connector.pool import DownstreamPool
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 FAILURES: tuple[tuple[type[DownstreamError], connector_pb2.Failure.ValueType, int], ...] = (
     # Most specific first: NotConnectedError is a DownstreamUnavailableError.
+    (NeedsConnectionError, connector_pb2.FAILURE_NEEDS_CONNECTION, types.INVALID_REQUEST),
     (NotConnectedError, connector_pb2.FAILURE_NOT_CONNECTED, types.CONNECTION_CLOSED),
     (DownstreamUnavailableError, connector_pb2.FAILURE_UNAVAILABLE, types.CONNECTION_CLOSED),
     (DownstreamTimeoutError, connector_pb2.FAILURE_TIMEOUT, types.REQUEST_TIMEOUT),
@@ -111,7 +113,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                     traceparent=hop.traceparent,
                 )
             except Exception as exc:
-                error = _failure(request.server, exc)
+                error = _failure(request.server, await self._pool.failed(downstream, request.key_id, exc))
                 hop.failed(error.code, error.message)
                 return connector_pb2.CallToolOutcome(error=error)
             if result.is_error:
@@ -192,7 +194,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                     request.method, params_json, request.timeout_seconds or None, traceparent=hop.traceparent
                 )
             except Exception as exc:
-                error = _failure(request.server, exc)
+                error = _failure(request.server, await self._pool.failed(downstream, request.key_id, exc))
                 hop.failed(error.code, error.message)
                 return connector_pb2.ForwardOutcome(error=error)
         return connector_pb2.ForwardOutcome(result_json=result)

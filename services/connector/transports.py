@@ -67,8 +67,10 @@ Transport = tuple[Any, Any, HttpEndpoint | None]
 
 @asynccontextmanager
 async def open_transport(
-    config: registry_pb2.ServerConfig, connect_timeout: float
+    config: registry_pb2.ServerConfig, connect_timeout: float, credentials: TokenSource | None = None
 ) -> AsyncIterator[Transport]:
+    """The server's transport; `credentials` are its bearer tokens when they are not the
+    config's own (an identity's, for a per_user_oauth server)."""
     if config.connection_type == "stdio":
         with stderr_to_log(config.name) as errlog:
             async with stdio_client(stdio_parameters(config.stdio), errlog=errlog) as (read, write):
@@ -76,7 +78,8 @@ async def open_transport(
         return
     url = resolve(config.connection_string)
     headers = {name: resolve(value) for name, value in config.headers.items()}
-    credentials = TokenSource(config.name, config.oauth) if config.HasField("oauth") else None
+    if credentials is None and config.HasField("oauth"):
+        credentials = TokenSource(config.name, config.oauth)
     auth = None if credentials is None else BearerAuth(credentials)
     if config.connection_type not in ("http", "sse"):
         raise ValueError(f"unknown connection_type {config.connection_type!r}")

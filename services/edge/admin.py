@@ -95,6 +95,12 @@ class KeyOut(BaseModel):
     rotated_at: int
 
 
+class ConnectionOut(BaseModel):
+    # The identity (virtual key) that connected its own account, and when (Unix seconds).
+    key_id: str
+    updated_at: int
+
+
 class IssuedKey(KeyOut):
     # Shown this once: store it now.
     secret: str
@@ -457,6 +463,17 @@ def create_admin_api(
             registry_pb2.StartAuthorizationRequest(server=name, redirect_uri=redirect_uri),
         )
         return {"authorization_url": started.authorization_url}
+
+    @router.get("/api/mcp/client/{name}/oauth/connections", response_model=list[ConnectionOut])
+    async def connections(name: str) -> list[dict[str, Any]]:
+        """The identities that connected their own accounts at a per_user_oauth server."""
+        listed = await call(registry.ListUserTokens, registry_pb2.UserTokenRequest(server=name))
+        return [{"key_id": t.key_id, "updated_at": t.updated_at} for t in listed.tokens]
+
+    @router.delete("/api/mcp/client/{name}/oauth/connections/{key_id}", status_code=204)
+    async def disconnect(name: str, key_id: str) -> Response:
+        await call(registry.DeleteUserToken, registry_pb2.UserTokenRequest(server=name, key_id=key_id))
+        return Response(status_code=204)
 
     @api.get("/api/oauth/callback", include_in_schema=False)
     async def callback(

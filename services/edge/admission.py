@@ -71,6 +71,8 @@ def sender_of(request: Request) -> Sender:
         traceparent=headers.get("traceparent"),
         tracestate=headers.get("tracestate"),
         llm_request_id=headers.get("x-llm-request-id"),
+        host=headers.get("host") or "",
+        scheme=request.scope.get("scheme", "http"),
     )
 
 

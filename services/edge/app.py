@@ -17,6 +17,7 @@ from services import __version__
 from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
 from services.edge.errors import EdgeError
+from services.edge.identity.connections import is_connection_path
 from services.edge.identity.endpoints import is_oauth_path
 from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
 from services.edge.modern import ModernEndpoint, is_modern
@@ -34,6 +35,8 @@ class EdgeComponents:
     admin: ASGIApp
     # The OAuth authorization server's endpoints (404 unless OAuth is on).
     oauth: ASGIApp
+    # Identities connecting their own accounts at per_user_oauth servers (any auth mode).
+    connections: ASGIApp
     admission: Admission
     follower: SnapshotFollower
     audit: AuditPublisher
@@ -98,6 +101,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             await legacy(scope, receive, send)
         elif path == "/api" or path.startswith("/api/"):
             await admin(scope, receive, send)
+        elif is_connection_path(path):
+            await parts.connections(scope, receive, send)
         elif is_oauth_path(path):
             await parts.oauth(scope, receive, send)
         else:

@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import grpc
+import mcp_types as types
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -32,7 +33,7 @@ from services.edge.connector_client import (
     ConnectorClient,
     ConnectorUnavailableError,
 )
-from services.edge.errors import DownstreamRpcError, JsonRpcId
+from services.edge.errors import ConnectionRequiredError, DownstreamRpcError, JsonRpcId
 from services.edge.records import (
     MAX_AUDITED_MESSAGE,
     NO_PAYLOADS,
@@ -166,6 +167,7 @@ class Call:
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
+        connect: Callable[[str], ConnectionRequiredError] | None = None,
         grace: float = DEADLINE_GRACE_SECONDS,
     ) -> None:
         self.request = request
@@ -185,6 +187,8 @@ class Call:
         self._log_filter = log_filter
         # The result as the client's view names things (resource URIs on /mcp, task ids).
         self._present = present
+        # What a per_user_oauth server's call answers while the caller has not connected it.
+        self._connect = connect
         self.deadline = request.timeout_seconds + grace
         self._cancelled = False
         # A call is cancelled through its RPC, not by cutting off the task awaiting it (that
@@ -229,8 +233,15 @@ class Call:
         self._scope.deadline = min(self._scope.deadline, anyio.current_time() + CANCEL_GRACE_SECONDS)
 
     async def result(self) -> bytes:
-        """The call's result JSON, or the DownstreamRpcError the downstream answered."""
-        result = result_of(await self.run())
+        """The call's result JSON, or the DownstreamRpcError the downstream answered (or the
+        URL elicitation a client that opens URLs is asked to connect its account with)."""
+        outcome = await self.run()
+        if outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION and self._connect is not None:
+            required = self._connect(self.request.server)
+            if required.code == types.URL_ELICITATION_REQUIRED:
+                raise required
+            return tool_error_result(required.message)
+        result = result_of(outcome)
         return result if self._present is None else await self._present(result)
 
     async def run(self) -> connector_pb2.CallToolOutcome:

@@ -9,6 +9,8 @@ EdgeError                        (JSON-RPC code, HTTP status)
 ├── ResourceNotFoundError        -32002, 200   a resource URI no visible server offers
 ├── InternalError                -32603, 200   a fault of the gateway, never a stack trace
 ├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
+├── ConnectionRequiredError      -32042 or -32001, 200  a per_user_oauth server the caller has not
+│                                                   connected: the URL to connect it in the data
 ├── EnvelopeError                (as the SDK's ladder says), 400  a 2026-07-28 envelope refused
 └── TransportError               -32000, 4xx   an HTTP rule broken before JSON-RPC applies
     ├── NotAcceptableError             406   Accept lacks what the answer needs
@@ -82,6 +84,15 @@ class InternalError(EdgeError):
 
 class DownstreamRpcError(EdgeError):
     def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message, data)
+        self.code = code
+
+
+class ConnectionRequiredError(EdgeError):
+    """-32042 (URL elicitation required) for a 2025-11-25 client that declared URL
+    elicitation, else -32001; either way the data names the server and the URL."""
+
+    def __init__(self, code: int, message: str, data: Any) -> None:
         super().__init__(message, data)
         self.code = code
 

@@ -19,6 +19,7 @@ from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
+from services.edge.identity.connections import Connections
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import Credentials
 from services.edge.identity.endpoints import OAuthEndpoints
@@ -85,14 +86,27 @@ async def serve(settings: EdgeSettings) -> None:
 
         hub.list_changed(changed)
 
-    follower = SnapshotFollower(
-        registry_pb2_grpc.RegistryStub(registry_channel), settings.snapshot_poll_seconds, on_change
-    )
+    registry = registry_pb2_grpc.RegistryStub(registry_channel)
+    follower = SnapshotFollower(registry, settings.snapshot_poll_seconds, on_change)
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
     state = SessionState(nc, settings.session_ttl_seconds)
     signer = Signer(settings.session_secret)
     task_ids = TaskIds(signer)
+    access_tokens = AccessTokens(settings.session_secret, settings.oauth_access_token_seconds)
+    oauth_state = OAuthState(
+        nc,
+        Sealer(settings.session_secret),
+        settings.oauth_access_token_seconds,
+        settings.oauth_refresh_token_seconds,
+    )
+    admission = Admission(
+        settings.max_body_bytes,
+        _names(settings.allowed_origins),
+        _allowed_hosts(settings),
+        Credentials(access_tokens, oauth_state.is_revoked, settings.public_url),
+    )
+    connections = Connections(signer, registry, admission, lambda: follower.catalog, settings.public_url)
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,
@@ -105,6 +119,7 @@ async def serve(settings: EdgeSettings) -> None:
         task_ids=task_ids,
         payloads=Payloads(settings.trace_payloads, _names(settings.trace_redact)),
         price=lambda server, tool: follower.catalog.price(server, tool),
+        connections=connections,
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -126,19 +141,6 @@ async def serve(settings: EdgeSettings) -> None:
     await nc.subscribe(bus.RESOURCE_UPDATED, cb=on_resource_updated)
     await nc.subscribe(bus.TASK_STATUS, cb=on_task_status)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)
-    access_tokens = AccessTokens(settings.session_secret, settings.oauth_access_token_seconds)
-    oauth_state = OAuthState(
-        nc,
-        Sealer(settings.session_secret),
-        settings.oauth_access_token_seconds,
-        settings.oauth_refresh_token_seconds,
-    )
-    admission = Admission(
-        settings.max_body_bytes,
-        _names(settings.allowed_origins),
-        _allowed_hosts(settings),
-        Credentials(access_tokens, oauth_state.is_revoked, settings.public_url),
-    )
     sessions = SessionCodec(signer, settings.session_ttl_seconds, state.is_ended)
     endpoint = StreamableHttpEndpoint(
         handler,
@@ -162,7 +164,7 @@ async def serve(settings: EdgeSettings) -> None:
     await peers.serve(handler.calls.reply, rounds.carry_on, legacy.deliver, handler.calls.cancel)
     audit_channel = channel(settings.audit_addr)
     admin = create_admin_api(
-        registry_pb2_grpc.RegistryStub(registry_channel),
+        registry,
         nc,
         settings.admin_token,
         audit_pb2_grpc.AuditStub(audit_channel),
@@ -191,7 +193,9 @@ async def serve(settings: EdgeSettings) -> None:
         admission,
         settings.public_url,
     )
-    parts = EdgeComponents(endpoint, modern, legacy, admin, oauth, admission, follower, audit, hub, metrics)
+    parts = EdgeComponents(
+        endpoint, modern, legacy, admin, oauth, connections, admission, follower, audit, hub, metrics
+    )
     app = create_app(parts)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -19,6 +19,7 @@ from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
 from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
+    ConnectionRequiredError,
     EdgeError,
     InternalError,
     InvalidParamsError,
@@ -27,6 +28,7 @@ from services.edge.errors import (
     MethodNotFoundError,
     ResourceNotFoundError,
 )
+from services.edge.identity.connections import Connections
 from services.edge.peers import Peers, owner
 from services.edge.records import (
     NO_PAYLOADS,
@@ -109,8 +111,14 @@ def log_filter(level: str | None) -> Callable[[bytes], bool] | None:
 
 
 def answerable(capabilities: object) -> tuple[str, ...]:
-    """Which server-to-client requests a client's declared capabilities say it answers."""
-    return tuple(c for c in ANSWERABLE if isinstance(capabilities, dict) and c in capabilities)
+    """Which server-to-client requests a client's declared capabilities say it answers, and
+    "elicitation.url" when it opens URLs for its user (a connection's link)."""
+    if not isinstance(capabilities, dict):
+        return ()
+    answers = tuple(c for c in ANSWERABLE if c in capabilities)
+    elicitation = capabilities.get("elicitation")
+    opens_urls = isinstance(elicitation, dict) and "url" in elicitation
+    return (*answers, "elicitation.url") if opens_urls else answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +193,10 @@ class McpHandler:
         task_ids: TaskIds,
         payloads: Payloads = NO_PAYLOADS,
         price: Callable[[str, str], float] = lambda server, tool: 0.0,
+        connections: Connections | None = None,
     ) -> None:
+        # The links identities connect their own accounts at (per_user_oauth servers).
+        self._connections = connections
         # What one call of (server, tool) costs, for its record.
         self._price = price
         # Whether tool calls' arguments and results go into their records.
@@ -353,8 +364,21 @@ class McpHandler:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
             raise rpc_error(no_connector(exc)) from None
         if outcome.HasField("error"):
+            if outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION and op is not None:
+                connect = self._connect_for(op.session, op.sender)
+                if connect is not None:
+                    raise connect(route.server)
             raise rpc_error(outcome.error)
         return outcome.result_json
+
+    def _connect_for(
+        self, session: Session | None, sender: Sender
+    ) -> Callable[[str], ConnectionRequiredError] | None:
+        """What a caller's request to a per_user_oauth server it has not connected answers."""
+        connections = self._connections
+        if connections is None:
+            return None
+        return lambda server: connections.required(session, sender, server)
 
     async def _task(self, ctx: CallContext, method: str, params: dict[str, Any], op: Operation) -> bytes:
         """tasks/get, tasks/result, tasks/cancel of a task the caller created, or tasks/list of them."""
@@ -471,4 +495,5 @@ class McpHandler:
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),
+            connect=self._connect_for(ctx.session, ctx.sender),
         )

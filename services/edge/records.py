@@ -40,6 +40,9 @@ class Sender:
     tracestate: str | None = None
     # The LLM request that caused it (X-LLM-Request-Id).
     llm_request_id: str | None = None
+    # How it reached the gateway (the Host header, the scheme), naming the URLs it is sent to.
+    host: str = ""
+    scheme: str = "http"
 
 
 NO_SENDER = Sender()
@@ -173,6 +176,8 @@ class Operation:
         sender: Sender,
     ) -> None:
         self._audit = audit
+        self.session = session
+        self.sender = sender
         self.trace = trace_of(sender, params)
         target = target_of(method, params)
         started = time.time_ns()

@@ -22,6 +22,7 @@ class TokenKind(StrEnum):
     REQUEST_STATE = "rs1"
     TASK = "task1"
     CONSENT = "consent1"
+    CONNECT = "connect1"
 
 
 def b64(data: bytes) -> str:

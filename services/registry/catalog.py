@@ -30,6 +30,12 @@ def build_snapshot(
         settings=registry_pb2.GatewaySettings(tool_separator=state.separator),
         governance=governance,
     )
+    settings = snapshot.governance.settings
+    if settings.auth_mode == registry_pb2.AUTH_MODE_UNSPECIFIED:
+        # Unset, the mode is headers, unless someone must connect their own account: then
+        # /mcp advertises OAuth too, so an interactive client can sign in and connect.
+        per_user_oauth = any(s.config.per_user_oauth for s in state.servers)
+        settings.auth_mode = registry_pb2.AUTH_MODE_BOTH if per_user_oauth else registry_pb2.AUTH_MODE_HEADERS
     visible: dict[str, ClientConfig] = {}
     for server in state.servers:
         snapshot.servers.append(
@@ -106,6 +112,7 @@ def server_config(
         manual_reconnect=not lifecycle.auto_reconnect,
         tool_timeouts_seconds=config.tool_timeouts,
         per_user=config.per_user,
+        per_user_oauth=config.per_user_oauth,
         key_headers={k: registry_pb2.KeyHeaders(headers=h) for k, h in (key_headers or {}).items()},
     )
     if config.oauth is not None:

@@ -40,6 +40,11 @@ def parse_duration(value: float | int | str) -> float:
     return seconds
 
 
+AuthType = Literal["none", "headers", "oauth", "client_credentials", "per_user_oauth", "per_user_headers"]
+# The auth types that take an oauth section.
+OAUTH_TYPES = frozenset({"oauth", "client_credentials", "per_user_oauth"})
+
+
 class StdioConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -94,10 +99,13 @@ class ClientConfig(BaseModel):
     tool_pricing: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = {}
     # Bifrost: whether the server answers MCP ping (the health monitor pings only those).
     is_ping_available: bool = True
-    # Each caller reaches the server with their own credentials (set per key through the API).
+    # Each caller reaches the server with their own headers (set per key through the API):
+    # what Bifrost's auth_type "per_user_headers" means.
     per_user: bool = False
-    # Bifrost's auth_type; "oauth" needs `oauth`.
-    auth_type: Literal["none", "headers", "oauth"] | None = None
+    # Bifrost's auth_type. "oauth" (a person authorizes once, or client credentials),
+    # "client_credentials" and "per_user_oauth" (each identity connects its own account)
+    # need `oauth`; "per_user_headers" is `per_user`.
+    auth_type: AuthType | None = None
     oauth: OAuthConfig | None = None
     disabled: bool = False
 
@@ -105,6 +113,16 @@ class ClientConfig(BaseModel):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_user_grant(cls, value: Any) -> Any:
+        # Each identity authorizes in a browser: per_user_oauth's grant goes without saying.
+        if isinstance(value, dict) and value.get("auth_type") == "per_user_oauth":
+            oauth = value.get("oauth")
+            if isinstance(oauth, dict) and "grant_type" not in oauth:
+                value = {**value, "oauth": {**oauth, "grant_type": "authorization_code"}}
+        return value
 
     @field_validator("tool_timeouts", mode="before")
     @classmethod
@@ -141,11 +159,27 @@ class ClientConfig(BaseModel):
             raise ValueError("a stdio server needs stdio_config")
         if self.connection_type in ("http", "sse") and not self.connection_string:
             raise ValueError(f"an {self.connection_type} server needs connection_string (its URL)")
-        if (self.auth_type == "oauth") != (self.oauth is not None) and self.auth_type is not None:
-            raise ValueError('auth_type "oauth" goes with an oauth section, and an oauth section with it')
+        if self.auth_type is not None and (self.auth_type in OAUTH_TYPES) != (self.oauth is not None):
+            raise ValueError(
+                f"auth_type {self.auth_type!r} goes with an oauth section only if it is one of "
+                f"{', '.join(sorted(OAUTH_TYPES))}"
+            )
+        if self.auth_type == "per_user_headers":
+            self.per_user = True
+        elif self.per_user and self.auth_type not in (None, "headers"):
+            raise ValueError(f"per_user is auth_type per_user_headers, not {self.auth_type!r}")
+        grant = None if self.oauth is None else self.oauth.grant_type
+        if self.auth_type == "client_credentials" and grant != "client_credentials":
+            raise ValueError('auth_type "client_credentials" takes the client_credentials grant')
+        if self.auth_type == "per_user_oauth" and grant != "authorization_code":
+            raise ValueError('auth_type "per_user_oauth" takes the authorization_code grant')
         if (self.oauth is not None or self.per_user) and self.connection_type == "stdio":
-            raise ValueError("oauth and per_user are for http and sse servers")
+            raise ValueError("oauth and per-user credentials are for http and sse servers")
         return self
+
+    @property
+    def per_user_oauth(self) -> bool:
+        return self.auth_type == "per_user_oauth"
 
 
 class HealthMonitorConfig(BaseModel):

@@ -26,6 +26,7 @@ from services.registry.store import (
     StoredServer,
     UnknownServerError,
 )
+from services.registry.user_tokens import UserTokens
 from services.rpc import abort
 from services.settings import ConfigurationError
 
@@ -45,7 +46,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     def __init__(self, store: RegistryStore, nc: NATS) -> None:
         self._store = store
         self._governance = GovernanceStore(store)
-        self._authorizations = Authorizations(store)
+        self._user_tokens = UserTokens(store)
+        self._authorizations = Authorizations(store, self._user_tokens)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
         # The last revision announced (a metric).
@@ -261,9 +263,12 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def DeleteKey(
         self, request: registry_pb2.NameRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        return registry_pb2.AdminReply(
-            revision=await self._admin(context, self._governance.delete_key(request.name))
-        )
+        # Its tokens go with it (ON DELETE CASCADE); connectors close its sessions.
+        connected = await self._user_tokens.connected(request.name)
+        revision = await self._admin(context, self._governance.delete_key(request.name))
+        for server, key_id, _ in connected:
+            await self._disconnected(server, key_id)
+        return registry_pb2.AdminReply(revision=revision)
 
     async def SetKeyCredentials(
         self, request: registry_pb2.KeyCredentials, context: grpc.aio.ServicerContext
@@ -329,16 +334,63 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             server = next((s.config for s in servers if s.config.name == request.server), None)
             if server is None:
                 raise MissingError(f"no server named {request.server!r}")
-            url = self._authorizations.start(server, request.redirect_uri)
+            if request.key_id and not any(k.id == request.key_id for k in await self._governance.keys()):
+                raise MissingError(f"no key with id {request.key_id!r}")
+            url = self._authorizations.start(server, request.redirect_uri, request.key_id)
             return registry_pb2.StartAuthorizationReply(authorization_url=url)
 
         return await self._admin(context, start())
 
     async def CompleteAuthorization(
         self, request: registry_pb2.CompleteAuthorizationRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.CompletedAuthorization:
+        done = await self._admin(context, self._authorizations.complete(request.state, request.code))
+        if done.key_id:
+            # A session on the identity's previous account (if any) ends: the next call is the new one's.
+            await self._disconnected(done.server, done.key_id)
+        return done
+
+    async def GetUserToken(
+        self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UserToken:
+        token = await self._user_tokens.get(request.server, request.key_id)
+        if token is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
+        return registry_pb2.UserToken(server=request.server, key_id=request.key_id, refresh_token=token)
+
+    async def PutUserToken(
+        self, request: registry_pb2.UserToken, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        revision = await self._admin(context, self._authorizations.complete(request.state, request.code))
-        return registry_pb2.AdminReply(revision=revision)
+        put = self._user_tokens.put(request.server, request.key_id, request.refresh_token)
+        await self._admin(context, put)
+        return registry_pb2.AdminReply(revision=await self._store.revision())
+
+    async def DeleteUserToken(
+        self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AdminReply:
+        if not await self._user_tokens.delete(request.server, request.key_id):
+            await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
+        await self._disconnected(request.server, request.key_id)
+        return registry_pb2.AdminReply(revision=await self._store.revision())
+
+    async def ListUserTokens(
+        self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.UserTokenList:
+        connected = await self._user_tokens.connected(request.key_id, request.server)
+        return registry_pb2.UserTokenList(
+            tokens=[
+                registry_pb2.UserToken(server=server, key_id=key_id, updated_at=at)
+                for server, key_id, at in connected
+            ]
+        )
+
+    async def _disconnected(self, server: str, key_id: str) -> None:
+        if self._nc.is_connected:
+            await self._nc.publish(bus.USER_DISCONNECTED, orjson.dumps({"server": server, "key_id": key_id}))
+
+
+def _not_connected(request: registry_pb2.UserTokenRequest) -> str:
+    return f"key {request.key_id!r} has not connected {request.server!r}"
 
 
 def _server_state(server: StoredServer, tools: int) -> registry_pb2.ServerState:

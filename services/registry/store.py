@@ -131,7 +131,7 @@ def _owner_only(database: str | None) -> None:
 class RegistryStore:
     def __init__(self, engine: AsyncEngine, sealer: Sealer) -> None:
         self.engine = engine
-        self._sealer = sealer
+        self.sealer = sealer
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
@@ -149,7 +149,7 @@ class RegistryStore:
 
     def _stored(self, row: ServerRow) -> StoredServer:
         return StoredServer(
-            ClientConfig.model_validate_json(self._sealer.open(row.config_json)),
+            ClientConfig.model_validate_json(self.sealer.open(row.config_json)),
             row.state,
             row.error,
             row.capabilities_json,
@@ -185,14 +185,14 @@ class RegistryStore:
                             name=name,
                             position=position,
                             source="file",
-                            config_json=self._sealer.seal(config_json),
+                            config_json=self.sealer.seal(config_json),
                             state="connecting",
                             error="",
                         )
                     )
                     changed = True
-                elif self._sealer.open(existing.config_json) != config_json or existing.position != position:
-                    existing.config_json, existing.position = self._sealer.seal(config_json), position
+                elif self.sealer.open(existing.config_json) != config_json or existing.position != position:
+                    existing.config_json, existing.position = self.sealer.seal(config_json), position
                     changed = True
             revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
@@ -216,7 +216,7 @@ class RegistryStore:
                     capabilities_json="{}",
                 )
                 session.add(row)
-            row.source, row.config_json = "api", self._sealer.seal(config.model_dump_json())
+            row.source, row.config_json = "api", self.sealer.seal(config.model_dump_json())
             await bump(session)
             return self._stored(row)
 
@@ -231,14 +231,14 @@ class RegistryStore:
     async def put_secret(self, name: str, value: str) -> int:
         """Keep a credential (sealed) that connectors need; bumps the revision."""
         async with self.sessions.begin() as session:
-            await write_meta(session, f"secret:{name}", self._sealer.seal(value))
+            await write_meta(session, f"secret:{name}", self.sealer.seal(value))
             return await bump(session)
 
     async def secrets(self) -> dict[str, str]:
         """Every kept credential by name, opened: one read, however many there are."""
         async with self.sessions() as session:
             rows = (await session.scalars(select(MetaRow).where(MetaRow.key.startswith("secret:")))).all()
-            return {r.key[len("secret:") :]: self._sealer.open(r.value) for r in rows if r.value}
+            return {r.key[len("secret:") :]: self.sealer.open(r.value) for r in rows if r.value}
 
     async def separator(self) -> str:
         async with self.sessions() as session:

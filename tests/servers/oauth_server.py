@@ -2,10 +2,13 @@
 
 `POST /token` answers RFC 6749's client credentials, authorization code (with RFC 7636
 PKCE, S256) and refresh token grants, issuing opaque bearer tokens that live
-`--token-seconds`. `GET /authorize` consents at once, as a person who clicks "allow" would,
-and redirects back with a code. `/mcp` is a Streamable HTTP MCP
+`--token-seconds`; with `--rotate-refresh` each refresh spends its refresh token and issues
+a new one. `GET /authorize` consents at once, as a person who clicks "allow" would, and
+redirects back with a code; `?user=NAME` logs in as that person, whom the code's tokens
+(and `whoami`) stand for. `/mcp` is a Streamable HTTP MCP
 server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
-counts the tokens issued; `POST /revoke-all` makes every issued token unknown.
+counts the tokens issued; `POST /revoke-all` makes every issued token unknown (`?user=NAME`:
+every token of that person's, refresh tokens too).
 
     python oauth_server.py --port 8765 --client-id gw --client-secret s3cret --token-seconds 2
 """
@@ -36,25 +39,28 @@ server = MCPServer("protected", log_level="WARNING")
 # Bearer tokens of people (--user-tokens), valid without the token endpoint: for per-user
 # credentials, where each caller brings their own.
 USERS: dict[str, str] = {}
+# The person each token from the token endpoint stands for (who logged in at /authorize).
+ISSUED_TO: dict[str, str] = {}
 
 
 @server.tool()
 def whoami(ctx: Context) -> str:
-    """Who the caller is: "authorized" for a token from the token endpoint, else the person."""
+    """Who the caller is: the person its token stands for, else "authorized"."""
     request = ctx.request_context.request
-    header = request.headers.get("authorization", "") if request is not None else ""
-    return USERS.get(header.removeprefix("Bearer "), "authorized")
+    token = (request.headers.get("authorization", "") if request is not None else "").removeprefix("Bearer ")
+    return USERS.get(token) or ISSUED_TO.get(token, "authorized")
 
 
 class Tokens:
-    def __init__(self, client_id: str, client_secret: str, lifetime: float) -> None:
+    def __init__(self, client_id: str, client_secret: str, lifetime: float, rotate: bool = False) -> None:
         self.client_id, self.client_secret, self.lifetime = client_id, client_secret, lifetime
+        self.rotate = rotate
         self.expiry: dict[str, float] = {}
         self.issued = 0
         self.refused = 0
-        # code -> (redirect_uri, S256 challenge); refresh tokens issued.
-        self.codes: dict[str, tuple[str, str]] = {}
-        self.refresh: set[str] = set()
+        # code -> (redirect_uri, S256 challenge, person); refresh token -> person.
+        self.codes: dict[str, tuple[str, str, str]] = {}
+        self.refresh: dict[str, str] = {}
 
     def valid(self, token: str) -> bool:
         return token in USERS or self.expiry.get(token, 0.0) > time.monotonic()
@@ -76,7 +82,7 @@ def create_app(tokens: Tokens) -> Starlette:
         if query.get("client_id") != tokens.client_id:
             return JSONResponse({"error": "unauthorized_client"}, 400)
         code = secrets.token_urlsafe(16)
-        tokens.codes[code] = (query["redirect_uri"], query["code_challenge"])
+        tokens.codes[code] = (query["redirect_uri"], query["code_challenge"], query.get("user", "authorized"))
         target = f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query['state']})}"
         return RedirectResponse(target, 302)
 
@@ -90,8 +96,9 @@ def create_app(tokens: Tokens) -> Starlette:
         ):
             return JSONResponse({"error": "invalid_client"}, 401, headers={"www-authenticate": "Basic"})
         body: dict[str, Any] = {}
+        person = "authorized"
         if grant == "authorization_code":
-            redirect_uri, challenge = tokens.codes.pop(str(form.get("code")), ("", ""))
+            redirect_uri, challenge, person = tokens.codes.pop(str(form.get("code")), ("", "", ""))
             verifier = str(form.get("code_verifier", ""))
             computed = (
                 base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
@@ -99,14 +106,21 @@ def create_app(tokens: Tokens) -> Starlette:
             if not challenge or form.get("redirect_uri") != redirect_uri or computed != challenge:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             body["refresh_token"] = secrets.token_urlsafe(24)
-            tokens.refresh.add(body["refresh_token"])
+            tokens.refresh[body["refresh_token"]] = person
         elif grant == "refresh_token":
-            if form.get("refresh_token") not in tokens.refresh:
+            presented = str(form.get("refresh_token"))
+            if presented not in tokens.refresh:
                 return JSONResponse({"error": "invalid_grant"}, 400)
+            person = tokens.refresh[presented]
+            if tokens.rotate:
+                del tokens.refresh[presented]
+                body["refresh_token"] = secrets.token_urlsafe(24)
+                tokens.refresh[body["refresh_token"]] = person
         elif grant != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         issued = secrets.token_urlsafe(24)
         tokens.expiry[issued] = time.monotonic() + tokens.lifetime
+        ISSUED_TO[issued] = person
         tokens.issued += 1
         body.update({"access_token": issued, "token_type": "Bearer", "expires_in": tokens.lifetime})
         return JSONResponse(body, headers={"cache-control": "no-store"})
@@ -114,8 +128,16 @@ def create_app(tokens: Tokens) -> Starlette:
     async def stats(_: Request) -> JSONResponse:
         return JSONResponse({"issued": tokens.issued, "refused": tokens.refused})
 
-    async def revoke_all(_: Request) -> Response:
-        tokens.expiry.clear()
+    async def revoke_all(request: Request) -> Response:
+        # ?user=NAME revokes that person's tokens only, refresh tokens too.
+        user = request.query_params.get("user")
+        if user is None:
+            tokens.expiry.clear()
+        else:
+            for issued in [t for t, person in ISSUED_TO.items() if person == user]:
+                tokens.expiry.pop(issued, None)
+            for refresh in [t for t, person in tokens.refresh.items() if person == user]:
+                del tokens.refresh[refresh]
         return Response(status_code=204)
 
     mcp_app = server.streamable_http_app(streamable_http_path="/")
@@ -159,7 +181,8 @@ if __name__ == "__main__":
     parser.add_argument("--client-secret", required=True)
     parser.add_argument("--token-seconds", type=float, default=60.0)
     parser.add_argument("--user-tokens", default="", help="TOKEN=NAME,... of people")
+    parser.add_argument("--rotate-refresh", action="store_true")
     args = parser.parse_args()
     USERS.update(pair.split("=", 1) for pair in args.user_tokens.split(",") if pair)
-    tokens = Tokens(args.client_id, args.client_secret, args.token_seconds)
+    tokens = Tokens(args.client_id, args.client_secret, args.token_seconds, args.rotate_refresh)
     uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")

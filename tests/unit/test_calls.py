@@ -14,7 +14,7 @@ from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
 from services.edge.calls import CHANNEL_SIZE, Call, Calls, Relay
 from services.edge.connector_client import CallCancelledError, ConnectorClient, ConnectorUnavailableError
-from services.edge.errors import DownstreamRpcError
+from services.edge.errors import ConnectionRequiredError, DownstreamRpcError
 from services.edge.records import Payloads, Sender
 from services.edge.sessions import Session
 from services.telemetry import TraceContext
@@ -105,6 +105,7 @@ def make_call(
     grace: float = 0.0,
     payloads: Payloads = Payloads(),  # noqa: B008 (frozen)
     arguments: bytes = b"",
+    connect: Callable[[str], ConnectionRequiredError] | None = None,
 ) -> tuple[Call, Calls, Connector, Audit]:
     calls, connector, audit = Calls("edge-t"), Connector(behaviour), Audit()
     request = connector_pb2.CallToolRequest(
@@ -123,6 +124,7 @@ def make_call(
         payloads=payloads,
         relay=relay,
         grace=grace,
+        connect=connect,
     )
     return call, calls, connector, audit
 
@@ -317,3 +319,34 @@ async def test_the_result_waits_until_its_audit_record_is_stored() -> None:
 
 async def _collect(call: Call, results: list[bytes]) -> None:
     results.append(await call.result())
+
+
+NEEDS_CONNECTION = connector_pb2.CallToolOutcome(
+    error=connector_pb2.CallError(
+        code=-32600, message="connect it", failure=connector_pb2.FAILURE_NEEDS_CONNECTION
+    )
+)
+
+
+@pytest.mark.parametrize(("code", "raised"), [(-32042, True), (-32600, False)])
+async def test_a_call_that_needs_a_connection_answers_with_its_link(code: int, raised: bool) -> None:
+    async def needs(notify: object, ask: object) -> connector_pb2.CallToolOutcome:
+        return NEEDS_CONNECTION
+
+    def connect(server: str) -> ConnectionRequiredError:
+        return ConnectionRequiredError(
+            code, f"open https://gw.test/oauth/connect/{server}", {"server": server}
+        )
+
+    call, _, _, audit = make_call(needs, connect=connect)
+    if raised:
+        # A client that opens URLs gets the URL elicitation error itself.
+        with pytest.raises(ConnectionRequiredError) as caught:
+            await call.result()
+        assert caught.value.code == -32042 and caught.value.data == {"server": "srv"}
+    else:
+        # Any other client: a tool error its model can read, naming the link.
+        result = orjson.loads(await call.result())
+        assert result["isError"] is True
+        assert result["content"][0]["text"] == "open https://gw.test/oauth/connect/srv"
+    assert len(audit.events) == 1

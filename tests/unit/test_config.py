@@ -135,3 +135,92 @@ def test_durations() -> None:
     assert parse_duration(7) == 7
     with pytest.raises(ValueError, match="greater than zero"):
         parse_duration(0)
+
+
+HTTP = {"connection_type": "http", "connection_string": "https://mcp.example.test/mcp"}
+CODE_FLOW = {
+    "authorize_url": "https://id.example.test/authorize",
+    "token_url": "https://id.example.test/token",
+}
+
+
+@pytest.mark.parametrize(
+    ("client", "per_user", "per_user_oauth", "grant"),
+    [
+        ({"auth_type": "none"}, False, False, None),
+        ({"auth_type": "headers", "headers": {"Authorization": "env.TOKEN"}}, False, False, None),
+        ({"auth_type": "per_user_headers"}, True, False, None),
+        (
+            {
+                "auth_type": "oauth",
+                "oauth": {**CODE_FLOW, "grant_type": "authorization_code", "client_id": "gw"},
+            },
+            False,
+            False,
+            "authorization_code",
+        ),
+        (
+            {
+                "auth_type": "client_credentials",
+                "oauth": {"token_url": CODE_FLOW["token_url"], "client_id": "gw", "client_secret": "env.S"},
+            },
+            False,
+            False,
+            "client_credentials",
+        ),
+        # Each identity signs in with a browser: the grant needs no saying.
+        (
+            {"auth_type": "per_user_oauth", "oauth": {**CODE_FLOW, "client_id": "gw"}},
+            False,
+            True,
+            "authorization_code",
+        ),
+    ],
+)
+def test_each_bifrost_auth_type_loads(
+    client: dict[str, object], per_user: bool, per_user_oauth: bool, grant: str | None
+) -> None:
+    config = parse_config({"mcp": {"client_configs": [{"name": "a", **HTTP, **client}]}})
+    server = config.mcp.client_configs[0]
+    assert (server.per_user, server.per_user_oauth) == (per_user, per_user_oauth)
+    assert (server.oauth.grant_type if server.oauth is not None else None) == grant
+
+
+@pytest.mark.parametrize(
+    ("client", "expected"),
+    [
+        ({"auth_type": "oauth"}, "goes with an oauth section"),
+        (
+            {
+                "auth_type": "headers",
+                "oauth": {**CODE_FLOW, "client_id": "gw", "grant_type": "authorization_code"},
+            },
+            "goes with an oauth section",
+        ),
+        (
+            {
+                "auth_type": "per_user_oauth",
+                "oauth": {
+                    **CODE_FLOW,
+                    "client_id": "gw",
+                    "grant_type": "client_credentials",
+                    "client_secret": "x",
+                },
+            },
+            "takes the authorization_code grant",
+        ),
+        (
+            {
+                "auth_type": "oauth",
+                "per_user": True,
+                "oauth": {**CODE_FLOW, "client_id": "gw", "grant_type": "authorization_code"},
+            },
+            "per_user is auth_type per_user_headers",
+        ),
+    ],
+)
+def test_auth_types_that_contradict_their_config_are_refused(
+    client: dict[str, object], expected: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=expected):
+        parse_config({"mcp": {"client_configs": [{"name": "a", **HTTP, **client}]}})

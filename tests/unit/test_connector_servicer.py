@@ -103,6 +103,9 @@ class FakePool:
             raise self._refuse
         return self.get(name)
 
+    async def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
+        return exc
+
 
 async def never_called(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
     raise AssertionError("the downstream was not to be called")

@@ -27,10 +27,13 @@ def resource_path(path: str) -> str:
 def base_url(request: Request, public_url: str) -> str:
     """Where clients reach the gateway: the configured public URL, else the scheme and Host
     this request came by (the Host already passed the allowlist)."""
+    return base_of(request.scope.get("scheme", "http"), request.headers.get("host") or "", public_url)
+
+
+def base_of(scheme: str, host: str, public_url: str) -> str:
     if public_url:
         return public_url.rstrip("/")
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}"
+    return f"{scheme}://{host or 'localhost'}"
 
 
 class Credentials:

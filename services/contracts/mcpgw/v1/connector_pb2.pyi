@@ -42,6 +42,8 @@ class _FailureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure.Value
     """The client cancelled the call (set by the edge)."""
     FAILURE_NO_CONNECTOR: _Failure.ValueType  # 8
     """No connector answered the edge (set by the edge)."""
+    FAILURE_NEEDS_CONNECTION: _Failure.ValueType  # 9
+    """A per_user_oauth server the caller's identity has not connected: nothing was sent."""
 
 class Failure(_Failure, metaclass=_FailureEnumTypeWrapper):
     """Why a call failed; the edge maps each to what its client sees, in one place."""
@@ -63,6 +65,8 @@ FAILURE_CANCELLED: Failure.ValueType  # 7
 """The client cancelled the call (set by the edge)."""
 FAILURE_NO_CONNECTOR: Failure.ValueType  # 8
 """No connector answered the edge (set by the edge)."""
+FAILURE_NEEDS_CONNECTION: Failure.ValueType  # 9
+"""A per_user_oauth server the caller's identity has not connected: nothing was sent."""
 Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final

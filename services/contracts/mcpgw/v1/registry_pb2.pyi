@@ -902,6 +902,7 @@ class ServerConfig(_message.Message):
     OAUTH_FIELD_NUMBER: _builtins.int
     PER_USER_FIELD_NUMBER: _builtins.int
     KEY_HEADERS_FIELD_NUMBER: _builtins.int
+    PER_USER_OAUTH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     """stdio | http | sse"""
@@ -912,6 +913,11 @@ class ServerConfig(_message.Message):
     """Wait for a reconnect request after a disconnect, instead of reconnecting on its own."""
     per_user: _builtins.bool
     """Each caller reaches it with their own credentials: a session per virtual key."""
+    per_user_oauth: _builtins.bool
+    """Each caller reaches it with their own OAuth token (GetUserToken): a session per key.
+    `oauth` is then the authorization code client, its refresh_token the operator's, which
+    the shared session (and so the catalog) uses.
+    """
     @_builtins.property
     def stdio(self) -> Global___StdioConfig: ...
     @_builtins.property
@@ -947,10 +953,11 @@ class ServerConfig(_message.Message):
         oauth: Global___OAuthClient | None = ...,
         per_user: _builtins.bool = ...,
         key_headers: _abc.Mapping[_builtins.str, Global___KeyHeaders] | None = ...,
+        per_user_oauth: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "oauth", b"oauth", "stdio", b"stdio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "key_headers", b"key_headers", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "per_user", b"per_user", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "key_headers", b"key_headers", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "per_user", b"per_user", "per_user_oauth", b"per_user_oauth", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1090,18 +1097,22 @@ class StartAuthorizationRequest(_message.Message):
 
     SERVER_FIELD_NUMBER: _builtins.int
     REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     redirect_uri: _builtins.str
     """Where the authorization server sends the person back: the edge's /api/oauth/callback."""
+    key_id: _builtins.str
+    """Set for a per_user_oauth server: the identity connecting it ("" is the operator's setup)."""
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         redirect_uri: _builtins.str = ...,
+        key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["redirect_uri", b"redirect_uri", "server", b"server"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "redirect_uri", b"redirect_uri", "server", b"server"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1147,6 +1158,105 @@ class CompleteAuthorizationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteAuthorizationRequest: _TypeAlias = CompleteAuthorizationRequest  # noqa: Y015
+
+@_typing.final
+class CompletedAuthorization(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVISION_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    server: _builtins.str
+    key_id: _builtins.str
+    """The identity that connected the server; "" for the operator's authorization."""
+    def __init__(
+        self,
+        *,
+        revision: _builtins.int = ...,
+        server: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "revision", b"revision", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompletedAuthorization: _TypeAlias = CompletedAuthorization  # noqa: Y015
+
+@_typing.final
+class UserTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserTokenRequest: _TypeAlias = UserTokenRequest  # noqa: Y015
+
+@_typing.final
+class UserToken(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    key_id: _builtins.str
+    refresh_token: _builtins.str
+    updated_at: _builtins.int
+    """When it was connected or last rotated (Unix seconds; in listings)."""
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        refresh_token: _builtins.str = ...,
+        updated_at: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "refresh_token", b"refresh_token", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserToken: _TypeAlias = UserToken  # noqa: Y015
+
+@_typing.final
+class UserTokenList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tokens(self) -> _containers.RepeatedCompositeFieldContainer[Global___UserToken]:
+        """refresh_token is never filled in here."""
+
+    def __init__(
+        self,
+        *,
+        tokens: _abc.Iterable[Global___UserToken] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UserTokenList: _TypeAlias = UserTokenList  # noqa: Y015
 
 @_typing.final
 class HealthCheck(_message.Message):

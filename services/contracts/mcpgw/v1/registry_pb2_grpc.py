@@ -142,7 +142,27 @@ class RegistryStub:
         self.CompleteAuthorization = channel.unary_unary(
                 '/mcpgw.v1.Registry/CompleteAuthorization',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompletedAuthorization.FromString,
+                _registered_method=True)
+        self.GetUserToken = channel.unary_unary(
+                '/mcpgw.v1.Registry/GetUserToken',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
+                _registered_method=True)
+        self.PutUserToken = channel.unary_unary(
+                '/mcpgw.v1.Registry/PutUserToken',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+                _registered_method=True)
+        self.DeleteUserToken = channel.unary_unary(
+                '/mcpgw.v1.Registry/DeleteUserToken',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+                _registered_method=True)
+        self.ListUserTokens = channel.unary_unary(
+                '/mcpgw.v1.Registry/ListUserTokens',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenList.FromString,
                 _registered_method=True)
         self.UpdateSettings = channel.unary_unary(
                 '/mcpgw.v1.Registry/UpdateSettings',
@@ -295,6 +315,34 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserToken(self, request, context):
+        """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
+        read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
+        person or the operator. None of these bump the revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutUserToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUserTokens(self, request, context):
+        """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UpdateSettings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -412,7 +460,27 @@ def add_RegistryServicer_to_server(servicer, server):
             'CompleteAuthorization': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteAuthorization,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompletedAuthorization.SerializeToString,
+            ),
+            'GetUserToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserToken,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
+            ),
+            'PutUserToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutUserToken,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
+            ),
+            'DeleteUserToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserToken,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
+            ),
+            'ListUserTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserTokens,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenList.SerializeToString,
             ),
             'UpdateSettings': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateSettings,
@@ -1013,7 +1081,115 @@ class Registry:
             target,
             '/mcpgw.v1.Registry/CompleteAuthorization',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompletedAuthorization.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/GetUserToken',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutUserToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/PutUserToken',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/DeleteUserToken',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/ListUserTokens',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,7 +65,16 @@ class RegistryStub:
     """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
     redirect's code, which registry exchanges for tokens it keeps sealed.
     """
-    CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.AdminReply]
+    CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]
+    GetUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]
+    """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
+    read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
+    person or the operator. None of these bump the revision.
+    """
+    PutUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]
+    DeleteUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]
+    ListUserTokens: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserTokenList]
+    """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("")."""
     UpdateSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]
 
 @_typing.type_check_only
@@ -103,7 +112,16 @@ class RegistryAsyncStub(RegistryStub):
     """OAuth 2.0 authorization code with PKCE for a server: the URL a person opens, and the
     redirect's code, which registry exchanges for tokens it keeps sealed.
     """
-    CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]  # type: ignore[assignment]
+    GetUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]  # type: ignore[assignment]
+    """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
+    read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
+    person or the operator. None of these bump the revision.
+    """
+    PutUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    DeleteUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    ListUserTokens: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserTokenList]  # type: ignore[assignment]
+    """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("")."""
     UpdateSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
 
 class RegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -270,7 +288,40 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _registry_pb2.CompleteAuthorizationRequest,
         context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.CompletedAuthorization, _abc.Awaitable[_registry_pb2.CompletedAuthorization]]: ...
+
+    @_abc_1.abstractmethod
+    def GetUserToken(
+        self,
+        request: _registry_pb2.UserTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.UserToken, _abc.Awaitable[_registry_pb2.UserToken]]:
+        """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
+        read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
+        person or the operator. None of these bump the revision.
+        """
+
+    @_abc_1.abstractmethod
+    def PutUserToken(
+        self,
+        request: _registry_pb2.UserToken,
+        context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteUserToken(
+        self,
+        request: _registry_pb2.UserTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+
+    @_abc_1.abstractmethod
+    def ListUserTokens(
+        self,
+        request: _registry_pb2.UserTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.UserTokenList, _abc.Awaitable[_registry_pb2.UserTokenList]]:
+        """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("")."""
 
     @_abc_1.abstractmethod
     def UpdateSettings(

@@ -1,0 +1,220 @@
+"""A per_user_oauth downstream: the operator authorizes once (the catalog), then each
+identity connects its own account at the link its first call answers with, and reaches
+the server as that account; the upstream rotates refresh tokens, and the rotation
+survives a session's closing; disconnecting, by the person or the operator, ends it."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx2
+import pytest
+
+from tests.integration.test_gateway_http import ACCEPT
+from tests.integration.test_upstream_auth import SECRET, authorization_server
+from tests.processes import service_tree, wait_until
+
+ADMIN = {"authorization": "Bearer per-user-oauth-admin"}
+LINK = re.compile(r"https?://\S+/oauth/connect/personal\?ticket=\S+")
+
+
+class Client:
+    """One identity's MCP session, by its virtual key."""
+
+    def __init__(self, mcp: str, secret: str, capabilities: dict[str, Any] | None = None) -> None:
+        self.mcp = mcp
+        self.headers = {"accept": ACCEPT, "authorization": f"Bearer {secret}"}
+        hello = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": capabilities or {},
+                "clientInfo": {"name": "per-user-test"},
+            },
+        }
+        opened = httpx2.post(mcp, json=hello, headers=self.headers, timeout=30)
+        assert opened.status_code == 200, opened.text
+        self.headers["mcp-session-id"] = opened.headers["mcp-session-id"]
+
+    def whoami(self) -> dict[str, Any]:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "personal_whoami"}}
+        answer = httpx2.post(self.mcp, json=body, headers=self.headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return answer.json()  # type: ignore[no-any-return]
+
+
+def person(answer: dict[str, Any]) -> str:
+    """Whom the server says the call came from."""
+    result = answer["result"]
+    assert not result.get("isError"), result
+    return str(result["content"][0]["text"])
+
+
+def link_in(answer: dict[str, Any]) -> str:
+    """The connect link of a call that needs its caller's account (as a tool error)."""
+    result = answer["result"]
+    assert result["isError"] is True, result
+    found = LINK.search(result["content"][0]["text"])
+    assert found is not None, result
+    return found.group(0)
+
+
+def connect(link: str, user: str) -> httpx2.Response:
+    """A person's browser: the gateway's link, the upstream's login as `user`, the callback."""
+    with httpx2.Client(timeout=10) as browser:
+        to_upstream = browser.get(link)
+        assert to_upstream.status_code == 302, to_upstream.text
+        login = to_upstream.headers["location"] + f"&user={user}"
+        back = browser.get(login)
+        assert back.status_code == 302, back.text
+        return browser.get(back.headers["location"])
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    with authorization_server("--rotate-refresh") as origin:
+        server = {
+            "name": "personal",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "auth_type": "per_user_oauth",
+            "oauth": {
+                "authorize_url": f"{origin}/authorize",
+                "token_url": f"{origin}/token",
+                "client_id": "gateway",
+                "client_secret": "env.PROTECTED_CLIENT_SECRET",
+            },
+        }
+        env = {
+            "PROTECTED_CLIENT_SECRET": SECRET,
+            "MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer "),
+            # An identity's session closes once idle this long, and opens on its next call
+            # with the refresh token registry kept: the rotated one, or the upstream refuses.
+            "MCPGW_KEYED_IDLE_SECONDS": "1",
+        }
+        with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
+            # The operator authorizes once: the shared session lists the tools.
+            started: list[str] = []
+
+            def authorize() -> bool:
+                answer = httpx2.post(f"{base}/api/mcp/client/personal/oauth/authorize", headers=ADMIN)
+                started.extend([answer.json()["authorization_url"]] if answer.status_code == 200 else [])
+                return bool(started)
+
+            wait_until(authorize, 20, "registry ready to authorize")
+            authorized = httpx2.get(started[0], follow_redirects=True, timeout=10)
+            assert authorized.text.startswith("Authorized"), authorized.text
+
+            def listed() -> bool:
+                servers = httpx2.get(f"{base}/api/servers", headers=ADMIN, timeout=10).json()
+                return bool(servers and servers[0]["state"] == "connected")
+
+            wait_until(listed, 30, "the authorized server connected")
+            yield base, str(tmp_path), origin
+
+
+def key(base: str, name: str) -> dict[str, Any]:
+    body = {"name": name, "mcp_configs": [{"mcp_client_name": "personal", "tools_to_execute": ["*"]}]}
+    created = httpx2.post(f"{base}/api/keys", json=body, headers=ADMIN, timeout=10)
+    assert created.status_code == 201, created.text
+    return created.json()  # type: ignore[no-any-return]
+
+
+def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str, str, str]) -> None:
+    base, tmp, origin = gateway
+    mcp = f"{base}/mcp"
+    alice, bob = key(base, "alice"), key(base, "bob")
+    # No identity, no account: with a per_user_oauth server, /mcp offers OAuth sign-in too.
+    hello = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25"}}
+    anonymous = httpx2.post(mcp, json=hello, headers={"accept": ACCEPT})
+    assert anonymous.status_code == 401
+    assert "resource_metadata=" in anonymous.headers["www-authenticate"]
+
+    # A client without URL elicitation: a tool error naming the link, for its model or person.
+    as_alice = Client(mcp, alice["secret"])
+    link = link_in(as_alice.whoami())
+    assert urlsplit(link).netloc == urlsplit(base).netloc
+    connected = connect(link, "alice")
+    assert connected.status_code == 200 and "Connected" in connected.text
+    assert person(as_alice.whoami()) == "alice"
+
+    # A client that opens URLs: URL elicitation required (-32042), as MCP 2025-11-25 puts it.
+    as_bob = Client(mcp, bob["secret"], {"elicitation": {"form": {}, "url": {}}})
+    error = as_bob.whoami()["error"]
+    assert error["code"] == -32042
+    (elicitation,) = error["data"]["elicitations"]
+    assert elicitation["mode"] == "url" and elicitation["elicitationId"]
+    assert elicitation["url"] == error["data"]["connect_url"]
+    assert connect(elicitation["url"], "bob").status_code == 200
+    assert person(as_bob.whoami()) == "bob"
+    assert person(as_alice.whoami()) == "alice"
+
+    # The upstream revokes bob's authorization while his session is open: his next call
+    # answers with the link again.
+    httpx2.post(f"{origin}/revoke-all?user=bob", timeout=5).raise_for_status()
+    revoked = as_bob.whoami()
+    assert "error" in revoked and revoked["error"]["code"] == -32042, revoked
+    assert connect(revoked["error"]["data"]["connect_url"], "bob").status_code == 200
+    assert person(as_bob.whoami()) == "bob"
+
+    # Each person sees their connections; the operator sees everyone's.
+    mine = httpx2.get(f"{base}/oauth/connections", headers={"authorization": f"Bearer {alice['secret']}"})
+    assert mine.json() == {"connected": ["personal"]}
+    everyone = httpx2.get(f"{base}/api/mcp/client/personal/oauth/connections", headers=ADMIN).json()
+    assert sorted(c["key_id"] for c in everyone) == sorted([alice["id"], bob["id"]])
+
+    # Alice's session closes when idle and opens again on the refresh token registry kept:
+    # the upstream spent the first one when it rotated it.
+    closed = f"closing the idle session of key {alice['id']}"
+    log = Path(tmp) / "services.log"
+    wait_until(lambda: closed in log.read_text(errors="replace"), 10, "alice's idle session closed")
+    assert person(as_alice.whoami()) == "alice"
+    # The refresh tokens are sealed at rest.
+    with closing(sqlite3.connect(Path(tmp) / "registry.db")) as db:
+        kept = [row[0] for row in db.execute("SELECT refresh_token FROM user_tokens")]
+    assert len(kept) == 2 and all(token.startswith("fernet:") for token in kept)
+
+    # Alice disconnects: her next call needs the account again.
+    gone = httpx2.delete(
+        f"{base}/oauth/connections/personal", headers={"authorization": f"Bearer {alice['secret']}"}
+    )
+    assert gone.status_code == 204
+    wait_until(lambda: as_alice.whoami()["result"].get("isError") is True, 10, "alice's session closed")
+    link_in(as_alice.whoami())
+    assert person(as_bob.whoami()) == "bob"
+    # The operator disconnects bob.
+    url = f"{base}/api/mcp/client/personal/oauth/connections/{bob['id']}"
+    assert httpx2.delete(url, headers=ADMIN).status_code == 204
+    assert httpx2.delete(url, headers=ADMIN).status_code == 404
+    wait_until(lambda: "error" in as_bob.whoami(), 10, "bob's session closed")
+    assert httpx2.get(f"{base}/api/mcp/client/personal/oauth/connections", headers=ADMIN).json() == []
+
+
+def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) -> None:
+    base, _, _ = gateway
+    mcp = f"{base}/mcp"
+    carol = key(base, "carol")
+    link = link_in(Client(mcp, carol["secret"]).whoami())
+    ticket = link.partition("?ticket=")[2]
+    with httpx2.Client(timeout=10) as browser:
+        forged = browser.get(f"{base}/oauth/connect/personal?ticket={ticket[:-2]}xx")
+        assert forged.status_code == 400 and "not valid" in forged.text
+        elsewhere = browser.get(f"{base}/oauth/connect/other?ticket={ticket}")
+        assert elsewhere.status_code == 400
+        to_upstream = browser.get(link)
+        back = browser.get(to_upstream.headers["location"] + "&user=carol").headers["location"]
+    # Another browser (no cookie from the start of the flow) cannot complete it.
+    stranger = httpx2.get(back, timeout=10)
+    assert stranger.status_code == 400 and "did not start" in stranger.text
+    # Nor can a key that was deleted meanwhile connect: its ticket names a key that is gone.
+    assert httpx2.delete(f"{base}/api/keys/{carol['id']}", headers=ADMIN).status_code == 204
+    assert httpx2.get(link, timeout=10).status_code == 404
