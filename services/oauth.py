@@ -9,6 +9,7 @@ references, resolved here and never logged.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import httpx2
@@ -16,6 +17,14 @@ import httpx2
 from services.references import resolve
 
 TOKEN_TIMEOUT_SECONDS = 10.0
+
+
+class ClientAuth(StrEnum):
+    """How the client authenticates at the token endpoint (RFC 7591's names)."""
+
+    BASIC = "client_secret_basic"
+    POST = "client_secret_post"
+    NONE = "none"
 
 
 class TokenEndpointError(ConnectionError):
@@ -28,23 +37,31 @@ class TokenEndpointError(ConnectionError):
 
 
 async def request_token(
-    token_url: str, client_id: str, client_secret: str, form: dict[str, str]
+    token_url: str,
+    client_id: str,
+    client_secret: str,
+    form: dict[str, str],
+    auth: ClientAuth = ClientAuth.BASIC,
 ) -> dict[str, Any]:
     """The token endpoint's JSON answer to `form`. A confidential client (with a secret)
-    authenticates with HTTP Basic (client_secret_basic), a public one names itself in the form."""
+    authenticates with HTTP Basic, or in the form for client_secret_post; a public one names
+    itself in the form."""
     client_id = resolve(client_id)
     try:
         async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
-            if client_secret:
+            if client_secret and auth is ClientAuth.BASIC:
                 response = await client.post(
                     resolve(token_url), data=form, auth=(client_id, resolve(client_secret))
                 )
+            elif client_secret and auth is ClientAuth.POST:
+                posted = {**form, "client_id": client_id, "client_secret": resolve(client_secret)}
+                response = await client.post(resolve(token_url), data=posted)
             else:
                 response = await client.post(resolve(token_url), data={**form, "client_id": client_id})
     except httpx2.HTTPError as exc:
         raise TokenEndpointError(f"the token endpoint is unreachable: {exc}") from None
     try:
-        body = response.json()
+        body: Any = response.json()
     except ValueError:
         body = None
     if response.status_code != 200:

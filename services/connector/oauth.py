@@ -17,7 +17,7 @@ import anyio
 import httpx2
 
 from services.contracts import registry_pb2
-from services.oauth import TokenEndpointError, request_token
+from services.oauth import ClientAuth, TokenEndpointError, request_token
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,11 @@ class TokenSource:
             form = {"grant_type": "client_credentials"}
         if config.scope:
             form["scope"] = config.scope
+        if config.resource:
+            form["resource"] = config.resource
         try:
-            body = await request_token(config.token_url, config.client_id, config.client_secret, form)
+            auth = ClientAuth(config.token_endpoint_auth_method or ClientAuth.BASIC)
+            body = await request_token(config.token_url, config.client_id, config.client_secret, form, auth)
         except TokenEndpointError as exc:
             if form["grant_type"] == "refresh_token" and exc.error == "invalid_grant":
                 self.ended = True

@@ -25,6 +25,8 @@ from services import bus
 from services.auth_modes import AUTH_MODES, mode_name
 from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.edge import audit_api
+from services.edge.identity.connections import ADMIN_CALLBACK_PATH, callbacks
+from services.edge.identity.credentials import base_url
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
@@ -230,7 +232,11 @@ def _server_out(server: registry_pb2.ServerState) -> dict[str, Any]:
 
 
 def create_admin_api(
-    registry: registry_pb2_grpc.RegistryStub, nc: NATS, admin_token: str, audit: audit_pb2_grpc.AuditStub
+    registry: registry_pb2_grpc.RegistryStub,
+    nc: NATS,
+    admin_token: str,
+    audit: audit_pb2_grpc.AuditStub,
+    public_url: str = "",
 ) -> FastAPI:
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
@@ -457,10 +463,12 @@ def create_admin_api(
     @router.post("/api/mcp/client/{name}/oauth/authorize")
     async def authorize(name: str, request: Request) -> dict[str, str]:
         """Start OAuth 2.0 authorization code with PKCE: open the URL, consent, come back."""
-        redirect_uri = str(request.base_url).rstrip("/") + "/api/oauth/callback"
+        base = base_url(request, public_url)
         started = await call(
             registry.StartAuthorization,
-            registry_pb2.StartAuthorizationRequest(server=name, redirect_uri=redirect_uri),
+            registry_pb2.StartAuthorizationRequest(
+                server=name, redirect_uri=base + ADMIN_CALLBACK_PATH, redirect_uris=callbacks(base)
+            ),
         )
         return {"authorization_url": started.authorization_url}
 
@@ -475,7 +483,7 @@ def create_admin_api(
         await call(registry.DeleteUserToken, registry_pb2.UserTokenRequest(server=name, key_id=key_id))
         return Response(status_code=204)
 
-    @api.get("/api/oauth/callback", include_in_schema=False)
+    @api.get(ADMIN_CALLBACK_PATH, include_in_schema=False)
     async def callback(
         state: Annotated[str, Query(max_length=256)] = "",
         code: Annotated[str, Query(max_length=4096)] = "",

@@ -168,6 +168,7 @@ async def serve(settings: EdgeSettings) -> None:
         nc,
         settings.admin_token,
         audit_pb2_grpc.AuditStub(audit_channel),
+        settings.public_url,
     )
     modern = ModernEndpoint(
         handler,

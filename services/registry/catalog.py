@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from services.contracts import registry_pb2
 from services.naming import exposed_tool_name, exposed_uri
+from services.registry.authorization import with_discovered
 from services.registry.config import ClientConfig
 from services.registry.store import CatalogState, Lifecycle, StoredServer
 
@@ -94,7 +95,9 @@ def server_config(
     lifecycle: Lifecycle,
     refresh_token: str = "",
     key_headers: dict[str, dict[str, str]] | None = None,
+    discovered: str | None = None,
 ) -> registry_pb2.ServerConfig:
+    """What connectors need of a server, with its OAuth client as discovered and registered."""
     config = server.config
     health = lifecycle.health
     out = registry_pb2.ServerConfig(
@@ -116,14 +119,17 @@ def server_config(
         key_headers={k: registry_pb2.KeyHeaders(headers=h) for k, h in (key_headers or {}).items()},
     )
     if config.oauth is not None:
+        oauth = with_discovered(config.oauth, discovered)
         out.oauth.CopyFrom(
             registry_pb2.OAuthClient(
-                token_url=config.oauth.token_url,
-                client_id=config.oauth.client_id,
-                client_secret=config.oauth.client_secret,
-                scope=config.oauth.scope,
+                token_url=oauth.token_url,
+                client_id=oauth.client_id,
+                client_secret=oauth.client_secret,
+                scope=oauth.scope,
                 refresh_token=refresh_token,
-                grant_type=config.oauth.grant_type,
+                grant_type=oauth.grant_type,
+                resource=oauth.resource,
+                token_endpoint_auth_method=oauth.token_endpoint_auth_method,
             )
         )
     if config.stdio_config is not None:

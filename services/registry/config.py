@@ -57,26 +57,61 @@ class StdioConfig(BaseModel):
 
 class OAuthConfig(BaseModel):
     """OAuth 2.0 for a downstream: client credentials (the connector gets and refreshes the
-    token), or authorization code with PKCE (a person authorizes once through the API)."""
+    token), or authorization code with PKCE (a person authorizes through the gateway). For
+    the latter, endpoints left out are discovered from the server (RFC 9728, RFC 8414) and a
+    client id left out is registered (RFC 7591) when someone first authorizes."""
 
     model_config = ConfigDict(extra="forbid")
 
     grant_type: Literal["client_credentials", "authorization_code"] = "client_credentials"
-    token_url: str = Field(min_length=1)
+    token_url: str = ""
     # Where people are sent to authorize (authorization_code only).
     authorize_url: str = ""
-    client_id: str = Field(min_length=1)
+    client_id: str = ""
     # Write env.NAME to keep the secret out of the config; a public client may have none.
     client_secret: str = ""
     scope: str = ""
+    # Where discovery starts (Bifrost's server_url): the server's own URL when left out.
+    server_url: str = ""
+    # Where to register the gateway when client_id is left out; discovered when left out too.
+    registration_url: str = ""
+    # The RFC 8707 resource indicator; the one the server's metadata names when left out.
+    resource: str = ""
+    # How the gateway authenticates at the token endpoint ("" is client_secret_basic, or what
+    # registration settled on).
+    token_endpoint_auth_method: Literal["", "client_secret_basic", "client_secret_post", "none"] = ""
 
     @model_validator(mode="after")
     def _grant_fields(self) -> OAuthConfig:
-        if self.grant_type == "authorization_code" and not self.authorize_url:
-            raise ValueError("the authorization_code grant needs authorize_url")
+        if self.grant_type == "client_credentials" and not (self.token_url and self.client_id):
+            raise ValueError("the client_credentials grant needs token_url and client_id")
         if self.grant_type == "client_credentials" and not self.client_secret:
             raise ValueError("the client_credentials grant needs client_secret")
         return self
+
+    @property
+    def complete(self) -> bool:
+        """Whether nothing is left to discover or register."""
+        return bool(
+            self.token_url
+            and self.client_id
+            and (self.authorize_url or self.grant_type != "authorization_code")
+        )
+
+
+# Bifrost's oauth_config fields that describe its own bookkeeping, not the upstream.
+BIFROST_OAUTH_IGNORED = ("id", "redirect_uri", "use_discovery")
+
+
+def bifrost_oauth(section: dict[str, Any]) -> dict[str, Any]:
+    """Bifrost's oauth_config as an oauth section: the authorization code grant (an admin or
+    each user authorizes), `scopes` as a scope string."""
+    oauth = {k: v for k, v in section.items() if k not in BIFROST_OAUTH_IGNORED}
+    oauth.setdefault("grant_type", "authorization_code")
+    scopes = oauth.pop("scopes", None)
+    if isinstance(scopes, list) and "scope" not in oauth:
+        oauth["scope"] = " ".join(str(s) for s in scopes)
+    return oauth
 
 
 class ClientConfig(BaseModel):
@@ -116,12 +151,24 @@ class ClientConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _per_user_grant(cls, value: Any) -> Any:
-        # Each identity authorizes in a browser: per_user_oauth's grant goes without saying.
-        if isinstance(value, dict) and value.get("auth_type") == "per_user_oauth":
-            oauth = value.get("oauth")
-            if isinstance(oauth, dict) and "grant_type" not in oauth:
-                value = {**value, "oauth": {**oauth, "grant_type": "authorization_code"}}
+    def _oauth_section(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if isinstance(value.get("oauth_config"), dict) and "oauth" not in value:
+            # Bifrost's name and shape for it.
+            value = {**value, "oauth": bifrost_oauth(value["oauth_config"])}
+        value = {k: v for k, v in value.items() if k != "oauth_config"}
+        if value.get("auth_type") in ("oauth", "per_user_oauth") and value.get("oauth") is None:
+            # Bifrost's way: everything is discovered from the server, the client registered.
+            value["oauth"] = {"grant_type": "authorization_code"}
+        oauth = value.get("oauth")
+        if (
+            value.get("auth_type") == "per_user_oauth"
+            and isinstance(oauth, dict)
+            and "grant_type" not in oauth
+        ):
+            # Each identity authorizes in a browser: per_user_oauth's grant goes without saying.
+            value["oauth"] = {**oauth, "grant_type": "authorization_code"}
         return value
 
     @field_validator("tool_timeouts", mode="before")

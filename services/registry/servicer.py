@@ -15,7 +15,7 @@ from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.naming import exposed_tool_name
 from services.registry import redaction
-from services.registry.authorization import Authorizations, refresh_token_name
+from services.registry.authorization import Authorizations, client_name, refresh_token_name
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.config import client_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
@@ -99,7 +99,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             for key_id in key_ids if server.config.per_user else ():
                 if stored := kept.get(credentials_name(name, key_id)):
                     headers[key_id] = orjson.loads(stored)
-            configs.append(server_config(server, lifecycle, kept.get(refresh_token_name(name), ""), headers))
+            refresh_token = kept.get(refresh_token_name(name), "")
+            discovered = kept.get(client_name(name))
+            configs.append(server_config(server, lifecycle, refresh_token, headers, discovered))
         return registry_pb2.ListServersResponse(revision=revision, servers=configs)
 
     async def ReportCatalog(
@@ -336,7 +338,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
                 raise MissingError(f"no server named {request.server!r}")
             if request.key_id and not any(k.id == request.key_id for k in await self._governance.keys()):
                 raise MissingError(f"no key with id {request.key_id!r}")
-            url = self._authorizations.start(server, request.redirect_uri, request.key_id)
+            url = await self._authorizations.start(
+                server, request.redirect_uri, request.key_id, tuple(request.redirect_uris)
+            )
             return registry_pb2.StartAuthorizationReply(authorization_url=url)
 
         return await self._admin(context, start())

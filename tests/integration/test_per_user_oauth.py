@@ -18,7 +18,8 @@ import pytest
 
 from tests.integration.test_gateway_http import ACCEPT
 from tests.integration.test_upstream_auth import SECRET, authorization_server
-from tests.processes import service_tree, wait_until
+from services.up.main import free_port
+from tests.processes import NODE, NODE_DIR, port_open, running, service_tree, wait_until
 
 ADMIN = {"authorization": "Bearer per-user-oauth-admin"}
 LINK = re.compile(r"https?://\S+/oauth/connect/personal\?ticket=\S+")
@@ -102,24 +103,30 @@ def gateway(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
             "MCPGW_KEYED_IDLE_SECONDS": "1",
         }
         with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
-            # The operator authorizes once: the shared session lists the tools.
-            started: list[str] = []
-
-            def authorize() -> bool:
-                answer = httpx2.post(f"{base}/api/mcp/client/personal/oauth/authorize", headers=ADMIN)
-                started.extend([answer.json()["authorization_url"]] if answer.status_code == 200 else [])
-                return bool(started)
-
-            wait_until(authorize, 20, "registry ready to authorize")
-            authorized = httpx2.get(started[0], follow_redirects=True, timeout=10)
-            assert authorized.text.startswith("Authorized"), authorized.text
-
-            def listed() -> bool:
-                servers = httpx2.get(f"{base}/api/servers", headers=ADMIN, timeout=10).json()
-                return bool(servers and servers[0]["state"] == "connected")
-
-            wait_until(listed, 30, "the authorized server connected")
+            operator_authorizes(base)
             yield base, str(tmp_path), origin
+
+
+def operator_authorizes(base: str, login: str = "") -> None:
+    """The operator's one authorization (the shared session, and so the catalog), and the
+    server connected on it."""
+    started: list[str] = []
+
+    def authorize() -> bool:
+        answer = httpx2.post(f"{base}/api/mcp/client/personal/oauth/authorize", headers=ADMIN, timeout=20)
+        assert answer.status_code in (200, 503), answer.text
+        started.extend([answer.json()["authorization_url"]] if answer.status_code == 200 else [])
+        return bool(started)
+
+    wait_until(authorize, 20, "registry ready to authorize")
+    authorized = httpx2.get(started[0] + login, follow_redirects=True, timeout=10)
+    assert authorized.text.startswith("Authorized"), authorized.text
+
+    def listed() -> bool:
+        servers = httpx2.get(f"{base}/api/servers", headers=ADMIN, timeout=10).json()
+        return bool(servers and servers[0]["state"] == "connected")
+
+    wait_until(listed, 30, "the authorized server connected")
 
 
 def key(base: str, name: str) -> dict[str, Any]:
@@ -197,6 +204,8 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     assert httpx2.delete(url, headers=ADMIN).status_code == 404
     wait_until(lambda: "error" in as_bob.whoami(), 10, "bob's session closed")
     assert httpx2.get(f"{base}/api/mcp/client/personal/oauth/connections", headers=ADMIN).json() == []
+    with closing(sqlite3.connect(Path(tmp) / "registry.db")) as db:
+        assert db.execute("SELECT count(*) FROM user_tokens").fetchone() == (0,)
 
 
 def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) -> None:
@@ -218,3 +227,49 @@ def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) ->
     # Nor can a key that was deleted meanwhile connect: its ticket names a key that is gone.
     assert httpx2.delete(f"{base}/api/keys/{carol['id']}", headers=ADMIN).status_code == 204
     assert httpx2.get(link, timeout=10).status_code == 404
+
+
+@pytest.fixture
+def ts_upstream() -> Iterator[str]:
+    port = free_port()
+    with running([str(NODE), str(NODE_DIR / "oauth-upstream.mjs"), str(port)]) as process:
+        wait_until(lambda: port_open(port), 15, "the TypeScript SDK's OAuth upstream", process)
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_a_bifrost_config_with_nothing_but_the_auth_type_works_against_the_typescript_sdk(
+    tmp_path: Path, ts_upstream: str
+) -> None:
+    """Bifrost's shape, endpoints and client left out: the gateway discovers the upstream's
+    authorization server (RFC 9728, RFC 8414), registers itself (RFC 7591), authenticates as
+    the server's metadata allows (client_secret_post), and asks every token for the resource
+    (RFC 8707); the TypeScript SDK's own auth handlers check each step."""
+    server = {
+        "name": "personal",
+        "connection_type": "http",
+        "connection_string": f"{ts_upstream}/mcp",
+        "tools_to_execute": ["*"],
+        "auth_type": "per_user_oauth",
+        "oauth_config": {"scopes": ["mcp:tools"], "id": "bifrost-config-1"},
+    }
+    env = {
+        "MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer "),
+        "MCPGW_KEYED_IDLE_SECONDS": "1",
+    }
+    with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
+        operator_authorizes(base, "&user=operator")
+        mcp = f"{base}/mcp"
+        dana = key(base, "dana")
+        as_dana = Client(mcp, dana["secret"])
+        assert connect(link_in(as_dana.whoami()), "dana").status_code == 200
+        assert person(as_dana.whoami()) == "dana"
+        # Her session closes when idle and opens again on the rotated refresh token.
+        closed = f"closing the idle session of key {dana['id']}"
+        wait_until(lambda: closed in (tmp_path / "services.log").read_text(errors="replace"), 10, "idle")
+        assert person(as_dana.whoami()) == "dana"
+        stats = httpx2.get(f"{ts_upstream}/stats", timeout=5).json()
+        assert stats["registrations"] == 1
+        assert set(stats["resources"]) == {f"{ts_upstream}/mcp"}
+        # The upstream ends her tokens: the next call asks her to connect again.
+        httpx2.post(f"{ts_upstream}/revoke-user?user=dana", timeout=5).raise_for_status()
+        link_in(as_dana.whoami())

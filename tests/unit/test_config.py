@@ -189,7 +189,7 @@ def test_each_bifrost_auth_type_loads(
 @pytest.mark.parametrize(
     ("client", "expected"),
     [
-        ({"auth_type": "oauth"}, "goes with an oauth section"),
+        ({"auth_type": "client_credentials"}, "goes with an oauth section"),
         (
             {
                 "auth_type": "headers",
@@ -224,3 +224,37 @@ def test_auth_types_that_contradict_their_config_are_refused(
 ) -> None:
     with pytest.raises(ConfigurationError, match=expected):
         parse_config({"mcp": {"client_configs": [{"name": "a", **HTTP, **client}]}})
+
+
+def test_bifrost_oauth_config_loads_with_discovery_left_to_the_gateway() -> None:
+    """Bifrost's oauth_config (its OAuth2Config) as it is, or no section at all: endpoints
+    and the client id are then discovered and registered when someone first authorizes."""
+    clients = [
+        {"name": "notion", **HTTP, "auth_type": "per_user_oauth", "oauth_config": {
+            "id": "cfg-1", "redirect_uri": "https://bifrost.example.test/api/oauth/callback",
+            "scopes": ["read", "write"], "server_url": "https://mcp.example.test/mcp", "use_discovery": True,
+        }},
+        {"name": "linear", **HTTP, "auth_type": "oauth", "oauth_client_id": "REDACTED"},
+        {"name": "jira", **HTTP, "auth_type": "oauth", "oauth_config": {
+            "client_id": "gw", "client_secret": "env.JIRA_SECRET", **CODE_FLOW,
+            "registration_url": "https://id.example.test/register", "resource": "https://mcp.example.test/mcp",
+        }},
+    ]  # fmt: skip
+    notion, linear, jira = parse_config({"mcp": {"client_configs": clients}}).mcp.client_configs
+    assert notion.oauth is not None and notion.per_user_oauth
+    assert (notion.oauth.grant_type, notion.oauth.scope, notion.oauth.client_id) == (
+        "authorization_code",
+        "read write",
+        "",
+    )
+    assert not notion.oauth.complete
+    assert (
+        linear.oauth is not None
+        and linear.oauth.grant_type == "authorization_code"
+        and not linear.oauth.complete
+    )
+    assert (
+        jira.oauth is not None
+        and jira.oauth.complete
+        and jira.oauth.resource == "https://mcp.example.test/mcp"
+    )

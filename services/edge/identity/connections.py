@@ -36,6 +36,8 @@ from services.edge.signing import Signer, TokenKind, b64, unb64
 
 CONNECT_PREFIX = "/oauth/connect/"
 CALLBACK_PATH = "/oauth/callback"
+# The operator's authorization comes back to the admin API's callback.
+ADMIN_CALLBACK_PATH = "/api/oauth/callback"
 CONNECTIONS_PATH = "/oauth/connections"
 # How long a connect URL handed out in an error stays good.
 TICKET_SECONDS = 900
@@ -51,6 +53,11 @@ def is_connection_path(path: str) -> bool:
         CALLBACK_PATH,
         CONNECTIONS_PATH,
     )
+
+
+def callbacks(base: str) -> list[str]:
+    """Every URL an upstream authorization server sends people back to (registered together)."""
+    return [base + ADMIN_CALLBACK_PATH, base + CALLBACK_PATH]
 
 
 class Connections:
@@ -133,8 +140,9 @@ class Connections:
                 "<p>This link is not valid any more: call the tool again for a new one.</p>",
                 400,
             )
+        base = base_url(request, self._public_url)
         start = registry_pb2.StartAuthorizationRequest(
-            server=server, redirect_uri=base_url(request, self._public_url) + CALLBACK_PATH, key_id=key_id
+            server=server, redirect_uri=base + CALLBACK_PATH, key_id=key_id, redirect_uris=callbacks(base)
         )
         try:
             started = await self._registry.StartAuthorization(start, timeout=REGISTRY_SECONDS)

@@ -1066,6 +1066,8 @@ class OAuthClient(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     GRANT_TYPE_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    TOKEN_ENDPOINT_AUTH_METHOD_FIELD_NUMBER: _builtins.int
     token_url: _builtins.str
     client_id: _builtins.str
     client_secret: _builtins.str
@@ -1073,6 +1075,10 @@ class OAuthClient(_message.Message):
     refresh_token: _builtins.str
     grant_type: _builtins.str
     """authorization_code: no token until a person authorizes; client_credentials otherwise."""
+    resource: _builtins.str
+    """The RFC 8707 resource indicator sent with every token request ("" sends none)."""
+    token_endpoint_auth_method: _builtins.str
+    """client_secret_basic (also ""), client_secret_post or none."""
     def __init__(
         self,
         *,
@@ -1082,10 +1088,12 @@ class OAuthClient(_message.Message):
         scope: _builtins.str = ...,
         refresh_token: _builtins.str = ...,
         grant_type: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        token_endpoint_auth_method: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "scope", b"scope", "token_url", b"token_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1098,21 +1106,29 @@ class StartAuthorizationRequest(_message.Message):
     SERVER_FIELD_NUMBER: _builtins.int
     REDIRECT_URI_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    REDIRECT_URIS_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     redirect_uri: _builtins.str
     """Where the authorization server sends the person back: the edge's /api/oauth/callback."""
     key_id: _builtins.str
     """Set for a per_user_oauth server: the identity connecting it ("" is the operator's setup)."""
+    @_builtins.property
+    def redirect_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every callback URL of the gateway, registered together should registry register the
+        gateway as a client (RFC 7591) because the server's config names no client id.
+        """
+
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         redirect_uri: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        redirect_uris: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "redirect_uri", b"redirect_uri", "server", b"server"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "redirect_uri", b"redirect_uri", "redirect_uris", b"redirect_uris", "server", b"server"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
