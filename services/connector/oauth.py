@@ -37,6 +37,10 @@ class AuthorizationEndedError(NotAuthorizedError):
     """The authorization server refused the refresh token (revoked, expired, or spent)."""
 
 
+# How long a token that never expires is kept before it is looked at again.
+YEAR_SECONDS = 365 * 24 * 3600.0
+
+
 class TokenSource:
     def __init__(
         self,
@@ -61,14 +65,27 @@ class TokenSource:
         async with self._lock:
             if self._token and self._token != stale and time.monotonic() < self._refresh_at:
                 return self._token
-            self._token, lifetime = await self._fetch()
+            self._token, lifetime = await self._fetch(stale)
             self._refresh_at = time.monotonic() + max(
                 0.0, lifetime - min(REFRESH_MARGIN_SECONDS, lifetime / 10)
             )
             return self._token
 
-    async def _fetch(self) -> tuple[str, float]:
+    async def _fetch(self, stale: str | None = None) -> tuple[str, float]:
         config = self._config
+        if config.access_token and not config.refresh_token:
+            # A server that issues no refresh token: the authorization's token, while it lasts.
+            left = (
+                config.access_token_expires_at - time.time()
+                if config.access_token_expires_at
+                else YEAR_SECONDS
+            )
+            if stale == config.access_token or left <= 0:
+                self.ended = True
+                raise AuthorizationEndedError(
+                    f"server {self._server!r}: the access token expired or was refused (no refresh token)"
+                )
+            return config.access_token, left
         if config.refresh_token:
             form = {"grant_type": "refresh_token", "refresh_token": self._refresh or config.refresh_token}
         elif config.grant_type == "authorization_code":

@@ -116,6 +116,8 @@ class DownstreamPool:
         config = registry_pb2.ServerConfig()
         config.CopyFrom(shared.config)
         config.oauth.refresh_token = stored.refresh_token
+        config.oauth.access_token = stored.access_token
+        config.oauth.access_token_expires_at = stored.access_token_expires_at
 
         async def keep(rotated: str) -> None:
             token = registry_pb2.UserToken(server=name, key_id=key_id, refresh_token=rotated)

@@ -28,7 +28,7 @@ from services.registry.config import ClientConfig, OAuthConfig
 from services.registry.discovery import DISCOVERY_TIMEOUT_SECONDS, DiscoveryError, discover, register
 from services.registry.governance import InvalidFieldError, MissingError
 from services.registry.store import RegistryStore
-from services.registry.user_tokens import UserTokens
+from services.registry.user_tokens import Grant, UserTokens
 
 PENDING_SECONDS = 600.0
 
@@ -139,14 +139,14 @@ class Authorizations:
             tokens = await request_token(oauth.token_url, oauth.client_id, oauth.client_secret, form, auth)
         except TokenEndpointError as exc:
             raise InvalidFieldError("code", f"the authorization server refused it: {exc}") from None
-        refresh = tokens.get("refresh_token")
-        if not isinstance(refresh, str) or not refresh:
-            raise InvalidFieldError("code", "the authorization server issued no refresh token")
+        grant = Grant.of(tokens)
+        if grant is None:
+            raise InvalidFieldError("code", "the authorization server issued no token")
         if pending.key_id:
-            await self._user_tokens.put(pending.server, pending.key_id, refresh)
+            await self._user_tokens.put(pending.server, pending.key_id, grant)
             revision = await self._store.revision()
         else:
-            revision = await self._store.put_secret(refresh_token_name(pending.server), refresh)
+            revision = await self._store.put_secret(refresh_token_name(pending.server), grant.to_json())
         return registry_pb2.CompletedAuthorization(
             revision=revision, server=pending.server, key_id=pending.key_id
         )

@@ -10,6 +10,9 @@ from services.naming import exposed_tool_name, exposed_uri
 from services.registry.authorization import with_discovered
 from services.registry.config import ClientConfig
 from services.registry.store import CatalogState, Lifecycle, StoredServer
+from services.registry.user_tokens import Grant
+
+NO_GRANT = Grant()
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +96,7 @@ def build_snapshot(
 def server_config(
     server: StoredServer,
     lifecycle: Lifecycle,
-    refresh_token: str = "",
+    grant: Grant = NO_GRANT,
     key_headers: dict[str, dict[str, str]] | None = None,
     discovered: str | None = None,
 ) -> registry_pb2.ServerConfig:
@@ -126,7 +129,9 @@ def server_config(
                 client_id=oauth.client_id,
                 client_secret=oauth.client_secret,
                 scope=oauth.scope,
-                refresh_token=refresh_token,
+                refresh_token=grant.refresh_token,
+                access_token=grant.access_token,
+                access_token_expires_at=grant.expires_at,
                 grant_type=oauth.grant_type,
                 resource=oauth.resource,
                 token_endpoint_auth_method=oauth.token_endpoint_auth_method,

@@ -26,7 +26,7 @@ from services.registry.store import (
     StoredServer,
     UnknownServerError,
 )
-from services.registry.user_tokens import UserTokens
+from services.registry.user_tokens import Grant, UserTokens
 from services.rpc import abort
 from services.settings import ConfigurationError
 
@@ -99,9 +99,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             for key_id in key_ids if server.config.per_user else ():
                 if stored := kept.get(credentials_name(name, key_id)):
                     headers[key_id] = orjson.loads(stored)
-            refresh_token = kept.get(refresh_token_name(name), "")
+            grant = Grant.from_json(kept.get(refresh_token_name(name), ""))
             discovered = kept.get(client_name(name))
-            configs.append(server_config(server, lifecycle, refresh_token, headers, discovered))
+            configs.append(server_config(server, lifecycle, grant, headers, discovered))
         return registry_pb2.ListServersResponse(revision=revision, servers=configs)
 
     async def ReportCatalog(
@@ -357,15 +357,22 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def GetUserToken(
         self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UserToken:
-        token = await self._user_tokens.get(request.server, request.key_id)
-        if token is None:
+        grant = await self._user_tokens.get(request.server, request.key_id)
+        if grant is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
-        return registry_pb2.UserToken(server=request.server, key_id=request.key_id, refresh_token=token)
+        return registry_pb2.UserToken(
+            server=request.server,
+            key_id=request.key_id,
+            refresh_token=grant.refresh_token,
+            access_token=grant.access_token,
+            access_token_expires_at=grant.expires_at,
+        )
 
     async def PutUserToken(
         self, request: registry_pb2.UserToken, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        put = self._user_tokens.put(request.server, request.key_id, request.refresh_token)
+        grant = Grant(request.refresh_token, request.access_token, request.access_token_expires_at)
+        put = self._user_tokens.put(request.server, request.key_id, grant)
         await self._admin(context, put)
         return registry_pb2.AdminReply(revision=await self._store.revision())
 

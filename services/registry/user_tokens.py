@@ -1,4 +1,4 @@
-"""Each identity's OAuth refresh token for a per_user_oauth server, sealed at rest.
+"""Each identity's OAuth grant for a per_user_oauth server (`Grant`, as JSON), sealed at rest.
 
 Connectors read a token when an identity's first call needs it and write back each
 rotation; none of it bumps the revision (it changes no snapshot), and a key or server
@@ -8,12 +8,56 @@ removed takes its tokens with it (ON DELETE CASCADE).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import BigInteger, ForeignKey, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.registry.governance import KeyRow, MissingError
 from services.registry.store import Base, RegistryStore, ServerRow
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authorization left: a refresh token, or (from a server that issues none) the
+    access token itself and when it expires (0: never)."""
+
+    refresh_token: str = ""
+    access_token: str = ""
+    expires_at: float = 0.0
+
+    def to_json(self) -> str:
+        if self.refresh_token:
+            return orjson.dumps({"refresh_token": self.refresh_token}).decode()
+        return orjson.dumps({"access_token": self.access_token, "expires_at": self.expires_at}).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Grant:
+        """A grant as `to_json` wrote it; anything else is a bare refresh token (as kept before)."""
+        if not text.startswith("{"):
+            return cls(refresh_token=text)
+        stored = orjson.loads(text)
+        return cls(
+            str(stored.get("refresh_token", "")),
+            str(stored.get("access_token", "")),
+            float(stored.get("expires_at", 0.0)),
+        )
+
+    @classmethod
+    def of(cls, tokens: dict[str, object]) -> Grant | None:
+        """The grant of a token endpoint's answer, or None when it holds no token."""
+        refresh, access, lifetime = (
+            tokens.get("refresh_token"),
+            tokens.get("access_token"),
+            tokens.get("expires_in"),
+        )
+        if isinstance(refresh, str) and refresh:
+            return cls(refresh_token=refresh)
+        if isinstance(access, str) and access:
+            expires = time.time() + lifetime if isinstance(lifetime, int | float) and lifetime > 0 else 0.0
+            return cls(access_token=access, expires_at=expires)
+        return None
 
 
 class UserTokenRow(Base):
@@ -23,7 +67,7 @@ class UserTokenRow(Base):
     key_id: Mapped[str] = mapped_column(
         String(64), ForeignKey("virtual_keys.id", ondelete="CASCADE"), primary_key=True
     )
-    refresh_token: Mapped[str] = mapped_column(Text)
+    credential: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -31,14 +75,14 @@ class UserTokens:
     def __init__(self, store: RegistryStore) -> None:
         self._store = store
 
-    async def get(self, server: str, key_id: str) -> str | None:
+    async def get(self, server: str, key_id: str) -> Grant | None:
         async with self._store.sessions() as session:
             row = await session.get(UserTokenRow, (server, key_id))
-        return None if row is None else self._store.sealer.open(row.refresh_token)
+        return None if row is None else Grant.from_json(self._store.sealer.open(row.credential))
 
-    async def put(self, server: str, key_id: str, refresh_token: str) -> None:
-        """Keep (or replace) an identity's token; MissingError for an unknown key or server."""
-        sealed = self._store.sealer.seal(refresh_token)
+    async def put(self, server: str, key_id: str, grant: Grant) -> None:
+        """Keep (or replace) an identity's grant; MissingError for an unknown key or server."""
+        sealed = self._store.sealer.seal(grant.to_json())
         async with self._store.sessions.begin() as session:
             if await session.get(ServerRow, server) is None:
                 raise MissingError(f"no server named {server!r}")
@@ -47,12 +91,10 @@ class UserTokens:
             row = await session.get(UserTokenRow, (server, key_id))
             if row is None:
                 session.add(
-                    UserTokenRow(
-                        server=server, key_id=key_id, refresh_token=sealed, updated_at=int(time.time())
-                    )
+                    UserTokenRow(server=server, key_id=key_id, credential=sealed, updated_at=int(time.time()))
                 )
             else:
-                row.refresh_token, row.updated_at = sealed, int(time.time())
+                row.credential, row.updated_at = sealed, int(time.time())
 
     async def delete(self, server: str, key_id: str) -> bool:
         """Forget an identity's token; whether there was one."""

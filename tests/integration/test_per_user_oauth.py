@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import httpx2
 import pytest
 
+from services.up.main import free_port
 from tests.integration.test_gateway_http import ACCEPT
 from tests.integration.test_upstream_auth import SECRET, authorization_server
-from services.up.main import free_port
 from tests.processes import NODE, NODE_DIR, port_open, running, service_tree, wait_until
 
 ADMIN = {"authorization": "Bearer per-user-oauth-admin"}
@@ -187,7 +187,7 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     assert person(as_alice.whoami()) == "alice"
     # The refresh tokens are sealed at rest.
     with closing(sqlite3.connect(Path(tmp) / "registry.db")) as db:
-        kept = [row[0] for row in db.execute("SELECT refresh_token FROM user_tokens")]
+        kept = [row[0] for row in db.execute("SELECT credential FROM user_tokens")]
     assert len(kept) == 2 and all(token.startswith("fernet:") for token in kept)
 
     # Alice disconnects: her next call needs the account again.
@@ -273,3 +273,35 @@ def test_a_bifrost_config_with_nothing_but_the_auth_type_works_against_the_types
         # The upstream ends her tokens: the next call asks her to connect again.
         httpx2.post(f"{ts_upstream}/revoke-user?user=dana", timeout=5).raise_for_status()
         link_in(as_dana.whoami())
+
+
+def test_an_upstream_that_issues_no_refresh_token_is_used_on_its_access_token(tmp_path: Path) -> None:
+    """As GitHub's OAuth apps: the authorization leaves an access token and nothing to
+    refresh it with; the gateway uses it until the upstream refuses it, then asks again."""
+    with authorization_server("--no-refresh", "--token-seconds", "600") as origin:
+        server = {
+            "name": "personal",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "auth_type": "per_user_oauth",
+            "oauth": {
+                "authorize_url": f"{origin}/authorize",
+                "token_url": f"{origin}/token",
+                "client_id": "gateway",
+                "client_secret": "env.PROTECTED_CLIENT_SECRET",
+            },
+        }
+        env = {
+            "PROTECTED_CLIENT_SECRET": SECRET,
+            "MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer "),
+        }
+        with service_tree(tmp_path, [server], env=env, ready=()) as (base,):
+            operator_authorizes(base)
+            erin = key(base, "erin")
+            as_erin = Client(f"{base}/mcp", erin["secret"])
+            assert connect(link_in(as_erin.whoami()), "erin").status_code == 200
+            assert person(as_erin.whoami()) == "erin"
+            # The upstream forgets every token: the next call offers the link again.
+            httpx2.post(f"{origin}/revoke-all", timeout=5).raise_for_status()
+            link_in(as_erin.whoami())

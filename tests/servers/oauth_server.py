@@ -3,7 +3,8 @@
 `POST /token` answers RFC 6749's client credentials, authorization code (with RFC 7636
 PKCE, S256) and refresh token grants, issuing opaque bearer tokens that live
 `--token-seconds`; with `--rotate-refresh` each refresh spends its refresh token and issues
-a new one. `GET /authorize` consents at once, as a person who clicks "allow" would, and
+a new one, and with `--no-refresh` there are none (the access token is all a person's
+authorization leaves). `GET /authorize` consents at once, as a person who clicks "allow" would, and
 redirects back with a code; `?user=NAME` logs in as that person, whom the code's tokens
 (and `whoami`) stand for. `/mcp` is a Streamable HTTP MCP
 server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
@@ -52,9 +53,11 @@ def whoami(ctx: Context) -> str:
 
 
 class Tokens:
-    def __init__(self, client_id: str, client_secret: str, lifetime: float, rotate: bool = False) -> None:
+    def __init__(
+        self, client_id: str, client_secret: str, lifetime: float, rotate: bool = False, refresh: bool = True
+    ) -> None:
         self.client_id, self.client_secret, self.lifetime = client_id, client_secret, lifetime
-        self.rotate = rotate
+        self.rotate, self.issue_refresh = rotate, refresh
         self.expiry: dict[str, float] = {}
         self.issued = 0
         self.refused = 0
@@ -105,8 +108,9 @@ def create_app(tokens: Tokens) -> Starlette:
             )
             if not challenge or form.get("redirect_uri") != redirect_uri or computed != challenge:
                 return JSONResponse({"error": "invalid_grant"}, 400)
-            body["refresh_token"] = secrets.token_urlsafe(24)
-            tokens.refresh[body["refresh_token"]] = person
+            if tokens.issue_refresh:
+                body["refresh_token"] = secrets.token_urlsafe(24)
+                tokens.refresh[body["refresh_token"]] = person
         elif grant == "refresh_token":
             presented = str(form.get("refresh_token"))
             if presented not in tokens.refresh:
@@ -182,7 +186,12 @@ if __name__ == "__main__":
     parser.add_argument("--token-seconds", type=float, default=60.0)
     parser.add_argument("--user-tokens", default="", help="TOKEN=NAME,... of people")
     parser.add_argument("--rotate-refresh", action="store_true")
+    parser.add_argument(
+        "--no-refresh", action="store_true", help="issue no refresh tokens (as GitHub OAuth apps)"
+    )
     args = parser.parse_args()
     USERS.update(pair.split("=", 1) for pair in args.user_tokens.split(",") if pair)
-    tokens = Tokens(args.client_id, args.client_secret, args.token_seconds, args.rotate_refresh)
+    tokens = Tokens(
+        args.client_id, args.client_secret, args.token_seconds, args.rotate_refresh, not args.no_refresh
+    )
     uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")

@@ -1068,6 +1068,8 @@ class OAuthClient(_message.Message):
     GRANT_TYPE_FIELD_NUMBER: _builtins.int
     RESOURCE_FIELD_NUMBER: _builtins.int
     TOKEN_ENDPOINT_AUTH_METHOD_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     token_url: _builtins.str
     client_id: _builtins.str
     client_secret: _builtins.str
@@ -1079,6 +1081,11 @@ class OAuthClient(_message.Message):
     """The RFC 8707 resource indicator sent with every token request ("" sends none)."""
     token_endpoint_auth_method: _builtins.str
     """client_secret_basic (also ""), client_secret_post or none."""
+    access_token: _builtins.str
+    """From a server that issues no refresh token: the access token the authorization left,
+    used until it expires (Unix seconds; 0 never) or is refused.
+    """
+    access_token_expires_at: _builtins.float
     def __init__(
         self,
         *,
@@ -1090,10 +1097,12 @@ class OAuthClient(_message.Message):
         grant_type: _builtins.str = ...,
         resource: _builtins.str = ...,
         token_endpoint_auth_method: _builtins.str = ...,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1231,11 +1240,16 @@ class UserToken(_message.Message):
     KEY_ID_FIELD_NUMBER: _builtins.int
     REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     key_id: _builtins.str
     refresh_token: _builtins.str
+    """The grant: a refresh token, or (from a server that issues none) an access token."""
     updated_at: _builtins.int
     """When it was connected or last rotated (Unix seconds; in listings)."""
+    access_token: _builtins.str
+    access_token_expires_at: _builtins.float
     def __init__(
         self,
         *,
@@ -1243,10 +1257,12 @@ class UserToken(_message.Message):
         key_id: _builtins.str = ...,
         refresh_token: _builtins.str = ...,
         updated_at: _builtins.int = ...,
+        access_token: _builtins.str = ...,
+        access_token_expires_at: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "refresh_token", b"refresh_token", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "key_id", b"key_id", "refresh_token", b"refresh_token", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,5 +1,5 @@
-"""Each identity's OAuth refresh token for a per_user_oauth server, sealed; gone with the
-key or the server.
+"""Each identity's OAuth grant (a refresh token, or an access token where the server
+issues no refresh token) for a per_user_oauth server, sealed; gone with the key or the server.
 
 Revision ID: 0004
 """
@@ -22,7 +22,7 @@ def upgrade() -> None:
         sa.Column(
             "key_id", sa.String(64), sa.ForeignKey("virtual_keys.id", ondelete="CASCADE"), primary_key=True
         ),
-        sa.Column("refresh_token", sa.Text, nullable=False),
+        sa.Column("credential", sa.Text, nullable=False),
         sa.Column("updated_at", sa.BigInteger, nullable=False),
     )
 
