@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
 
 import anyio
 import httpx2
@@ -37,6 +38,10 @@ class AuthorizationEndedError(NotAuthorizedError):
     """The authorization server refused the refresh token (revoked, expired, or spent)."""
 
 
+# A refused refresh token: how many times registry is asked for a newer one, and the pauses
+# between asks (a replica that rotated it writes it back within moments).
+RELOAD_ATTEMPTS = 2
+RELOAD_PAUSES = (0.25, 0.5)
 # How long a token that never expires is kept before it is looked at again.
 YEAR_SECONDS = 365 * 24 * 3600.0
 
@@ -47,10 +52,13 @@ class TokenSource:
         server: str,
         config: registry_pb2.OAuthClient,
         on_rotate: Callable[[str], Awaitable[None]] | None = None,
+        current: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._server = server
         self._config = config
         self._on_rotate = on_rotate
+        # The refresh token registry holds now: another replica may have rotated the one here.
+        self._current = current
         # Set once the refresh token is refused: only a new authorization helps then.
         self.ended = False
         self._token = ""
@@ -58,6 +66,41 @@ class TokenSource:
         self._lock = anyio.Lock()
         self._refresh = ""
         self.fetched = 0
+
+    async def _request(self, form: dict[str, str]) -> dict[str, Any]:
+        """The token endpoint's answer; a refused refresh token is looked up again in registry
+        (a replica sharing it may have rotated it) before the authorization counts as ended."""
+        config = self._config
+        auth = ClientAuth(config.token_endpoint_auth_method or ClientAuth.BASIC)
+        for attempt in range(RELOAD_ATTEMPTS + 1):
+            try:
+                return await request_token(
+                    config.token_url, config.client_id, config.client_secret, form, auth
+                )
+            except TokenEndpointError as exc:
+                refused = form.get("refresh_token")
+                if refused is None or exc.error != "invalid_grant":
+                    raise TokenError(f"server {self._server!r}: {exc}") from None
+                current = await self._reload(refused, attempt)
+                if current is None:
+                    self.ended = True
+                    raise AuthorizationEndedError(
+                        f"server {self._server!r}: the authorization was revoked or expired ({exc})"
+                    ) from None
+                self._refresh = form["refresh_token"] = current
+        raise AssertionError("unreachable")
+
+    async def _reload(self, refused: str, attempt: int) -> str | None:
+        """Registry's refresh token when it is not the one just refused; None when it is
+        (after a moment for a replica's rotation to land), or there is no registry to ask."""
+        if self._current is None or attempt >= RELOAD_ATTEMPTS:
+            return None
+        for pause in (0.0, *RELOAD_PAUSES):
+            await anyio.sleep(pause)
+            current = await self._current()
+            if current and current != refused:
+                return current
+        return None
 
     async def token(self, stale: str | None = None) -> str:
         """A valid access token; a new one when the cached one is near expiry or is `stale`
@@ -99,16 +142,7 @@ class TokenSource:
             form["scope"] = config.scope
         if config.resource:
             form["resource"] = config.resource
-        try:
-            auth = ClientAuth(config.token_endpoint_auth_method or ClientAuth.BASIC)
-            body = await request_token(config.token_url, config.client_id, config.client_secret, form, auth)
-        except TokenEndpointError as exc:
-            if form["grant_type"] == "refresh_token" and exc.error == "invalid_grant":
-                self.ended = True
-                raise AuthorizationEndedError(
-                    f"server {self._server!r}: the authorization was revoked or expired ({exc})"
-                ) from None
-            raise TokenError(f"server {self._server!r}: {exc}") from None
+        body = await self._request(form)
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
         rotated = body.get("refresh_token")
         if isinstance(rotated, str) and rotated and rotated != (self._refresh or config.refresh_token):

@@ -118,12 +118,7 @@ class DownstreamPool:
         config.oauth.refresh_token = stored.refresh_token
         config.oauth.access_token = stored.access_token
         config.oauth.access_token_expires_at = stored.access_token_expires_at
-
-        async def keep(rotated: str) -> None:
-            token = registry_pb2.UserToken(server=name, key_id=key_id, refresh_token=rotated)
-            await self._registry.PutUserToken(token, timeout=REGISTRY_SECONDS)
-
-        credentials = TokenSource(name, config.oauth, on_rotate=keep)
+        credentials = self._token_source(config, key_id)
         try:
             # At once, so a dead authorization is told as such rather than as a failed connection.
             await credentials.token()
@@ -148,6 +143,32 @@ class DownstreamPool:
             return exc
         await self._forget(downstream.name, key_id)
         return _ended(downstream.name)
+
+    def _token_source(self, config: registry_pb2.ServerConfig, key_id: str) -> TokenSource:
+        """The tokens of a server's session as an identity (`key_id`; "" the operator's): the
+        refresh tokens the upstream rotates go back to registry, where a replica sharing
+        them finds the newest."""
+        request = registry_pb2.UserTokenRequest(server=config.name, key_id=key_id)
+
+        async def keep(rotated: str) -> None:
+            token = registry_pb2.UserToken(server=config.name, key_id=key_id, refresh_token=rotated)
+            try:
+                await self._registry.PutUserToken(token, timeout=REGISTRY_SECONDS)
+            except grpc.aio.AioRpcError as exc:
+                # The token still works here; a restart would fall back to the one registry holds.
+                log.warning(
+                    "server %s: cannot keep a rotated refresh token: %s", config.name, exc.code().name
+                )
+
+        async def current() -> str:
+            try:
+                return str(
+                    (await self._registry.GetUserToken(request, timeout=REGISTRY_SECONDS)).refresh_token
+                )
+            except grpc.aio.AioRpcError:
+                return ""
+
+        return TokenSource(config.name, config.oauth, on_rotate=keep, current=current)
 
     async def _forget(self, name: str, key_id: str) -> None:
         """Drop an identity's dead token in registry and close its session."""
@@ -200,7 +221,7 @@ class DownstreamPool:
             )
             wanted = {s.name: s for s in response.servers}
             for name in list(self._running):
-                fingerprint = wanted[name].SerializeToString(deterministic=True) if name in wanted else None
+                fingerprint = _fingerprint(wanted[name]) if name in wanted else None
                 if fingerprint != self._running[name][0]:
                     log.info("server %s removed or changed: closing its session", name)
                     self._stop(name)
@@ -241,9 +262,11 @@ class DownstreamPool:
             shared = registry_pb2.ServerConfig()
             shared.CopyFrom(config)
             shared.headers.update(config.key_headers[min(config.key_headers)].headers)
-        downstream = self._downstream(shared)
+        # One token source for the server's life: a reconnect goes on the newest refresh token.
+        credentials = self._token_source(shared, "") if shared.HasField("oauth") else None
+        downstream = self._downstream(shared, credentials=credentials)
         scope = anyio.CancelScope()
-        self._running[config.name] = (config.SerializeToString(deterministic=True), downstream, scope)
+        self._running[config.name] = (_fingerprint(config), downstream, scope)
         self._tg.start_soon(self._supervise, downstream, scope)
 
     @staticmethod
@@ -294,3 +317,14 @@ def _ended(server: str) -> NeedsConnectionError:
     return NeedsConnectionError(
         server, f"server {server!r}: your authorization there ended (revoked or expired): connect again"
     )
+
+
+def _fingerprint(config: registry_pb2.ServerConfig) -> bytes:
+    """What makes a server's session stale: its config, but not the refresh token a rotation
+    changed (the session holds the newer one); a new authorization has a new `authorized_at`."""
+    if not config.HasField("oauth"):
+        return config.SerializeToString(deterministic=True)
+    copy = registry_pb2.ServerConfig()
+    copy.CopyFrom(config)
+    copy.oauth.refresh_token = ""
+    return copy.SerializeToString(deterministic=True)

@@ -132,6 +132,7 @@ def server_config(
                 refresh_token=grant.refresh_token,
                 access_token=grant.access_token,
                 access_token_expires_at=grant.expires_at,
+                authorized_at=grant.authorized_at,
                 grant_type=oauth.grant_type,
                 resource=oauth.resource,
                 token_endpoint_auth_method=oauth.token_endpoint_auth_method,

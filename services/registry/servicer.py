@@ -357,7 +357,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def GetUserToken(
         self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.UserToken:
-        grant = await self._user_tokens.get(request.server, request.key_id)
+        grant = await self._grant(request.server, request.key_id)
         if grant is None:
             await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
         return registry_pb2.UserToken(
@@ -371,10 +371,26 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def PutUserToken(
         self, request: registry_pb2.UserToken, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        grant = Grant(request.refresh_token, request.access_token, request.access_token_expires_at)
-        put = self._user_tokens.put(request.server, request.key_id, grant)
-        await self._admin(context, put)
-        return registry_pb2.AdminReply(revision=await self._store.revision())
+        """A rotated refresh token (or, for an identity, any grant): kept, announced to no one."""
+        if request.key_id:
+            grant = Grant(request.refresh_token, request.access_token, request.access_token_expires_at)
+            await self._admin(context, self._user_tokens.put(request.server, request.key_id, grant))
+            return registry_pb2.AdminReply(revision=await self._store.revision())
+        before = await self._grant(request.server, "")
+        if before is None or not request.refresh_token:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"{request.server!r} is not authorized")
+        rotated = Grant(refresh_token=request.refresh_token, authorized_at=before.authorized_at)
+        name = refresh_token_name(request.server)
+        return registry_pb2.AdminReply(
+            revision=await self._store.put_secret(name, rotated.to_json(), announce=False)
+        )
+
+    async def _grant(self, server: str, key_id: str) -> Grant | None:
+        """An identity's grant for a server, or with key id "" the operator's."""
+        if key_id:
+            return await self._user_tokens.get(server, key_id)
+        kept = (await self._store.secrets()).get(refresh_token_name(server))
+        return None if not kept else Grant.from_json(kept)
 
     async def DeleteUserToken(
         self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext

@@ -228,11 +228,12 @@ class RegistryStore:
             await session.delete(row)
             return await bump(session)
 
-    async def put_secret(self, name: str, value: str) -> int:
-        """Keep a credential (sealed) that connectors need; bumps the revision."""
+    async def put_secret(self, name: str, value: str, announce: bool = True) -> int:
+        """Keep a credential (sealed) that connectors need; bumps the revision unless it is
+        not to be `announce`d (a rotated token, which the connector that rotated it holds)."""
         async with self.sessions.begin() as session:
             await write_meta(session, f"secret:{name}", self.sealer.seal(value))
-            return await bump(session)
+            return await bump(session) if announce else int(await read_meta(session, "revision", "0"))
 
     async def secrets(self) -> dict[str, str]:
         """Every kept credential by name, opened: one read, however many there are."""

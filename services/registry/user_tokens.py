@@ -26,11 +26,16 @@ class Grant:
     refresh_token: str = ""
     access_token: str = ""
     expires_at: float = 0.0
+    # When the person authorized (Unix seconds); rotations keep it.
+    authorized_at: int = 0
 
     def to_json(self) -> str:
+        kept: dict[str, object] = {"authorized_at": self.authorized_at}
         if self.refresh_token:
-            return orjson.dumps({"refresh_token": self.refresh_token}).decode()
-        return orjson.dumps({"access_token": self.access_token, "expires_at": self.expires_at}).decode()
+            kept["refresh_token"] = self.refresh_token
+        else:
+            kept.update(access_token=self.access_token, expires_at=self.expires_at)
+        return orjson.dumps(kept).decode()
 
     @classmethod
     def from_json(cls, text: str) -> Grant:
@@ -42,6 +47,7 @@ class Grant:
             str(stored.get("refresh_token", "")),
             str(stored.get("access_token", "")),
             float(stored.get("expires_at", 0.0)),
+            int(stored.get("authorized_at", 0)),
         )
 
     @classmethod
@@ -52,11 +58,12 @@ class Grant:
             tokens.get("access_token"),
             tokens.get("expires_in"),
         )
+        now = int(time.time())
         if isinstance(refresh, str) and refresh:
-            return cls(refresh_token=refresh)
+            return cls(refresh_token=refresh, authorized_at=now)
         if isinstance(access, str) and access:
             expires = time.time() + lifetime if isinstance(lifetime, int | float) and lifetime > 0 else 0.0
-            return cls(access_token=access, expires_at=expires)
+            return cls(access_token=access, expires_at=expires, authorized_at=now)
         return None
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -229,12 +229,30 @@ def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) ->
     assert httpx2.get(link, timeout=10).status_code == 404
 
 
-@pytest.fixture
-def ts_upstream() -> Iterator[str]:
+@contextmanager
+def typescript_upstream(token_seconds: int = 3600) -> Iterator[str]:
     port = free_port()
-    with running([str(NODE), str(NODE_DIR / "oauth-upstream.mjs"), str(port)]) as process:
+    argv = [str(NODE), str(NODE_DIR / "oauth-upstream.mjs"), str(port), str(token_seconds)]
+    with running(argv) as process:
         wait_until(lambda: port_open(port), 15, "the TypeScript SDK's OAuth upstream", process)
         yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def ts_upstream() -> Iterator[str]:
+    with typescript_upstream() as origin:
+        yield origin
+
+
+def bifrost_shaped(origin: str) -> dict[str, Any]:
+    return {
+        "name": "personal",
+        "connection_type": "http",
+        "connection_string": f"{origin}/mcp",
+        "tools_to_execute": ["*"],
+        "auth_type": "per_user_oauth",
+        "oauth_config": {"scopes": ["mcp:tools"], "id": "bifrost-config-1"},
+    }
 
 
 def test_a_bifrost_config_with_nothing_but_the_auth_type_works_against_the_typescript_sdk(
@@ -305,3 +323,30 @@ def test_an_upstream_that_issues_no_refresh_token_is_used_on_its_access_token(tm
             # The upstream forgets every token: the next call offers the link again.
             httpx2.post(f"{origin}/revoke-all", timeout=5).raise_for_status()
             link_in(as_erin.whoami())
+
+
+def test_connector_replicas_share_rotating_refresh_tokens(tmp_path: Path) -> None:
+    """Two connectors each hold a session as the operator and as the identity, on refresh
+    tokens the upstream spends on each use: a replica whose token the other rotated finds
+    the newer one in registry, so neither authorization ends."""
+    with typescript_upstream(token_seconds=2) as origin:
+        env = {"MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer ")}
+        with service_tree(tmp_path, [bifrost_shaped(origin)], env=env, connectors=2, ready=()) as (base,):
+            operator_authorizes(base, "&user=operator")
+            fay = key(base, "fay")
+            as_fay = Client(f"{base}/mcp", fay["secret"])
+            assert connect(link_in(as_fay.whoami()), "fay").status_code == 200
+
+            def stats() -> dict[str, int]:
+                return httpx2.get(f"{origin}/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+            # Calls alternate between the replicas while tokens expire under them, until the
+            # upstream refused a replica's spent token at least once and refreshes went on.
+            def refused_and_recovered() -> bool:
+                assert person(as_fay.whoami()) == "fay"
+                seen = stats()
+                return seen["refused"] >= 1 and seen["refreshes"] >= seen["refused"] + 4
+
+            wait_until(refused_and_recovered, 60, "replicas rotating one refresh token")
+            servers = httpx2.get(f"{base}/api/servers", headers=ADMIN, timeout=10).json()
+            assert servers[0]["state"] == "connected", servers

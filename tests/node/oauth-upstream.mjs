@@ -4,7 +4,7 @@
 // The provider behind them is this file's: authorize logs in as ?user=NAME at once (the
 // person's click), refresh tokens rotate, and POST /revoke-user?user=NAME ends that
 // person's tokens. The tool `whoami` names the person a token stands for.
-// Usage: node oauth-upstream.mjs <port>
+// Usage: node oauth-upstream.mjs <port> [access token seconds, default 3600]
 import { randomUUID } from "node:crypto";
 import express from "express";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -14,6 +14,7 @@ import { requireBearerAuth } from "@modelcontextprotocol/sdk/server/auth/middlew
 import { InvalidGrantError, InvalidTokenError } from "@modelcontextprotocol/sdk/server/auth/errors.js";
 
 const port = Number(process.argv[2]);
+const lifetime = Number(process.argv[3] ?? 3600);
 const origin = `http://127.0.0.1:${port}`;
 const mcpUrl = new URL(`${origin}/mcp`);
 
@@ -21,15 +22,15 @@ const clients = new Map();
 const codes = new Map(); // code -> {client, params, user}
 const access = new Map(); // token -> {clientId, user, resource, expiresAt}
 const refresh = new Map(); // token -> {clientId, user}
-const seen = { registrations: 0, resources: [] };
+const seen = { registrations: 0, resources: [], refreshes: 0, refused: 0 };
 
 function issue(clientId, user, resource) {
   const token = randomUUID();
-  access.set(token, { clientId, user, resource, expiresAt: Date.now() + 3600_000 });
+  access.set(token, { clientId, user, resource, expiresAt: Date.now() + lifetime * 1000 });
   const next = randomUUID();
   refresh.set(next, { clientId, user });
   seen.resources.push(resource ? String(resource) : "");
-  return { access_token: token, token_type: "bearer", expires_in: 3600, refresh_token: next };
+  return { access_token: token, token_type: "bearer", expires_in: lifetime, refresh_token: next };
 }
 
 const provider = {
@@ -65,7 +66,11 @@ const provider = {
   },
   async exchangeRefreshToken(client, token, _scopes, resource) {
     const found = refresh.get(token);
-    if (!found || found.clientId !== client.client_id) throw new InvalidGrantError("unknown refresh token");
+    if (!found || found.clientId !== client.client_id) {
+      seen.refused += 1;
+      throw new InvalidGrantError("unknown refresh token");
+    }
+    seen.refreshes += 1;
     refresh.delete(token); // rotation: a refresh token is good once
     return issue(client.client_id, found.user, resource);
   },

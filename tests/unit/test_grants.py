@@ -9,8 +9,10 @@ from services.registry.user_tokens import Grant
 
 
 def test_a_refresh_token_is_kept_alone() -> None:
+    before = int(time.time())
     grant = Grant.of({"access_token": "a", "refresh_token": "r", "expires_in": 60})
-    assert grant == Grant(refresh_token="r")
+    assert grant is not None and (grant.refresh_token, grant.access_token) == ("r", "")
+    assert before <= grant.authorized_at <= time.time()
     assert Grant.from_json(grant.to_json()) == grant
 
 
@@ -21,7 +23,8 @@ def test_without_a_refresh_token_the_access_token_is_kept_with_its_expiry() -> N
     assert before + 60 <= grant.expires_at <= time.time() + 60
     assert Grant.from_json(grant.to_json()) == grant
     # No expires_in: a token that does not expire.
-    assert Grant.of({"access_token": "a"}) == Grant(access_token="a")
+    forever = Grant.of({"access_token": "a"})
+    assert forever is not None and forever.expires_at == 0.0
 
 
 def test_an_answer_without_a_token_is_no_grant() -> None:

@@ -1070,6 +1070,7 @@ class OAuthClient(_message.Message):
     TOKEN_ENDPOINT_AUTH_METHOD_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AUTHORIZED_AT_FIELD_NUMBER: _builtins.int
     token_url: _builtins.str
     client_id: _builtins.str
     client_secret: _builtins.str
@@ -1086,6 +1087,10 @@ class OAuthClient(_message.Message):
     used until it expires (Unix seconds; 0 never) or is refused.
     """
     access_token_expires_at: _builtins.float
+    authorized_at: _builtins.int
+    """When the operator authorized (Unix seconds): a new authorization restarts the session,
+    a rotated refresh token does not.
+    """
     def __init__(
         self,
         *,
@@ -1099,10 +1104,11 @@ class OAuthClient(_message.Message):
         token_endpoint_auth_method: _builtins.str = ...,
         access_token: _builtins.str = ...,
         access_token_expires_at: _builtins.float = ...,
+        authorized_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "authorized_at", b"authorized_at", "client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -316,9 +316,10 @@ class RegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUserToken(self, request, context):
-        """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
-        read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
-        person or the operator. None of these bump the revision.
+        """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
+        id "" the operator's own for any authorization-code server: read and rotated by
+        connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
+        these bump the revision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,9 +67,10 @@ class RegistryStub:
     """
     CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]
     GetUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]
-    """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
-    read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
-    person or the operator. None of these bump the revision.
+    """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
+    id "" the operator's own for any authorization-code server: read and rotated by
+    connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
+    these bump the revision.
     """
     PutUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]
     DeleteUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]
@@ -114,9 +115,10 @@ class RegistryAsyncStub(RegistryStub):
     """
     CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]  # type: ignore[assignment]
     GetUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]  # type: ignore[assignment]
-    """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
-    read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
-    person or the operator. None of these bump the revision.
+    """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
+    id "" the operator's own for any authorization-code server: read and rotated by
+    connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
+    these bump the revision.
     """
     PutUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]  # type: ignore[assignment]
     DeleteUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
@@ -296,9 +298,10 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_pb2.UserTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.UserToken, _abc.Awaitable[_registry_pb2.UserToken]]:
-        """The sealed refresh token of one identity (virtual key) for a per_user_oauth server:
-        read and rotated by connectors (NOT_FOUND until the identity connects), removed by the
-        person or the operator. None of these bump the revision.
+        """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
+        id "" the operator's own for any authorization-code server: read and rotated by
+        connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
+        these bump the revision.
         """
 
     @_abc_1.abstractmethod
