@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Flag, auto
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import grpc
@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 CHANNEL_SIZE = 64
 # How long a cancelled streamed call's RPC has to end before its task is cut off.
 CANCEL_GRACE_SECONDS = 5.0
+
+
+class ConnectLinks(Protocol):
+    """The links identities connect per_user_oauth servers at (`identity.connections`)."""
+
+    def required(self, session: Session | None, sender: Sender, server: str) -> ConnectionRequiredError: ...
 
 
 class Relay(Flag):
@@ -167,7 +173,7 @@ class Call:
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
-        connect: Callable[[str], ConnectionRequiredError] | None = None,
+        connections: ConnectLinks | None = None,
         grace: float = DEADLINE_GRACE_SECONDS,
     ) -> None:
         self.request = request
@@ -188,7 +194,7 @@ class Call:
         # The result as the client's view names things (resource URIs on /mcp, task ids).
         self._present = present
         # What a per_user_oauth server's call answers while the caller has not connected it.
-        self._connect = connect
+        self._connections = connections
         self.deadline = request.timeout_seconds + grace
         self._cancelled = False
         # A call is cancelled through its RPC, not by cutting off the task awaiting it (that
@@ -236,8 +242,8 @@ class Call:
         """The call's result JSON, or the DownstreamRpcError the downstream answered (or the
         URL elicitation a client that opens URLs is asked to connect its account with)."""
         outcome = await self.run()
-        if outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION and self._connect is not None:
-            required = self._connect(self.request.server)
+        if outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION and self._connections is not None:
+            required = self._connections.required(self._session, self._sender, self.request.server)
             if required.code == types.URL_ELICITATION_REQUIRED:
                 raise required
             return tool_error_result(required.message)

@@ -19,7 +19,6 @@ from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
 from services.edge.catalog import Listing, Route, View
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
-    ConnectionRequiredError,
     EdgeError,
     InternalError,
     InvalidParamsError,
@@ -364,21 +363,11 @@ class McpHandler:
             log.warning("%s to %s failed: connector unavailable: %s", method, route.server, exc)
             raise rpc_error(no_connector(exc)) from None
         if outcome.HasField("error"):
-            if outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION and op is not None:
-                connect = self._connect_for(op.session, op.sender)
-                if connect is not None:
-                    raise connect(route.server)
+            needs = outcome.error.failure == connector_pb2.FAILURE_NEEDS_CONNECTION
+            if needs and op is not None and self._connections is not None:
+                raise self._connections.required(op.session, op.sender, route.server)
             raise rpc_error(outcome.error)
         return outcome.result_json
-
-    def _connect_for(
-        self, session: Session | None, sender: Sender
-    ) -> Callable[[str], ConnectionRequiredError] | None:
-        """What a caller's request to a per_user_oauth server it has not connected answers."""
-        connections = self._connections
-        if connections is None:
-            return None
-        return lambda server: connections.required(session, sender, server)
 
     async def _task(self, ctx: CallContext, method: str, params: dict[str, Any], op: Operation) -> bytes:
         """tasks/get, tasks/result, tasks/cancel of a task the caller created, or tasks/list of them."""
@@ -495,5 +484,5 @@ class McpHandler:
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),
-            connect=self._connect_for(ctx.session, ctx.sender),
+            connections=self._connections,
         )

@@ -12,7 +12,7 @@ from anyio import wait_all_tasks_blocked
 
 from services.contracts import connector_pb2, events_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.calls import CHANNEL_SIZE, Call, Calls, Relay
+from services.edge.calls import CHANNEL_SIZE, Call, Calls, ConnectLinks, Relay
 from services.edge.connector_client import CallCancelledError, ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import ConnectionRequiredError, DownstreamRpcError
 from services.edge.records import Payloads, Sender
@@ -105,7 +105,7 @@ def make_call(
     grace: float = 0.0,
     payloads: Payloads = Payloads(),  # noqa: B008 (frozen)
     arguments: bytes = b"",
-    connect: Callable[[str], ConnectionRequiredError] | None = None,
+    connections: ConnectLinks | None = None,
 ) -> tuple[Call, Calls, Connector, Audit]:
     calls, connector, audit = Calls("edge-t"), Connector(behaviour), Audit()
     request = connector_pb2.CallToolRequest(
@@ -124,7 +124,7 @@ def make_call(
         payloads=payloads,
         relay=relay,
         grace=grace,
-        connect=connect,
+        connections=connections,
     )
     return call, calls, connector, audit
 
@@ -333,12 +333,14 @@ async def test_a_call_that_needs_a_connection_answers_with_its_link(code: int, r
     async def needs(notify: object, ask: object) -> connector_pb2.CallToolOutcome:
         return NEEDS_CONNECTION
 
-    def connect(server: str) -> ConnectionRequiredError:
-        return ConnectionRequiredError(
-            code, f"open https://gw.test/oauth/connect/{server}", {"server": server}
-        )
+    class Links:
+        def required(self, session: Session | None, sender: Sender, server: str) -> ConnectionRequiredError:
+            assert session is SESSION
+            return ConnectionRequiredError(
+                code, f"open https://gw.test/oauth/connect/{server}", {"server": server}
+            )
 
-    call, _, _, audit = make_call(needs, connect=connect)
+    call, _, _, audit = make_call(needs, connections=Links())
     if raised:
         # A client that opens URLs gets the URL elicitation error itself.
         with pytest.raises(ConnectionRequiredError) as caught:
