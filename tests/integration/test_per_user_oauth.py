@@ -13,8 +13,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError, UrlElicitationRequiredError
+from mcp_types import TextContent
 
 from services.up.main import free_port
 from tests.integration.test_gateway_http import ACCEPT
@@ -350,3 +355,35 @@ def test_connector_replicas_share_rotating_refresh_tokens(tmp_path: Path) -> Non
             wait_until(refused_and_recovered, 60, "replicas rotating one refresh token")
             servers = httpx2.get(f"{base}/api/servers", headers=ADMIN, timeout=10).json()
             assert servers[0]["state"] == "connected", servers
+
+
+async def _python_sdk_connects(mcp: str, secret: str) -> str:
+    """The official Python client: its call raises the URL elicitation the SDK reads
+    (`UrlElicitationRequiredError`), its person opens the URL, and its retry goes through."""
+
+    async def elicit(context: Any, params: Any) -> Any:
+        raise AssertionError("nothing is elicited in-band")
+
+    headers = {"authorization": f"Bearer {secret}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(mcp, http_client=http) as (read, write),
+        ClientSession(read, write, elicitation_callback=elicit) as session,
+    ):
+        await session.initialize()
+        with pytest.raises(MCPError) as raised:
+            await session.call_tool("personal_whoami", {})
+        (asked,) = UrlElicitationRequiredError.from_error(raised.value.error).elicitations
+        connected = await anyio.to_thread.run_sync(connect, asked.url, "gil")
+        assert connected.status_code == 200
+        result = await session.call_tool("personal_whoami", {})
+        assert not result.is_error
+        block = result.content[0]
+        assert isinstance(block, TextContent)
+        return block.text
+
+
+def test_the_python_sdk_client_reads_the_url_elicitation(gateway: tuple[str, str, str]) -> None:
+    base, _, _ = gateway
+    gil = key(base, "gil")
+    assert anyio.run(_python_sdk_connects, f"{base}/mcp", gil["secret"]) == "gil"
