@@ -5,8 +5,10 @@ survives a session's closing; disconnecting, by the person or the operator, ends
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -387,3 +389,26 @@ def test_the_python_sdk_client_reads_the_url_elicitation(gateway: tuple[str, str
     base, _, _ = gateway
     gil = key(base, "gil")
     assert anyio.run(_python_sdk_connects, f"{base}/mcp", gil["secret"]) == "gil"
+
+
+def test_the_typescript_sdk_client_reads_the_url_elicitation(gateway: tuple[str, str, str]) -> None:
+    base, _, _ = gateway
+    hana = key(base, "hana")
+    argv = [
+        str(NODE),
+        str(NODE_DIR / "connect-client.mjs"),
+        f"{base}/mcp",
+        hana["secret"],
+        "personal_whoami",
+        "hana",
+    ]
+    ran = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert report == {
+        "code": -32042,
+        "isUrlElicitation": True,
+        "mode": "url",
+        "connected": 200,
+        "after": "hana",
+    }
