@@ -9,10 +9,15 @@ references, resolved here and never logged.
 
 from __future__ import annotations
 
+import secrets
+import time
 from enum import StrEnum
 from typing import Any
 
 import httpx2
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from services.references import resolve
 
@@ -24,7 +29,41 @@ class ClientAuth(StrEnum):
 
     BASIC = "client_secret_basic"
     POST = "client_secret_post"
+    # RFC 7523: a JWT signed with the client's private key (then its `client_secret`).
+    PRIVATE_KEY_JWT = "private_key_jwt"
     NONE = "none"
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_SECONDS = 60
+
+
+def client_assertion(client_id: str, token_url: str, private_key_pem: str) -> str:
+    """An RFC 7523 client assertion: issued by and about the client, for the token endpoint,
+    good for a minute and once (`jti`); RS256, ES256 or EdDSA as the key's type says."""
+    try:
+        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise TokenEndpointError(f"the client's private key is not a PEM private key: {exc}") from None
+    if isinstance(key, rsa.RSAPrivateKey):
+        algorithm = "RS256"
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        algorithm = "ES256"
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        algorithm = "EdDSA"
+    else:
+        kind = type(key).__name__
+        raise TokenEndpointError(f"the client's private key is a {kind}: use RSA, EC or Ed25519")
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "jti": secrets.token_urlsafe(16),
+        "iat": now,
+        "exp": now + ASSERTION_SECONDS,
+    }
+    return jwt.encode(claims, key, algorithm=algorithm)
 
 
 class TokenEndpointError(ConnectionError):
@@ -44,8 +83,8 @@ async def request_token(
     auth: ClientAuth = ClientAuth.BASIC,
 ) -> dict[str, Any]:
     """The token endpoint's JSON answer to `form`. A confidential client (with a secret)
-    authenticates with HTTP Basic, or in the form for client_secret_post; a public one names
-    itself in the form."""
+    authenticates with HTTP Basic, in the form (client_secret_post), or with an assertion
+    signed by its private key (private_key_jwt); a public one names itself in the form."""
     client_id = resolve(client_id)
     try:
         async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT_SECONDS) as client:
@@ -53,6 +92,15 @@ async def request_token(
                 response = await client.post(
                     resolve(token_url), data=form, auth=(client_id, resolve(client_secret))
                 )
+            elif client_secret and auth is ClientAuth.PRIVATE_KEY_JWT:
+                url = resolve(token_url)
+                asserted = {
+                    **form,
+                    "client_id": client_id,
+                    "client_assertion_type": JWT_BEARER,
+                    "client_assertion": client_assertion(client_id, url, resolve(client_secret)),
+                }
+                response = await client.post(url, data=asserted)
             elif client_secret and auth is ClientAuth.POST:
                 posted = {**form, "client_id": client_id, "client_secret": resolve(client_secret)}
                 response = await client.post(resolve(token_url), data=posted)

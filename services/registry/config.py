@@ -78,8 +78,10 @@ class OAuthConfig(BaseModel):
     # The RFC 8707 resource indicator; the one the server's metadata names when left out.
     resource: str = ""
     # How the gateway authenticates at the token endpoint ("" is client_secret_basic, or what
-    # registration settled on).
-    token_endpoint_auth_method: Literal["", "client_secret_basic", "client_secret_post", "none"] = ""
+    # registration settled on). With private_key_jwt, client_secret is the PEM private key.
+    token_endpoint_auth_method: Literal[
+        "", "client_secret_basic", "client_secret_post", "private_key_jwt", "none"
+    ] = ""
 
     @model_validator(mode="after")
     def _grant_fields(self) -> OAuthConfig:

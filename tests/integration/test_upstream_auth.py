@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.up.main import free_port
 from tests.integration.test_gateway_http import call, initialize, post
@@ -228,3 +230,38 @@ def test_a_per_user_server_is_reached_with_each_keys_own_credentials(tmp_path: P
             assert whoami("alice")["result"]["content"][0]["text"] == "alice"  # type: ignore[index]
             # The credentials are sealed in the registry like every other upstream secret.
         assert b"alice-token" not in (tmp_path / "registry.db").read_bytes()
+
+
+def test_client_credentials_with_a_private_key_jwt(tmp_path: Path) -> None:
+    """RFC 7523: the connector proves the client with an assertion its private key signs
+    (kept as the client secret, an env.NAME reference); no shared secret is ever sent."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = tmp_path / "client.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    with authorization_server("--client-public-key", str(public)) as origin:
+        server = {
+            "name": "signed",
+            "connection_type": "http",
+            "connection_string": f"{origin}/mcp/",
+            "tools_to_execute": ["*"],
+            "auth_type": "client_credentials",
+            "oauth": {
+                "token_url": f"{origin}/token",
+                "client_id": "gateway",
+                "client_secret": "env.SIGNED_CLIENT_KEY",
+                "token_endpoint_auth_method": "private_key_jwt",
+            },
+        }
+        with service_tree(tmp_path, [server], env={"SIGNED_CLIENT_KEY": private}) as (base,):
+            mcp = f"{base}/mcp"
+            session = initialize(mcp)
+            answer = call(mcp, session, "signed_whoami", {})
+            assert answer["result"]["content"][0]["text"] == "authorized", answer
+            assert stats(origin)["issued"] >= 1

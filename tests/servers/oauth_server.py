@@ -8,8 +8,10 @@ authorization leaves). `GET /authorize` consents at once, as a person who clicks
 redirects back with a code; `?user=NAME` logs in as that person, whom the code's tokens
 (and `whoami`) stand for. `/mcp` is a Streamable HTTP MCP
 server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
-counts the tokens issued; `POST /revoke-all` makes every issued token unknown (`?user=NAME`:
-every token of that person's, refresh tokens too).
+counts the tokens issued; with `--client-public-key PEM` the client authenticates with
+RFC 7523 assertions signed by its private key instead of its secret; `POST /revoke-all`
+makes every issued token unknown (`?user=NAME`: every token of that person's, refresh
+tokens too).
 
     python oauth_server.py --port 8765 --client-id gw --client-secret s3cret --token-seconds 2
 """
@@ -23,9 +25,11 @@ import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import jwt
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from starlette.applications import Starlette
@@ -58,6 +62,9 @@ class Tokens:
     ) -> None:
         self.client_id, self.client_secret, self.lifetime = client_id, client_secret, lifetime
         self.rotate, self.issue_refresh = rotate, refresh
+        # With a public key, clients authenticate by private_key_jwt (RFC 7523) only.
+        self.public_key = ""
+        self.assertions: set[str] = set()
         self.expiry: dict[str, float] = {}
         self.issued = 0
         self.refused = 0
@@ -77,6 +84,28 @@ def credentials(request: Request, form: Any) -> tuple[str, str]:
     return str(form.get("client_id", "")), str(form.get("client_secret", ""))
 
 
+def asserted(tokens: Tokens, token_url: str, form: Any) -> bool:
+    """Whether the form carries an RFC 7523 client assertion the client's key signed, for
+    this endpoint, not seen before."""
+    if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+        return False
+    try:
+        claims = jwt.decode(
+            str(form.get("client_assertion")),
+            tokens.public_key,
+            algorithms=["RS256", "ES256", "EdDSA"],
+            audience=token_url,
+            issuer=tokens.client_id,
+            options={"require": ["exp", "jti", "sub"]},
+        )
+    except jwt.PyJWTError:
+        return False
+    if claims["sub"] != tokens.client_id or claims["jti"] in tokens.assertions:
+        return False
+    tokens.assertions.add(claims["jti"])
+    return True
+
+
 def create_app(tokens: Tokens) -> Starlette:
     async def authorize(request: Request) -> Response:
         query = request.query_params
@@ -93,10 +122,13 @@ def create_app(tokens: Tokens) -> Starlette:
         form = await request.form()
         grant = form.get("grant_type")
         client_id, client_secret = credentials(request, form)
-        if not (
-            secrets.compare_digest(client_id, tokens.client_id)
-            and secrets.compare_digest(client_secret, tokens.client_secret)
-        ):
+        if tokens.public_key:
+            authenticated = asserted(tokens, str(request.url), form)
+        else:
+            authenticated = secrets.compare_digest(client_id, tokens.client_id) and secrets.compare_digest(
+                client_secret, tokens.client_secret
+            )
+        if not authenticated:
             return JSONResponse({"error": "invalid_client"}, 401, headers={"www-authenticate": "Basic"})
         body: dict[str, Any] = {}
         person = "authorized"
@@ -186,6 +218,7 @@ if __name__ == "__main__":
     parser.add_argument("--token-seconds", type=float, default=60.0)
     parser.add_argument("--user-tokens", default="", help="TOKEN=NAME,... of people")
     parser.add_argument("--rotate-refresh", action="store_true")
+    parser.add_argument("--client-public-key", default="", help="PEM file: clients sign assertions")
     parser.add_argument(
         "--no-refresh", action="store_true", help="issue no refresh tokens (as GitHub OAuth apps)"
     )
@@ -194,4 +227,6 @@ if __name__ == "__main__":
     tokens = Tokens(
         args.client_id, args.client_secret, args.token_seconds, args.rotate_refresh, not args.no_refresh
     )
+    if args.client_public_key:
+        tokens.public_key = Path(args.client_public_key).read_text()
     uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")
