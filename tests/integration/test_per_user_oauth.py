@@ -75,10 +75,20 @@ def link_in(answer: dict[str, Any]) -> str:
     return found.group(0)
 
 
-def connect(link: str, user: str) -> httpx2.Response:
-    """A person's browser: the gateway's link, the upstream's login as `user`, the callback."""
+def start(browser: httpx2.Client, link: str, secret: str) -> httpx2.Response:
+    """A person at the link: its page, then their key, from the gateway's own page."""
+    asked = browser.get(link)
+    assert asked.status_code == 200 and 'name="key"' in asked.text, asked.text
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(link))
+    ticket = link.partition("?ticket=")[2]
+    return browser.post(link, data={"ticket": ticket, "key": secret}, headers={"origin": origin})
+
+
+def connect(link: str, user: str, secret: str) -> httpx2.Response:
+    """A person's browser: the gateway's link and their key, the upstream's login as `user`,
+    the callback."""
     with httpx2.Client(timeout=10) as browser:
-        to_upstream = browser.get(link)
+        to_upstream = start(browser, link, secret)
         assert to_upstream.status_code == 302, to_upstream.text
         login = to_upstream.headers["location"] + f"&user={user}"
         back = browser.get(login)
@@ -157,7 +167,7 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     as_alice = Client(mcp, alice["secret"])
     link = link_in(as_alice.whoami())
     assert urlsplit(link).netloc == urlsplit(base).netloc
-    connected = connect(link, "alice")
+    connected = connect(link, "alice", alice["secret"])
     assert connected.status_code == 200 and "Connected" in connected.text
     assert person(as_alice.whoami()) == "alice"
 
@@ -168,7 +178,7 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     (elicitation,) = error["data"]["elicitations"]
     assert elicitation["mode"] == "url" and elicitation["elicitationId"]
     assert elicitation["url"] == error["data"]["connect_url"]
-    assert connect(elicitation["url"], "bob").status_code == 200
+    assert connect(elicitation["url"], "bob", bob["secret"]).status_code == 200
     assert person(as_bob.whoami()) == "bob"
     assert person(as_alice.whoami()) == "alice"
 
@@ -177,7 +187,7 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     httpx2.post(f"{origin}/revoke-all?user=bob", timeout=5).raise_for_status()
     revoked = as_bob.whoami()
     assert "error" in revoked and revoked["error"]["code"] == -32042, revoked
-    assert connect(revoked["error"]["data"]["connect_url"], "bob").status_code == 200
+    assert connect(revoked["error"]["data"]["connect_url"], "bob", bob["secret"]).status_code == 200
     assert person(as_bob.whoami()) == "bob"
 
     # Each person sees their connections; the operator sees everyone's.
@@ -226,14 +236,22 @@ def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) ->
         assert forged.status_code == 400 and "not valid" in forged.text
         elsewhere = browser.get(f"{base}/oauth/connect/other?ticket={ticket}")
         assert elsewhere.status_code == 400
-        to_upstream = browser.get(link)
+        # Someone else's key, or a post from another site, starts nothing.
+        mallory = key(base, "mallory")
+        refused = start(browser, link, mallory["secret"])
+        assert refused.status_code == 200 and "not the key this link was issued to" in refused.text
+        ticket_form = {"ticket": ticket, "key": carol["secret"]}
+        elsewhere_post = browser.post(link, data=ticket_form, headers={"origin": "http://evil.test"})
+        assert elsewhere_post.status_code == 403
+        to_upstream = start(browser, link, carol["secret"])
         back = browser.get(to_upstream.headers["location"] + "&user=carol").headers["location"]
     # Another browser (no cookie from the start of the flow) cannot complete it.
     stranger = httpx2.get(back, timeout=10)
     assert stranger.status_code == 400 and "did not start" in stranger.text
     # Nor can a key that was deleted meanwhile connect: its ticket names a key that is gone.
     assert httpx2.delete(f"{base}/api/keys/{carol['id']}", headers=ADMIN).status_code == 204
-    assert httpx2.get(link, timeout=10).status_code == 404
+    with httpx2.Client(timeout=10) as browser:
+        assert start(browser, link, carol["secret"]).status_code == 200  # the key is gone: asked again
 
 
 @contextmanager
@@ -286,7 +304,7 @@ def test_a_bifrost_config_with_nothing_but_the_auth_type_works_against_the_types
         mcp = f"{base}/mcp"
         dana = key(base, "dana")
         as_dana = Client(mcp, dana["secret"])
-        assert connect(link_in(as_dana.whoami()), "dana").status_code == 200
+        assert connect(link_in(as_dana.whoami()), "dana", dana["secret"]).status_code == 200
         assert person(as_dana.whoami()) == "dana"
         # Her session closes when idle and opens again on the rotated refresh token.
         closed = f"closing the idle session of key {dana['id']}"
@@ -325,7 +343,7 @@ def test_an_upstream_that_issues_no_refresh_token_is_used_on_its_access_token(tm
             operator_authorizes(base)
             erin = key(base, "erin")
             as_erin = Client(f"{base}/mcp", erin["secret"])
-            assert connect(link_in(as_erin.whoami()), "erin").status_code == 200
+            assert connect(link_in(as_erin.whoami()), "erin", erin["secret"]).status_code == 200
             assert person(as_erin.whoami()) == "erin"
             # The upstream forgets every token: the next call offers the link again.
             httpx2.post(f"{origin}/revoke-all", timeout=5).raise_for_status()
@@ -342,7 +360,7 @@ def test_connector_replicas_share_rotating_refresh_tokens(tmp_path: Path) -> Non
             operator_authorizes(base, "&user=operator")
             fay = key(base, "fay")
             as_fay = Client(f"{base}/mcp", fay["secret"])
-            assert connect(link_in(as_fay.whoami()), "fay").status_code == 200
+            assert connect(link_in(as_fay.whoami()), "fay", fay["secret"]).status_code == 200
 
             def stats() -> dict[str, int]:
                 return httpx2.get(f"{origin}/stats", timeout=5).json()  # type: ignore[no-any-return]
@@ -376,7 +394,7 @@ async def _python_sdk_connects(mcp: str, secret: str) -> str:
         with pytest.raises(MCPError) as raised:
             await session.call_tool("personal_whoami", {})
         (asked,) = UrlElicitationRequiredError.from_error(raised.value.error).elicitations
-        connected = await anyio.to_thread.run_sync(connect, asked.url, "gil")
+        connected = await anyio.to_thread.run_sync(connect, asked.url, "gil", secret)
         assert connected.status_code == 200
         result = await session.call_tool("personal_whoami", {})
         assert not result.is_error

@@ -1,7 +1,7 @@
 // The official TypeScript MCP client calling a per_user_oauth tool through the gateway
 // before and after its person connects: the first call's UrlElicitationRequiredError is
 // the SDK's own reading of the gateway's -32042; this script plays the person at the URL
-// (the upstream logs in as ?user=), then calls again. Prints one JSON report.
+// with its key (the upstream logs in as ?user=), then calls again. Prints one JSON report.
 // Usage: node connect-client.mjs <mcp url> <virtual key> <tool> <user>
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -14,9 +14,17 @@ const transport = new StreamableHTTPClientTransport(new URL(url), {
 });
 await client.connect(transport);
 
-// The person's browser: the gateway's link, the upstream's login, the gateway's callback.
+// The person's browser: the gateway's link and their key, the upstream's login, the callback.
 async function connect(link) {
-  const toUpstream = await fetch(link, { redirect: "manual" });
+  const asked = await fetch(link);
+  if (!(await asked.text()).includes('name="key"')) throw new Error(`no key form at ${link}`);
+  const ticket = new URL(link).searchParams.get("ticket");
+  const toUpstream = await fetch(link, {
+    method: "POST",
+    body: new URLSearchParams({ ticket, key }),
+    headers: { origin: new URL(link).origin },
+    redirect: "manual",
+  });
   const cookie = toUpstream.headers.get("set-cookie").split(";")[0];
   const back = await fetch(`${toUpstream.headers.get("location")}&user=${user}`, { redirect: "manual" });
   const done = await fetch(back.headers.get("location"), { headers: { cookie } });

@@ -3,9 +3,10 @@ per_user_oauth server, and its calls reach that server as that account.
 
 A call from an identity that has not connected answers with the URL to connect at: a URL
 elicitation (-32042) for a client that declared it, else an error naming the URL. The URL
-carries a ticket signed over the key and the server, good for `TICKET_SECONDS`; it starts
+carries a ticket signed over the key and the server, good for `TICKET_SECONDS`; its page
+asks for that key (the link alone, seen or sent elsewhere, connects nothing), then starts
 the server's authorization code flow, whose callback registry completes, keeping the
-identity's refresh token sealed. The same person can list and remove their connections.
+identity's grant sealed. The same person can list and remove their connections.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class Connections:
     async def _route(self, request: Request) -> Response:
         path, method = request.url.path, request.method
         if path.startswith(CONNECT_PREFIX) and method == "GET":
+            return self._ask(request, path[len(CONNECT_PREFIX) :])
+        if path.startswith(CONNECT_PREFIX) and method == "POST":
             return await self._connect(request, path[len(CONNECT_PREFIX) :])
         if path == CALLBACK_PATH and method == "GET":
             return await self._callback(request)
@@ -128,18 +131,46 @@ class Connections:
             return await self._list(request)
         if path.startswith(CONNECTIONS_PATH + "/") and method == "DELETE":
             return await self._disconnect(request, path[len(CONNECTIONS_PATH) + 1 :])
-        allowed = "DELETE" if path.startswith(CONNECTIONS_PATH + "/") else "GET"
+        allowed = "DELETE" if path.startswith(CONNECTIONS_PATH + "/") else "GET, POST"
         return Response(status_code=405, headers={"allow": allowed})
 
+    def _ask(self, request: Request, server: str, problem: str = "") -> Response:
+        """The link's page: the person proves the identity the link was issued to with its
+        key, so a link that reached someone else (or was sent to someone) connects nothing."""
+        ticket = request.query_params.get("ticket", "")
+        if self._ticket(ticket, server) is None:
+            return _expired()
+        error = f'<p class="error">{_text(problem)}</p>' if problem else ""
+        body = (
+            f"<p>Connect your <strong>{_text(server)}</strong> account to the MCP gateway. Its calls "
+            f"will reach {_text(server)} as you.</p>{error}"
+            '<form method="post"><label for="key">Your virtual key</label>'
+            '<input id="key" name="key" type="password" autocomplete="off" required autofocus>'
+            f'<input type="hidden" name="ticket" value="{_text(ticket)}">'
+            "<button>Continue</button></form>"
+        )
+        return page("Connect an account", body)
+
     async def _connect(self, request: Request, server: str) -> Response:
-        """Check the ticket, start the server's authorization for its key, send the person on."""
-        key_id = self._ticket(request.query_params.get("ticket", ""), server)
+        """Check the ticket and the key, start the server's authorization for that key, and
+        send the person on."""
+        base = base_url(request, self._public_url)
+        # A form another site submits in the person's browser would connect their account to
+        # the submitter's key: only this origin's own page may post it.
+        if request.headers.get("origin") != base:
+            return page("Not connected", "<p>This form must be sent from the gateway's own page.</p>", 403)
+        form = await request.form(max_files=0, max_fields=4)
+        ticket = str(form.get("ticket", ""))
+        key_id = self._ticket(ticket, server)
         if key_id is None:
-            return page(
-                "Link expired",
-                "<p>This link is not valid any more: call the tool again for a new one.</p>",
-                400,
-            )
+            return _expired()
+        try:
+            key = self._catalog().governance.authenticate(str(form.get("key", "")).strip() or None)
+        except UnauthorizedError:
+            key = None
+        if key is None or not hmac.compare_digest(key.id.encode(), key_id.encode()):
+            request.scope["query_string"] = f"ticket={ticket}".encode()
+            return self._ask(request, server, "That is not the key this link was issued to.")
         base = base_url(request, self._public_url)
         start = registry_pb2.StartAuthorizationRequest(
             server=server, redirect_uri=base + CALLBACK_PATH, key_id=key_id, redirect_uris=callbacks(base)
@@ -224,6 +255,12 @@ class Connections:
 
 def _text(text: str) -> str:
     return html.escape(text[:200])
+
+
+def _expired() -> Response:
+    return page(
+        "Link expired", "<p>This link is not valid any more: call the tool again for a new one.</p>", 400
+    )
 
 
 def _failed(exc: grpc.aio.AioRpcError) -> Response:
