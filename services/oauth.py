@@ -113,10 +113,13 @@ async def request_token(
     except ValueError:
         body = None
     if response.status_code != 200:
+        # Only RFC 6749's error fields are named: the rest of a body may echo what was sent.
         code = body.get("error") if isinstance(body, dict) else None
+        code = code[:64] if isinstance(code, str) else ""
+        described = body.get("error_description") if isinstance(body, dict) else None
+        detail = f": {described[:160]}" if isinstance(described, str) else ""
         raise TokenEndpointError(
-            f"the token endpoint refused ({response.status_code}): {response.text[:200]}",
-            code if isinstance(code, str) else "",
+            f"the token endpoint refused ({response.status_code}, {code or 'no error code'}){detail}", code
         )
     if not isinstance(body, dict):
         raise TokenEndpointError("the token endpoint answered something that is not a JSON object")

@@ -240,6 +240,11 @@ class Downstream:
             if manual:
                 log.info("server %s waits for a reconnect request (auto-reconnect is off)", self.name)
                 await anyio.sleep_forever()
+            if self.credentials is not None and self.credentials.ended:
+                # Retrying would send the refused token again: only a new authorization (a new
+                # session) helps.
+                log.info("server %s waits for a new authorization", self.name)
+                await anyio.sleep_forever()
             await anyio.sleep(wait)
             delay = min(delay * 2, self._backoff_max)
 

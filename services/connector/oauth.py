@@ -51,7 +51,7 @@ class TokenSource:
         self,
         server: str,
         config: registry_pb2.OAuthClient,
-        on_rotate: Callable[[str], Awaitable[None]] | None = None,
+        on_rotate: Callable[[str, str], Awaitable[None]] | None = None,
         current: Callable[[], Awaitable[str]] | None = None,
     ) -> None:
         self._server = server
@@ -61,6 +61,8 @@ class TokenSource:
         self._current = current
         # Set once the refresh token is refused: only a new authorization helps then.
         self.ended = False
+        # The refresh token that was refused then ("" for an access token).
+        self.refused = ""
         self._token = ""
         self._refresh_at = 0.0
         self._lock = anyio.Lock()
@@ -83,7 +85,7 @@ class TokenSource:
                     raise TokenError(f"server {self._server!r}: {exc}") from None
                 current = await self._reload(refused, attempt)
                 if current is None:
-                    self.ended = True
+                    self.ended, self.refused = True, refused
                     raise AuthorizationEndedError(
                         f"server {self._server!r}: the authorization was revoked or expired ({exc})"
                     ) from None
@@ -145,11 +147,12 @@ class TokenSource:
         body = await self._request(form)
         token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
         rotated = body.get("refresh_token")
-        if isinstance(rotated, str) and rotated and rotated != (self._refresh or config.refresh_token):
+        spent = self._refresh or config.refresh_token
+        if isinstance(rotated, str) and rotated and rotated != spent:
             # A server that rotates refresh tokens: the old one is spent, so keep the newest.
             self._refresh = rotated
             if self._on_rotate is not None:
-                await self._on_rotate(rotated)
+                await self._on_rotate(spent, rotated)
         if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
             raise TokenError(f"server {self._server!r}: the token endpoint's answer has no access_token")
         self.fetched += 1

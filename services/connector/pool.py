@@ -90,7 +90,7 @@ class DownstreamPool:
         entry = self._keyed.get((name, key_id))
         if entry is not None and entry[0].credentials is not None and entry[0].credentials.ended:
             # The upstream refused its refresh token: the account must be connected anew.
-            await self._forget(name, key_id)
+            await self._forget(name, key_id, entry[0].credentials.refused)
             entry = None
         if entry is None:
             # One opening per identity: two would spend the same refresh token twice.
@@ -123,7 +123,7 @@ class DownstreamPool:
             # At once, so a dead authorization is told as such rather than as a failed connection.
             await credentials.token()
         except AuthorizationEndedError:
-            await self._forget(name, key_id)
+            await self._forget(name, key_id, credentials.refused)
             raise _ended(name) from None
         except TokenError as exc:
             raise DownstreamUnavailableError(name, str(exc)) from None
@@ -141,7 +141,7 @@ class DownstreamPool:
         entry = self._keyed.get((downstream.name, key_id))
         if credentials is None or not credentials.ended or entry is None or entry[0] is not downstream:
             return exc
-        await self._forget(downstream.name, key_id)
+        await self._forget(downstream.name, key_id, credentials.refused)
         return _ended(downstream.name)
 
     def _token_source(self, config: registry_pb2.ServerConfig, key_id: str) -> TokenSource:
@@ -150,8 +150,10 @@ class DownstreamPool:
         them finds the newest."""
         request = registry_pb2.UserTokenRequest(server=config.name, key_id=key_id)
 
-        async def keep(rotated: str) -> None:
-            token = registry_pb2.UserToken(server=config.name, key_id=key_id, refresh_token=rotated)
+        async def keep(spent: str, rotated: str) -> None:
+            token = registry_pb2.UserToken(
+                server=config.name, key_id=key_id, refresh_token=rotated, replaces=spent
+            )
             try:
                 await self._registry.PutUserToken(token, timeout=REGISTRY_SECONDS)
             except grpc.aio.AioRpcError as exc:
@@ -170,14 +172,15 @@ class DownstreamPool:
 
         return TokenSource(config.name, config.oauth, on_rotate=keep, current=current)
 
-    async def _forget(self, name: str, key_id: str) -> None:
-        """Drop an identity's dead token in registry and close its session."""
+    async def _forget(self, name: str, key_id: str, refused: str = "") -> None:
+        """Drop an identity's dead grant in registry (only while it is still the `refused`
+        one) and close its session."""
         self.disconnect(name, key_id)
-        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id)
+        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id, only_if=refused)
         try:
             await self._registry.DeleteUserToken(request, timeout=REGISTRY_SECONDS)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
+            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 log.warning("server %s: cannot drop the ended token of key %s: %s", name, key_id, exc.code())
 
     def disconnect(self, name: str, key_id: str) -> None:

@@ -119,12 +119,18 @@ class Authorizations:
         separator = "&" if "?" in oauth.authorize_url else "?"
         return f"{oauth.authorize_url}{separator}{urlencode(query)}"
 
-    async def complete(self, state: str, code: str) -> registry_pb2.CompletedAuthorization:
+    async def complete(
+        self, state: str, code: str, identity: bool = False
+    ) -> registry_pb2.CompletedAuthorization:
         """Exchange the code for tokens and keep the refresh token: the operator's (the
         server reconnects) or the identity's (its next call uses it)."""
         pending = self._pending.pop(state, None)
         if pending is None or pending.expires < time.monotonic():
             raise MissingError("no authorization is waiting for that state (it expired or was used)")
+        if bool(pending.key_id) != identity:
+            # An identity's flow must come back where its browser is checked, and the
+            # operator's where it began.
+            raise MissingError("no authorization of this kind is waiting for that state")
         oauth = pending.oauth
         form = {
             "grant_type": "authorization_code",

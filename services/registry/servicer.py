@@ -348,7 +348,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def CompleteAuthorization(
         self, request: registry_pb2.CompleteAuthorizationRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.CompletedAuthorization:
-        done = await self._admin(context, self._authorizations.complete(request.state, request.code))
+        done = await self._admin(
+            context, self._authorizations.complete(request.state, request.code, request.identity)
+        )
         if done.key_id:
             # A session on the identity's previous account (if any) ends: the next call is the new one's.
             await self._disconnected(done.server, done.key_id)
@@ -371,15 +373,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def PutUserToken(
         self, request: registry_pb2.UserToken, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        """A rotated refresh token (or, for an identity, any grant): kept, announced to no one."""
-        if request.key_id:
-            grant = Grant(request.refresh_token, request.access_token, request.access_token_expires_at)
-            await self._admin(context, self._user_tokens.put(request.server, request.key_id, grant))
-            return registry_pb2.AdminReply(revision=await self._store.revision())
-        before = await self._grant(request.server, "")
-        if before is None or not request.refresh_token:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"{request.server!r} is not authorized")
+        """A rotated refresh token, kept only while the grant still holds the one it replaces
+        (a disconnect or a newer authorization wins); announced to no one."""
+        before = await self._grant(request.server, request.key_id)
+        if before is None or not request.refresh_token or before.refresh_token != request.replaces:
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the grant changed: not kept")
         rotated = Grant(refresh_token=request.refresh_token, authorized_at=before.authorized_at)
+        if request.key_id:
+            await self._admin(context, self._user_tokens.put(request.server, request.key_id, rotated))
+            return registry_pb2.AdminReply(revision=await self._store.revision())
         name = refresh_token_name(request.server)
         return registry_pb2.AdminReply(
             revision=await self._store.put_secret(name, rotated.to_json(), announce=False)
@@ -395,6 +397,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     async def DeleteUserToken(
         self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
+        if request.only_if:
+            grant = await self._grant(request.server, request.key_id)
+            if grant is not None and grant.refresh_token != request.only_if:
+                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the grant changed: not deleted")
         if not await self._user_tokens.delete(request.server, request.key_id):
             await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
         await self._disconnected(request.server, request.key_id)

@@ -248,6 +248,9 @@ def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) ->
     # Another browser (no cookie from the start of the flow) cannot complete it.
     stranger = httpx2.get(back, timeout=10)
     assert stranger.status_code == 400 and "did not start" in stranger.text
+    # Nor the operator's callback, which checks no browser: an identity's flow is not its kind.
+    operators = httpx2.get(back.replace("/oauth/callback", "/api/oauth/callback"), timeout=10)
+    assert operators.status_code == 404 and "of this kind" in operators.text
     # Nor can a key that was deleted meanwhile connect: its ticket names a key that is gone.
     assert httpx2.delete(f"{base}/api/keys/{carol['id']}", headers=ADMIN).status_code == 204
     with httpx2.Client(timeout=10) as browser:

@@ -215,7 +215,7 @@ class Connections:
             return page(
                 "Not connected", "<p>This browser did not start this connection: start it again.</p>", 400
             )
-        complete = registry_pb2.CompleteAuthorizationRequest(state=state, code=code)
+        complete = registry_pb2.CompleteAuthorizationRequest(state=state, code=code, identity=True)
         try:
             done = await self._registry.CompleteAuthorization(complete, timeout=REGISTRY_SECONDS)
         except grpc.aio.AioRpcError as exc:

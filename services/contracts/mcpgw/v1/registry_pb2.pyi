@@ -1174,17 +1174,23 @@ class CompleteAuthorizationRequest(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     code: _builtins.str
+    identity: _builtins.bool
+    """Whether it came back to identities' callback (which checked the browser that started it)
+    rather than the operator's: each completes only its own kind of flow.
+    """
     def __init__(
         self,
         *,
         state: _builtins.str = ...,
         code: _builtins.str = ...,
+        identity: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "identity", b"identity", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1222,17 +1228,23 @@ class UserTokenRequest(_message.Message):
 
     SERVER_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    ONLY_IF_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     key_id: _builtins.str
+    only_if: _builtins.str
+    """DeleteUserToken: only while the grant's refresh token is still this one (the one the
+    upstream refused), so a newer grant is never deleted for an older one's failure.
+    """
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        only_if: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "server", b"server"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "only_if", b"only_if", "server", b"server"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1248,6 +1260,7 @@ class UserToken(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
     ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    REPLACES_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     key_id: _builtins.str
     refresh_token: _builtins.str
@@ -1256,6 +1269,10 @@ class UserToken(_message.Message):
     """When it was connected or last rotated (Unix seconds; in listings)."""
     access_token: _builtins.str
     access_token_expires_at: _builtins.float
+    replaces: _builtins.str
+    """PutUserToken of a rotation: the refresh token it replaces. The grant changes only while
+    it still holds that one, so a stale session never undoes a disconnect or a reconnect.
+    """
     def __init__(
         self,
         *,
@@ -1265,10 +1282,11 @@ class UserToken(_message.Message):
         updated_at: _builtins.int = ...,
         access_token: _builtins.str = ...,
         access_token_expires_at: _builtins.float = ...,
+        replaces: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "key_id", b"key_id", "refresh_token", b"refresh_token", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "key_id", b"key_id", "refresh_token", b"refresh_token", "replaces", b"replaces", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
