@@ -96,22 +96,27 @@ def connect(link: str, user: str, secret: str) -> httpx2.Response:
         return browser.get(back.headers["location"])
 
 
+def configured(origin: str) -> dict[str, Any]:
+    """A per_user_oauth server on the local authorization server, its client configured."""
+    return {
+        "name": "personal",
+        "connection_type": "http",
+        "connection_string": f"{origin}/mcp/",
+        "tools_to_execute": ["*"],
+        "auth_type": "per_user_oauth",
+        "oauth": {
+            "authorize_url": f"{origin}/authorize",
+            "token_url": f"{origin}/token",
+            "client_id": "gateway",
+            "client_secret": "env.PROTECTED_CLIENT_SECRET",
+        },
+    }
+
+
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     with authorization_server("--rotate-refresh") as origin:
-        server = {
-            "name": "personal",
-            "connection_type": "http",
-            "connection_string": f"{origin}/mcp/",
-            "tools_to_execute": ["*"],
-            "auth_type": "per_user_oauth",
-            "oauth": {
-                "authorize_url": f"{origin}/authorize",
-                "token_url": f"{origin}/token",
-                "client_id": "gateway",
-                "client_secret": "env.PROTECTED_CLIENT_SECRET",
-            },
-        }
+        server = configured(origin)
         env = {
             "PROTECTED_CLIENT_SECRET": SECRET,
             "MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer "),
@@ -325,19 +330,7 @@ def test_an_upstream_that_issues_no_refresh_token_is_used_on_its_access_token(tm
     """As GitHub's OAuth apps: the authorization leaves an access token and nothing to
     refresh it with; the gateway uses it until the upstream refuses it, then asks again."""
     with authorization_server("--no-refresh", "--token-seconds", "600") as origin:
-        server = {
-            "name": "personal",
-            "connection_type": "http",
-            "connection_string": f"{origin}/mcp/",
-            "tools_to_execute": ["*"],
-            "auth_type": "per_user_oauth",
-            "oauth": {
-                "authorize_url": f"{origin}/authorize",
-                "token_url": f"{origin}/token",
-                "client_id": "gateway",
-                "client_secret": "env.PROTECTED_CLIENT_SECRET",
-            },
-        }
+        server = configured(origin)
         env = {
             "PROTECTED_CLIENT_SECRET": SECRET,
             "MCPGW_ADMIN_TOKEN": ADMIN["authorization"].removeprefix("Bearer "),
