@@ -16,14 +16,15 @@ from services.connector.errors import (
     MissingCredentialsError,
     NeedsConnectionError,
 )
-from services.connector.oauth import AuthorizationEndedError, TokenError, TokenSource
+from services.connector.oauth import AuthorizationEndedError, NotAuthorizedError, TokenError, TokenSource
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.settings import ConnectorSettings
 
 log = logging.getLogger(__name__)
 
-# The deadline of the registry RPCs a call may wait on (an identity's token).
-REGISTRY_SECONDS = 10.0
+# The deadline of an access token from registry: its token request (10 s at most), after
+# waiting out another registry's refresh, or a lease that a dead one left (25 s at most).
+ISSUE_SECONDS = 40.0
 
 REPORT_DEADLINE_SECONDS = 10.0
 
@@ -82,18 +83,18 @@ class DownstreamPool:
         return entry[0]
 
     async def _user_session(self, shared: Downstream, key_id: str) -> Downstream:
-        """The identity's own session with a per_user_oauth server, on its own token from
-        registry (opened on first use); NeedsConnectionError until it has a usable one."""
+        """The identity's own session with a per_user_oauth server, on the access tokens
+        registry issues on its grant (opened on first use); NeedsConnectionError until it has one."""
         name = shared.name
         if not key_id:
             raise NeedsConnectionError(name, f"server {name!r} needs your own account: sign in first")
         entry = self._keyed.get((name, key_id))
         if entry is not None and entry[0].credentials is not None and entry[0].credentials.ended:
-            # The upstream refused its refresh token: the account must be connected anew.
-            await self._forget(name, key_id, entry[0].credentials.refused)
+            # The upstream refused the grant (registry dropped it): the account must be connected anew.
+            self.disconnect(name, key_id)
             entry = None
         if entry is None:
-            # One opening per identity: two would spend the same refresh token twice.
+            # One opening per identity, so its first calls share one session.
             async with self._opening.setdefault((name, key_id), anyio.Lock()):
                 entry = self._keyed.get((name, key_id)) or await self._open_user_session(shared, key_id)
         entry[0].idle_since = time.monotonic()
@@ -104,84 +105,54 @@ class DownstreamPool:
         self, shared: Downstream, key_id: str
     ) -> tuple[Downstream, anyio.CancelScope]:
         name = shared.name
-        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id)
+        credentials = self._token_source(shared.config, key_id)
         try:
-            stored = await self._registry.GetUserToken(request, timeout=REGISTRY_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NeedsConnectionError(
-                    name, f"server {name!r} needs your own account: connect it, then call again"
-                ) from None
-            raise DownstreamUnavailableError(name, f"registry did not answer: {exc.code().name}") from None
-        config = registry_pb2.ServerConfig()
-        config.CopyFrom(shared.config)
-        config.oauth.refresh_token = stored.refresh_token
-        config.oauth.access_token = stored.access_token
-        config.oauth.access_token_expires_at = stored.access_token_expires_at
-        credentials = self._token_source(config, key_id)
-        try:
-            # At once, so a dead authorization is told as such rather than as a failed connection.
+            # At once, so a missing or dead authorization is told as such, not as a failed connection.
             await credentials.token()
         except AuthorizationEndedError:
-            await self._forget(name, key_id, credentials.refused)
             raise _ended(name) from None
+        except NotAuthorizedError:
+            raise NeedsConnectionError(
+                name, f"server {name!r} needs your own account: connect it, then call again"
+            ) from None
         except TokenError as exc:
             raise DownstreamUnavailableError(name, str(exc)) from None
-        downstream = self._downstream(config, quiet=True, credentials=credentials)
+        downstream = self._downstream(shared.config, quiet=True, credentials=credentials)
         entry = self._keyed[(name, key_id)] = (downstream, anyio.CancelScope())
         assert self._tg is not None, "run() first"
         self._tg.start_soon(self._supervise, *entry)
         return entry
 
-    async def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
-        """What a call that failed on `downstream` failed of: for an identity whose
-        authorization the upstream just refused, NeedsConnectionError (its token dropped now,
-        before the person can connect anew)."""
+    def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
+        """What a call that failed on `downstream` failed of: for an identity whose grant the
+        upstream just refused, NeedsConnectionError (its session closed now)."""
         credentials = downstream.credentials
         entry = self._keyed.get((downstream.name, key_id))
         if credentials is None or not credentials.ended or entry is None or entry[0] is not downstream:
             return exc
-        await self._forget(downstream.name, key_id, credentials.refused)
+        self.disconnect(downstream.name, key_id)
         return _ended(downstream.name)
 
     def _token_source(self, config: registry_pb2.ServerConfig, key_id: str) -> TokenSource:
-        """The tokens of a server's session as an identity (`key_id`; "" the operator's): the
-        refresh tokens the upstream rotates go back to registry, where a replica sharing
-        them finds the newest."""
-        request = registry_pb2.UserTokenRequest(server=config.name, key_id=key_id)
+        """The tokens of a server's session as an identity (`key_id`; "" the operator's, once
+        authorized): a person's grant stays in registry, which issues its access tokens."""
+        name = config.name
+        if config.oauth.grant_type != "authorization_code" or not (key_id or config.oauth.authorized_at):
+            return TokenSource(name, config.oauth)
 
-        async def keep(spent: str, rotated: str) -> None:
-            token = registry_pb2.UserToken(
-                server=config.name, key_id=key_id, refresh_token=rotated, replaces=spent
-            )
+        async def issue(stale: str) -> tuple[str, float]:
+            request = registry_pb2.AccessTokenRequest(server=name, key_id=key_id, stale=stale)
             try:
-                await self._registry.PutUserToken(token, timeout=REGISTRY_SECONDS)
+                token = await self._registry.IssueAccessToken(request, timeout=ISSUE_SECONDS)
             except grpc.aio.AioRpcError as exc:
-                # The token still works here; a restart would fall back to the one registry holds.
-                log.warning(
-                    "server %s: cannot keep a rotated refresh token: %s", config.name, exc.code().name
-                )
+                if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise AuthorizationEndedError(exc.details() or "") from None
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    raise NotAuthorizedError(exc.details() or "") from None
+                raise TokenError(f"server {name!r}: registry: {exc.details() or exc.code().name}") from None
+            return token.access_token, token.refresh_in_seconds
 
-        async def current() -> str:
-            try:
-                return str(
-                    (await self._registry.GetUserToken(request, timeout=REGISTRY_SECONDS)).refresh_token
-                )
-            except grpc.aio.AioRpcError:
-                return ""
-
-        return TokenSource(config.name, config.oauth, on_rotate=keep, current=current)
-
-    async def _forget(self, name: str, key_id: str, refused: str = "") -> None:
-        """Drop an identity's dead grant in registry (only while it is still the `refused`
-        one) and close its session."""
-        self.disconnect(name, key_id)
-        request = registry_pb2.UserTokenRequest(server=name, key_id=key_id, only_if=refused)
-        try:
-            await self._registry.DeleteUserToken(request, timeout=REGISTRY_SECONDS)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
-                log.warning("server %s: cannot drop the ended token of key %s: %s", name, key_id, exc.code())
+        return TokenSource(name, config.oauth, issue)
 
     def disconnect(self, name: str, key_id: str) -> None:
         """Close an identity's session with a server (its token is gone)."""
@@ -224,7 +195,7 @@ class DownstreamPool:
             )
             wanted = {s.name: s for s in response.servers}
             for name in list(self._running):
-                fingerprint = _fingerprint(wanted[name]) if name in wanted else None
+                fingerprint = wanted[name].SerializeToString(deterministic=True) if name in wanted else None
                 if fingerprint != self._running[name][0]:
                     log.info("server %s removed or changed: closing its session", name)
                     self._stop(name)
@@ -265,11 +236,11 @@ class DownstreamPool:
             shared = registry_pb2.ServerConfig()
             shared.CopyFrom(config)
             shared.headers.update(config.key_headers[min(config.key_headers)].headers)
-        # One token source for the server's life: a reconnect goes on the newest refresh token.
+        # One token source for the server's life: a reconnect goes on its cached token.
         credentials = self._token_source(shared, "") if shared.HasField("oauth") else None
         downstream = self._downstream(shared, credentials=credentials)
         scope = anyio.CancelScope()
-        self._running[config.name] = (_fingerprint(config), downstream, scope)
+        self._running[config.name] = (config.SerializeToString(deterministic=True), downstream, scope)
         self._tg.start_soon(self._supervise, downstream, scope)
 
     @staticmethod
@@ -320,14 +291,3 @@ def _ended(server: str) -> NeedsConnectionError:
     return NeedsConnectionError(
         server, f"server {server!r}: your authorization there ended (revoked or expired): connect again"
     )
-
-
-def _fingerprint(config: registry_pb2.ServerConfig) -> bytes:
-    """What makes a server's session stale: its config, but not the refresh token a rotation
-    changed (the session holds the newer one); a new authorization has a new `authorized_at`."""
-    if not config.HasField("oauth"):
-        return config.SerializeToString(deterministic=True)
-    copy = registry_pb2.ServerConfig()
-    copy.CopyFrom(config)
-    copy.oauth.refresh_token = ""
-    return copy.SerializeToString(deterministic=True)

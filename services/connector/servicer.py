@@ -113,7 +113,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                     traceparent=hop.traceparent,
                 )
             except Exception as exc:
-                error = _failure(request.server, await self._pool.failed(downstream, request.key_id, exc))
+                error = _failure(request.server, self._pool.failed(downstream, request.key_id, exc))
                 hop.failed(error.code, error.message)
                 return connector_pb2.CallToolOutcome(error=error)
             if result.is_error:
@@ -194,7 +194,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
                     request.method, params_json, request.timeout_seconds or None, traceparent=hop.traceparent
                 )
             except Exception as exc:
-                error = _failure(request.server, await self._pool.failed(downstream, request.key_id, exc))
+                error = _failure(request.server, self._pool.failed(downstream, request.key_id, exc))
                 hop.failed(error.code, error.message)
                 return connector_pb2.ForwardOutcome(error=error)
         return connector_pb2.ForwardOutcome(result_json=result)

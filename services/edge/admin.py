@@ -7,9 +7,10 @@ not a virtual key. Registry's refusals map to 422 (the field named), 409 and 404
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -237,6 +238,7 @@ def create_admin_api(
     admin_token: str,
     audit: audit_pb2_grpc.AuditStub,
     public_url: str = "",
+    caught_up: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
@@ -297,6 +299,15 @@ def create_admin_api(
     def call(method: Any, request: Any) -> Awaitable[Any]:
         return rpc(method(request, timeout=ADMIN_TIMEOUT))
 
+    async def write(method: Any, request: Any) -> Any:
+        """A change, answered once this edge serves it: a key just created works at once."""
+        done = await call(method, request)
+        if caught_up is not None:
+            # Should registry not answer now, the change is made: the follower catches up.
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await caught_up()
+        return done
+
     # Servers
 
     @router.get("/api/servers", response_model=list[ServerOut])
@@ -307,18 +318,18 @@ def create_admin_api(
     @router.post("/api/servers", status_code=201, response_model=ServerOut)
     async def add_server(config: dict[str, Any]) -> dict[str, Any]:
         request = registry_pb2.PutServerRequest(config_json=orjson.dumps(config), create=True)
-        return _server_out(await call(registry.PutServer, request))
+        return _server_out(await write(registry.PutServer, request))
 
     @router.put("/api/servers/{name}", response_model=ServerOut)
     async def update_server(name: str, config: dict[str, Any]) -> dict[str, Any]:
         if config.get("name", name) != name:
             raise ApiError(422, "must match the server named in the path", "name")
         request = registry_pb2.PutServerRequest(config_json=orjson.dumps({**config, "name": name}))
-        return _server_out(await call(registry.PutServer, request))
+        return _server_out(await write(registry.PutServer, request))
 
     @router.delete("/api/servers/{name}", status_code=204)
     async def remove_server(name: str) -> Response:
-        await call(registry.RemoveServer, registry_pb2.NameRequest(name=name))
+        await write(registry.RemoveServer, registry_pb2.NameRequest(name=name))
         return Response(status_code=204)
 
     @router.post("/api/mcp/client/{name}/reconnect", status_code=202)
@@ -348,7 +359,7 @@ def create_admin_api(
     @router.put("/api/tools/{server}/{tool}")
     async def toggle_tool(server: str, tool: str, toggle: ToolToggle) -> dict[str, Any]:
         request = registry_pb2.ToolToggle(server=server, tool=tool, enabled=toggle.enabled)
-        await call(registry.SetToolEnabled, request)
+        await write(registry.SetToolEnabled, request)
         return {"server": server, "tool": tool, "enabled": toggle.enabled}
 
     # Virtual keys
@@ -367,7 +378,7 @@ def create_admin_api(
 
     @router.post("/api/keys", status_code=201, response_model=IssuedKey)
     async def create_key(spec: KeyIn) -> dict[str, Any]:
-        issued = await call(registry.CreateKey, _key_message("", spec))
+        issued = await write(registry.CreateKey, _key_message("", spec))
         return {**_key_out(issued.key), "secret": issued.secret}
 
     @router.get("/api/keys/{key_id}", response_model=KeyOut)
@@ -381,28 +392,28 @@ def create_admin_api(
         )
         changes = patch.model_dump(exclude_unset=True)
         merged = KeyIn.model_validate({**current.model_dump(), **changes})
-        return _key_out(await call(registry.UpdateKey, _key_message(key_id, merged)))
+        return _key_out(await write(registry.UpdateKey, _key_message(key_id, merged)))
 
     @router.put("/api/keys/{key_id}/credentials/{server}", status_code=204)
     async def set_credentials(key_id: str, server: str, credentials: Credentials) -> Response:
         """The key's own headers for a per_user server (sealed at rest; never shown again)."""
         request = registry_pb2.KeyCredentials(key_id=key_id, server=server, headers=credentials.headers)
-        await call(registry.SetKeyCredentials, request)
+        await write(registry.SetKeyCredentials, request)
         return Response(status_code=204)
 
     @router.delete("/api/keys/{key_id}/credentials/{server}", status_code=204)
     async def remove_credentials(key_id: str, server: str) -> Response:
-        await call(registry.SetKeyCredentials, registry_pb2.KeyCredentials(key_id=key_id, server=server))
+        await write(registry.SetKeyCredentials, registry_pb2.KeyCredentials(key_id=key_id, server=server))
         return Response(status_code=204)
 
     @router.post("/api/keys/{key_id}/rotate", response_model=IssuedKey)
     async def rotate_key(key_id: str) -> dict[str, Any]:
-        issued = await call(registry.RotateKey, registry_pb2.NameRequest(name=key_id))
+        issued = await write(registry.RotateKey, registry_pb2.NameRequest(name=key_id))
         return {**_key_out(issued.key), "secret": issued.secret}
 
     @router.delete("/api/keys/{key_id}", status_code=204)
     async def revoke_key(key_id: str) -> Response:
-        await call(registry.DeleteKey, registry_pb2.NameRequest(name=key_id))
+        await write(registry.DeleteKey, registry_pb2.NameRequest(name=key_id))
         return Response(status_code=204)
 
     # Tool groups
@@ -420,18 +431,18 @@ def create_admin_api(
     @router.post("/api/groups", status_code=201, response_model=GroupIn)
     async def create_group(group: GroupIn) -> dict[str, Any]:
         request = registry_pb2.PutGroupRequest(group=group_message(group), create=True)
-        return _group_out(await call(registry.PutGroup, request))
+        return _group_out(await write(registry.PutGroup, request))
 
     @router.put("/api/groups/{name}", response_model=GroupIn)
     async def update_group(name: str, group: GroupIn) -> dict[str, Any]:
         if group.name != name:
             raise ApiError(422, "must match the group named in the path", "name")
         request = registry_pb2.PutGroupRequest(group=group_message(group))
-        return _group_out(await call(registry.PutGroup, request))
+        return _group_out(await write(registry.PutGroup, request))
 
     @router.delete("/api/groups/{name}", status_code=204)
     async def delete_group(name: str) -> Response:
-        await call(registry.DeleteGroup, registry_pb2.NameRequest(name=name))
+        await write(registry.DeleteGroup, registry_pb2.NameRequest(name=name))
         return Response(status_code=204)
 
     # Blocklist and settings
@@ -443,7 +454,7 @@ def create_admin_api(
 
     @router.put("/api/blocklist", response_model=Blocklist)
     async def set_blocklist(blocklist: Blocklist) -> dict[str, Any]:
-        stored = await call(registry.SetBlocklist, registry_pb2.Blocklist(patterns=blocklist.patterns))
+        stored = await write(registry.SetBlocklist, registry_pb2.Blocklist(patterns=blocklist.patterns))
         return {"patterns": list(stored.patterns)}
 
     @router.get("/api/settings", response_model=Settings)
@@ -458,7 +469,7 @@ def create_admin_api(
             stored.require_key = settings.require_key
         if settings.mcp_server_auth_mode is not None:
             stored.auth_mode = AUTH_MODES[settings.mcp_server_auth_mode]
-        return settings_out(await call(registry.UpdateSettings, stored))
+        return settings_out(await write(registry.UpdateSettings, stored))
 
     @router.post("/api/mcp/client/{name}/oauth/authorize")
     async def authorize(name: str, request: Request) -> dict[str, str]:

@@ -169,6 +169,7 @@ async def serve(settings: EdgeSettings) -> None:
         settings.admin_token,
         audit_pb2_grpc.AuditStub(audit_channel),
         settings.public_url,
+        follower.refresh,
     )
     modern = ModernEndpoint(
         handler,

@@ -28,13 +28,9 @@ from services.registry.config import ClientConfig, OAuthConfig
 from services.registry.discovery import DISCOVERY_TIMEOUT_SECONDS, DiscoveryError, discover, register
 from services.registry.governance import InvalidFieldError, MissingError
 from services.registry.store import RegistryStore
-from services.registry.user_tokens import Grant, UserTokens
+from services.registry.user_tokens import Grant, UserTokens, refresh_token_name
 
 PENDING_SECONDS = 600.0
-
-
-def refresh_token_name(server: str) -> str:
-    return f"oauth-refresh:{server}"
 
 
 def client_name(server: str) -> str:

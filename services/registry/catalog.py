@@ -129,10 +129,8 @@ def server_config(
                 client_id=oauth.client_id,
                 client_secret=oauth.client_secret,
                 scope=oauth.scope,
-                refresh_token=grant.refresh_token,
-                access_token=grant.access_token,
-                access_token_expires_at=grant.expires_at,
-                authorized_at=grant.authorized_at,
+                # Any grant counts as authorized, one kept before authorized_at was.
+                authorized_at=grant.authorized_at or int(grant != NO_GRANT),
                 grant_type=oauth.grant_type,
                 resource=oauth.resource,
                 token_endpoint_auth_method=oauth.token_endpoint_auth_method,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -15,7 +16,8 @@ from services import bus
 from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.naming import exposed_tool_name
 from services.registry import redaction
-from services.registry.authorization import Authorizations, client_name, refresh_token_name
+from services.registry.access_tokens import AccessTokens, GrantEndedError, TokenUnavailableError
+from services.registry.authorization import Authorizations, client_name, with_discovered
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.config import client_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
@@ -26,7 +28,7 @@ from services.registry.store import (
     StoredServer,
     UnknownServerError,
 )
-from services.registry.user_tokens import Grant, UserTokens
+from services.registry.user_tokens import Grant, UserTokens, refresh_token_name
 from services.rpc import abort
 from services.settings import ConfigurationError
 
@@ -48,6 +50,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._governance = GovernanceStore(store)
         self._user_tokens = UserTokens(store)
         self._authorizations = Authorizations(store, self._user_tokens)
+        self._access_tokens = AccessTokens(self._user_tokens)
         self._nc = nc
         self._cached: registry_pb2.Snapshot | None = None
         # The last revision announced (a metric).
@@ -356,51 +359,31 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             await self._disconnected(done.server, done.key_id)
         return done
 
-    async def GetUserToken(
-        self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
-    ) -> registry_pb2.UserToken:
-        grant = await self._grant(request.server, request.key_id)
-        if grant is None:
-            await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
-        return registry_pb2.UserToken(
-            server=request.server,
-            key_id=request.key_id,
-            refresh_token=grant.refresh_token,
-            access_token=grant.access_token,
-            access_token_expires_at=grant.expires_at,
+    async def IssueAccessToken(
+        self, request: registry_pb2.AccessTokenRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.AccessToken:
+        _, servers = await self._store.servers()
+        server = next((s.config for s in servers if s.config.name == request.server), None)
+        if server is None or server.oauth is None:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no OAuth server named {request.server!r}")
+        oauth = with_discovered(server.oauth, (await self._store.secrets()).get(client_name(server.name)))
+        try:
+            grant = await self._access_tokens.issue(server.name, oauth, request.key_id, request.stale)
+        except MissingError as exc:
+            await abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+        except GrantEndedError as exc:
+            if request.key_id:
+                await self._disconnected(server.name, request.key_id)
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except TokenUnavailableError as exc:
+            await abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        return registry_pb2.AccessToken(
+            access_token=grant.access_token, refresh_in_seconds=grant.refresh_in(time.time())
         )
-
-    async def PutUserToken(
-        self, request: registry_pb2.UserToken, context: grpc.aio.ServicerContext
-    ) -> registry_pb2.AdminReply:
-        """A rotated refresh token, kept only while the grant still holds the one it replaces
-        (a disconnect or a newer authorization wins); announced to no one."""
-        before = await self._grant(request.server, request.key_id)
-        if before is None or not request.refresh_token or before.refresh_token != request.replaces:
-            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the grant changed: not kept")
-        rotated = Grant(refresh_token=request.refresh_token, authorized_at=before.authorized_at)
-        if request.key_id:
-            await self._admin(context, self._user_tokens.put(request.server, request.key_id, rotated))
-            return registry_pb2.AdminReply(revision=await self._store.revision())
-        name = refresh_token_name(request.server)
-        return registry_pb2.AdminReply(
-            revision=await self._store.put_secret(name, rotated.to_json(), announce=False)
-        )
-
-    async def _grant(self, server: str, key_id: str) -> Grant | None:
-        """An identity's grant for a server, or with key id "" the operator's."""
-        if key_id:
-            return await self._user_tokens.get(server, key_id)
-        kept = (await self._store.secrets()).get(refresh_token_name(server))
-        return None if not kept else Grant.from_json(kept)
 
     async def DeleteUserToken(
         self, request: registry_pb2.UserTokenRequest, context: grpc.aio.ServicerContext
     ) -> registry_pb2.AdminReply:
-        if request.only_if:
-            grant = await self._grant(request.server, request.key_id)
-            if grant is not None and grant.refresh_token != request.only_if:
-                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the grant changed: not deleted")
         if not await self._user_tokens.delete(request.server, request.key_id):
             await abort(context, grpc.StatusCode.NOT_FOUND, _not_connected(request))
         await self._disconnected(request.server, request.key_id)

@@ -15,7 +15,19 @@ from typing import Any
 import alembic.command
 import alembic.config
 import orjson
-from sqlalchemy import Connection, ForeignKey, Integer, String, Text, delete, event, func, inspect, select
+from sqlalchemy import (
+    Connection,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -234,6 +246,24 @@ class RegistryStore:
         async with self.sessions.begin() as session:
             await write_meta(session, f"secret:{name}", self.sealer.seal(value))
             return await bump(session) if announce else int(await read_meta(session, "revision", "0"))
+
+    async def secret_version(self, name: str) -> str | None:
+        """A kept credential as stored (sealed): the version `swap_secret` compares."""
+        async with self.sessions() as session:
+            row = await session.get(MetaRow, f"secret:{name}")
+        return None if row is None or not row.value else row.value
+
+    async def swap_secret(self, name: str, version: str, value: str | None) -> str | None:
+        """Replace a kept credential (None: drop it) only while it is still `version`, with no
+        new revision: its new version ("" when dropped), or None when another write came first."""
+        where = (MetaRow.key == f"secret:{name}", MetaRow.value == version)
+        sealed = "" if value is None else self.sealer.seal(value)
+        async with self.sessions.begin() as session:
+            if value is None:
+                done = await session.execute(delete(MetaRow).where(*where))
+            else:
+                done = await session.execute(update(MetaRow).where(*where).values(value=sealed))
+        return sealed if done.rowcount == 1 else None  # type: ignore[attr-defined]
 
     async def secrets(self) -> dict[str, str]:
         """Every kept credential by name, opened: one read, however many there are."""

@@ -2,8 +2,8 @@
 // authorization server router (RFC 8414 metadata, RFC 7591 registration, authorize with
 // PKCE, token with client_secret_post) and its bearer middleware with RFC 9728 metadata.
 // The provider behind them is this file's: authorize logs in as ?user=NAME at once (the
-// person's click), refresh tokens rotate, and POST /revoke-user?user=NAME ends that
-// person's tokens. The tool `whoami` names the person a token stands for.
+// person's click), refresh tokens rotate (a spent one presented again ends its person's
+// tokens, as reuse detection does), and POST /revoke-user?user=NAME ends that person's tokens. The tool `whoami` names the person a token stands for.
 // Usage: node oauth-upstream.mjs <port> [access token seconds, default 3600]
 import { randomUUID } from "node:crypto";
 import express from "express";
@@ -22,7 +22,14 @@ const clients = new Map();
 const codes = new Map(); // code -> {client, params, user}
 const access = new Map(); // token -> {clientId, user, resource, expiresAt}
 const refresh = new Map(); // token -> {clientId, user}
-const seen = { registrations: 0, resources: [], refreshes: 0, refused: 0 };
+const spent = new Map(); // a rotated-away refresh token -> {clientId, user}
+const seen = { registrations: 0, resources: [], refreshes: 0, refused: 0, reused: 0 };
+
+function revokeUser(user) {
+  for (const store of [access, refresh]) {
+    for (const [token, found] of store) if (found.user === user) store.delete(token);
+  }
+}
 
 function issue(clientId, user, resource) {
   const token = randomUUID();
@@ -65,6 +72,11 @@ const provider = {
     return issue(client.client_id, found.user, resource);
   },
   async exchangeRefreshToken(client, token, _scopes, resource) {
+    if (spent.has(token)) {
+      // Reuse detection (OAuth 2.1 section 4.3.1): a spent refresh token ends the whole grant.
+      seen.reused += 1;
+      revokeUser(spent.get(token).user);
+    }
     const found = refresh.get(token);
     if (!found || found.clientId !== client.client_id) {
       seen.refused += 1;
@@ -72,6 +84,7 @@ const provider = {
     }
     seen.refreshes += 1;
     refresh.delete(token); // rotation: a refresh token is good once
+    spent.set(token, found);
     return issue(client.client_id, found.user, resource);
   },
   async verifyAccessToken(token) {
@@ -85,9 +98,7 @@ const app = express();
 app.use(express.json());
 app.use(mcpAuthRouter({ provider, issuerUrl: new URL(origin), resourceServerUrl: mcpUrl, scopesSupported: ["mcp:tools"] }));
 app.post("/revoke-user", (req, res) => {
-  for (const store of [access, refresh]) {
-    for (const [token, found] of store) if (found.user === req.query.user) store.delete(token);
-  }
+  revokeUser(req.query.user);
   res.status(204).end();
 });
 app.get("/stats", (_req, res) => res.json(seen));

@@ -3,12 +3,13 @@
 `POST /token` answers RFC 6749's client credentials, authorization code (with RFC 7636
 PKCE, S256) and refresh token grants, issuing opaque bearer tokens that live
 `--token-seconds`; with `--rotate-refresh` each refresh spends its refresh token and issues
-a new one, and with `--no-refresh` there are none (the access token is all a person's
+a new one, and a spent one presented again revokes all of its person's tokens (reuse
+detection, as OAuth 2.1 recommends), each answered after `--refresh-delay`; with `--no-refresh` there are none (the access token is all a person's
 authorization leaves). `GET /authorize` consents at once, as a person who clicks "allow" would, and
 redirects back with a code; `?user=NAME` logs in as that person, whom the code's tokens
 (and `whoami`) stand for. `/mcp` is a Streamable HTTP MCP
 server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
-counts the tokens issued; with `--client-public-key PEM` the client authenticates with
+counts the tokens issued, refreshes, and reuses; with `--client-public-key PEM` the client authenticates with
 RFC 7523 assertions signed by its private key instead of its secret; `POST /revoke-all`
 makes every issued token unknown (`?user=NAME`: every token of that person's, refresh
 tokens too).
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import jwt
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
@@ -68,6 +70,11 @@ class Tokens:
         self.expiry: dict[str, float] = {}
         self.issued = 0
         self.refused = 0
+        self.refreshes = 0
+        # Spent refresh tokens presented again; each revoked its person's grant (OAuth 2.1 4.3.1).
+        self.reused = 0
+        self.spent: dict[str, str] = {}
+        self.refresh_delay = 0.0
         # code -> (redirect_uri, S256 challenge, person); refresh token -> person.
         self.codes: dict[str, tuple[str, str, str]] = {}
         self.refresh: dict[str, str] = {}
@@ -104,6 +111,14 @@ def asserted(tokens: Tokens, token_url: str, form: Any) -> bool:
         return False
     tokens.assertions.add(claims["jti"])
     return True
+
+
+def revoke(tokens: Tokens, person: str) -> None:
+    """End every token of a person's, refresh tokens too."""
+    for issued in [t for t, whom in ISSUED_TO.items() if whom == person]:
+        tokens.expiry.pop(issued, None)
+    for refresh in [t for t, whom in tokens.refresh.items() if whom == person]:
+        del tokens.refresh[refresh]
 
 
 def create_app(tokens: Tokens) -> Starlette:
@@ -144,11 +159,18 @@ def create_app(tokens: Tokens) -> Starlette:
                 body["refresh_token"] = secrets.token_urlsafe(24)
                 tokens.refresh[body["refresh_token"]] = person
         elif grant == "refresh_token":
+            # As a distant or busy server: the time in which another asker may race this one.
+            await anyio.sleep(tokens.refresh_delay)
             presented = str(form.get("refresh_token"))
+            if presented in tokens.spent:
+                tokens.reused += 1
+                revoke(tokens, tokens.spent[presented])
             if presented not in tokens.refresh:
                 return JSONResponse({"error": "invalid_grant"}, 400)
             person = tokens.refresh[presented]
+            tokens.refreshes += 1
             if tokens.rotate:
+                tokens.spent[presented] = person
                 del tokens.refresh[presented]
                 body["refresh_token"] = secrets.token_urlsafe(24)
                 tokens.refresh[body["refresh_token"]] = person
@@ -162,7 +184,14 @@ def create_app(tokens: Tokens) -> Starlette:
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     async def stats(_: Request) -> JSONResponse:
-        return JSONResponse({"issued": tokens.issued, "refused": tokens.refused})
+        return JSONResponse(
+            {
+                "issued": tokens.issued,
+                "refused": tokens.refused,
+                "refreshes": tokens.refreshes,
+                "reused": tokens.reused,
+            }
+        )
 
     async def revoke_all(request: Request) -> Response:
         # ?user=NAME revokes that person's tokens only, refresh tokens too.
@@ -170,10 +199,7 @@ def create_app(tokens: Tokens) -> Starlette:
         if user is None:
             tokens.expiry.clear()
         else:
-            for issued in [t for t, person in ISSUED_TO.items() if person == user]:
-                tokens.expiry.pop(issued, None)
-            for refresh in [t for t, person in tokens.refresh.items() if person == user]:
-                del tokens.refresh[refresh]
+            revoke(tokens, user)
         return Response(status_code=204)
 
     mcp_app = server.streamable_http_app(streamable_http_path="/")
@@ -218,6 +244,7 @@ if __name__ == "__main__":
     parser.add_argument("--token-seconds", type=float, default=60.0)
     parser.add_argument("--user-tokens", default="", help="TOKEN=NAME,... of people")
     parser.add_argument("--rotate-refresh", action="store_true")
+    parser.add_argument("--refresh-delay", type=float, default=0.0, help="seconds before a refresh answers")
     parser.add_argument("--client-public-key", default="", help="PEM file: clients sign assertions")
     parser.add_argument(
         "--no-refresh", action="store_true", help="issue no refresh tokens (as GitHub OAuth apps)"
@@ -227,6 +254,7 @@ if __name__ == "__main__":
     tokens = Tokens(
         args.client_id, args.client_secret, args.token_seconds, args.rotate_refresh, not args.no_refresh
     )
+    tokens.refresh_delay = args.refresh_delay
     if args.client_public_key:
         tokens.public_key = Path(args.client_public_key).read_text()
     uvicorn.run(create_app(tokens), host="127.0.0.1", port=args.port, log_level="warning")

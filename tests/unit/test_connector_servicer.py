@@ -103,7 +103,7 @@ class FakePool:
             raise self._refuse
         return self.get(name)
 
-    async def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
+    def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
         return exc
 
 

@@ -5,7 +5,7 @@ import warnings
 
 from services.contracts.mcpgw.v1 import audit_pb2 as services_dot_contracts_dot_mcpgw_dot_v1_dot_audit__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -1064,32 +1064,23 @@ class OAuthClient(_message.Message):
     CLIENT_ID_FIELD_NUMBER: _builtins.int
     CLIENT_SECRET_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
-    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     GRANT_TYPE_FIELD_NUMBER: _builtins.int
     RESOURCE_FIELD_NUMBER: _builtins.int
     TOKEN_ENDPOINT_AUTH_METHOD_FIELD_NUMBER: _builtins.int
-    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
-    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     AUTHORIZED_AT_FIELD_NUMBER: _builtins.int
     token_url: _builtins.str
     client_id: _builtins.str
     client_secret: _builtins.str
     scope: _builtins.str
-    refresh_token: _builtins.str
     grant_type: _builtins.str
     """authorization_code: no token until a person authorizes; client_credentials otherwise."""
     resource: _builtins.str
     """The RFC 8707 resource indicator sent with every token request ("" sends none)."""
     token_endpoint_auth_method: _builtins.str
     """client_secret_basic (also ""), client_secret_post or none."""
-    access_token: _builtins.str
-    """From a server that issues no refresh token: the access token the authorization left,
-    used until it expires (Unix seconds; 0 never) or is refused.
-    """
-    access_token_expires_at: _builtins.float
     authorized_at: _builtins.int
-    """When the operator authorized (Unix seconds): a new authorization restarts the session,
-    a rotated refresh token does not.
+    """When the operator authorized (Unix seconds; 0 not yet): a new authorization restarts
+    the session. Its tokens stay in registry (IssueAccessToken).
     """
     def __init__(
         self,
@@ -1098,17 +1089,14 @@ class OAuthClient(_message.Message):
         client_id: _builtins.str = ...,
         client_secret: _builtins.str = ...,
         scope: _builtins.str = ...,
-        refresh_token: _builtins.str = ...,
         grant_type: _builtins.str = ...,
         resource: _builtins.str = ...,
         token_endpoint_auth_method: _builtins.str = ...,
-        access_token: _builtins.str = ...,
-        access_token_expires_at: _builtins.float = ...,
         authorized_at: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "authorized_at", b"authorized_at", "client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "refresh_token", b"refresh_token", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized_at", b"authorized_at", "client_id", b"client_id", "client_secret", b"client_secret", "grant_type", b"grant_type", "resource", b"resource", "scope", b"scope", "token_endpoint_auth_method", b"token_endpoint_auth_method", "token_url", b"token_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1228,23 +1216,17 @@ class UserTokenRequest(_message.Message):
 
     SERVER_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
-    ONLY_IF_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     key_id: _builtins.str
-    only_if: _builtins.str
-    """DeleteUserToken: only while the grant's refresh token is still this one (the one the
-    upstream refused), so a newer grant is never deleted for an older one's failure.
-    """
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         key_id: _builtins.str = ...,
-        only_if: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "only_if", b"only_if", "server", b"server"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "server", b"server"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1256,41 +1238,75 @@ class UserToken(_message.Message):
 
     SERVER_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
-    REFRESH_TOKEN_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
-    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
-    ACCESS_TOKEN_EXPIRES_AT_FIELD_NUMBER: _builtins.int
-    REPLACES_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     key_id: _builtins.str
-    refresh_token: _builtins.str
-    """The grant: a refresh token, or (from a server that issues none) an access token."""
     updated_at: _builtins.int
-    """When it was connected or last rotated (Unix seconds; in listings)."""
-    access_token: _builtins.str
-    access_token_expires_at: _builtins.float
-    replaces: _builtins.str
-    """PutUserToken of a rotation: the refresh token it replaces. The grant changes only while
-    it still holds that one, so a stale session never undoes a disconnect or a reconnect.
-    """
+    """When it was connected or last renewed (Unix seconds)."""
     def __init__(
         self,
         *,
         server: _builtins.str = ...,
         key_id: _builtins.str = ...,
-        refresh_token: _builtins.str = ...,
         updated_at: _builtins.int = ...,
-        access_token: _builtins.str = ...,
-        access_token_expires_at: _builtins.float = ...,
-        replaces: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expires_at", b"access_token_expires_at", "key_id", b"key_id", "refresh_token", b"refresh_token", "replaces", b"replaces", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "server", b"server", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UserToken: _TypeAlias = UserToken  # noqa: Y015
+
+@_typing.final
+class AccessTokenRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    server: _builtins.str
+    key_id: _builtins.str
+    """The identity; "" for the operator's grant."""
+    stale: _builtins.str
+    """The access token a downstream just refused: a new one, not this one."""
+    def __init__(
+        self,
+        *,
+        server: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        stale: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "server", b"server", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessTokenRequest: _TypeAlias = AccessTokenRequest  # noqa: Y015
+
+@_typing.final
+class AccessToken(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_TOKEN_FIELD_NUMBER: _builtins.int
+    REFRESH_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    access_token: _builtins.str
+    refresh_in_seconds: _builtins.float
+    """Use it this long, then ask again (registry renews it a margin before it expires)."""
+    def __init__(
+        self,
+        *,
+        access_token: _builtins.str = ...,
+        refresh_in_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "refresh_in_seconds", b"refresh_in_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessToken: _TypeAlias = AccessToken  # noqa: Y015
 
 @_typing.final
 class UserTokenList(_message.Message):

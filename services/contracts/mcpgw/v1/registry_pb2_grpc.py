@@ -5,7 +5,7 @@ import warnings
 
 from services.contracts.mcpgw.v1 import registry_pb2 as services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -144,15 +144,10 @@ class RegistryStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompletedAuthorization.FromString,
                 _registered_method=True)
-        self.GetUserToken = channel.unary_unary(
-                '/mcpgw.v1.Registry/GetUserToken',
-                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
-                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
-                _registered_method=True)
-        self.PutUserToken = channel.unary_unary(
-                '/mcpgw.v1.Registry/PutUserToken',
-                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
-                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+        self.IssueAccessToken = channel.unary_unary(
+                '/mcpgw.v1.Registry/IssueAccessToken',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessTokenRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessToken.FromString,
                 _registered_method=True)
         self.DeleteUserToken = channel.unary_unary(
                 '/mcpgw.v1.Registry/DeleteUserToken',
@@ -315,24 +310,20 @@ class RegistryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetUserToken(self, request, context):
-        """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
-        id "" the operator's own for any authorization-code server: read and rotated by
-        connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
-        these bump the revision.
+    def IssueAccessToken(self, request, context):
+        """An access token on the sealed grant of one identity (virtual key) for a per_user_oauth
+        server, or with key id "" the operator's own for any authorization-code server. Registry
+        alone spends refresh tokens, one refresh per grant at a time: NOT_FOUND until authorized,
+        FAILED_PRECONDITION once the authorization server refused the grant (it is dropped),
+        UNAVAILABLE while its token endpoint fails. Never bumps the revision.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PutUserToken(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def DeleteUserToken(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """An identity's grant, removed by the person or the operator.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -463,15 +454,10 @@ def add_RegistryServicer_to_server(servicer, server):
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompleteAuthorizationRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.CompletedAuthorization.SerializeToString,
             ),
-            'GetUserToken': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetUserToken,
-                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.FromString,
-                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
-            ),
-            'PutUserToken': grpc.unary_unary_rpc_method_handler(
-                    servicer.PutUserToken,
-                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
-                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.SerializeToString,
+            'IssueAccessToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueAccessToken,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessTokenRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessToken.SerializeToString,
             ),
             'DeleteUserToken': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteUserToken,
@@ -1094,7 +1080,7 @@ class Registry:
             _registered_method=True)
 
     @staticmethod
-    def GetUserToken(request,
+    def IssueAccessToken(request,
             target,
             options=(),
             channel_credentials=None,
@@ -1107,36 +1093,9 @@ class Registry:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/mcpgw.v1.Registry/GetUserToken',
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserTokenRequest.SerializeToString,
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def PutUserToken(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/mcpgw.v1.Registry/PutUserToken',
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.UserToken.SerializeToString,
-            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminReply.FromString,
+            '/mcpgw.v1.Registry/IssueAccessToken',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessTokenRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AccessToken.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,14 +66,15 @@ class RegistryStub:
     redirect's code, which registry exchanges for tokens it keeps sealed.
     """
     CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]
-    GetUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]
-    """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
-    id "" the operator's own for any authorization-code server: read and rotated by
-    connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
-    these bump the revision.
+    IssueAccessToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AccessTokenRequest, _registry_pb2.AccessToken]
+    """An access token on the sealed grant of one identity (virtual key) for a per_user_oauth
+    server, or with key id "" the operator's own for any authorization-code server. Registry
+    alone spends refresh tokens, one refresh per grant at a time: NOT_FOUND until authorized,
+    FAILED_PRECONDITION once the authorization server refused the grant (it is dropped),
+    UNAVAILABLE while its token endpoint fails. Never bumps the revision.
     """
-    PutUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]
     DeleteUserToken: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]
+    """An identity's grant, removed by the person or the operator."""
     ListUserTokens: _grpc.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserTokenList]
     """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("")."""
     UpdateSettings: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]
@@ -114,14 +115,15 @@ class RegistryAsyncStub(RegistryStub):
     redirect's code, which registry exchanges for tokens it keeps sealed.
     """
     CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_registry_pb2.CompleteAuthorizationRequest, _registry_pb2.CompletedAuthorization]  # type: ignore[assignment]
-    GetUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserToken]  # type: ignore[assignment]
-    """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
-    id "" the operator's own for any authorization-code server: read and rotated by
-    connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
-    these bump the revision.
+    IssueAccessToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.AccessTokenRequest, _registry_pb2.AccessToken]  # type: ignore[assignment]
+    """An access token on the sealed grant of one identity (virtual key) for a per_user_oauth
+    server, or with key id "" the operator's own for any authorization-code server. Registry
+    alone spends refresh tokens, one refresh per grant at a time: NOT_FOUND until authorized,
+    FAILED_PRECONDITION once the authorization server refused the grant (it is dropped),
+    UNAVAILABLE while its token endpoint fails. Never bumps the revision.
     """
-    PutUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserToken, _registry_pb2.AdminReply]  # type: ignore[assignment]
     DeleteUserToken: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.AdminReply]  # type: ignore[assignment]
+    """An identity's grant, removed by the person or the operator."""
     ListUserTokens: _aio.UnaryUnaryMultiCallable[_registry_pb2.UserTokenRequest, _registry_pb2.UserTokenList]  # type: ignore[assignment]
     """Which identities connected which per_user_oauth servers: one key's, one server's, or all ("")."""
     UpdateSettings: _aio.UnaryUnaryMultiCallable[_registry_pb2.GovernanceSettings, _registry_pb2.GovernanceSettings]  # type: ignore[assignment]
@@ -293,30 +295,25 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.CompletedAuthorization, _abc.Awaitable[_registry_pb2.CompletedAuthorization]]: ...
 
     @_abc_1.abstractmethod
-    def GetUserToken(
+    def IssueAccessToken(
         self,
-        request: _registry_pb2.UserTokenRequest,
+        request: _registry_pb2.AccessTokenRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.UserToken, _abc.Awaitable[_registry_pb2.UserToken]]:
-        """The sealed grant of one identity (virtual key) for a per_user_oauth server, or with key
-        id "" the operator's own for any authorization-code server: read and rotated by
-        connectors (NOT_FOUND until authorized), removed by the person or the operator. None of
-        these bump the revision.
+    ) -> _typing.Union[_registry_pb2.AccessToken, _abc.Awaitable[_registry_pb2.AccessToken]]:
+        """An access token on the sealed grant of one identity (virtual key) for a per_user_oauth
+        server, or with key id "" the operator's own for any authorization-code server. Registry
+        alone spends refresh tokens, one refresh per grant at a time: NOT_FOUND until authorized,
+        FAILED_PRECONDITION once the authorization server refused the grant (it is dropped),
+        UNAVAILABLE while its token endpoint fails. Never bumps the revision.
         """
-
-    @_abc_1.abstractmethod
-    def PutUserToken(
-        self,
-        request: _registry_pb2.UserToken,
-        context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
 
     @_abc_1.abstractmethod
     def DeleteUserToken(
         self,
         request: _registry_pb2.UserTokenRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]: ...
+    ) -> _typing.Union[_registry_pb2.AdminReply, _abc.Awaitable[_registry_pb2.AdminReply]]:
+        """An identity's grant, removed by the person or the operator."""
 
     @_abc_1.abstractmethod
     def ListUserTokens(
