@@ -36,7 +36,8 @@ REDIRECT = "http://127.0.0.1:9/callback"
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
-    with authorization_server("--rotate-refresh", "--refresh-delay", "0.3", "--token-seconds", "600") as started:
+    delayed = ("--refresh-delay", "0.3")
+    with authorization_server("--rotate-refresh", *delayed, "--token-seconds", "600") as started:
         yield started
 
 
@@ -47,7 +48,7 @@ async def registries(
     """Two registries' stores on one database, sealing under one key."""
     sealer = Sealer(secrets.token_urlsafe(32))
     if request.param == "sqlite":
-        url, options = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}", {}
+        url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
         stores = [await RegistryStore.open(url, sealer) for _ in range(2)]
         yield stores[0], stores[1]
         for store in stores:

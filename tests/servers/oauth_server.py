@@ -2,17 +2,17 @@
 
 `POST /token` answers RFC 6749's client credentials, authorization code (with RFC 7636
 PKCE, S256) and refresh token grants, issuing opaque bearer tokens that live
-`--token-seconds`; with `--rotate-refresh` each refresh spends its refresh token and issues
+`--token-seconds`. With `--rotate-refresh` each refresh spends its refresh token and issues
 a new one, and a spent one presented again revokes all of its person's tokens (reuse
-detection, as OAuth 2.1 recommends), each answered after `--refresh-delay`; with `--no-refresh` there are none (the access token is all a person's
-authorization leaves). `GET /authorize` consents at once, as a person who clicks "allow" would, and
-redirects back with a code; `?user=NAME` logs in as that person, whom the code's tokens
-(and `whoami`) stand for. `/mcp` is a Streamable HTTP MCP
-server that answers 401 (RFC 6750) to a missing, unknown or expired token. `GET /stats`
-counts the tokens issued, refreshes, and reuses; with `--client-public-key PEM` the client authenticates with
-RFC 7523 assertions signed by its private key instead of its secret; `POST /revoke-all`
-makes every issued token unknown (`?user=NAME`: every token of that person's, refresh
-tokens too).
+detection, as OAuth 2.1 recommends); a refresh answers after `--refresh-delay`. With
+`--no-refresh` there are none (the access token is all a person's authorization leaves).
+`GET /authorize` consents at once, as a person who clicks "allow" would, and redirects
+back with a code; `?user=NAME` logs in as that person, whom the code's tokens (and
+`whoami`) stand for. `/mcp` is a Streamable HTTP MCP server that answers 401 (RFC 6750) to
+a missing, unknown or expired token. `GET /stats` counts the tokens issued, refreshes and
+reuses. With `--client-public-key PEM` the client authenticates with RFC 7523 assertions
+signed by its private key instead of its secret. `POST /revoke-all` makes every issued
+token unknown (`?user=NAME`: every token of that person's, refresh tokens too).
 
     python oauth_server.py --port 8765 --client-id gw --client-secret s3cret --token-seconds 2
 """
