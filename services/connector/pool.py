@@ -125,12 +125,14 @@ class DownstreamPool:
 
     def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
         """What a call that failed on `downstream` failed of: for an identity whose grant the
-        upstream just refused, NeedsConnectionError (its session closed now)."""
+        upstream just refused, NeedsConnectionError (its session closed now, if registry's
+        word of the disconnect has not closed it already)."""
         credentials = downstream.credentials
-        entry = self._keyed.get((downstream.name, key_id))
-        if credentials is None or not credentials.ended or entry is None or entry[0] is not downstream:
+        if credentials is None or not credentials.ended:
             return exc
-        self.disconnect(downstream.name, key_id)
+        entry = self._keyed.get((downstream.name, key_id))
+        if entry is not None and entry[0] is downstream:
+            self.disconnect(downstream.name, key_id)
         return _ended(downstream.name)
 
     def _token_source(self, config: registry_pb2.ServerConfig, key_id: str) -> TokenSource:

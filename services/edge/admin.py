@@ -26,7 +26,7 @@ from services import bus
 from services.auth_modes import AUTH_MODES, mode_name
 from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.edge import audit_api
-from services.edge.identity.connections import ADMIN_CALLBACK_PATH, callbacks
+from services.edge.identity.connections import ADMIN_CALLBACK_PATH, AUTHORIZE_SECONDS, callbacks
 from services.edge.identity.credentials import base_url
 
 T = TypeVar("T")
@@ -475,12 +475,10 @@ def create_admin_api(
     async def authorize(name: str, request: Request) -> dict[str, str]:
         """Start OAuth 2.0 authorization code with PKCE: open the URL, consent, come back."""
         base = base_url(request, public_url)
-        started = await call(
-            registry.StartAuthorization,
-            registry_pb2.StartAuthorizationRequest(
-                server=name, redirect_uri=base + ADMIN_CALLBACK_PATH, redirect_uris=callbacks(base)
-            ),
+        start = registry_pb2.StartAuthorizationRequest(
+            server=name, redirect_uri=base + ADMIN_CALLBACK_PATH, redirect_uris=callbacks(base)
         )
+        started = await rpc(registry.StartAuthorization(start, timeout=AUTHORIZE_SECONDS))
         return {"authorization_url": started.authorization_url}
 
     @router.get("/api/mcp/client/{name}/oauth/connections", response_model=list[ConnectionOut])

@@ -6,7 +6,8 @@ the operator's once for a server, or, for a per_user_oauth server, each identity
 What the config leaves out (endpoints, the client id) is discovered and registered on the
 first authorization (`discovery.py`) and kept sealed with the other credentials, so every
 later flow and every connector uses the same client. A flow waits at most
-`PENDING_SECONDS`, and its `state` is good once.
+`PENDING_SECONDS`, kept sealed in the store so that any registry completes it, and its
+`state` is good once.
 """
 
 from __future__ import annotations
@@ -25,17 +26,20 @@ import orjson
 from services.contracts import registry_pb2
 from services.oauth import ClientAuth, TokenEndpointError, request_token
 from services.registry.config import ClientConfig, OAuthConfig
-from services.registry.discovery import DISCOVERY_TIMEOUT_SECONDS, DiscoveryError, discover, register
+from services.registry.discovery import (
+    DISCOVERY_TIMEOUT_SECONDS,
+    AuthorizationServer,
+    DiscoveryError,
+    discover,
+    register,
+)
 from services.registry.governance import InvalidFieldError, MissingError
-from services.registry.store import RegistryStore
-from services.registry.user_tokens import Grant, UserTokens, refresh_token_name
+from services.registry.store import RegistryStore, TooManyPendingError, client_name, refresh_token_name
+from services.registry.user_tokens import Grant, UserTokens
 
 PENDING_SECONDS = 600.0
-
-
-def client_name(server: str) -> str:
-    """The kept secret holding what was discovered and registered for a server."""
-    return f"oauth-client:{server}"
+# Discovery and registration together; the edge waits 30 s for a flow to start.
+DISCOVERY_DEADLINE_SECONDS = 20.0
 
 
 def with_discovered(oauth: OAuthConfig, kept: str | None) -> OAuthConfig:
@@ -68,18 +72,38 @@ class Pending:
     oauth: OAuthConfig
     verifier: str
     redirect_uri: str
-    expires: float
     # The identity connecting a per_user_oauth server; "" for the operator's setup.
     key_id: str = ""
+
+    def to_json(self) -> str:
+        return orjson.dumps(
+            {
+                "server": self.server,
+                "oauth": self.oauth.model_dump(mode="json"),
+                "verifier": self.verifier,
+                "redirect_uri": self.redirect_uri,
+                "key_id": self.key_id,
+            }
+        ).decode()
+
+    @classmethod
+    def from_json(cls, text: str) -> Pending:
+        kept = orjson.loads(text)
+        return cls(
+            kept["server"],
+            OAuthConfig.model_validate(kept["oauth"]),
+            kept["verifier"],
+            kept["redirect_uri"],
+            kept["key_id"],
+        )
 
 
 class Authorizations:
     def __init__(self, store: RegistryStore, user_tokens: UserTokens) -> None:
         self._store = store
         self._user_tokens = user_tokens
-        self._pending: dict[str, Pending] = {}
-        # One discovery and registration at a time: two would register two clients.
-        self._resolving = anyio.Lock()
+        # One discovery and registration at a time per server: two would register two clients.
+        self._resolving: dict[str, anyio.Lock] = {}
 
     async def start(
         self, server: ClientConfig, redirect_uri: str, key_id: str = "", redirect_uris: tuple[str, ...] = ()
@@ -93,12 +117,12 @@ class Authorizations:
         if key_id and not server.per_user_oauth:
             raise InvalidFieldError("key_id", f"{server.name!r} is not per_user_oauth: it is authorized once")
         oauth = await self._client(server, server.oauth, redirect_uris or (redirect_uri,))
-        now = time.monotonic()
-        self._pending = {s: p for s, p in self._pending.items() if p.expires > now}
         state, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(48)
-        self._pending[state] = Pending(
-            server.name, oauth, verifier, redirect_uri, now + PENDING_SECONDS, key_id
-        )
+        pending = Pending(server.name, oauth, verifier, redirect_uri, key_id)
+        try:
+            await self._store.put_pending(state, pending.to_json(), time.time() + PENDING_SECONDS)
+        except TooManyPendingError as exc:
+            raise InvalidFieldError("server", f"{exc}: try again in a few minutes") from None
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
         query = {
             "response_type": "code",
@@ -120,9 +144,10 @@ class Authorizations:
     ) -> registry_pb2.CompletedAuthorization:
         """Exchange the code for tokens and keep the refresh token: the operator's (the
         server reconnects) or the identity's (its next call uses it)."""
-        pending = self._pending.pop(state, None)
-        if pending is None or pending.expires < time.monotonic():
+        kept = await self._store.take_pending(state)
+        if kept is None:
             raise MissingError("no authorization is waiting for that state (it expired or was used)")
+        pending = Pending.from_json(kept)
         if bool(pending.key_id) != identity:
             # An identity's flow must come back where its browser is checked, and the
             # operator's where it began.
@@ -158,7 +183,7 @@ class Authorizations:
     ) -> OAuthConfig:
         """The server's OAuth client, complete: as configured, as discovered and registered
         before, or discovered and registered now (and kept)."""
-        async with self._resolving:
+        async with self._resolving.setdefault(server.name, anyio.Lock()):
             kept = (await self._store.secrets()).get(client_name(server.name))
             known = with_discovered(oauth, kept)
             registered_for = set(orjson.loads(kept).get("redirect_uris", ())) if kept else set()
@@ -170,18 +195,20 @@ class Authorizations:
                     "redirect_uri",
                     f"server {server.name!r}: the gateway registered itself for {sorted(registered_for)}, "
                     f"not {sorted(set(redirect_uris) - registered_for)}: reach the gateway by the URL it was "
-                    "registered under (MCPGW_PUBLIC_URL), or configure a client_id",
+                    "registered under (MCPGW_PUBLIC_URL), or configure a client_id (any change to the "
+                    "server's address or oauth section drops the registration)",
                 )
-            server_url = oauth.server_url or server.connection_string or ""
             try:
-                async with httpx2.AsyncClient(timeout=DISCOVERY_TIMEOUT_SECONDS) as http:
-                    found = await discover(server_url, http)
-                    client_id, client_secret, auth = oauth.client_id, oauth.client_secret, ""
-                    if not client_id:
-                        uris = sorted(registered_for | set(redirect_uris))
-                        registered = await register(found, uris, oauth.scope, http, oauth.registration_url)
-                        client_id, client_secret = registered.client_id, registered.client_secret
-                        auth, registered_for = registered.auth.value, set(uris)
+                with anyio.fail_after(DISCOVERY_DEADLINE_SECONDS):
+                    found, client_id, client_secret, auth, registered_for = await self._discover(
+                        server, oauth, redirect_uris, registered_for
+                    )
+            except TimeoutError:
+                raise InvalidFieldError(
+                    "oauth",
+                    f"server {server.name!r}: discovery and registration took over "
+                    f"{DISCOVERY_DEADLINE_SECONDS:.0f} s",
+                ) from None
             except DiscoveryError as exc:
                 raise InvalidFieldError("oauth", f"server {server.name!r}: {exc}") from None
             record = {
@@ -196,3 +223,18 @@ class Authorizations:
             # Sealed with the other credentials; the revision moves, so connectors get the client.
             await self._store.put_secret(client_name(server.name), orjson.dumps(record).decode())
             return with_discovered(oauth, orjson.dumps(record).decode())
+
+    @staticmethod
+    async def _discover(
+        server: ClientConfig, oauth: OAuthConfig, redirect_uris: tuple[str, ...], registered_for: set[str]
+    ) -> tuple[AuthorizationServer, str, str, str, set[str]]:
+        """The server's endpoints, and the client: as configured, or registered now for every
+        callback (with those registered before); (found, id, secret, auth method, callbacks)."""
+        server_url = oauth.server_url or server.connection_string or ""
+        async with httpx2.AsyncClient(timeout=DISCOVERY_TIMEOUT_SECONDS) as http:
+            found = await discover(server_url, http)
+            if oauth.client_id:
+                return found, oauth.client_id, oauth.client_secret, "", registered_for
+            uris = sorted(registered_for | set(redirect_uris))
+            registered = await register(found, uris, oauth.scope, http, oauth.registration_url)
+        return found, registered.client_id, registered.client_secret, registered.auth.value, set(uris)

@@ -28,7 +28,8 @@ from mcp.shared.auth_utils import resource_url_from_server_url
 
 from services.oauth import ClientAuth
 
-DISCOVERY_TIMEOUT_SECONDS = 10.0
+# Each request of it; registry bounds the whole to 20 s.
+DISCOVERY_TIMEOUT_SECONDS = 5.0
 CLIENT_NAME = "mcpgw"
 
 

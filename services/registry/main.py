@@ -6,7 +6,7 @@ import logging
 import secrets
 
 from services import bus
-from services.contracts import registry_pb2_grpc
+from services.contracts import registry_pb2, registry_pb2_grpc
 from services.metrics import gauge, service_metrics
 from services.registry.config import GatewayConfig, load_config
 from services.registry.governance import GovernanceStore
@@ -37,7 +37,15 @@ async def serve(settings: RegistrySettings) -> None:
     store = await RegistryStore.open(settings.database_url(), Sealer(registry_key(settings)))
     try:
         await store.apply_config(config)
-        await GovernanceStore(store).apply_config(config)
+        governance = GovernanceStore(store)
+        await governance.apply_config(config)
+        _, servers = await store.servers()
+        unset = (await governance.settings()).auth_mode == registry_pb2.AUTH_MODE_UNSPECIFIED
+        if unset and any(s.config.per_user_oauth for s in servers):
+            log.warning(
+                "mcp_server_auth_mode is not set and a server is per_user_oauth: /mcp takes OAuth "
+                "sign-in as well as virtual keys ('both'); set it to choose"
+            )
         revision = await store.revision()
         nc = await bus.connect(settings.nats_url, "mcpgw-registry")
         servicer = RegistryServicer(store, nc)

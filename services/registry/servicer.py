@@ -17,7 +17,7 @@ from services.contracts import events_pb2, registry_pb2, registry_pb2_grpc
 from services.naming import exposed_tool_name
 from services.registry import redaction
 from services.registry.access_tokens import AccessTokens, GrantEndedError, TokenUnavailableError
-from services.registry.authorization import Authorizations, client_name, with_discovered
+from services.registry.authorization import Authorizations, with_discovered
 from services.registry.catalog import build_snapshot, server_config
 from services.registry.config import client_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
@@ -27,18 +27,17 @@ from services.registry.store import (
     StoredItem,
     StoredServer,
     UnknownServerError,
+    client_name,
+    credentials_name,
+    refresh_token_name,
 )
-from services.registry.user_tokens import Grant, UserTokens, refresh_token_name
+from services.registry.user_tokens import Grant, UserTokens
 from services.rpc import abort
 from services.settings import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def credentials_name(server: str, key_id: str) -> str:
-    return f"credentials:{server}:{key_id}"
 
 
 STATES = frozenset({"connecting", "connected", "disconnected", "failed"})

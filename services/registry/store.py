@@ -7,7 +7,9 @@ unchanged catalog never wake the fleet.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,56 @@ class MetaRow(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+def client_name(server: str) -> str:
+    """The kept secret holding what was discovered and registered for a server's OAuth."""
+    return f"oauth-client:{server}"
+
+
+def refresh_token_name(server: str) -> str:
+    """The kept secret holding the operator's grant for a server."""
+    return f"oauth-refresh:{server}"
+
+
+def credentials_name(server: str, key_id: str) -> str:
+    """The kept secret holding one key's own headers for a per_user server."""
+    return f"credentials:{server}:{key_id}"
+
+
+def _reach(config_json: str) -> tuple[object, ...]:
+    """What a server's tokens were issued for: a change makes them another server's."""
+    config = orjson.loads(config_json)
+    return (config.get("connection_string"), config.get("oauth"), config.get("per_user_oauth"))
+
+
+async def _forget_authorizations(session: AsyncSession, server: str, removed: bool) -> None:
+    """Drop the OAuth client, the operator's grant and every identity's for a server whose
+    address or OAuth changed (tokens must not reach another server), and when it is
+    `removed`, its keys' credentials too."""
+    names = [f"secret:{client_name(server)}", f"secret:{refresh_token_name(server)}"]
+    await session.execute(delete(MetaRow).where(MetaRow.key.in_(names)))
+    if removed:
+        prefix = f"secret:{credentials_name(server, '')}"
+        await session.execute(delete(MetaRow).where(MetaRow.key.startswith(prefix, autoescape=True)))
+    else:
+        user_tokens = Base.metadata.tables["user_tokens"]
+        await session.execute(delete(user_tokens).where(user_tokens.c.server == server))
+
+
+# Authorization flows waiting for their callback, at most (each is good for minutes).
+MAX_PENDING = 10_000
+
+
+def _pending_key(expires: float, state: str) -> str:
+    """A waiting flow's row: its expiry first (zero-padded, so expired rows sort first),
+    then a digest of its state, which is never kept itself."""
+    digest = hashlib.sha256(state.encode()).hexdigest()[:32] if state else ""
+    return f"pending:{int(expires):012d}:{digest}"
+
+
+class TooManyPendingError(Exception):
+    """More authorization flows are waiting than the store keeps."""
 
 
 class UnknownServerError(LookupError):
@@ -187,6 +239,7 @@ class RegistryStore:
             for name, row in rows.items():
                 if row.source == "file" and name not in wanted:
                     await session.delete(row)
+                    await _forget_authorizations(session, name, removed=True)
                     changed = True
             for position, (name, client) in enumerate(wanted.items()):
                 config_json = client.model_dump_json()
@@ -203,7 +256,11 @@ class RegistryStore:
                         )
                     )
                     changed = True
-                elif self.sealer.open(existing.config_json) != config_json or existing.position != position:
+                elif (before := self.sealer.open(existing.config_json)) != config_json or (
+                    existing.position != position
+                ):
+                    if _reach(before) != _reach(config_json):
+                        await _forget_authorizations(session, name, removed=False)
                     existing.config_json, existing.position = self.sealer.seal(config_json), position
                     changed = True
             revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
@@ -228,6 +285,8 @@ class RegistryStore:
                     capabilities_json="{}",
                 )
                 session.add(row)
+            elif _reach(self.sealer.open(row.config_json)) != _reach(config.model_dump_json()):
+                await _forget_authorizations(session, config.name, removed=False)
             row.source, row.config_json = "api", self.sealer.seal(config.model_dump_json())
             await bump(session)
             return self._stored(row)
@@ -238,6 +297,7 @@ class RegistryStore:
             if row is None:
                 raise UnknownServerError(name)
             await session.delete(row)
+            await _forget_authorizations(session, name, removed=True)
             return await bump(session)
 
     async def put_secret(self, name: str, value: str, announce: bool = True) -> int:
@@ -264,6 +324,28 @@ class RegistryStore:
             else:
                 done = await session.execute(update(MetaRow).where(*where).values(value=sealed))
         return sealed if done.rowcount == 1 else None  # type: ignore[attr-defined]
+
+    async def put_pending(self, state: str, flow: str, expires: float) -> None:
+        """Keep an authorization flow (sealed) until its callback, for whichever registry
+        that reaches; expired ones go first."""
+        async with self.sessions.begin() as session:
+            pending = MetaRow.key.startswith("pending:")
+            await session.execute(delete(MetaRow).where(pending, MetaRow.key < _pending_key(time.time(), "")))
+            if ((await session.scalar(select(func.count()).where(pending))) or 0) >= MAX_PENDING:
+                raise TooManyPendingError(f"{MAX_PENDING} authorizations are waiting already")
+            session.add(MetaRow(key=_pending_key(expires, state), value=self.sealer.seal(flow)))
+
+    async def take_pending(self, state: str) -> str | None:
+        """A waiting flow, once (whoever deletes it has it); None when unknown or expired."""
+        digest = _pending_key(0, state).rpartition(":")[2]
+        async with self.sessions.begin() as session:
+            row = await session.scalar(select(MetaRow).where(MetaRow.key.like(f"pending:%:{digest}")))
+            if row is None:
+                return None
+            taken = await session.execute(delete(MetaRow).where(MetaRow.key == row.key))
+            if taken.rowcount != 1 or row.key < _pending_key(time.time(), ""):  # type: ignore[attr-defined]
+                return None
+            return self.sealer.open(row.value)
 
     async def secrets(self) -> dict[str, str]:
         """Every kept credential by name, opened: one read, however many there are."""

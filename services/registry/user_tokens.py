@@ -16,17 +16,12 @@ from sqlalchemy import BigInteger, ForeignKey, String, Text, delete, select, upd
 from sqlalchemy.orm import Mapped, mapped_column
 
 from services.registry.governance import KeyRow, MissingError
-from services.registry.store import Base, RegistryStore, ServerRow
+from services.registry.store import Base, RegistryStore, ServerRow, refresh_token_name
 
 # Renew an access token this long before it expires, or at a tenth of a short lifetime.
 REFRESH_MARGIN_SECONDS = 30.0
 # How long a token that never expires is used before it is looked at again.
 YEAR_SECONDS = 365 * 24 * 3600.0
-
-
-def refresh_token_name(server: str) -> str:
-    """The kept secret holding the operator's grant for a server."""
-    return f"oauth-refresh:{server}"
 
 
 @dataclass(frozen=True, slots=True)

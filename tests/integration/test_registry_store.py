@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from services.contracts import registry_pb2
 from services.registry.config import GatewayConfig, parse_config
+from services.registry.governance import GovernanceStore
 from services.registry.sealing import Sealer
-from services.registry.store import RegistryStore, StoredItem, UnknownServerError
+from services.registry.store import (
+    RegistryStore,
+    StoredItem,
+    TooManyPendingError,
+    UnknownServerError,
+    client_name,
+    credentials_name,
+    refresh_token_name,
+)
+from services.registry.user_tokens import Grant, UserTokens
 from services.settings import ConfigurationError
 
 pytestmark = pytest.mark.anyio
@@ -138,3 +150,73 @@ async def test_the_sqlite_file_and_its_journal_are_readable_by_their_owner_only(
         assert "registry.db" in modes and set(modes.values()) == {0o600}, modes
     finally:
         await store.close()
+
+
+def oauth_config(url: str, *before: str) -> GatewayConfig:
+    """A per_user_oauth server at `url`, after plain servers named `before`."""
+    client = {
+        "name": "notion",
+        "connection_type": "http",
+        "connection_string": url,
+        "tools_to_execute": ["*"],
+        "auth_type": "per_user_oauth",
+    }
+    plain = config(*before).mcp.client_configs
+    return parse_config({"mcp": {"client_configs": [*[c.model_dump() for c in plain], client]}})
+
+
+async def test_a_server_that_moves_or_goes_takes_its_authorizations_with_it(store: RegistryStore) -> None:
+    """Tokens issued for one server must never reach another under its name."""
+    await store.apply_config(oauth_config("https://mcp.notion.test/mcp"))
+    issued = await GovernanceStore(store).create_key(registry_pb2.VirtualKey(name="kim", active=True))
+    tokens = UserTokens(store)
+
+    async def authorize() -> None:
+        for name in (
+            client_name("notion"),
+            refresh_token_name("notion"),
+            credentials_name("notion", issued.key.id),
+        ):
+            await store.put_secret(name, "{}")
+        await tokens.put("notion", issued.key.id, Grant(refresh_token="kim's"))
+
+    await authorize()
+    # Another position or name in the file changes nothing of where it is reached.
+    await store.apply_config(oauth_config("https://mcp.notion.test/mcp", "a"))
+    assert await tokens.read("notion", issued.key.id) is not None
+    assert refresh_token_name("notion") in await store.secrets()
+    # Another address: its client, the operator's grant and every identity's are dropped.
+    await store.apply_config(oauth_config("https://elsewhere.test/mcp"))
+    kept = await store.secrets()
+    assert client_name("notion") not in kept and refresh_token_name("notion") not in kept
+    assert credentials_name("notion", issued.key.id) in kept
+    assert await tokens.read("notion", issued.key.id) is None
+    # Through the API as well, and removed, nothing of it is left.
+    await authorize()
+    (moved,) = oauth_config("https://third.test/mcp").mcp.client_configs
+    await store.put_server(moved, create=False)
+    assert client_name("notion") not in await store.secrets()
+    await authorize()
+    await store.remove_server("notion")
+    assert not [name for name in await store.secrets() if "notion" in name]
+
+
+async def test_a_waiting_authorization_is_taken_once_and_not_after_it_expires(
+    store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.put_pending("state-1", '{"flow": 1}', time.time() + 60)
+    await store.put_pending("state-2", '{"flow": 2}', time.time() - 1)
+    assert await store.take_pending("state-1") == '{"flow": 1}'
+    assert await store.take_pending("state-1") is None
+    assert await store.take_pending("state-2") is None
+    assert await store.take_pending("never-issued") is None
+    # The state itself is never stored, and what waits is sealed.
+    async with store.engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT key, value FROM registry_meta"))).all()
+    assert not any("state-" in key or "flow" in value for key, value in rows)
+    # Bounded: past the cap a new flow is refused, and expired ones make room.
+    monkeypatch.setattr("services.registry.store.MAX_PENDING", 2)
+    await store.put_pending("state-3", "{}", time.time() + 60)
+    await store.put_pending("state-4", "{}", time.time() + 60)
+    with pytest.raises(TooManyPendingError):
+        await store.put_pending("state-5", "{}", time.time() + 60)

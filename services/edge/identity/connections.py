@@ -45,6 +45,8 @@ TICKET_SECONDS = 900
 # Binds the callback to the browser that started the flow.
 COOKIE = "mcpgw-connect"
 REGISTRY_SECONDS = 10.0
+# Starting a flow may discover and register the gateway first, which registry bounds to 20 s.
+AUTHORIZE_SECONDS = 30.0
 # What the client declares (under `elicitation`) when it opens URLs for the user.
 URL_ELICITATION = "elicitation.url"
 
@@ -176,7 +178,7 @@ class Connections:
             server=server, redirect_uri=base + CALLBACK_PATH, key_id=key_id, redirect_uris=callbacks(base)
         )
         try:
-            started = await self._registry.StartAuthorization(start, timeout=REGISTRY_SECONDS)
+            started = await self._registry.StartAuthorization(start, timeout=AUTHORIZE_SECONDS)
         except grpc.aio.AioRpcError as exc:
             return _failed(exc)
         state = parse_qs(urlsplit(started.authorization_url).query).get("state", [""])[0]
