@@ -257,6 +257,17 @@ def test_a_connect_link_is_good_only_as_issued(gateway: tuple[str, str, str]) ->
     # Nor the operator's callback, which checks no browser: an identity's flow is not its kind.
     operators = httpx2.get(back.replace("/oauth/callback", "/api/oauth/callback"), timeout=10)
     assert operators.status_code == 404 and "of this kind" in operators.text
+    # Two flows open in one browser (two tabs) each complete, in either order.
+    dora = key(base, "dora")
+    dora_link = link_in(Client(mcp, dora["secret"]).whoami())
+    with httpx2.Client(timeout=10) as browser:
+        backs = [
+            browser.get(start(browser, dora_link, dora["secret"]).headers["location"] + "&user=dora").headers[
+                "location"
+            ]
+            for _ in range(2)
+        ]
+        assert [browser.get(b).status_code for b in reversed(backs)] == [200, 200]
     # Nor can a key that was deleted meanwhile connect: its ticket names a key that is gone.
     assert httpx2.delete(f"{base}/api/keys/{carol['id']}", headers=ADMIN).status_code == 204
     with httpx2.Client(timeout=10) as browser:

@@ -11,6 +11,7 @@ identity's grant sealed. The same person can list and remove their connections.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import html
 import secrets
@@ -42,8 +43,9 @@ ADMIN_CALLBACK_PATH = "/api/oauth/callback"
 CONNECTIONS_PATH = "/oauth/connections"
 # How long a connect URL handed out in an error stays good.
 TICKET_SECONDS = 900
-# Binds the callback to the browser that started the flow.
-COOKIE = "mcpgw-connect"
+# Binds the callback to the browser that started the flow: a cookie per flow (named by
+# its state's digest), so two flows open in one browser do not undo each other.
+COOKIE_PREFIX = "mcpgw-connect-"
 REGISTRY_SECONDS = 10.0
 # Starting a flow may discover and register the gateway first, which registry bounds to 20 s.
 AUTHORIZE_SECONDS = 30.0
@@ -184,7 +186,7 @@ class Connections:
         state = parse_qs(urlsplit(started.authorization_url).query).get("state", [""])[0]
         response = RedirectResponse(started.authorization_url, 302, headers={"cache-control": "no-store"})
         response.set_cookie(
-            COOKIE,
+            cookie_name(state),
             state,
             max_age=TICKET_SECONDS,
             path=CALLBACK_PATH,
@@ -212,7 +214,7 @@ class Connections:
         if error or not state or not code:
             problem = error or "the server sent no code"
             return page("Not connected", f"<p>The authorization did not complete: {_text(problem)}.</p>", 400)
-        started = request.cookies.get(COOKIE, "")
+        started = request.cookies.get(cookie_name(state), "")
         if not hmac.compare_digest(started.encode(), state.encode()):
             return page(
                 "Not connected", "<p>This browser did not start this connection: start it again.</p>", 400
@@ -224,7 +226,7 @@ class Connections:
             return _failed(exc)
         what = f"your {_text(done.server)} account" if done.key_id else _text(done.server)
         response = page("Connected", f"<p>The gateway reaches {what} now. You can close this window.</p>")
-        response.delete_cookie(COOKIE, path=CALLBACK_PATH)
+        response.delete_cookie(cookie_name(state), path=CALLBACK_PATH)
         return response
 
     def _key(self, request: Request) -> str:
@@ -269,3 +271,8 @@ def _failed(exc: grpc.aio.AioRpcError) -> Response:
     status = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 422}.get(exc.code(), 502)
     detail = (exc.details() or exc.code().name) if status != 502 else "the registry did not answer"
     return page("Not connected", f"<p>{_text(detail)}.</p>", status)
+
+
+def cookie_name(state: str) -> str:
+    """The cookie that holds one flow's state in the browser that started it."""
+    return COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
