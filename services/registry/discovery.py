@@ -10,6 +10,7 @@ own client-side pieces; this module only walks them in order and names what fail
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import httpx2
 from mcp.client.auth import OAuthRegistrationError
@@ -24,7 +25,7 @@ from mcp.client.auth.utils import (
     handle_registration_response,
 )
 from mcp.shared.auth import OAuthClientMetadata, OAuthMetadata
-from mcp.shared.auth_utils import resource_url_from_server_url
+from mcp.shared.auth_utils import check_resource_allowed, resource_url_from_server_url
 
 from services.oauth import ClientAuth
 
@@ -56,24 +57,45 @@ class RegisteredClient:
 
 
 async def discover(server_url: str, http: httpx2.AsyncClient) -> AuthorizationServer:
-    """The authorization server of the MCP server at `server_url`."""
+    """The authorization server of the MCP server at `server_url`. Metadata must speak for
+    what it was fetched for: the resource for this server (RFC 9728 section 3.3), the issuer
+    for the one named (RFC 8414 section 3.3), and every URL it names is https, or http on
+    the server's own host (a local setup)."""
     probe = await _get(http, server_url, "the server")
     challenge = extract_resource_metadata_from_www_auth(probe) if probe.status_code == 401 else None
     issuer, resource = None, resource_url_from_server_url(server_url)
     for url in build_protected_resource_metadata_discovery_urls(challenge, server_url):
+        _check_url(url, server_url, "resource metadata")
         protected = await handle_protected_resource_response(await _get(http, url, "its resource metadata"))
         if protected is not None and protected.authorization_servers:
+            if not check_resource_allowed(resource, str(protected.resource)):
+                raise DiscoveryError(
+                    f"the resource metadata at {url} is for {protected.resource}, not {resource}"
+                )
             issuer = str(protected.authorization_servers[0])
             resource = str(protected.resource)
             break
     metadata = None
     for url in build_oauth_authorization_server_metadata_discovery_urls(issuer, server_url):
+        _check_url(url, server_url, "authorization server metadata")
         carry_on, metadata = await handle_auth_metadata_response(await _get(http, url, "its OAuth metadata"))
         if metadata is not None or not carry_on:
             break
     if metadata is None:
         where = issuer or server_url
         raise DiscoveryError(f"no OAuth authorization server metadata was found for {where}")
+    expected = issuer or _origin(server_url)
+    if str(metadata.issuer).rstrip("/") != expected.rstrip("/"):
+        raise DiscoveryError(
+            f"the authorization server metadata is issued by {metadata.issuer}, not {expected}"
+        )
+    for what, named in (
+        ("authorization endpoint", metadata.authorization_endpoint),
+        ("token endpoint", metadata.token_endpoint),
+        ("registration endpoint", metadata.registration_endpoint),
+    ):
+        if named is not None:
+            _check_url(str(named), server_url, what)
     return AuthorizationServer(
         str(metadata.authorization_endpoint),
         str(metadata.token_endpoint),
@@ -120,6 +142,19 @@ async def register(
     except OAuthRegistrationError as exc:
         raise DiscoveryError(str(exc)) from None
     return RegisteredClient(registered.client_id or "", registered.client_secret or "", method)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _check_url(url: str, server_url: str, what: str) -> None:
+    """A URL discovery found may be followed: https, or http on the server's own host."""
+    parts, server = urlsplit(url), urlsplit(server_url)
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname == server.hostname):
+        return
+    raise DiscoveryError(f"the {what} {url} is neither https nor on the server's own host")
 
 
 async def _get(http: httpx2.AsyncClient, url: str, what: str) -> httpx2.Response:
