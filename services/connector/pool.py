@@ -43,6 +43,8 @@ class DownstreamPool:
         self._keyed: dict[tuple[str, str], tuple[Downstream, anyio.CancelScope]] = {}
         # Held while an identity's per_user_oauth session opens, by (server, key id).
         self._opening: dict[tuple[str, str], anyio.Lock] = {}
+        # The last failed opening of each identity's session: when, and what it raised.
+        self._failed_open: dict[tuple[str, str], tuple[float, Exception]] = {}
 
     def servers(self) -> list[Downstream]:
         """The shared session of every configured server (not the per-key ones)."""
@@ -94,9 +96,21 @@ class DownstreamPool:
             self.disconnect(name, key_id)
             entry = None
         if entry is None:
-            # One opening per identity, so its first calls share one session.
+            # One opening per identity, so its first calls share one session; calls that
+            # waited on an opening that failed fail with it, rather than each trying again.
+            waited_from = time.monotonic()
             async with self._opening.setdefault((name, key_id), anyio.Lock()):
-                entry = self._keyed.get((name, key_id)) or await self._open_user_session(shared, key_id)
+                entry = self._keyed.get((name, key_id))
+                failed = self._failed_open.get((name, key_id))
+                if entry is None and failed is not None and failed[0] >= waited_from:
+                    raise failed[1]
+                if entry is None:
+                    try:
+                        entry = await self._open_user_session(shared, key_id)
+                    except Exception as exc:
+                        self._failed_open[(name, key_id)] = (time.monotonic(), exc)
+                        raise
+                    self._failed_open.pop((name, key_id), None)
         entry[0].idle_since = time.monotonic()
         await entry[0].ready(self._settings.connect_timeout_seconds)
         return entry[0]
@@ -168,6 +182,8 @@ class DownstreamPool:
         self._running.pop(name)[2].cancel()
         for key in [k for k in self._keyed if k[0] == name]:
             self._keyed.pop(key)[1].cancel()
+        for key in [k for k in self._failed_open if k[0] == name]:
+            del self._failed_open[key]
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
