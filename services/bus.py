@@ -19,6 +19,9 @@ SERVER_RECONNECT = "mcpgw.servers.reconnect"
 # {"server", "key_id"}: an identity's token for a per_user_oauth server is gone (disconnected,
 # or its key deleted): connectors close that identity's session with it.
 USER_DISCONNECTED = "mcpgw.servers.user_disconnected"
+# {"server", "key_id"}: an identity connected its account: edges tell its sessions that the
+# URL elicitation asking for it is complete.
+USER_CONNECTED = "mcpgw.servers.user_connected"
 # {"server", "uri"}: a downstream said one of its resources changed (core NATS, every edge).
 RESOURCE_UPDATED = "mcpgw.resources.updated"
 # A downstream's notifications/tasks/status: {"server", "params"}; the edge holding the

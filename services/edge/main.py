@@ -19,7 +19,7 @@ from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
-from services.edge.identity.connections import Connections
+from services.edge.identity.connections import Connections, elicitation_id
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import Credentials
 from services.edge.identity.endpoints import OAuthEndpoints
@@ -138,6 +138,11 @@ async def serve(settings: EdgeSettings) -> None:
         notification = {"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": shown}
         hub.tell_session(owner[len("s:") :], orjson.dumps(notification))
 
+    async def on_user_connected(msg: Msg) -> None:
+        connected = orjson.loads(msg.data)
+        hub.elicitation_complete(connected["key_id"], connected["server"], elicitation_id)
+
+    await nc.subscribe(bus.USER_CONNECTED, cb=on_user_connected)
     await nc.subscribe(bus.RESOURCE_UPDATED, cb=on_resource_updated)
     await nc.subscribe(bus.TASK_STATUS, cb=on_task_status)
     rounds = InputRounds(settings.edge_id, signer, settings.input_wait_seconds)

@@ -41,7 +41,7 @@ from services.edge.records import (
     trace_of,
 )
 from services.edge.session_state import SessionState
-from services.edge.sessions import Session
+from services.edge.sessions import URL_ELICITATION, Session
 from services.edge.tasks import TASK_METHODS, TaskIds, owner_of
 from services.edge.uris import exposed_result
 from services.telemetry import TraceContext, current_trace
@@ -117,7 +117,7 @@ def answerable(capabilities: object) -> tuple[str, ...]:
     answers = tuple(c for c in ANSWERABLE if c in capabilities)
     elicitation = capabilities.get("elicitation")
     opens_urls = isinstance(elicitation, dict) and "url" in elicitation
-    return (*answers, "elicitation.url") if opens_urls else answers
+    return (*answers, URL_ELICITATION) if opens_urls else answers
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,9 @@ import orjson
 from services.edge.errors import SessionNotFoundError
 from services.edge.signing import Signer, TokenKind, b64, unb64
 
+# What `Session.answers` holds for a client that declared (under `elicitation`) that it opens URLs.
+URL_ELICITATION = "elicitation.url"
+
 
 @dataclass(frozen=True, slots=True)
 class Session:

@@ -40,6 +40,8 @@ class Stream:
     resources: frozenset[tuple[str, str]] = frozenset()
     # The virtual key the stream was opened with ("" for none): its view decides what changed.
     key_id: str = ""
+    # Whether its session declared URL elicitation (and so may await one's completion).
+    url_elicitation: bool = False
 
     def offer(self, message: bytes) -> bool:
         """Queue a notification unless the stream is full or gone; whether it was queued."""
@@ -86,9 +88,10 @@ class StreamHub:
         meta: dict[str, Any] | None = None,
         resources: frozenset[tuple[str, str]] = frozenset(),
         key_id: str = "",
+        url_elicitation: bool = False,
     ) -> tuple[Stream, MemoryObjectReceiveStream[bytes]]:
         send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
-        stream = Stream(session_id, endpoint, send, kinds, meta, resources, key_id)
+        stream = Stream(session_id, endpoint, send, kinds, meta, resources, key_id, url_elicitation)
         self._streams.setdefault(session_id, set()).add(stream)
         self._open += 1
         self._peak = max(self._peak, self._open)
@@ -141,6 +144,16 @@ class StreamHub:
     def tell_session(self, session_id: str, message: bytes) -> int:
         """Offer a notification to every stream of one session; returns how many took it."""
         return sum(stream.offer(message) for stream in self._streams.get(session_id, set()))
+
+    def elicitation_complete(self, key_id: str, server: str, ident: Callable[[str, str], str]) -> int:
+        """Tell the streams of a key's sessions that take URL elicitations that the one for
+        `server` (its id by `ident`) is complete; clients ignore ids they never saw."""
+        delivered = 0
+        for stream in self._all():
+            if stream.key_id == key_id and stream.url_elicitation:
+                params = {"elicitationId": ident(stream.session_id, server)}
+                delivered += stream.offer(stream.notification("notifications/elicitation/complete", params))
+        return delivered
 
     def resource_updated(self, server: str, uri: str, sessions: Collection[str]) -> int:
         """Tell the streams of `sessions`, and the listen streams that asked, that a resource

@@ -40,7 +40,7 @@ from services.edge.errors import (
 from services.edge.eventlog import EventLog
 from services.edge.jsonrpc import Message, parse_body
 from services.edge.protocol import CallContext, McpHandler, hello
-from services.edge.sessions import Session, SessionCodec
+from services.edge.sessions import URL_ELICITATION, Session, SessionCodec
 from services.edge.sse import (
     JSON,
     KEEPALIVE,
@@ -219,7 +219,9 @@ class StreamableHttpEndpoint:
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is not None:
             return await self._resume(session, last_event_id)
-        stream, receive = self._hub.open(session.id, endpoint, key_id=key_id)
+        stream, receive = self._hub.open(
+            session.id, endpoint, key_id=key_id, url_elicitation=URL_ELICITATION in session.answers
+        )
 
         async def ended() -> None:
             self._hub.close(stream)

@@ -356,6 +356,9 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if done.key_id:
             # A session on the identity's previous account (if any) ends: the next call is the new one's.
             await self._disconnected(done.server, done.key_id)
+            if self._nc.is_connected:
+                connected = {"server": done.server, "key_id": done.key_id}
+                await self._nc.publish(bus.USER_CONNECTED, orjson.dumps(connected))
         return done
 
     async def IssueAccessToken(

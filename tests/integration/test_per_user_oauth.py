@@ -184,7 +184,14 @@ def test_each_identity_reaches_the_server_as_its_own_account(gateway: tuple[str,
     (elicitation,) = error["data"]["elicitations"]
     assert elicitation["mode"] == "url" and elicitation["elicitationId"]
     assert elicitation["url"] == error["data"]["connect_url"]
-    assert connect(elicitation["url"], "bob", bob["secret"]).status_code == 200
+    # Bob's session listens: once he has connected, it hears the elicitation is complete.
+    with httpx2.stream("GET", mcp, headers=as_bob.headers, timeout=10) as listening:
+        assert listening.status_code == 200
+        assert connect(elicitation["url"], "bob", bob["secret"]).status_code == 200
+        heard = next(line for line in listening.iter_lines() if "notifications/elicitation/complete" in line)
+    assert json.loads(heard.removeprefix("data:"))["params"] == {
+        "elicitationId": elicitation["elicitationId"]
+    }
     assert person(as_bob.whoami()) == "bob"
     assert person(as_alice.whoami()) == "alice"
 

@@ -1,3 +1,4 @@
+import orjson
 import pytest
 
 from services.edge import streams
@@ -33,3 +34,26 @@ def test_a_few_streams_never_trigger_a_release(monkeypatch: pytest.MonkeyPatch) 
     for stream in [hub.open(f"s{n}", "")[0] for n in range(10)]:
         hub.close(stream)
     assert released == []
+
+
+def test_an_elicitations_completion_reaches_only_the_keys_sessions_that_take_url_elicitations() -> None:
+    hub = StreamHub()
+    listening = [
+        hub.open("s-1", "", key_id="vk-bob", url_elicitation=True),
+        hub.open("s-2", "", key_id="vk-bob"),
+        hub.open("s-3", "", key_id="vk-amy", url_elicitation=True),
+    ]
+    told = hub.elicitation_complete("vk-bob", "notion", lambda session, server: f"{session}/{server}")
+    assert told == 1
+    heard = [
+        orjson.loads(r.receive_nowait()) if r.statistics().current_buffer_used else None for _, r in listening
+    ]
+    assert heard == [
+        {
+            "jsonrpc": "2.0",
+            "method": "notifications/elicitation/complete",
+            "params": {"elicitationId": "s-1/notion"},
+        },
+        None,
+        None,
+    ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import secrets
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, quote, urlsplit
@@ -33,7 +32,7 @@ from services.edge.errors import ConnectionRequiredError, EdgeError, Unauthorize
 from services.edge.identity.consent import page
 from services.edge.identity.credentials import base_of, base_url
 from services.edge.records import Sender
-from services.edge.sessions import Session
+from services.edge.sessions import URL_ELICITATION, Session
 from services.edge.signing import Signer, TokenKind, b64, unb64
 
 CONNECT_PREFIX = "/oauth/connect/"
@@ -49,8 +48,6 @@ COOKIE_PREFIX = "mcpgw-connect-"
 REGISTRY_SECONDS = 10.0
 # Starting a flow may discover and register the gateway first, which registry bounds to 20 s.
 AUTHORIZE_SECONDS = 30.0
-# What the client declares (under `elicitation`) when it opens URLs for the user.
-URL_ELICITATION = "elicitation.url"
 
 
 def is_connection_path(path: str) -> bool:
@@ -99,7 +96,7 @@ class Connections:
             elicitation = types.ElicitRequestURLParams(
                 message=f"Connect your {server} account to the MCP gateway",
                 url=url,
-                elicitation_id=secrets.token_urlsafe(12),
+                elicitation_id=elicitation_id(session.id, server),
             )
             data = {
                 "elicitations": [elicitation.model_dump(by_alias=True, exclude_none=True)],
@@ -276,3 +273,9 @@ def _failed(exc: grpc.aio.AioRpcError) -> Response:
 def cookie_name(state: str) -> str:
     """The cookie that holds one flow's state in the browser that started it."""
     return COOKIE_PREFIX + hashlib.sha256(state.encode()).hexdigest()[:16]
+
+
+def elicitation_id(session_id: str, server: str) -> str:
+    """The id of the URL elicitation asking a session to connect a server: derived, so any
+    edge can say it completed without having issued it."""
+    return b64(hashlib.sha256(f"{session_id}\0{server}".encode()).digest()[:12])
