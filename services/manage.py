@@ -28,7 +28,7 @@ EXIT_REFUSED = 1
 COLUMNS = {
     "servers": ("name", "connection_type", "state", "tools", "source", "next_attempt", "error"),
     "tools": ("exposed_name", "server", "name", "enabled"),
-    "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups"),
+    "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups", "identities"),
     "groups": ("name", "tools", "description"),
     "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
     "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
@@ -108,6 +108,12 @@ def add_commands(commands: Any) -> None:
             help="SERVER:* for every tool, SERVER: for none; repeat for more servers",
         )
         parser.add_argument("--group", action="append", help="a tool group; repeat for more")
+        parser.add_argument(
+            "--identity",
+            action="append",
+            metavar="EMAIL|*@DOMAIN",
+            help="who signs in as this key with the OpenID Connect provider; repeat for more",
+        )
         parser.add_argument("--description", default=None)
         parser.add_argument("--expires-at", type=int, default=None, help="Unix seconds")
         parser.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
@@ -368,6 +374,7 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
         body["mcp_configs"] = configs
     for field, value in (
         ("groups", args.group),
+        ("identities", args.identity),
         ("description", args.description),
         ("expires_at", args.expires_at),
         ("active", args.active),

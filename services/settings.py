@@ -126,6 +126,18 @@ class EdgeSettings(CommonSettings):
     # Lifetimes of the access tokens the edge issues, and of their grants' refresh tokens.
     oauth_access_token_seconds: int = Field(default=600, gt=0)
     oauth_refresh_token_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    # An OpenID Connect provider people may sign in with at the consent page, instead of
+    # presenting a virtual key: they act as the key whose `identities` name their claim. The
+    # gateway is registered there as a confidential client whose redirect URI is
+    # <public URL>/oauth/oidc/callback.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    # The ID token claim matched against keys' identities, and the scopes asked for it.
+    oidc_claim: str = "email"
+    oidc_scopes: str = "openid email"
+    # The sign-in button's label ("Sign in with <name>"); empty: the issuer's host.
+    oidc_name: str = ""
 
 
 class AuditSettings(CommonSettings):

@@ -24,3 +24,35 @@ def digest(secret: str) -> str:
 
 def shown_prefix(secret: str) -> str:
     return secret[:SHOWN]
+
+
+# What a key's `identities` hold: a claim value an OpenID Connect provider vouches for.
+DOMAIN_PREFIX = "*@"
+MAX_IDENTITY = 256
+
+
+def identity(text: str) -> str:
+    """The form an identity is stored and matched in (claims compare case-insensitively)."""
+    return text.strip().lower()
+
+
+def identity_problem(text: str) -> str:
+    """Why `text` cannot be a key's identity ("" when it can)."""
+    value = identity(text)
+    if not value or len(value) > MAX_IDENTITY:
+        return f"must be 1 to {MAX_IDENTITY} characters"
+    if any(c.isspace() for c in value):
+        return "must not contain whitespace"
+    if value.startswith(DOMAIN_PREFIX):
+        domain = value[len(DOMAIN_PREFIX) :]
+        if not domain or "@" in domain or "*" in domain:
+            return 'a domain is written "*@example.com"'
+    elif "*" in value:
+        return 'a wildcard is only allowed as "*@domain"'
+    return ""
+
+
+def identity_domain(claim: str) -> str:
+    """The domain entry a claim value would match ("" when it is not an address)."""
+    _, at, domain = identity(claim).rpartition("@")
+    return f"{DOMAIN_PREFIX}{domain}" if at and domain else ""

@@ -67,6 +67,10 @@ class KeyIn(BaseModel):
     groups: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
         default_factory=list, max_length=1000
     )
+    # Who signs in as this key with the OpenID Connect provider: an email, or "*@domain".
+    identities: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=1000
+    )
 
 
 class KeyPatch(BaseModel):
@@ -82,6 +86,9 @@ class KeyPatch(BaseModel):
     groups: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=1000
     )
+    identities: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=1000
+    )
 
 
 class KeyOut(BaseModel):
@@ -92,6 +99,7 @@ class KeyOut(BaseModel):
     expires_at: int | None
     mcp_configs: list[ToolSelection]
     groups: list[str]
+    identities: list[str]
     # The secret's first characters, to tell keys apart; the secret itself is never listed.
     secret_prefix: str
     created_at: int
@@ -185,6 +193,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
             for s in key.mcp_configs
         ],
         "groups": list(key.groups),
+        "identities": list(key.identities),
         "secret_prefix": key.secret_prefix,
         "created_at": key.created_at,
         "rotated_at": key.rotated_at,
@@ -204,6 +213,7 @@ def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
         expires_at=spec.expires_at or 0,
         mcp_configs=_selections(spec.mcp_configs),
         groups=spec.groups,
+        identities=spec.identities,
     )
 
 

@@ -23,6 +23,7 @@ from services.edge.identity.connections import Connections, elicitation_id
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import Credentials
 from services.edge.identity.endpoints import OAuthEndpoints
+from services.edge.identity.oidc import OidcConfig, OpenIDProvider
 from services.edge.identity.state import OAuthState, Sealer
 from services.edge.identity.tokens import AccessTokens
 from services.edge.inputs import InputRounds
@@ -195,7 +196,7 @@ async def serve(settings: EdgeSettings) -> None:
     oauth = OAuthEndpoints(
         oauth_state,
         access_tokens,
-        Consent(oauth_state, signer, lambda: follower.catalog),
+        Consent(oauth_state, signer, lambda: follower.catalog, _sign_in_provider(settings)),
         lambda: follower.catalog,
         admission,
         settings.public_url,
@@ -254,3 +255,8 @@ def _allowed_hosts(settings: EdgeSettings) -> frozenset[str] | None:
     if "*" in hosts or (not hosts and settings.edge_host not in ("127.0.0.1", "localhost", "::1")):
         return None
     return hosts
+
+
+def _sign_in_provider(settings: EdgeSettings) -> OpenIDProvider | None:
+    config = OidcConfig.from_settings(settings)
+    return OpenIDProvider(config) if config is not None else None

@@ -55,6 +55,8 @@ class KeyPolicy:
     # The key's own allowlist together with its groups'.
     reach: Selection
     groups: frozenset[str]
+    # Who signs in as this key with the OpenID Connect provider (lower case; "*@domain").
+    identities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class Governance:
     # By the hash of their secret, and by id.
     keys: Mapping[str, KeyPolicy] = field(default_factory=dict)
     by_id: Mapping[str, KeyPolicy] = field(default_factory=dict)
+    # By each of their identities.
+    by_identity: Mapping[str, KeyPolicy] = field(default_factory=dict)
     groups: Mapping[str, Selection] = field(default_factory=dict)
     blocked_names: frozenset[str] = frozenset()
     blocked_servers: frozenset[str] = frozenset()
@@ -81,13 +85,21 @@ class Governance:
             for group in key.groups:
                 reach = reach | groups.get(group, Selection())
             keys[key.secret_hash] = KeyPolicy(
-                key.id, key.name, key.secret_hash, key.active, key.expires_at, reach, frozenset(key.groups)
+                key.id,
+                key.name,
+                key.secret_hash,
+                key.active,
+                key.expires_at,
+                reach,
+                frozenset(key.groups),
+                frozenset(virtual_keys.identity(i) for i in key.identities),
             )
         wildcard = f"{separator}*"
         return cls(
             require_key=governance.settings.require_key,
             keys=keys,
             by_id={k.id: k for k in keys.values()},
+            by_identity={i: k for k in keys.values() for i in k.identities},
             groups=groups,
             blocked_names=frozenset(p for p in governance.blocklist if not p.endswith("*")),
             blocked_servers=frozenset(
@@ -118,11 +130,31 @@ class Governance:
             raise UnauthorizedError(
                 "Unauthorized: the virtual key is not recognised; check it or ask for a new one"
             )
-        if not policy.active:
-            raise UnauthorizedError("Unauthorized: the virtual key is deactivated; ask an administrator")
-        if policy.expires_at and policy.expires_at <= time.time():
-            raise UnauthorizedError("Unauthorized: the virtual key has expired; ask for a new one")
-        return policy
+        return _usable(policy)
+
+    def assigned(self, claim: str) -> KeyPolicy | None:
+        """The key whose identities name a person's claim exactly, else their domain."""
+        return self.by_identity.get(virtual_keys.identity(claim)) or self.by_identity.get(
+            virtual_keys.identity_domain(claim)
+        )
+
+    def identified(self, claim: str) -> KeyPolicy:
+        """The key a person signed in with the OpenID Connect provider acts as; UnauthorizedError
+        when no key names them, or it is not usable."""
+        policy = self.assigned(claim)
+        if policy is None:
+            raise UnauthorizedError(
+                f"Unauthorized: no virtual key is assigned to {claim}; ask an administrator to add it"
+            )
+        return _usable(policy)
+
+
+def _usable(policy: KeyPolicy) -> KeyPolicy:
+    if not policy.active:
+        raise UnauthorizedError("Unauthorized: the virtual key is deactivated; ask an administrator")
+    if policy.expires_at and policy.expires_at <= time.time():
+        raise UnauthorizedError("Unauthorized: the virtual key has expired; ask for a new one")
+    return policy
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

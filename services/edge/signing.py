@@ -23,6 +23,7 @@ class TokenKind(StrEnum):
     TASK = "task1"
     CONSENT = "consent1"
     CONNECT = "connect1"
+    OIDC = "oidc1"
 
 
 def b64(data: bytes) -> str:
@@ -50,6 +51,11 @@ class Signer:
         """A token of `kind` carrying `text`."""
         signed = f"{kind}.{text}"
         return f"{signed}.{self._signature(signed).decode()}"
+
+    def derive(self, kind: TokenKind, text: str) -> str:
+        """A secret only holders of the key can compute from `text` (43 base64url characters)."""
+        # Prefixed so no token's signature (always over "<kind>.") is ever a derived secret.
+        return self._signature(f"derived:{kind}.{text}").decode()
 
     def verify(self, kind: TokenKind, token: str) -> str | None:
         """The text a token of `kind` carries, or None when it is not one signed here

@@ -284,6 +284,8 @@ class VirtualKeyConfig(BaseModel):
     description: str = ""
     is_active: bool = True
     mcp_configs: list[ToolSelectionConfig] = []
+    # mcpgw's own: who signs in as this key with the operator's OpenID Connect provider.
+    identities: list[str] = []
 
 
 class GovernanceSection(BaseModel):

@@ -57,6 +57,7 @@ class KeyRow(Base):
     rotated_at: Mapped[int] = mapped_column(BigInteger)
     mcp_configs_json: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
+    identities_json: Mapped[str] = mapped_column(Text, default="[]")
 
 
 class GroupRow(Base):
@@ -129,7 +130,12 @@ def _key_message(row: KeyRow, groups: list[str], with_hash: bool = False) -> reg
         secret_prefix=row.secret_prefix,
         created_at=row.created_at,
         rotated_at=row.rotated_at,
+        identities=orjson.loads(row.identities_json or "[]"),
     )
+
+
+def _identities_json(identities: Any) -> str:
+    return orjson.dumps(sorted({virtual_keys.identity(i) for i in identities})).decode()
 
 
 class GovernanceStore:
@@ -157,6 +163,7 @@ class GovernanceStore:
                 rotated_at=now,
                 mcp_configs_json=_selections_json(spec.mcp_configs),
                 source=source,
+                identities_json=_identities_json(spec.identities),
             )
             if await session.get(KeyRow, row.id) is not None:
                 raise ConflictError(f"a key with id {row.id!r} exists")
@@ -177,6 +184,7 @@ class GovernanceStore:
             await self._check_key(session, spec, row.id)
             row.name, row.description, row.active = spec.name, spec.description, spec.active
             row.expires_at, row.mcp_configs_json = spec.expires_at, _selections_json(spec.mcp_configs)
+            row.identities_json = _identities_json(spec.identities)
             if secret is not None:
                 row.secret_hash, row.secret_prefix = _hashed(secret)
             await session.execute(delete(KeyGroupRow).where(KeyGroupRow.key_id == row.id))
@@ -235,6 +243,23 @@ class GovernanceStore:
         for index, group in enumerate(spec.groups):
             if group not in known:
                 raise InvalidFieldError(f"groups[{index}]", f"no tool group named {group!r}")
+        await self._check_identities(session, spec.identities, own_id)
+
+    @staticmethod
+    async def _check_identities(session: AsyncSession, identities: Any, own_id: str | None) -> None:
+        """Each identity well formed and no other key's: one sign-in maps to one key."""
+        for index, text in enumerate(identities):
+            problem = virtual_keys.identity_problem(text)
+            if problem:
+                raise InvalidFieldError(f"identities[{index}]", problem)
+        wanted = {virtual_keys.identity(i) for i in identities}
+        if not wanted:
+            return
+        rows = await session.execute(select(KeyRow.id, KeyRow.name, KeyRow.identities_json))
+        for key_id, name, text in rows.all():
+            taken = wanted.intersection(orjson.loads(text or "[]"))
+            if key_id != own_id and taken:
+                raise ConflictError(f"the identity {min(taken)!r} belongs to the key {name!r}")
 
     @staticmethod
     async def _groups_of(session: AsyncSession, key_id: str) -> list[str]:
@@ -346,6 +371,7 @@ class GovernanceStore:
                     )
                     for c in key.mcp_configs
                 ],
+                identities=key.identities,
             )
             try:
                 await self._put_file_key(spec, key.value)
@@ -374,10 +400,15 @@ class GovernanceStore:
         if row is None:
             await self.create_key(spec, secret, source="file")
             return
-        wanted = (spec.name, spec.description, spec.active, _selections_json(spec.mcp_configs))
-        if wanted != (row.name, row.description, row.active, row.mcp_configs_json) or (
-            row.secret_hash != virtual_keys.digest(secret)
-        ):
+        wanted = (
+            spec.name,
+            spec.description,
+            spec.active,
+            _selections_json(spec.mcp_configs),
+            _identities_json(spec.identities),
+        )
+        stored = (row.name, row.description, row.active, row.mcp_configs_json, row.identities_json)
+        if wanted != stored or (row.secret_hash != virtual_keys.digest(secret)):
             await self.update_key(spec, secret)
 
     async def governance(self) -> registry_pb2.Governance:

@@ -16,7 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -133,7 +133,15 @@ class Memory:
         self.client = client_info
 
 
-async def sign_in(url: str, person: Person) -> tuple[Memory, set[str], str]:
+class AtTheBrowser(Protocol):
+    """Whoever answers the authorize URL in a browser and hands the client its code."""
+
+    async def open(self, url: str) -> None: ...
+
+    async def callback(self) -> AuthorizationCodeResult: ...
+
+
+async def sign_in(url: str, person: AtTheBrowser) -> tuple[Memory, set[str], str]:
     """The SDK client's whole flow against `url`: its tools and a call's text."""
     storage = Memory()
     metadata = OAuthClientMetadata(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import pytest
@@ -131,3 +132,25 @@ async def test_file_keys_follow_the_config(store: RegistryStore) -> None:
     )
     await governance.apply_config(with_keys())
     assert await governance.keys() == []
+
+
+async def test_a_person_names_at_most_one_key_and_identities_are_well_formed(store: RegistryStore) -> None:
+    governance = await with_servers(store, "a")
+    ada = await governance.create_key(
+        registry_pb2.VirtualKey(name="ada", active=True, identities=["Ada@Example.com", "*@example.org"])
+    )
+    assert list(ada.key.identities) == ["*@example.org", "ada@example.com"]
+    with pytest.raises(ConflictError, match=re.escape("'ada@example.com' belongs to the key 'ada'")):
+        await governance.create_key(
+            registry_pb2.VirtualKey(name="eve", active=True, identities=["ADA@example.com"])
+        )
+    for bad in ("", "a b@example.com", "*@", "ada*@example.com", "*@*.example.com"):
+        with pytest.raises(InvalidFieldError) as refused:
+            await governance.create_key(registry_pb2.VirtualKey(name="bad", active=True, identities=[bad]))
+        assert refused.value.field == "identities[0]", bad
+    # A key keeps its own identities when it is updated.
+    ada.key.description = "changed"
+    updated = await governance.update_key(ada.key)
+    assert list(updated.identities) == ["*@example.org", "ada@example.com"]
+    [snapshot_key] = (await governance.governance()).keys
+    assert list(snapshot_key.identities) == ["*@example.org", "ada@example.com"]

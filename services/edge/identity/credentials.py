@@ -90,7 +90,7 @@ class Credentials:
             raise UnauthorizedError(
                 "Unauthorized: the access token was revoked; sign in again", challenge=refused
             )
-        key = usable_key(governance, claims.key_id)
+        key = usable_key(governance, claims.key_id, claims.person)
         if key is None:
             raise UnauthorizedError(
                 "Unauthorized: the identity this token was issued to is no longer active", challenge=refused

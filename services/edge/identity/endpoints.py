@@ -32,12 +32,15 @@ from services.edge.catalog import Catalog
 from services.edge.errors import EdgeError
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import PROTECTED_RESOURCE, base_url
+from services.edge.identity.oidc import CALLBACK_PATH
 from services.edge.identity.provider import CONSENT_PATH, SCOPES, GatewayProvider
 from services.edge.identity.state import OAuthState
 from services.edge.identity.tokens import AccessTokens
 
 AUTHORIZATION_SERVER = "/.well-known/oauth-authorization-server"
-PATHS = frozenset({AUTHORIZATION_SERVER, "/authorize", "/token", "/register", "/revoke", CONSENT_PATH})
+PATHS = frozenset(
+    {AUTHORIZATION_SERVER, "/authorize", "/token", "/register", "/revoke", CONSENT_PATH, CALLBACK_PATH}
+)
 REGISTRATION = ClientRegistrationOptions(enabled=True, valid_scopes=list(SCOPES), default_scopes=list(SCOPES))
 REVOCATION = RevocationOptions(enabled=True)
 MAX_BODY_BYTES = 64 * 1024
@@ -98,7 +101,7 @@ class OAuthEndpoints:
                 }
             )
             return _cors(ProtectedResourceMetadataHandler(resource_metadata).handle, ["GET", "OPTIONS"])
-        if path == CONSENT_PATH:
+        if path in (CONSENT_PATH, CALLBACK_PATH):
             return self._consent
         provider = GatewayProvider(
             self._state, self._tokens, catalog.governance, base, lambda r: _is_resource(catalog, base, r)

@@ -34,21 +34,27 @@ CONSENT_PATH = "/oauth/consent"
 class GrantCode(AuthorizationCode):
     key_id: str
     issuer: str
+    # Who signed in with the OpenID Connect provider as the key ("": the key was presented).
+    person: str = ""
 
 
 class GrantRefresh(RefreshToken):
     grant_id: str
     key_id: str
+    person: str = ""
 
 
 class GrantAccess(AccessToken):
     grant_id: str
 
 
-def usable_key(governance: Governance, key_id: str) -> KeyPolicy | None:
-    """The key a grant carries, when it still exists, is active and has not expired."""
+def usable_key(governance: Governance, key_id: str, person: str = "") -> KeyPolicy | None:
+    """The key a grant carries, when it still exists, is active, has not expired, and still
+    names the person who signed in as it (removing them from its identities ends the grant)."""
     key = governance.by_id.get(key_id)
     if key is None or not key.active or (key.expires_at and key.expires_at <= time.time()):
+        return None
+    if person and governance.assigned(person) is not key:
         return None
     return key
 
@@ -108,11 +114,12 @@ class GatewayProvider:
     ) -> OAuthToken:
         if await self._state.take_code(authorization_code.code) is None:
             raise TokenError("invalid_grant", "the authorization code was used already")
-        if usable_key(self._governance, authorization_code.key_id) is None:
+        if usable_key(self._governance, authorization_code.key_id, authorization_code.person) is None:
             raise TokenError("invalid_grant", "the identity this code was issued to is no longer active")
         grant = {
             "grant_id": secrets.token_urlsafe(16),
             "key_id": authorization_code.key_id,
+            "person": authorization_code.person,
             "client_id": client.client_id,
             "scopes": authorization_code.scopes,
             "resource": authorization_code.resource or f"{self._issuer}/mcp",
@@ -133,11 +140,12 @@ class GatewayProvider:
     async def exchange_refresh_token(
         self, client: OAuthClientInformationFull, refresh_token: GrantRefresh, scopes: list[str]
     ) -> OAuthToken:
-        if usable_key(self._governance, refresh_token.key_id) is None:
+        if usable_key(self._governance, refresh_token.key_id, refresh_token.person) is None:
             raise TokenError("invalid_grant", "the identity of this grant is no longer active")
         grant = {
             "grant_id": refresh_token.grant_id,
             "key_id": refresh_token.key_id,
+            "person": refresh_token.person,
             "client_id": client.client_id,
             "scopes": scopes or refresh_token.scopes,
             "resource": refresh_token.resource or f"{self._issuer}/mcp",
@@ -152,7 +160,12 @@ class GatewayProvider:
         elif not await self._state.rotate(rotating, refresh, record):
             raise TokenError("invalid_grant", "the refresh token was used already; the grant is revoked")
         claims = self._tokens.claims(
-            grant["key_id"], grant["grant_id"], grant["client_id"], grant["scopes"], grant["resource"]
+            grant["key_id"],
+            grant["grant_id"],
+            grant["client_id"],
+            grant["scopes"],
+            grant["resource"],
+            grant["person"],
         )
         return OAuthToken(
             access_token=self._tokens.issue(self._issuer, claims),

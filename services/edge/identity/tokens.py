@@ -2,7 +2,8 @@
 derives from the shared session secret, so any edge verifies one without a round trip.
 
 A token names its grant (`jti` is the grant id, so a revoked grant ends its tokens), the
-virtual key whose policy it carries, the client, the scopes and the resource (`aud`) it
+virtual key whose policy it carries, the person who signed in as that key with the
+OpenID Connect provider (if one did), the client, the scopes and the resource (`aud`) it
 was issued for; it lives minutes, its grant's refresh token days.
 """
 
@@ -18,8 +19,10 @@ import jwt
 
 ALGORITHM = "HS256"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068's media type, not a secret)
-# The subject of a grant made by presenting a virtual key.
+# The subject of a grant: the virtual key whose policy it carries.
 KEY_SUBJECT = "vk:"
+# The claim naming the person who signed in as that key with the OpenID Connect provider.
+PERSON_CLAIM = "mcpgw_person"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +35,7 @@ class AccessClaims:
     scopes: tuple[str, ...]
     resource: str
     expires_at: int
+    person: str = ""
 
 
 class InvalidTokenError(Exception):
@@ -57,15 +61,16 @@ class AccessTokens:
             "iat": now,
             "exp": claims.expires_at,
         }
+        if claims.person:
+            payload[PERSON_CLAIM] = claims.person
         return jwt.encode(payload, self._key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE})
 
     def claims(
-        self, key_id: str, grant_id: str, client_id: str, scopes: list[str], resource: str
+        self, key_id: str, grant_id: str, client_id: str, scopes: list[str], resource: str, person: str = ""
     ) -> AccessClaims:
         """The claims of a token issued now."""
-        return AccessClaims(
-            grant_id, key_id, client_id, tuple(scopes), resource, int(time.time()) + self.ttl_seconds
-        )
+        expires_at = int(time.time()) + self.ttl_seconds
+        return AccessClaims(grant_id, key_id, client_id, tuple(scopes), resource, expires_at, person)
 
     def verify(self, token: str, issuer: str, resource: str) -> AccessClaims:
         """The claims of a token issued by `issuer` for `resource`; InvalidTokenError else."""
@@ -106,6 +111,7 @@ class AccessTokens:
             scopes=tuple(str(payload.get("scope", "")).split()),
             resource=str(payload["aud"]),
             expires_at=int(payload["exp"]),
+            person=str(payload.get(PERSON_CLAIM, "")),
         )
 
 

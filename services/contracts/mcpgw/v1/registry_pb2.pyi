@@ -219,6 +219,7 @@ class VirtualKey(_message.Message):
     SECRET_PREFIX_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ROTATED_AT_FIELD_NUMBER: _builtins.int
+    IDENTITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (a key keeps it across rotations); the admin API addresses keys by it."""
     name: _builtins.str
@@ -236,6 +237,12 @@ class VirtualKey(_message.Message):
     def mcp_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
     @_builtins.property
     def groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def identities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who signs in at the OAuth consent page as this key through the operator's OpenID Connect
+        provider: a claim's exact value (e.g. ada@example.com), or "*@example.com" for a domain.
+        """
+
     def __init__(
         self,
         *,
@@ -250,10 +257,11 @@ class VirtualKey(_message.Message):
         secret_prefix: _builtins.str = ...,
         created_at: _builtins.int = ...,
         rotated_at: _builtins.int = ...,
+        identities: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
