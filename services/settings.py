@@ -126,6 +126,9 @@ class EdgeSettings(CommonSettings):
     # Lifetimes of the access tokens the edge issues, and of their grants' refresh tokens.
     oauth_access_token_seconds: int = Field(default=600, gt=0)
     oauth_refresh_token_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    # Fetch Client ID Metadata Documents from hosts on loopback or private addresses too
+    # (off: a client id could otherwise make the edge probe its own network).
+    oauth_client_documents_private: bool = False
     # An OpenID Connect provider people may sign in with at the consent page, instead of
     # presenting a virtual key: they act as the key whose `identities` name their claim. The
     # gateway is registered there as a confidential client whose redirect URI is

@@ -19,6 +19,7 @@ from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
+from services.edge.identity.client_metadata import ClientDocuments
 from services.edge.identity.connections import Connections, elicitation_id
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import Credentials
@@ -199,6 +200,7 @@ async def serve(settings: EdgeSettings) -> None:
         Consent(oauth_state, signer, lambda: follower.catalog, _sign_in_provider(settings)),
         lambda: follower.catalog,
         admission,
+        ClientDocuments(settings.oauth_client_documents_private),
         settings.public_url,
     )
     parts = EdgeComponents(

@@ -13,15 +13,20 @@ from __future__ import annotations
 import html
 import json
 import re
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import mcp_types as types
 import pytest
+import trustme
 from mcp import ClientSession
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.streamable_http import streamable_http_client
@@ -62,10 +67,65 @@ CONFIG = {
 REDIRECT = "http://127.0.0.1:9/callback"
 
 
+class Documents(BaseHTTPRequestHandler):
+    """Client ID Metadata Documents over HTTPS, each at the URL it names as its client_id."""
+
+    def do_GET(self) -> None:
+        client_id = f"https://{self.headers['host']}{self.path}"
+        documents: dict[str, dict[str, Any]] = {
+            "/client.json": {"client_name": "cimd test client", "redirect_uris": [REDIRECT]},
+            "/ts-client.json": {
+                "client_name": "ts cimd client",
+                "redirect_uris": ["http://127.0.0.1:9/ts-callback"],
+            },
+            "/elsewhere.json": {
+                "redirect_uris": [REDIRECT],
+                "client_id": "https://elsewhere.example.com/c.json",
+            },
+        }
+        if self.path not in documents:
+            self.send_error(404)
+            return
+        body = json.dumps({"client_id": client_id, **documents[self.path]}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+def documents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Where the documents are served, and the CA file that trusts their certificate."""
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    authority = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(authority))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Documents)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", authority
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory: pytest.TempPathFactory, documents: tuple[str, Path]) -> Iterator[tuple[str, str]]:
     tmp = tmp_path_factory.mktemp("oauth")
-    with service_tree(tmp, SERVERS, edges=2, env={"MCPGW_ADMIN_TOKEN": ADMIN}, config=CONFIG) as (one, two):
+    env = {
+        "MCPGW_ADMIN_TOKEN": ADMIN,
+        # The documents are on loopback, under a CA only the tests know.
+        "MCPGW_OAUTH_CLIENT_DOCUMENTS_PRIVATE": "true",
+        "SSL_CERT_FILE": str(documents[1]),
+    }
+    with service_tree(tmp, SERVERS, edges=2, env=env, config=CONFIG) as (one, two):
         yield one, two
 
 
@@ -79,6 +139,7 @@ class Person:
         self.shown: list[str] = []
         self.result: AuthorizationCodeResult | None = None
         self.redirected_to = ""
+        self.consent_page = ""
 
     async def open(self, url: str) -> None:
         async with httpx2.AsyncClient(timeout=10) as browser:
@@ -94,6 +155,7 @@ class Person:
                 form, data={"request": request_id, "key": self.key, "action": "review"}
             )
             assert review.status_code == 200, review.text
+            self.consent_page = review.text
             self.shown = [html.unescape(t) for t in re.findall(r"<li><code>([^<]+)</code></li>", review.text)]
             approval = re.search(r'name="approval" value="([^"]+)"', review.text)
             assert approval is not None, review.text
@@ -141,8 +203,11 @@ class AtTheBrowser(Protocol):
     async def callback(self) -> AuthorizationCodeResult: ...
 
 
-async def sign_in(url: str, person: AtTheBrowser) -> tuple[Memory, set[str], str]:
-    """The SDK client's whole flow against `url`: its tools and a call's text."""
+async def sign_in(
+    url: str, person: AtTheBrowser, client_metadata_url: str | None = None
+) -> tuple[Memory, set[str], str]:
+    """The SDK client's whole flow against `url` (registering by Dynamic Client Registration,
+    or as the Client ID Metadata Document at `client_metadata_url`): its tools and a call's text."""
     storage = Memory()
     metadata = OAuthClientMetadata(
         client_name="sdk test client",
@@ -150,7 +215,9 @@ async def sign_in(url: str, person: AtTheBrowser) -> tuple[Memory, set[str], str
         grant_types=["authorization_code", "refresh_token"],
         response_types=["code"],
     )
-    auth = OAuthClientProvider(url, metadata, storage, person.open, person.callback)
+    auth = OAuthClientProvider(
+        url, metadata, storage, person.open, person.callback, client_metadata_url=client_metadata_url
+    )
     async with (
         httpx2.AsyncClient(auth=auth, timeout=30) as http,
         streamable_http_client(url, http_client=http) as (read, write),
@@ -244,10 +311,14 @@ async def test_the_sdk_client_signs_in_as_the_identity_it_attached(edges: tuple[
 
 
 @pytest.mark.skipif(not NODE.exists(), reason="node is not installed: run `make install`")
-def test_the_typescript_client_signs_in_too(edges: tuple[str, str]) -> None:
+@pytest.mark.parametrize("registration", ["dcr", "document"])
+def test_the_typescript_client_signs_in_too(
+    edges: tuple[str, str], documents: tuple[str, Path], registration: str
+) -> None:
     one, two = edges
+    document = [f"{documents[0]}/ts-client.json"] if registration == "document" else []
     completed = subprocess.run(
-        [str(NODE), "oauth-client.mjs", f"{one}/mcp", BOB],
+        [str(NODE), "oauth-client.mjs", f"{one}/mcp", BOB, *document],
         cwd=NODE_DIR,
         capture_output=True,
         text=True,
@@ -259,6 +330,7 @@ def test_the_typescript_client_signs_in_too(edges: tuple[str, str]) -> None:
     assert seen["challenged"], "the TypeScript client was never asked to sign in"
     assert seen["tools"] == seen["shown"] == ["fixture_echo"]
     assert seen["text"] == "signed in from node"
+    assert (seen["client_id"] == document[0]) if document else not seen["client_id"].startswith("https:")
     token, host = seen["access_token"], urlsplit(one).netloc
     assert tools_list(f"{two}/mcp", token, host=host).status_code == 200
     assert tools_list(f"{one}/mcp/fixture", token).status_code == 401
@@ -309,3 +381,38 @@ async def test_deleting_the_key_ends_its_tokens_on_every_edge(edges: tuple[str, 
         lambda: tools_list(f"{two}/mcp", token, host=host), 1.0, "a deleted key's token still works"
     )
     wait_until(lambda: tools_list(f"{one}/mcp", token).status_code == 401, 5, "edge one following")
+
+
+@pytest.mark.anyio
+async def test_a_client_registers_by_its_metadata_document(
+    edges: tuple[str, str], documents: tuple[str, Path]
+) -> None:
+    one, two = edges
+    server = httpx2.get(f"{one}/.well-known/oauth-authorization-server", timeout=10).json()
+    assert server["client_id_metadata_document_supported"] is True
+    person = Person(BOB)
+    document = f"{documents[0]}/client.json"
+    storage, tools, text = await sign_in(f"{one}/mcp", person, client_metadata_url=document)
+    assert storage.client is not None and storage.client.client_id == document
+    assert tools == {"fixture_echo"} and text == "signed in"
+    # The page names the document's host beside the name the document claims.
+    assert "cimd test client (from 127.0.0.1)" in person.consent_page
+    assert storage.tokens is not None
+    assert tools_list(f"{two}/mcp", storage.tokens.access_token, host=urlsplit(one).netloc).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/elsewhere.json", "/missing.json"])
+def test_a_document_that_does_not_describe_its_client_registers_nothing(
+    edges: tuple[str, str], documents: tuple[str, Path], path: str
+) -> None:
+    one, _ = edges
+    query = {
+        "response_type": "code",
+        "client_id": documents[0] + path,
+        "redirect_uri": REDIRECT,
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+    }
+    refused = httpx2.get(f"{one}/authorize", params=query, timeout=10)
+    assert refused.status_code == 400, refused.text
+    assert "location" not in refused.headers

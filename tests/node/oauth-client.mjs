@@ -1,12 +1,13 @@
 // The official TypeScript MCP client signing in to a gateway with MCP's authorization flow
 // (its own auth(): discovery, registration, PKCE, token), with the consent forms submitted
 // as a browser would. Prints one JSON report for tests/e2e/test_oauth.py.
-// Usage: node oauth-client.mjs <mcp url> <virtual key>
+// Usage: node oauth-client.mjs <mcp url> <virtual key> [client metadata document URL]
+// (with the URL, the client registers as that Client ID Metadata Document, not by DCR)
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 
-const [url, key] = process.argv.slice(2);
+const [url, key, clientMetadataUrl] = process.argv.slice(2);
 const REDIRECT = "http://127.0.0.1:9/ts-callback";
 
 // The person at the browser: authorize -> consent page -> present the key -> allow.
@@ -30,6 +31,7 @@ async function consent(authorizationUrl) {
 const saved = {};
 let consented;
 const provider = {
+  clientMetadataUrl,
   get redirectUrl() {
     return REDIRECT;
   },

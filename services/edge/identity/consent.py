@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from services.edge.catalog import Catalog
 from services.edge.errors import UnauthorizedError
+from services.edge.identity.client_metadata import is_document_url
 from services.edge.identity.oidc import CALLBACK_PATH, OpenIDProvider, SignInError
 from services.edge.identity.state import FLOW_SECONDS, OAuthState
 from services.edge.policy import KeyPolicy
@@ -59,6 +60,15 @@ def endpoint_of(resource: str) -> str:
     """The server or group a resource URL names ("" for /mcp and /sse)."""
     path = urlsplit(resource).path
     return path[len("/mcp/") :] if path.startswith("/mcp/") else ""
+
+
+def client_label(record: dict[str, Any]) -> str:
+    """The client as the page names it (HTML): a metadata document's name is its own claim,
+    so the host that serves it is shown beside it."""
+    name = html.escape(record["client_name"] or record["client_id"])
+    if is_document_url(record["client_id"]) and record["client_name"]:
+        return f"{name} (from {html.escape(urlsplit(record['client_id']).hostname or '')})"
+    return name
 
 
 def cookie_name(state: str) -> str:
@@ -104,7 +114,7 @@ class Consent:
         record = await self._state.request(request_id)
         if record is None:
             return _expired()
-        client = html.escape(record["client_name"] or record["client_id"])
+        client = client_label(record)
         error = f'<p class="error">{html.escape(problem)}</p>' if problem else ""
         hidden = f'<input type="hidden" name="request" value="{html.escape(request_id)}">'
         provider = (
@@ -209,7 +219,7 @@ class Consent:
         approval = self._signer.sign(
             TokenKind.CONSENT, f"{request_id}.{b64(person.encode())}.{key.id}.{int(time.time())}"
         )
-        client = html.escape(record["client_name"] or record["client_id"])
+        client = client_label(record)
         who = f"{html.escape(person)}, with the key " if person else ""
         body = (
             f"<p>As {who}<strong>{html.escape(key.name)}</strong>, <strong>{client}</strong> will reach "

@@ -1,6 +1,7 @@
 """The authorization server's HTTP endpoints, served by the edge when `mcp_server_auth_mode`
 is `both` or `oauth`: RFC 8414 and RFC 9728 metadata, authorize, token, register (RFC
-7591), revoke (the `mcp` SDK's handlers, over `GatewayProvider`), and the consent pages.
+7591, or a Client ID Metadata Document instead), revoke (the `mcp` SDK's handlers, over
+`GatewayProvider`), and the consent pages.
 
 The issuer is the gateway's public URL, else the scheme and Host each request came by, so
 one edge answers under every name its clients use; with headers-only auth all is 404.
@@ -30,6 +31,7 @@ from services.contracts import registry_pb2
 from services.edge.admission import Admission
 from services.edge.catalog import Catalog
 from services.edge.errors import EdgeError
+from services.edge.identity.client_metadata import ClientDocuments
 from services.edge.identity.consent import Consent
 from services.edge.identity.credentials import PROTECTED_RESOURCE, base_url
 from services.edge.identity.oidc import CALLBACK_PATH
@@ -58,8 +60,10 @@ class OAuthEndpoints:
         consent: Consent,
         catalog: Callable[[], Catalog],
         admission: Admission,
+        documents: ClientDocuments,
         public_url: str = "",
     ) -> None:
+        self._documents = documents
         self._state = state
         self._tokens = tokens
         self._consent = request_response(consent)
@@ -104,12 +108,18 @@ class OAuthEndpoints:
         if path in (CONSENT_PATH, CALLBACK_PATH):
             return self._consent
         provider = GatewayProvider(
-            self._state, self._tokens, catalog.governance, base, lambda r: _is_resource(catalog, base, r)
+            self._state,
+            self._documents,
+            self._tokens,
+            catalog.governance,
+            base,
+            lambda r: _is_resource(catalog, base, r),
         )
         authenticator = ClientAuthenticator(provider)
         if path == AUTHORIZATION_SERVER:
             metadata = build_metadata(base, None, REGISTRATION, REVOCATION)  # type: ignore[arg-type]
             metadata.authorization_response_iss_parameter_supported = True
+            metadata.client_id_metadata_document_supported = True
             return _cors(MetadataHandler(metadata).handle, ["GET", "OPTIONS"])
         if path == "/authorize":
             return request_response(AuthorizationHandler(provider).handle)

@@ -22,6 +22,7 @@ from mcp.server.auth.provider import (
 )
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from services.edge.identity.client_metadata import ClientDocuments, is_document_url
 from services.edge.identity.state import OAuthState
 from services.edge.identity.tokens import AccessTokens, InvalidTokenError
 from services.edge.policy import Governance, KeyPolicy
@@ -65,18 +66,26 @@ class GatewayProvider:
     def __init__(
         self,
         state: OAuthState,
+        documents: ClientDocuments,
         tokens: AccessTokens,
         governance: Governance,
         issuer: str,
         is_resource: Callable[[str], bool],
     ) -> None:
         self._state = state
+        self._documents = documents
         self._tokens = tokens
         self._governance = governance
         self._issuer = issuer
         self._is_resource = is_resource
 
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
+        if is_document_url(client_id):
+            client = await self._documents.client(client_id)
+            # A document that names no scope may ask for what this gateway grants.
+            if client is not None and client.scope is None:
+                client = client.model_copy(update={"scope": " ".join(SCOPES)})
+            return client
         return await self._state.client(client_id)
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
