@@ -28,6 +28,7 @@ from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.edge import audit_api
 from services.edge.identity.connections import ADMIN_CALLBACK_PATH, AUTHORIZE_SECONDS, callbacks
 from services.edge.identity.credentials import base_url
+from services.edge.limits.limiter import Limiter, key_rules
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
@@ -55,6 +56,26 @@ class ToolSelection(BaseModel):
     )
 
 
+class RateLimit(BaseModel):
+    """Bifrost's rate_limit: calls per window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_max_limit: int = Field(ge=1, le=2**53)
+    # "30s", "1m", "1h", "1d", "1w", "1M" or "1Y".
+    request_reset_duration: str = Field(default="1m", max_length=16)
+
+
+class Budget(BaseModel):
+    """Bifrost's budget: money per window, spent at the tools' tool_pricing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_limit: float = Field(gt=0, le=1e12, allow_inf_nan=False)
+    reset_duration: str = Field(default="1M", max_length=16)
+    calendar_aligned: bool = False
+
+
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -70,6 +91,12 @@ class KeyIn(BaseModel):
     # Who signs in as this key with the OpenID Connect provider: an email, or "*@domain".
     identities: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=1000
+    )
+    rate_limit: RateLimit | None = None
+    budget: Budget | None = None
+    # Calls per window of single tools, by exposed name.
+    tool_rate_limits: dict[Annotated[str, Field(min_length=1, max_length=256)], RateLimit] = Field(
+        default_factory=dict, max_length=1000
     )
 
 
@@ -89,6 +116,11 @@ class KeyPatch(BaseModel):
     identities: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
         default=None, max_length=1000
     )
+    rate_limit: RateLimit | None = None
+    budget: Budget | None = None
+    tool_rate_limits: dict[Annotated[str, Field(min_length=1, max_length=256)], RateLimit] | None = Field(
+        default=None, max_length=1000
+    )
 
 
 class KeyOut(BaseModel):
@@ -100,10 +132,28 @@ class KeyOut(BaseModel):
     mcp_configs: list[ToolSelection]
     groups: list[str]
     identities: list[str]
+    rate_limit: RateLimit | None
+    budget: Budget | None
+    tool_rate_limits: dict[str, RateLimit]
     # The secret's first characters, to tell keys apart; the secret itself is never listed.
     secret_prefix: str
     created_at: int
     rotated_at: int
+
+
+class Usage(BaseModel):
+    # key | key_tool | budget, and the tool of a key_tool limit.
+    limit: str
+    tool: str | None
+    # Calls, or money for the budget, this window across every edge (null while unknown).
+    used: float | None
+    max: float
+    reset_duration: str
+    resets_at: str
+
+
+class KeyWithUsage(KeyOut):
+    usage: list[Usage]
 
 
 class ConnectionOut(BaseModel):
@@ -194,6 +244,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
         ],
         "groups": list(key.groups),
         "identities": list(key.identities),
+        **_limits_out(key.limits),
         "secret_prefix": key.secret_prefix,
         "created_at": key.created_at,
         "rotated_at": key.rotated_at,
@@ -214,7 +265,43 @@ def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
         mcp_configs=_selections(spec.mcp_configs),
         groups=spec.groups,
         identities=spec.identities,
+        limits=_limits_of(spec),
     )
+
+
+def _request_limit(limit: RateLimit) -> registry_pb2.RequestLimit:
+    return registry_pb2.RequestLimit(
+        max_requests=limit.request_max_limit, reset_duration=limit.request_reset_duration
+    )
+
+
+def _limits_of(spec: KeyIn) -> registry_pb2.Limits:
+    limits = registry_pb2.Limits(
+        tool_rate_limits={t: _request_limit(r) for t, r in spec.tool_rate_limits.items()}
+    )
+    if spec.rate_limit is not None:
+        limits.rate_limit.CopyFrom(_request_limit(spec.rate_limit))
+    if spec.budget is not None:
+        limits.budget.CopyFrom(registry_pb2.Budget(**spec.budget.model_dump()))
+    return limits
+
+
+def _limits_out(limits: registry_pb2.Limits) -> dict[str, Any]:
+    def request(limit: registry_pb2.RequestLimit) -> dict[str, Any]:
+        return {"request_max_limit": limit.max_requests, "request_reset_duration": limit.reset_duration}
+
+    budget = limits.budget
+    return {
+        "rate_limit": request(limits.rate_limit) if limits.HasField("rate_limit") else None,
+        "budget": {
+            "max_limit": budget.max_limit,
+            "reset_duration": budget.reset_duration,
+            "calendar_aligned": budget.calendar_aligned,
+        }
+        if limits.HasField("budget")
+        else None,
+        "tool_rate_limits": {t: request(r) for t, r in sorted(limits.tool_rate_limits.items())},
+    }
 
 
 def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
@@ -249,6 +336,7 @@ def create_admin_api(
     audit: audit_pb2_grpc.AuditStub,
     public_url: str = "",
     caught_up: Callable[[], Awaitable[None]] | None = None,
+    limiter: Limiter | None = None,
 ) -> FastAPI:
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
@@ -391,9 +479,14 @@ def create_admin_api(
         issued = await write(registry.CreateKey, _key_message("", spec))
         return {**_key_out(issued.key), "secret": issued.secret}
 
-    @router.get("/api/keys/{key_id}", response_model=KeyOut)
+    @router.get("/api/keys/{key_id}", response_model=KeyWithUsage)
     async def get_key(key_id: str) -> dict[str, Any]:
-        return _key_out(await key_by_id(key_id))
+        """The key, and what it spent of each limit this window (used is null while unknown)."""
+        key = await key_by_id(key_id)
+        usage = []
+        if limiter is not None:
+            usage = [await limiter.usage(rule) for rule in key_rules(key.id, key.name, key.limits)]
+        return {**_key_out(key), "usage": usage}
 
     @router.patch("/api/keys/{key_id}", response_model=KeyOut)
     async def update_key(key_id: str, patch: KeyPatch) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from services.edge.connector_client import (
     ConnectorUnavailableError,
 )
 from services.edge.errors import ConnectionRequiredError, DownstreamRpcError, JsonRpcId
+from services.edge.limits.limiter import NO_CHARGE, Charge
 from services.edge.records import (
     MAX_AUDITED_MESSAGE,
     NO_PAYLOADS,
@@ -170,6 +171,7 @@ class Call:
         llm_request_id: str = "",
         payloads: Payloads = NO_PAYLOADS,
         price: float = 0.0,
+        charge: Charge = NO_CHARGE,
         relay: Relay = Relay.NONE,
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
@@ -189,6 +191,8 @@ class Call:
         self._payloads = payloads
         # What the call costs once it ran (tool_pricing): charged for a result, error or not.
         self._price = price
+        # What it took of its key's budget, given back when it runs to no result.
+        self._charge = charge
         self._relay = relay
         self._log_filter = log_filter
         # The result as the client's view names things (resource URIs on /mcp, task ids).
@@ -270,6 +274,8 @@ class Call:
             outcome = self._outcome or connector_pb2.CallToolOutcome(error=self._ended_early())
         finally:
             self._calls._untrack(self)
+            if outcome is None or not outcome.HasField("result"):
+                self._charge.refund()
             # The client's stream of this call ends with it.
             if self._send is not None:
                 self._send.close()

@@ -11,6 +11,7 @@ EdgeError                        (JSON-RPC code, HTTP status)
 ├── DownstreamRpcError           (as sent), 200  a downstream's own JSON-RPC error, passed on
 ├── ConnectionRequiredError      -32042 or -32001, 200  a per_user_oauth server the caller has not
 │                                                   connected: the URL to connect it in the data
+├── LimitedError                 -32029, 429   over a rate limit or budget: which, and retryAfter, in the data
 ├── EnvelopeError                (as the SDK's ladder says), 400  a 2026-07-28 envelope refused
 └── TransportError               -32000, 4xx   an HTTP rule broken before JSON-RPC applies
     ├── NotAcceptableError             406   Accept lacks what the answer needs
@@ -76,6 +77,16 @@ class NestedTooDeepError(InvalidParamsError):
 
 class ResourceNotFoundError(EdgeError):
     code = -32002
+
+
+class LimitedError(EdgeError):
+    """A call refused by a limit: HTTP 429 with Retry-After where the transport answers it alone."""
+
+    code, status = -32029, 429
+
+    def __init__(self, message: str, data: Any, retry_after: int) -> None:
+        super().__init__(message, data)
+        self.headers = {"retry-after": str(retry_after)}
 
 
 class InternalError(EdgeError):

@@ -214,7 +214,7 @@ class LegacySseEndpoint:
         if message.method != "tools/call":
             return await self._handler.request(ctx, message.method, message.params)
         ctx.relay = Relay.NOTIFY | (Relay.ASK if sse.session.answers else Relay.NONE)
-        return await _relayed(self._handler.open_call(ctx, message.params), sse)
+        return await _relayed(await self._handler.open_call(ctx, message.params), sse)
 
     def _initialize(self, sse: SseSession, message: Message, view: View) -> bytes:
         if sse.session is not None:

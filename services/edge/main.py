@@ -29,6 +29,8 @@ from services.edge.identity.state import OAuthState, Sealer
 from services.edge.identity.tokens import AccessTokens
 from services.edge.inputs import InputRounds
 from services.edge.legacy import LegacySseEndpoint
+from services.edge.limits.limiter import Limiter
+from services.edge.limits.quota import QuotaStore
 from services.edge.meters import EdgeMeters
 from services.edge.modern import ModernEndpoint
 from services.edge.peers import Peers
@@ -109,6 +111,7 @@ async def serve(settings: EdgeSettings) -> None:
         Credentials(access_tokens, oauth_state.is_revoked, settings.public_url),
     )
     connections = Connections(signer, registry, admission, lambda: follower.catalog, settings.public_url)
+    limiter = Limiter(QuotaStore(nc), lambda: follower.catalog)
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,
@@ -122,6 +125,7 @@ async def serve(settings: EdgeSettings) -> None:
         payloads=Payloads(settings.trace_payloads, _names(settings.trace_redact)),
         price=lambda server, tool: follower.catalog.price(server, tool),
         connections=connections,
+        limiter=limiter,
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -177,6 +181,7 @@ async def serve(settings: EdgeSettings) -> None:
         audit_pb2_grpc.AuditStub(audit_channel),
         settings.public_url,
         follower.refresh,
+        limiter,
     )
     modern = ModernEndpoint(
         handler,
@@ -230,6 +235,7 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(audit.run)
         await tg.start(state.run)
         await tg.start(oauth_state.run)
+        await tg.start(limiter.run)
         await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         started()

@@ -52,6 +52,7 @@ from services.edge.errors import (
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
+    LimitedError,
     MethodNotFoundError,
     error_response,
     result_response,
@@ -135,7 +136,8 @@ def downstream_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def reply_for(request_id: JsonRpcId, exc: EdgeError) -> Reply:
-    return Reply(error_response(request_id, exc.error_object()), ERROR_CODE_HTTP_STATUS.get(exc.code, 200))
+    status = ERROR_CODE_HTTP_STATUS.get(exc.code, exc.status if isinstance(exc, LimitedError) else 200)
+    return Reply(error_response(request_id, exc.error_object()), status, exc.headers or None)
 
 
 class ModernEndpoint:
@@ -238,7 +240,7 @@ class ModernEndpoint:
         if "requestState" not in original and not answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)):
             if "progressToken" in envelope or LOG_LEVEL_META_KEY in envelope:
                 ctx.relay = Relay.NOTIFY
-            call = self._handler.open_call(ctx, params)
+            call = await self._handler.open_call(ctx, params)
             if ctx.relay is Relay.NONE:
                 return _json(await self._answer(message.id, call.result()))
             return await json_or_events(
@@ -262,7 +264,7 @@ class ModernEndpoint:
                 result = self._peers.resume(holder, state, tool, responses)
         else:
             ctx.relay = Relay.NOTIFY | Relay.ASK
-            call = self._handler.open_call(ctx, params)
+            call = await self._handler.open_call(ctx, params)
             result = self._rounds.round(self._rounds.start(tool, call), sink)
 
         async def round_result() -> bytes:
@@ -349,7 +351,7 @@ def _check_param_headers(request: Request, view: View, params: dict[str, Any]) -
 
 
 def _json(reply: Reply) -> Response:
-    return Response(reply.body, status_code=reply.status, media_type=JSON)
+    return Response(reply.body, status_code=reply.status, media_type=JSON, headers=reply.headers)
 
 
 def _caller(envelope: dict[str, Any], key_id: str) -> Session:

@@ -57,6 +57,8 @@ class KeyPolicy:
     groups: frozenset[str]
     # Who signs in as this key with the OpenID Connect provider (lower case; "*@domain").
     identities: frozenset[str] = frozenset()
+    # Its rate limits and budget (None: none).
+    limits: registry_pb2.Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class Governance:
                 reach,
                 frozenset(key.groups),
                 frozenset(virtual_keys.identity(i) for i in key.identities),
+                key.limits if key.HasField("limits") else None,
             )
         wildcard = f"{separator}*"
         return cls(

@@ -28,6 +28,7 @@ from services.edge.errors import (
     ResourceNotFoundError,
 )
 from services.edge.identity.connections import Connections
+from services.edge.limits.limiter import NO_CHARGE, Limiter
 from services.edge.peers import Peers, owner
 from services.edge.records import (
     NO_PAYLOADS,
@@ -193,7 +194,10 @@ class McpHandler:
         payloads: Payloads = NO_PAYLOADS,
         price: Callable[[str, str], float] = lambda server, tool: 0.0,
         connections: Connections | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
+        # What calls may spend: rate limits and budgets.
+        self._limiter = limiter
         # The links identities connect their own accounts at (per_user_oauth servers).
         self._connections = connections
         # What one call of (server, tool) costs, for its record.
@@ -242,7 +246,7 @@ class McpHandler:
         params = params or {}
         offered = ctx.view.server is None or "tools" in ctx.view.capabilities
         if method == "tools/call" and offered:
-            return await self.open_call(ctx, params).result()
+            return await (await self.open_call(ctx, params)).result()
         op = Operation(self._audit, self._edge_id, method, params, ctx.session, ctx.request_id, ctx.sender)
         current_trace.set(op.trace.trace_id)
         try:
@@ -417,14 +421,14 @@ class McpHandler:
 
         return present
 
-    def open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
+    async def open_call(self, ctx: CallContext, params: dict[str, Any] | None) -> Call:
         """The Call a tools/call request makes (InvalidParamsError for one that names no tool
         the caller may use, audited as such); the transport runs it and reads what it sends."""
         started = time.time_ns()
         trace = trace_of(ctx.sender, params)
         current_trace.set(trace.trace_id)
         try:
-            return self._open_call(ctx, params, trace)
+            return await self._open_call(ctx, params, trace)
         except EdgeError as exc:
             name = (params or {}).get("name")
             event = operation_event(
@@ -442,7 +446,7 @@ class McpHandler:
             self._audit.submit(event)
             raise
 
-    def _open_call(self, ctx: CallContext, params: dict[str, Any] | None, trace: TraceContext) -> Call:
+    async def _open_call(self, ctx: CallContext, params: dict[str, Any] | None, trace: TraceContext) -> Call:
         params = params or {}
         name = params.get("name")
         if not isinstance(name, str):
@@ -468,6 +472,10 @@ class McpHandler:
             timeout_seconds=self._timeout(route.server, route.name),
             task_json=b"" if task is None else orjson.dumps(task),
         )
+        price = self._price(route.server, route.name)
+        charge = NO_CHARGE
+        if self._limiter is not None:
+            charge = await self._limiter.admit(request.key_id, route.server, route.name, name, price)
         return Call(
             self.calls,
             self._connector,
@@ -480,7 +488,8 @@ class McpHandler:
             sender=ctx.sender,
             llm_request_id=llm_request_of(ctx.sender, params),
             payloads=self._payloads,
-            price=self._price(route.server, route.name),
+            price=price,
+            charge=charge,
             relay=ctx.relay,
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),

@@ -23,6 +23,8 @@ class Reply(NamedTuple):
 
     body: bytes
     status: int = 200
+    # Headers it goes out with when sent as JSON (Retry-After of a limited call).
+    headers: dict[str, str] | None = None
 
 
 # How long a client whose answer stream broke waits before it resumes (SSE `retry`, ms).
@@ -190,8 +192,8 @@ def _reply(replies: list[Reply]) -> Response:
     if not replies:
         # The answer was cancelled before it came (the edge is stopping).
         return Response(status_code=503)
-    body, status = replies[0]
-    return Response(body, status_code=status, media_type=JSON)
+    body, status, headers = replies[0]
+    return Response(body, status_code=status, media_type=JSON, headers=headers)
 
 
 async def _offer(live: MemoryObjectSendStream[bytes], event: bytes) -> bool:

@@ -33,6 +33,7 @@ from services.edge.errors import (
     InvalidParamsError,
     InvalidRequestError,
     JsonRpcId,
+    LimitedError,
     SessionNotFoundError,
     error_response,
     result_response,
@@ -153,7 +154,7 @@ class StreamableHttpEndpoint:
         sender = sender_of(request)
         if is_batch:
             contexts = [(CallContext(session, m.id, view, sender=sender), m) for m in requests]
-            answers = [await self._answer(ctx, m) for ctx, m in contexts]
+            answers = [(await self._answer(ctx, m)).body for ctx, m in contexts]
             return Response(b"[" + b",".join(answers) + b"]", media_type=JSON)
         message = requests[0]
         meta = (message.params or {}).get("_meta")
@@ -167,7 +168,8 @@ class StreamableHttpEndpoint:
         ctx = CallContext(session, message.id, view, sender=sender)
         if message.method == "tools/call" and streams:
             return await self._answer_streaming(session, ctx, message)
-        return Response(await self._answer(ctx, message), media_type=JSON)
+        reply = await self._answer(ctx, message)
+        return Response(reply.body, status_code=reply.status, media_type=JSON, headers=reply.headers)
 
     def _initialize(self, message: Message, view: View, endpoint: str, key_id: str) -> Response:
         if message.kind != "request":
@@ -182,23 +184,24 @@ class StreamableHttpEndpoint:
         body = result_response(message.id, self._handler.initialize_result(settled.version, view))
         return Response(body, media_type=JSON, headers={SESSION_HEADER: token})
 
-    async def _answer(self, ctx: CallContext, message: Message) -> bytes:
+    async def _answer(self, ctx: CallContext, message: Message) -> Reply:
         try:
             result = await self._handler.request(ctx, message.method, message.params)
         except EdgeError as exc:
-            return error_response(message.id, exc.error_object())
+            return error_reply(message.id, exc)
         except Exception:
             log.exception("unexpected error answering %s", message.method)
-            return error_response(message.id, InternalError("Internal error").error_object())
-        return result_response(message.id, result)
+            return Reply(error_response(message.id, InternalError("Internal error").error_object()))
+        return Reply(result_response(message.id, result))
 
     async def _answer_streaming(self, session: Session, ctx: CallContext, message: Message) -> Response:
         ctx.relay = Relay.NOTIFY | (Relay.ASK if session.answers else Relay.NONE)
         ctx.log_level = self._handler.session_level(session)
         try:
-            call = self._handler.open_call(ctx, message.params)
+            call = await self._handler.open_call(ctx, message.params)
         except EdgeError as exc:
-            return Response(error_response(message.id, exc.error_object()), media_type=JSON)
+            reply = error_reply(message.id, exc)
+            return Response(reply.body, status_code=reply.status, media_type=JSON, headers=reply.headers)
         record = self._events.open(session.id) if session.protocol_version >= RESUMABLE_FROM else None
         return await json_or_events(call.messages, answer(message.id, call), self._background, record)
 
@@ -234,3 +237,12 @@ class StreamableHttpEndpoint:
         self._hub.end(session.id)
         await self._handler.end_session(session)
         return Response(status_code=200)
+
+
+def error_reply(request_id: JsonRpcId, exc: EdgeError) -> Reply:
+    """A refused request's answer: HTTP 200, but 429 with Retry-After for a limited call
+    (answered alone, as JSON; inside a batch or a stream only the JSON-RPC error says it)."""
+    body = error_response(request_id, exc.error_object())
+    if isinstance(exc, LimitedError):
+        return Reply(body, exc.status, exc.headers)
+    return Reply(body)

@@ -8,7 +8,7 @@ from collections.abc import Collection
 from services.contracts import registry_pb2
 from services.naming import exposed_tool_name, exposed_uri
 from services.registry.authorization import with_discovered
-from services.registry.config import ClientConfig
+from services.registry.config import ClientConfig, limits_message
 from services.registry.store import CatalogState, Lifecycle, StoredServer
 from services.registry.user_tokens import Grant
 
@@ -53,6 +53,7 @@ def build_snapshot(
                 tool_timeouts_seconds=server.config.tool_timeouts,
                 instructions=server.instructions,
                 tool_pricing=server.config.tool_pricing,
+                limits=limits_message(server.config),
             )
         )
         if server.state == "connected":

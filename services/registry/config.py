@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from services.contracts import registry_pb2
 from services.naming import server_name_problem
 from services.references import ENV_PREFIX
 from services.settings import ConfigurationError
+from services.windows import Window
 
 # An HTTP header name (RFC 9110 token), and what no header value or URL may hold.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -38,6 +40,81 @@ def parse_duration(value: float | int | str) -> float:
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds
+
+
+class RateLimitConfig(BaseModel):
+    """Bifrost's rate_limit: calls per window (its token limits do not apply to tool calls)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_max_limit: int = Field(ge=1)
+    request_reset_duration: str = "1m"
+
+    @field_validator("request_reset_duration")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        Window.parse(value)
+        return value
+
+
+class BudgetConfig(BaseModel):
+    """Bifrost's budget: money per window, spent at the tools' tool_pricing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    max_limit: float = Field(gt=0, allow_inf_nan=False)
+    reset_duration: str = "1M"
+    calendar_aligned: bool = False
+
+    @field_validator("reset_duration")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        Window.parse(value)
+        return value
+
+
+class LimitsConfig(BaseModel):
+    """The limits a key or a server carries in the config file (all optional)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    rate_limit: RateLimitConfig | None = None
+    # mcpgw: calls per window of one tool (exposed name on a key, the server's name on a server).
+    tool_rate_limits: dict[str, RateLimitConfig] = {}
+    # mcpgw: calls in flight at once, and how many wait (for how long) beyond that.
+    max_concurrency: int = Field(default=0, ge=0)
+    max_queue: int = Field(default=0, ge=0)
+    queue_timeout: float = 30.0
+
+    @field_validator("queue_timeout", mode="before")
+    @classmethod
+    def _queue_timeout(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+
+def limits_message(config: LimitsConfig, budget: BudgetConfig | None = None) -> registry_pb2.Limits:
+    def request(limit: RateLimitConfig) -> registry_pb2.RequestLimit:
+        return registry_pb2.RequestLimit(
+            max_requests=limit.request_max_limit, reset_duration=limit.request_reset_duration
+        )
+
+    limits = registry_pb2.Limits(
+        tool_rate_limits={tool: request(limit) for tool, limit in config.tool_rate_limits.items()},
+        max_concurrency=config.max_concurrency,
+        max_queue=config.max_queue,
+        queue_timeout_seconds=config.queue_timeout,
+    )
+    if config.rate_limit is not None:
+        limits.rate_limit.CopyFrom(request(config.rate_limit))
+    if budget is not None:
+        limits.budget.CopyFrom(
+            registry_pb2.Budget(
+                max_limit=budget.max_limit,
+                reset_duration=budget.reset_duration,
+                calendar_aligned=budget.calendar_aligned,
+            )
+        )
+    return limits
 
 
 AuthType = Literal["none", "headers", "oauth", "client_credentials", "per_user_oauth", "per_user_headers"]
@@ -116,8 +193,8 @@ def bifrost_oauth(section: dict[str, Any]) -> dict[str, Any]:
     return oauth
 
 
-class ClientConfig(BaseModel):
-    """One downstream MCP server (Bifrost calls it an MCP client)."""
+class ClientConfig(LimitsConfig):
+    """One downstream MCP server (Bifrost calls it an MCP client), and its limits."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -272,8 +349,8 @@ class ToolSelectionConfig(BaseModel):
     tools_to_execute: list[str] = []
 
 
-class VirtualKeyConfig(BaseModel):
-    """Bifrost's governance.virtual_keys entry; budgets, rate limits and providers are ignored."""
+class VirtualKeyConfig(LimitsConfig):
+    """Bifrost's governance.virtual_keys entry, its rate limit and budget; providers are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -286,6 +363,7 @@ class VirtualKeyConfig(BaseModel):
     mcp_configs: list[ToolSelectionConfig] = []
     # mcpgw's own: who signs in as this key with the operator's OpenID Connect provider.
     identities: list[str] = []
+    budget: BudgetConfig | None = None
 
 
 class GovernanceSection(BaseModel):

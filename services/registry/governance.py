@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import orjson
+from google.protobuf import json_format
 from sqlalchemy import BigInteger, Boolean, ForeignKey, String, Text, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -21,9 +22,10 @@ from services import virtual_keys
 from services.auth_modes import AUTH_MODES
 from services.contracts import registry_pb2
 from services.naming import server_name_problem
-from services.registry.config import GatewayConfig
+from services.registry.config import GatewayConfig, limits_message
 from services.registry.store import Base, RegistryStore, ServerRow, bump, read_meta, write_meta
 from services.settings import ConfigurationError
+from services.windows import Window
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
 BLOCK_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}(\*)?$")
@@ -58,6 +60,8 @@ class KeyRow(Base):
     mcp_configs_json: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16))
     identities_json: Mapped[str] = mapped_column(Text, default="[]")
+    # The key's Limits message as JSON ("{}": none).
+    limits_json: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class GroupRow(Base):
@@ -131,7 +135,35 @@ def _key_message(row: KeyRow, groups: list[str], with_hash: bool = False) -> reg
         created_at=row.created_at,
         rotated_at=row.rotated_at,
         identities=orjson.loads(row.identities_json or "[]"),
+        limits=json_format.Parse(row.limits_json or "{}", registry_pb2.Limits()),
     )
+
+
+def _limits_json(limits: registry_pb2.Limits) -> str:
+    return json_format.MessageToJson(limits, indent=None, sort_keys=True)
+
+
+def _check_limits(limits: registry_pb2.Limits) -> None:
+    """Each window a reset duration, each number in range (InvalidFieldError naming it)."""
+    requests = [("limits.rate_limit", limits.rate_limit)] if limits.HasField("rate_limit") else []
+    requests += [(f"limits.tool_rate_limits[{t!r}]", r) for t, r in limits.tool_rate_limits.items()]
+    for field, limit in requests:
+        if limit.max_requests < 1:
+            raise InvalidFieldError(f"{field}.max_requests", "must be at least 1")
+        try:
+            Window.parse(limit.reset_duration)
+        except ValueError as exc:
+            raise InvalidFieldError(f"{field}.reset_duration", str(exc)) from None
+    if limits.HasField("budget"):
+        if not 0 < limits.budget.max_limit < float("inf"):
+            raise InvalidFieldError("limits.budget.max_limit", "must be a positive amount")
+        try:
+            Window.parse(limits.budget.reset_duration)
+        except ValueError as exc:
+            raise InvalidFieldError("limits.budget.reset_duration", str(exc)) from None
+    for field in ("max_concurrency", "max_queue"):
+        if getattr(limits, field) < 0:
+            raise InvalidFieldError(f"limits.{field}", "must not be negative")
 
 
 def _identities_json(identities: Any) -> str:
@@ -164,6 +196,7 @@ class GovernanceStore:
                 mcp_configs_json=_selections_json(spec.mcp_configs),
                 source=source,
                 identities_json=_identities_json(spec.identities),
+                limits_json=_limits_json(spec.limits),
             )
             if await session.get(KeyRow, row.id) is not None:
                 raise ConflictError(f"a key with id {row.id!r} exists")
@@ -185,6 +218,7 @@ class GovernanceStore:
             row.name, row.description, row.active = spec.name, spec.description, spec.active
             row.expires_at, row.mcp_configs_json = spec.expires_at, _selections_json(spec.mcp_configs)
             row.identities_json = _identities_json(spec.identities)
+            row.limits_json = _limits_json(spec.limits)
             if secret is not None:
                 row.secret_hash, row.secret_prefix = _hashed(secret)
             await session.execute(delete(KeyGroupRow).where(KeyGroupRow.key_id == row.id))
@@ -244,6 +278,7 @@ class GovernanceStore:
             if group not in known:
                 raise InvalidFieldError(f"groups[{index}]", f"no tool group named {group!r}")
         await self._check_identities(session, spec.identities, own_id)
+        _check_limits(spec.limits)
 
     @staticmethod
     async def _check_identities(session: AsyncSession, identities: Any, own_id: str | None) -> None:
@@ -372,6 +407,7 @@ class GovernanceStore:
                     for c in key.mcp_configs
                 ],
                 identities=key.identities,
+                limits=limits_message(key, key.budget),
             )
             try:
                 await self._put_file_key(spec, key.value)
@@ -406,8 +442,16 @@ class GovernanceStore:
             spec.active,
             _selections_json(spec.mcp_configs),
             _identities_json(spec.identities),
+            _limits_json(spec.limits),
         )
-        stored = (row.name, row.description, row.active, row.mcp_configs_json, row.identities_json)
+        stored = (
+            row.name,
+            row.description,
+            row.active,
+            row.mcp_configs_json,
+            row.identities_json,
+            row.limits_json,
+        )
         if wanted != stored or (row.secret_hash != virtual_keys.digest(secret)):
             await self.update_key(spec, secret)
 

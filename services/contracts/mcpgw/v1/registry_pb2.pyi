@@ -220,6 +220,7 @@ class VirtualKey(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     ROTATED_AT_FIELD_NUMBER: _builtins.int
     IDENTITIES_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (a key keeps it across rotations); the admin API addresses keys by it."""
     name: _builtins.str
@@ -243,6 +244,10 @@ class VirtualKey(_message.Message):
         provider: a claim's exact value (e.g. ada@example.com), or "*@example.com" for a domain.
         """
 
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """How much the key may use: calls per window, money per window, calls in flight."""
+
     def __init__(
         self,
         *,
@@ -258,14 +263,137 @@ class VirtualKey(_message.Message):
         created_at: _builtins.int = ...,
         rotated_at: _builtins.int = ...,
         identities: _abc.Iterable[_builtins.str] | None = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "limits", b"limits", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VirtualKey: _TypeAlias = VirtualKey  # noqa: Y015
+
+@_typing.final
+class RequestLimit(_message.Message):
+    """At most `max_requests` calls per window (Bifrost's rate_limit.request_max_limit and
+    request_reset_duration). 0 is no limit.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_REQUESTS_FIELD_NUMBER: _builtins.int
+    RESET_DURATION_FIELD_NUMBER: _builtins.int
+    max_requests: _builtins.int
+    reset_duration: _builtins.str
+    """A duration such as "30s", "1m", "1h", "1d", "1w", "1M" or "1Y"."""
+    def __init__(
+        self,
+        *,
+        max_requests: _builtins.int = ...,
+        reset_duration: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_requests", b"max_requests", "reset_duration", b"reset_duration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestLimit: _TypeAlias = RequestLimit  # noqa: Y015
+
+@_typing.final
+class Budget(_message.Message):
+    """At most `max_limit` spent per window (Bifrost's budget), priced by tool_pricing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_LIMIT_FIELD_NUMBER: _builtins.int
+    RESET_DURATION_FIELD_NUMBER: _builtins.int
+    CALENDAR_ALIGNED_FIELD_NUMBER: _builtins.int
+    max_limit: _builtins.float
+    reset_duration: _builtins.str
+    calendar_aligned: _builtins.bool
+    """Windows start at calendar boundaries (UTC midnight, Monday, the 1st, 1 January) rather
+    than every `reset_duration` since the Unix epoch.
+    """
+    def __init__(
+        self,
+        *,
+        max_limit: _builtins.float = ...,
+        reset_duration: _builtins.str = ...,
+        calendar_aligned: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calendar_aligned", b"calendar_aligned", "max_limit", b"max_limit", "reset_duration", b"reset_duration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class Limits(_message.Message):
+    """The limits of a key or a server; every field unset is no limit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ToolRateLimitsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___RequestLimit: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___RequestLimit | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    TOOL_RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    MAX_QUEUE_FIELD_NUMBER: _builtins.int
+    QUEUE_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    max_concurrency: _builtins.int
+    """Calls in flight at once (a bulkhead); others wait in a queue of `max_queue` for at
+    most `queue_timeout_seconds`, then are refused.
+    """
+    max_queue: _builtins.int
+    queue_timeout_seconds: _builtins.float
+    @_builtins.property
+    def rate_limit(self) -> Global___RequestLimit: ...
+    @_builtins.property
+    def budget(self) -> Global___Budget: ...
+    @_builtins.property
+    def tool_rate_limits(self) -> _containers.MessageMap[_builtins.str, Global___RequestLimit]:
+        """Per tool: by exposed name on a key, by the server's own tool name on a server."""
+
+    def __init__(
+        self,
+        *,
+        rate_limit: Global___RequestLimit | None = ...,
+        budget: Global___Budget | None = ...,
+        tool_rate_limits: _abc.Mapping[_builtins.str, Global___RequestLimit] | None = ...,
+        max_concurrency: _builtins.int = ...,
+        max_queue: _builtins.int = ...,
+        queue_timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "rate_limit", b"rate_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "max_concurrency", b"max_concurrency", "max_queue", b"max_queue", "queue_timeout_seconds", b"queue_timeout_seconds", "rate_limit", b"rate_limit", "tool_rate_limits", b"tool_rate_limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Limits: _TypeAlias = Limits  # noqa: Y015
 
 @_typing.final
 class IssuedKey(_message.Message):
@@ -685,6 +813,7 @@ class ServerView(_message.Message):
     TOOL_TIMEOUTS_SECONDS_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     TOOL_PRICING_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
@@ -701,6 +830,10 @@ class ServerView(_message.Message):
     def tool_pricing(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """What one call of each tool costs ("*": the server's other tools), from tool_pricing."""
 
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """Calls to the server from every key: per window, per tool, in flight."""
+
     def __init__(
         self,
         *,
@@ -713,10 +846,11 @@ class ServerView(_message.Message):
         tool_timeouts_seconds: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         instructions: _builtins.str = ...,
         tool_pricing: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "name", b"name", "state", b"state", "tool_pricing", b"tool_pricing", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "limits", b"limits", "name", b"name", "state", b"state", "tool_pricing", b"tool_pricing", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -911,6 +1045,7 @@ class ServerConfig(_message.Message):
     PER_USER_FIELD_NUMBER: _builtins.int
     KEY_HEADERS_FIELD_NUMBER: _builtins.int
     PER_USER_OAUTH_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     """stdio | http | sse"""
@@ -946,6 +1081,10 @@ class ServerConfig(_message.Message):
     def key_headers(self) -> _containers.MessageMap[_builtins.str, Global___KeyHeaders]:
         """The headers of each key (by id) that has credentials for a per_user server."""
 
+    @_builtins.property
+    def limits(self) -> Global___Limits:
+        """The server's limits; the connector holds its bulkhead (max_concurrency)."""
+
     def __init__(
         self,
         *,
@@ -962,10 +1101,11 @@ class ServerConfig(_message.Message):
         per_user: _builtins.bool = ...,
         key_headers: _abc.Mapping[_builtins.str, Global___KeyHeaders] | None = ...,
         per_user_oauth: _builtins.bool = ...,
+        limits: Global___Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "oauth", b"oauth", "stdio", b"stdio"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["health", b"health", "limits", b"limits", "oauth", b"oauth", "stdio", b"stdio"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "key_headers", b"key_headers", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "per_user", b"per_user", "per_user_oauth", b"per_user_oauth", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_string", b"connection_string", "connection_type", b"connection_type", "headers", b"headers", "health", b"health", "key_headers", b"key_headers", "limits", b"limits", "manual_reconnect", b"manual_reconnect", "name", b"name", "oauth", b"oauth", "per_user", b"per_user", "per_user_oauth", b"per_user_oauth", "stdio", b"stdio", "tool_execution_timeout_seconds", b"tool_execution_timeout_seconds", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

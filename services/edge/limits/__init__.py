@@ -1,0 +1,1 @@
+"""Rate limits, budgets and the quota leases that hold them across edges."""

@@ -1,0 +1,191 @@
+"""Rate limits and budgets over two edges sharing one NATS: a key's N calls per window are
+exactly N across both edges, then refused with a correct retryAfter (HTTP 429 and
+Retry-After), then allowed again in the next window; a $0.05 budget buys five $0.01 calls;
+per-tool limits of a key and of a server; a limit set through the API holds on both edges
+within a second; and every refusal is in the audit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from services.windows import Window
+from tests.integration.test_gateway_http import ACCEPT
+from tests.processes import ROOT, service_tree, stdio_server, wait_until
+
+ADMIN = "admin-token-for-limit-tests"
+SELECTION = [{"mcp_client_name": "fixture", "tools_to_execute": ["*"]}]
+WINDOW = "3s"
+KEYS = {
+    "rate": "sk-rate-limited-0123456789abcdef",
+    "budget": "sk-budgeted-key-0123456789abcdef",
+    "tool": "sk-tool-limited-0123456789abcdef",
+    "live": "sk-live-changed-0123456789abcdef",
+    "free": "sk-unlimited-00-0123456789abcdef",
+}
+CONFIG = {
+    "governance": {
+        "virtual_keys": [
+            {"id": "vk-rate", "name": "rate", "value": KEYS["rate"], "mcp_configs": SELECTION,
+             "rate_limit": {"request_max_limit": 7, "request_reset_duration": WINDOW}},
+            {"id": "vk-budget", "name": "budget", "value": KEYS["budget"], "mcp_configs": SELECTION,
+             "budget": {"max_limit": 0.05, "reset_duration": "1h"}},
+            {"id": "vk-tool", "name": "tool", "value": KEYS["tool"], "mcp_configs": SELECTION,
+             "tool_rate_limits": {"fixture_count": {"request_max_limit": 2, "request_reset_duration": "1h"}}},
+            {"id": "vk-live", "name": "live", "value": KEYS["live"], "mcp_configs": SELECTION},
+            {"id": "vk-free", "name": "free", "value": KEYS["free"], "mcp_configs": SELECTION},
+        ]
+    }
+}  # fmt: skip
+SERVER = {
+    **stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
+    "tool_pricing": {"echo": 0.01},
+    "tool_rate_limits": {"weather": {"request_max_limit": 3, "request_reset_duration": "1h"}},
+}
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    tmp = tmp_path_factory.mktemp("limits")
+    env = {"MCPGW_ADMIN_TOKEN": ADMIN}
+    with service_tree(tmp, [SERVER], edges=2, env=env, config=CONFIG) as (one, two):
+        yield one, two
+
+
+class Client:
+    """One key's session, sent to either edge."""
+
+    def __init__(self, edges: tuple[str, str], key: str) -> None:
+        self.edges = edges
+        self.headers = {"accept": ACCEPT, "content-type": "application/json", "x-api-key": key}
+        hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "limits"}}
+        answer = self.post(0, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello})
+        self.headers["mcp-session-id"] = answer.headers["mcp-session-id"]
+        self.ids = iter(range(1, 10**6))
+
+    def post(self, edge: int, body: dict[str, Any]) -> httpx2.Response:
+        response = httpx2.post(f"{self.edges[edge]}/mcp", json=body, headers=self.headers, timeout=30)
+        assert response.status_code != 500, response.text
+        return response
+
+    def call(self, edge: int, tool: str, arguments: dict[str, Any]) -> httpx2.Response:
+        params = {"name": tool, "arguments": arguments}
+        return self.post(
+            edge, {"jsonrpc": "2.0", "id": next(self.ids), "method": "tools/call", "params": params}
+        )
+
+
+def ok(response: httpx2.Response) -> bool:
+    body = response.json()
+    return response.status_code == 200 and "result" in body and not body["result"].get("isError")
+
+
+def refused(response: httpx2.Response, limit: str) -> dict[str, Any]:
+    """The refusal's data, after checking it is the JSON-RPC error a client can act on."""
+    assert response.status_code == 429, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32029 and error["data"]["limit"] == limit, error
+    assert response.headers["retry-after"] == str(error["data"]["retryAfter"])
+    return error["data"]  # type: ignore[no-any-return]
+
+
+def admin(base: str, method: str, path: str, body: Any = None) -> httpx2.Response:
+    headers = {"authorization": f"Bearer {ADMIN}"}
+    return httpx2.request(method, f"{base}/api{path}", json=body, headers=headers, timeout=10)
+
+
+def test_a_key_gets_exactly_its_calls_per_window_across_both_edges(edges: tuple[str, str]) -> None:
+    client = Client(edges, KEYS["rate"])
+    window = Window.parse(WINDOW)
+    # Start at the beginning of a window, so the burst below falls in one.
+    _, ends = window.bounds(time.time())
+    time.sleep(max(0.0, ends - time.time()))
+    started, _ = window.bounds(time.time())
+    answers = [client.call(turn % 2, "fixture_echo", {"text": str(turn)}) for turn in range(12)]
+    assert window.bounds(time.time())[0] == started, "the burst crossed a window: the machine is too slow"
+    assert sum(ok(a) for a in answers) == 7
+    assert all(ok(a) for a in answers[:7])
+    data = [refused(a, "key") for a in answers[7:]]
+    retry = max(d["retryAfter"] for d in data)
+    assert 1 <= retry <= 3 and data[0]["max"] == "7 calls per 3s" and data[0]["scope"] == "key 'rate'"
+    # Refused until the window ends; allowed again after, on either edge.
+    deadline = time.time() + retry
+    wait_until(lambda: ok(client.call(0, "fixture_echo", {"text": "again"})), retry + 2, "the next window")
+    assert time.time() >= window.bounds(deadline - retry)[1] - 0.05
+    assert ok(client.call(1, "fixture_echo", {"text": "and on the other edge"}))
+
+
+def test_a_budget_of_five_cents_buys_five_one_cent_calls(edges: tuple[str, str]) -> None:
+    client = Client(edges, KEYS["budget"])
+    answers = [client.call(turn % 2, "fixture_echo", {"text": str(turn)}) for turn in range(8)]
+    assert [ok(a) for a in answers] == [True] * 5 + [False] * 3
+    data = refused(answers[5], "budget")
+    assert data["max"] == "0.05 per 1h" and data["scope"] == "the budget of key 'budget'"
+    # A tool with no price costs nothing of it.
+    assert ok(client.call(0, "fixture_count", {"to": 1}))
+    usage = admin(edges[1], "GET", "/keys/vk-budget").json()["usage"]
+    assert usage == [
+        {"limit": "budget", "tool": None, "used": 0.05, "max": 0.05, "reset_duration": "1h",
+         "resets_at": usage[0]["resets_at"]}
+    ]  # fmt: skip
+
+
+def test_per_tool_limits_of_a_key_and_of_a_server(edges: tuple[str, str]) -> None:
+    tooly = Client(edges, KEYS["tool"])
+    counted = [tooly.call(turn % 2, "fixture_count", {"to": 1}) for turn in range(3)]
+    assert [ok(a) for a in counted] == [True, True, False]
+    assert refused(counted[2], "key_tool")["scope"] == "key 'tool' on fixture_count"
+    assert ok(tooly.call(0, "fixture_echo", {"text": "other tools are not limited"}))
+    # The server's limit on weather is shared by every key.
+    free = Client(edges, KEYS["free"])
+    weather = [
+        c.call(turn % 2, "fixture_weather", {"region": "eu"}) for turn, c in enumerate([tooly, free] * 2)
+    ]
+    assert [ok(a) for a in weather] == [True, True, True, False]
+    assert refused(weather[3], "server_tool")["scope"] == "server 'fixture' on weather"
+
+
+def test_a_limit_set_through_the_api_holds_on_both_edges_within_a_second(edges: tuple[str, str]) -> None:
+    client = Client(edges, KEYS["live"])
+    assert all(ok(client.call(turn % 2, "fixture_echo", {"text": "free"})) for turn in range(4))
+    limit = {"request_max_limit": 1, "request_reset_duration": "1h"}
+    changed = admin(edges[0], "PATCH", "/keys/vk-live", {"rate_limit": limit})
+    assert changed.status_code == 200 and changed.json()["rate_limit"] == limit
+    started = time.monotonic()
+    allowed = 0
+    for edge in (0, 1):
+        while True:
+            answer = client.call(edge, "fixture_echo", {"text": "limited"})
+            if answer.status_code == 429:
+                break
+            allowed += ok(answer)
+            assert time.monotonic() - started < 1.0, f"edge {edge} still allows calls after a second"
+    # One call at most between both edges: the new limit's only call this window.
+    assert allowed <= 1
+    assert admin(edges[0], "PATCH", "/keys/vk-live", {"rate_limit": None}).json()["rate_limit"] is None
+    wait_until(lambda: ok(client.call(1, "fixture_echo", {"text": "free again"})), 5, "the limit lifted")
+
+
+def test_refusals_are_audited_naming_the_limit(edges: tuple[str, str]) -> None:
+    Client(edges, KEYS["budget"]).call(1, "fixture_echo", {"text": "over budget"})
+
+    def limited() -> list[dict[str, Any]]:
+        records = admin(edges[0], "GET", "/audit?key=vk-budget&outcome=error&limit=50").json()["records"]
+        return [r for r in records if r["name"] == "fixture_echo" and "over its budget" in r["error_message"]]
+
+    wait_until(lambda: bool(limited()), 10, "the refusal's audit record")
+    assert {r["key_id"] for r in limited()} == {"vk-budget"}
+
+
+def test_limits_in_a_bad_shape_are_refused_naming_the_field(edges: tuple[str, str]) -> None:
+    bad = admin(
+        edges[0],
+        "PATCH",
+        "/keys/vk-free",
+        {"rate_limit": {"request_max_limit": 5, "request_reset_duration": "5 fortnights"}},
+    )
+    assert bad.status_code == 422 and "reset_duration" in bad.text
