@@ -10,6 +10,7 @@ import anyio.abc
 import grpc
 import orjson
 
+from services.connector.bulkheads import Capacity
 from services.connector.downstream import Downstream, Heard, Inventory, Report, Status
 from services.connector.errors import (
     DownstreamUnavailableError,
@@ -37,6 +38,7 @@ class DownstreamPool:
         self._heard = heard
         self._registry = registry
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
+        self._capacities: dict[str, Capacity] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._sync_lock = anyio.Lock()
         # The sessions of per_user servers, by (server, key id).
@@ -49,6 +51,10 @@ class DownstreamPool:
     def servers(self) -> list[Downstream]:
         """The shared session of every configured server (not the per-key ones)."""
         return [entry[1] for entry in self._running.values()]
+
+    def capacity(self, name: str) -> Capacity | None:
+        """The server's bulkhead as registry last said (None: unlimited)."""
+        return self._capacities.get(name)
 
     def get(self, name: str) -> Downstream | None:
         entry = self._running.get(name)
@@ -212,8 +218,9 @@ class DownstreamPool:
                 registry_pb2.ListServersRequest(), timeout=10, wait_for_ready=True
             )
             wanted = {s.name: s for s in response.servers}
+            self._capacities = {name: c for name, s in wanted.items() if (c := _capacity(s.limits))}
             for name in list(self._running):
-                fingerprint = wanted[name].SerializeToString(deterministic=True) if name in wanted else None
+                fingerprint = _fingerprint(wanted[name]) if name in wanted else None
                 if fingerprint != self._running[name][0]:
                     log.info("server %s removed or changed: closing its session", name)
                     self._stop(name)
@@ -258,7 +265,7 @@ class DownstreamPool:
         credentials = self._token_source(shared, "") if shared.HasField("oauth") else None
         downstream = self._downstream(shared, credentials=credentials)
         scope = anyio.CancelScope()
-        self._running[config.name] = (config.SerializeToString(deterministic=True), downstream, scope)
+        self._running[config.name] = (_fingerprint(config), downstream, scope)
         self._tg.start_soon(self._supervise, downstream, scope)
 
     @staticmethod
@@ -309,3 +316,18 @@ def _ended(server: str) -> NeedsConnectionError:
     return NeedsConnectionError(
         server, f"server {server!r}: your authorization there ended (revoked or expired): connect again"
     )
+
+
+def _fingerprint(config: registry_pb2.ServerConfig) -> bytes:
+    """What a server's session depends on: its config less its limits (a changed limit
+    takes effect at once, without a reconnect)."""
+    bare = registry_pb2.ServerConfig()
+    bare.CopyFrom(config)
+    bare.ClearField("limits")
+    return bare.SerializeToString(deterministic=True)
+
+
+def _capacity(limits: registry_pb2.Limits) -> Capacity | None:
+    if limits.max_concurrency <= 0:
+        return None
+    return Capacity(limits.max_concurrency, limits.max_queue, limits.queue_timeout_seconds or 30.0)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ import mcp_types as types
 import orjson
 from mcp.shared.dispatcher import ProgressFnT
 
+from services.connector.bulkheads import Bulkhead, BulkheadFullError, Bulkheads, Capacity
 from services.connector.downstream import Downstream
 from services.connector.errors import (
     ConnectorFaultError,
@@ -41,6 +44,8 @@ FAILURES: tuple[tuple[type[DownstreamError], connector_pb2.Failure.ValueType, in
     (DownstreamTimeoutError, connector_pb2.FAILURE_TIMEOUT, types.REQUEST_TIMEOUT),
     (DownstreamProtocolError, connector_pb2.FAILURE_PROTOCOL, types.INTERNAL_ERROR),
 )
+# The JSON-RPC code of a limited call, as the edge answers its own refusals.
+LIMITED = -32029
 # Updates of one streamed call waiting for the edge to take them. Progress and log messages
 # beyond this are dropped; requests and the outcome wait for room.
 UPDATES_BUFFER = 64
@@ -55,6 +60,14 @@ def call_error(exc: DownstreamError) -> connector_pb2.CallError:
             message=error.message,
             data_json=b"" if error.data is None else orjson.dumps(error.data),
             failure=connector_pb2.FAILURE_DOWNSTREAM,
+        )
+    if isinstance(exc, BulkheadFullError):
+        data = {"limit": "concurrency", "retryAfter": max(1, math.ceil(exc.retry_after))}
+        return connector_pb2.CallError(
+            code=LIMITED,
+            message=str(exc),
+            data_json=orjson.dumps(data),
+            failure=connector_pb2.FAILURE_LIMITED,
         )
     for kind, failure, code in FAILURES:
         if isinstance(exc, kind):
@@ -80,6 +93,7 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     def __init__(self, pool: DownstreamPool, telemetry: DownstreamTelemetry | None = None) -> None:
         self._pool = pool
         self._telemetry = telemetry or DownstreamTelemetry(None)
+        self._bulkheads = Bulkheads()
 
     async def _route(self, server: str, key_id: str) -> Downstream:
         downstream = await self._pool.route(server, key_id)
@@ -96,10 +110,39 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome, whatever happens below: every failure is a named CallError."""
-        try:
-            downstream = await self._route(request.server, request.key_id)
-        except Exception as exc:
-            return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
+        async with contextlib.AsyncExitStack() as slots:
+            try:
+                for bulkhead, whose in self._bulkheads_of(request):
+                    await slots.enter_async_context(bulkhead.slot(request.server, whose))
+                downstream = await self._route(request.server, request.key_id)
+            except Exception as exc:
+                return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
+            return await self._reach(downstream, request, metadata, meta, on_progress, relay)
+
+    def _bulkheads_of(self, request: connector_pb2.CallToolRequest) -> list[tuple[Bulkhead, str]]:
+        """The key's bulkhead, then the server's: a call holds a slot of each while it runs."""
+        held = []
+        if request.key_max_concurrency > 0:
+            capacity = Capacity(
+                request.key_max_concurrency, request.key_max_queue, request.key_queue_timeout_seconds or 30.0
+            )
+            bulkhead = self._bulkheads.of(f"key:{request.key_id}", capacity)
+            if bulkhead is not None:
+                held.append((bulkhead, f"key {request.key_id!r}"))
+        bulkhead = self._bulkheads.of(f"server:{request.server}", self._pool.capacity(request.server))
+        if bulkhead is not None:
+            held.append((bulkhead, f"server {request.server!r}"))
+        return held
+
+    async def _reach(
+        self,
+        downstream: Downstream,
+        request: connector_pb2.CallToolRequest,
+        metadata: Metadata,
+        meta: dict[str, Any] | None,
+        on_progress: ProgressFnT | None,
+        relay: CallRelay | None,
+    ) -> connector_pb2.CallToolOutcome:
         with self._telemetry.hop(metadata, downstream.config, "tools/call", request.tool) as hop:
             try:
                 result = await downstream.call_tool(

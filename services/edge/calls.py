@@ -33,7 +33,7 @@ from services.edge.connector_client import (
     ConnectorClient,
     ConnectorUnavailableError,
 )
-from services.edge.errors import ConnectionRequiredError, DownstreamRpcError, JsonRpcId
+from services.edge.errors import ConnectionRequiredError, DownstreamRpcError, JsonRpcId, LimitedError
 from services.edge.limits.limiter import NO_CHARGE, Charge
 from services.edge.records import (
     MAX_AUDITED_MESSAGE,
@@ -100,6 +100,9 @@ def result_of(outcome: connector_pb2.CallToolOutcome) -> bytes:
         return outcome.result.result_json
     if outcome.error.failure == connector_pb2.FAILURE_DOWNSTREAM:
         raise rpc_error(outcome.error)
+    if outcome.error.failure == connector_pb2.FAILURE_LIMITED:
+        data = orjson.loads(outcome.error.data_json) if outcome.error.data_json else {}
+        raise LimitedError(outcome.error.message, data, int(data.get("retryAfter", 1)))
     return tool_error_result(outcome.error.message)
 
 

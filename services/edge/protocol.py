@@ -476,6 +476,7 @@ class McpHandler:
         charge = NO_CHARGE
         if self._limiter is not None:
             charge = await self._limiter.admit(request.key_id, route.server, route.name, name, price)
+            self._limiter.bulkhead(request)
         return Call(
             self.calls,
             self._connector,

@@ -121,6 +121,7 @@ def server_config(
         per_user=config.per_user,
         per_user_oauth=config.per_user_oauth,
         key_headers={k: registry_pb2.KeyHeaders(headers=h) for k, h in (key_headers or {}).items()},
+        limits=limits_message(config),
     )
     if config.oauth is not None:
         oauth = with_discovered(config.oauth, discovered)

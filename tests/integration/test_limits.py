@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -18,7 +19,10 @@ from tests.integration.test_gateway_http import ACCEPT
 from tests.processes import ROOT, service_tree, stdio_server, wait_until
 
 ADMIN = "admin-token-for-limit-tests"
-SELECTION = [{"mcp_client_name": "fixture", "tools_to_execute": ["*"]}]
+SELECTION = [
+    {"mcp_client_name": "fixture", "tools_to_execute": ["*"]},
+    {"mcp_client_name": "slow", "tools_to_execute": ["*"]},
+]
 WINDOW = "3s"
 KEYS = {
     "rate": "sk-rate-limited-0123456789abcdef",
@@ -47,12 +51,20 @@ SERVER = {
     "tool_rate_limits": {"weather": {"request_max_limit": 3, "request_reset_duration": "1h"}},
 }
 
+# Two calls at once, two more waiting up to a second.
+SLOW = {
+    **stdio_server("slow", ROOT / "tests" / "servers" / "fixture_server.py"),
+    "max_concurrency": 2,
+    "max_queue": 2,
+    "queue_timeout": "1s",
+}
+
 
 @pytest.fixture(scope="module")
 def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     tmp = tmp_path_factory.mktemp("limits")
     env = {"MCPGW_ADMIN_TOKEN": ADMIN}
-    with service_tree(tmp, [SERVER], edges=2, env=env, config=CONFIG) as (one, two):
+    with service_tree(tmp, [SERVER, SLOW], edges=2, env=env, config=CONFIG) as (one, two):
         yield one, two
 
 
@@ -189,3 +201,46 @@ def test_limits_in_a_bad_shape_are_refused_naming_the_field(edges: tuple[str, st
         {"rate_limit": {"request_max_limit": 5, "request_reset_duration": "5 fortnights"}},
     )
     assert bad.status_code == 422 and "reset_duration" in bad.text
+
+
+async def held(edges: tuple[str, str], calls: int, seconds: float) -> list[dict[str, Any]]:
+    """`calls` calls of the slow server's hold at once, alternating edges: their answers."""
+    client = Client(edges, KEYS["free"])
+    answers: list[dict[str, Any]] = []
+
+    async def one(turn: int) -> None:
+        params = {"name": "slow_hold", "arguments": {"seconds": seconds}}
+        body = {"jsonrpc": "2.0", "id": turn, "method": "tools/call", "params": params}
+        async with httpx2.AsyncClient(timeout=30) as http:
+            answer = await http.post(f"{edges[turn % 2]}/mcp", json=body, headers=client.headers)
+        answers.append(answer.json())
+
+    async with anyio.create_task_group() as tg:
+        for turn in range(calls):
+            tg.start_soon(one, turn)
+    return answers
+
+
+@pytest.mark.anyio
+async def test_a_server_bulkhead_holds_across_both_edges_and_queued_calls_run_as_slots_free(
+    edges: tuple[str, str],
+) -> None:
+    answers = await held(edges, 4, 0.5)
+    texts = sorted(a["result"]["content"][0]["text"] for a in answers)
+    # The two waiting ran once the first two finished; the downstream never saw three.
+    assert texts == ["most in flight: 2"] * 4, answers
+
+
+@pytest.mark.anyio
+async def test_calls_beyond_the_queue_or_waiting_too_long_are_refused_clearly(edges: tuple[str, str]) -> None:
+    answers = await held(edges, 5, 1.6)
+    results = [a for a in answers if "result" in a]
+    errors = [a["error"] for a in answers if "error" in a]
+    assert [r["result"]["content"][0]["text"] for r in results] == ["most in flight: 2"] * 2
+    assert len(errors) == 3 and all(
+        e["code"] == -32029 and e["data"]["limit"] == "concurrency" for e in errors
+    )
+    messages = sorted(e["message"] for e in errors)
+    # One found the queue full at once; two waited their second and gave up.
+    assert sum("2 waiting, its most" in m for m in messages) == 1, messages
+    assert sum("no free slot of its 2 within 1s" in m for m in messages) == 2, messages

@@ -28,6 +28,21 @@ async def sleep(seconds: float) -> str:
     return f"slept {seconds}"
 
 
+IN_FLIGHT = {"now": 0, "most": 0}
+
+
+@server.tool()
+async def hold(seconds: float) -> str:
+    """Answer after `seconds`, saying how many calls of this tool ran at once, at most, so far."""
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["most"] = max(IN_FLIGHT["most"], IN_FLIGHT["now"])
+    try:
+        await anyio.sleep(seconds)
+    finally:
+        IN_FLIGHT["now"] -= 1
+    return f"most in flight: {IN_FLIGHT['most']}"
+
+
 @server.tool()
 async def count(to: int, ctx: Context) -> str:
     """Count to `to`, reporting each step as progress."""

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from services.contracts import registry_pb2
+from services.contracts import connector_pb2, registry_pb2
 from services.edge.catalog import Catalog
 from services.edge.errors import LimitedError
 from services.edge.limits.quota import Quota, QuotaStore, retry_seconds
@@ -147,6 +147,14 @@ class Limiter:
             if rule.kind is LimitKind.BUDGET:
                 charge.budget.append((quota, units))
         return charge
+
+    def bulkhead(self, request: connector_pb2.CallToolRequest) -> None:
+        """The key's bulkhead, for the connector to hold (it sees every call in flight)."""
+        key = self._catalog().governance.by_id.get(request.key_id) if request.key_id else None
+        if key is not None and key.limits is not None and key.limits.max_concurrency > 0:
+            request.key_max_concurrency = key.limits.max_concurrency
+            request.key_max_queue = key.limits.max_queue
+            request.key_queue_timeout_seconds = key.limits.queue_timeout_seconds
 
     async def usage(self, rule: Rule) -> dict[str, Any]:
         """What the deployment spent of a rule this window, and when the window ends."""

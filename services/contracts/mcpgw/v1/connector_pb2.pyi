@@ -44,6 +44,10 @@ class _FailureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure.Value
     """No connector answered the edge (set by the edge)."""
     FAILURE_NEEDS_CONNECTION: _Failure.ValueType  # 9
     """A per_user_oauth server the caller's identity has not connected: nothing was sent."""
+    FAILURE_LIMITED: _Failure.ValueType  # 10
+    """A bulkhead (the server's or the key's calls in flight) had no slot in time: nothing was
+    sent; data_json says which and retryAfter.
+    """
 
 class Failure(_Failure, metaclass=_FailureEnumTypeWrapper):
     """Why a call failed; the edge maps each to what its client sees, in one place."""
@@ -67,6 +71,10 @@ FAILURE_NO_CONNECTOR: Failure.ValueType  # 8
 """No connector answered the edge (set by the edge)."""
 FAILURE_NEEDS_CONNECTION: Failure.ValueType  # 9
 """A per_user_oauth server the caller's identity has not connected: nothing was sent."""
+FAILURE_LIMITED: Failure.ValueType  # 10
+"""A bulkhead (the server's or the key's calls in flight) had no slot in time: nothing was
+sent; data_json says which and retryAfter.
+"""
 Global___Failure: _TypeAlias = Failure  # noqa: Y015
 
 @_typing.final
@@ -139,6 +147,9 @@ class CallToolRequest(_message.Message):
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     TASK_JSON_FIELD_NUMBER: _builtins.int
+    KEY_MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
+    KEY_MAX_QUEUE_FIELD_NUMBER: _builtins.int
+    KEY_QUEUE_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     server: _builtins.str
     tool: _builtins.str
     arguments_json: _builtins.bytes
@@ -151,6 +162,10 @@ class CallToolRequest(_message.Message):
     """The caller's virtual key id: a per-user server is reached with that key's credentials."""
     task_json: _builtins.bytes
     """The client's `task` object (a task-augmented call, revision 2025-11-25), verbatim."""
+    key_max_concurrency: _builtins.int
+    """The key's bulkhead: calls in flight at once (0: none), how many wait, and how long."""
+    key_max_queue: _builtins.int
+    key_queue_timeout_seconds: _builtins.float
     def __init__(
         self,
         *,
@@ -161,10 +176,13 @@ class CallToolRequest(_message.Message):
         timeout_seconds: _builtins.float = ...,
         key_id: _builtins.str = ...,
         task_json: _builtins.bytes = ...,
+        key_max_concurrency: _builtins.int = ...,
+        key_max_queue: _builtins.int = ...,
+        key_queue_timeout_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "key_id", b"key_id", "meta_json", b"meta_json", "server", b"server", "task_json", b"task_json", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "key_id", b"key_id", "key_max_concurrency", b"key_max_concurrency", "key_max_queue", b"key_max_queue", "key_queue_timeout_seconds", b"key_queue_timeout_seconds", "meta_json", b"meta_json", "server", b"server", "task_json", b"task_json", "timeout_seconds", b"timeout_seconds", "tool", b"tool"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

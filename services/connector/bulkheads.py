@@ -1,0 +1,86 @@
+"""Bulkheads: at most N calls in flight to a server (and per key), a bounded queue behind
+them, and a wait that ends in a named refusal, so one noisy key or a slow backend cannot
+take every slot. Held by the connector, which every call to a downstream passes through."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from services.connector.errors import DownstreamError
+
+
+class BulkheadFullError(DownstreamError):
+    """A call refused by a bulkhead: its queue was full, or its wait timed out."""
+
+    def __init__(self, server: str, message: str, retry_after: float) -> None:
+        super().__init__(server, message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """How many calls run at once, how many may wait, and for how long."""
+
+    limit: int
+    queue: int = 0
+    timeout: float = 30.0
+
+
+class Bulkhead:
+    def __init__(self, capacity: Capacity) -> None:
+        self.capacity = capacity
+        self._slots = asyncio.Semaphore(capacity.limit)
+        self._waiting = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.capacity.limit - self._slots._value
+
+    @contextlib.asynccontextmanager
+    async def slot(self, server: str, whose: str) -> AsyncIterator[None]:
+        """Hold a slot for the block; BulkheadFullError when none frees in time."""
+        capacity = self.capacity
+        if self._slots.locked() and self._waiting >= capacity.queue:
+            raise BulkheadFullError(
+                server,
+                f"mcpgw: {whose} has {capacity.limit} calls in flight and {self._waiting} waiting, "
+                f"its most; retry shortly",
+                1.0,
+            )
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(capacity.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise BulkheadFullError(
+                server,
+                f"mcpgw: {whose} had no free slot of its {capacity.limit} within {capacity.timeout:g}s; "
+                f"retry shortly",
+                capacity.timeout,
+            ) from None
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+class Bulkheads:
+    """The bulkheads of servers and keys, by name; a changed capacity gets a new one (the
+    calls holding the old one finish on it)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, Bulkhead] = {}
+
+    def of(self, name: str, capacity: Capacity | None) -> Bulkhead | None:
+        if capacity is None or capacity.limit <= 0:
+            self._held.pop(name, None)
+            return None
+        held = self._held.get(name)
+        if held is None or held.capacity != capacity:
+            held = self._held[name] = Bulkhead(capacity)
+        return held
