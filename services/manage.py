@@ -115,6 +115,21 @@ def add_commands(commands: Any) -> None:
             help="who signs in as this key with the OpenID Connect provider; repeat for more",
         )
         parser.add_argument("--description", default=None)
+        parser.add_argument(
+            "--rate-limit", metavar="N/WINDOW", help="calls per window, e.g. 100/1m; 'none' lifts it"
+        )
+        parser.add_argument(
+            "--budget", metavar="AMOUNT/WINDOW", help="money per window, e.g. 10/1M; 'none' lifts it"
+        )
+        parser.add_argument(
+            "--tool-rate-limit",
+            action="append",
+            metavar="TOOL=N/WINDOW",
+            help="calls per window of one tool (exposed name); repeat for more",
+        )
+        parser.add_argument(
+            "--max-concurrency", type=int, default=None, help="calls in flight at once (0: no cap)"
+        )
         parser.add_argument("--expires-at", type=int, default=None, help="Unix seconds")
         parser.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
 
@@ -372,6 +387,20 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if (configs := selections(args.tools)) is not None:
         body["mcp_configs"] = configs
+    if args.rate_limit is not None:
+        body["rate_limit"] = _rate_limit("--rate-limit", args.rate_limit)
+    if args.budget is not None:
+        body["budget"] = _budget(args.budget)
+    if args.tool_rate_limit is not None:
+        limits = {}
+        for value in args.tool_rate_limit:
+            tool, equals, limit = value.partition("=")
+            if not equals or not tool:
+                raise Refused(f"--tool-rate-limit {value!r}: write TOOL=N/WINDOW, e.g. search_query=100/1m")
+            limits[tool] = _rate_limit("--tool-rate-limit", limit)
+        body["tool_rate_limits"] = limits
+    if args.max_concurrency is not None:
+        body["max_concurrency"] = args.max_concurrency
     for field, value in (
         ("groups", args.group),
         ("identities", args.identity),
@@ -382,6 +411,32 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             body[field] = value
     return body
+
+
+def _per_window(flag: str, value: str) -> tuple[str, str]:
+    amount, slash, window = value.partition("/")
+    if not slash or not amount or not window:
+        raise Refused(f"{flag} {value!r}: write AMOUNT/WINDOW, e.g. 100/1m (or 'none')")
+    return amount, window
+
+
+def _rate_limit(flag: str, value: str) -> dict[str, Any] | None:
+    if value == "none":
+        return None
+    count, window = _per_window(flag, value)
+    if not count.isdigit():
+        raise Refused(f"{flag} {value!r}: the number of calls must be a whole number")
+    return {"request_max_limit": int(count), "request_reset_duration": window}
+
+
+def _budget(value: str) -> dict[str, Any] | None:
+    if value == "none":
+        return None
+    amount, window = _per_window("--budget", value)
+    try:
+        return {"max_limit": float(amount), "reset_duration": window}
+    except ValueError:
+        raise Refused(f"--budget {value!r}: the amount must be a number") from None
 
 
 def _selection(value: dict[str, Any]) -> str:

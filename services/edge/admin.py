@@ -98,6 +98,10 @@ class KeyIn(BaseModel):
     tool_rate_limits: dict[Annotated[str, Field(min_length=1, max_length=256)], RateLimit] = Field(
         default_factory=dict, max_length=1000
     )
+    # The key's calls in flight at once (0: no cap), how many more wait, and how long.
+    max_concurrency: int = Field(default=0, ge=0, le=100_000)
+    max_queue: int = Field(default=0, ge=0, le=100_000)
+    queue_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
 class KeyPatch(BaseModel):
@@ -121,6 +125,9 @@ class KeyPatch(BaseModel):
     tool_rate_limits: dict[Annotated[str, Field(min_length=1, max_length=256)], RateLimit] | None = Field(
         default=None, max_length=1000
     )
+    max_concurrency: int | None = Field(default=None, ge=0, le=100_000)
+    max_queue: int | None = Field(default=None, ge=0, le=100_000)
+    queue_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
 
 
 class KeyOut(BaseModel):
@@ -135,6 +142,9 @@ class KeyOut(BaseModel):
     rate_limit: RateLimit | None
     budget: Budget | None
     tool_rate_limits: dict[str, RateLimit]
+    max_concurrency: int
+    max_queue: int
+    queue_timeout_seconds: float
     # The secret's first characters, to tell keys apart; the secret itself is never listed.
     secret_prefix: str
     created_at: int
@@ -277,7 +287,10 @@ def _request_limit(limit: RateLimit) -> registry_pb2.RequestLimit:
 
 def _limits_of(spec: KeyIn) -> registry_pb2.Limits:
     limits = registry_pb2.Limits(
-        tool_rate_limits={t: _request_limit(r) for t, r in spec.tool_rate_limits.items()}
+        tool_rate_limits={t: _request_limit(r) for t, r in spec.tool_rate_limits.items()},
+        max_concurrency=spec.max_concurrency,
+        max_queue=spec.max_queue,
+        queue_timeout_seconds=spec.queue_timeout_seconds,
     )
     if spec.rate_limit is not None:
         limits.rate_limit.CopyFrom(_request_limit(spec.rate_limit))
@@ -301,6 +314,9 @@ def _limits_out(limits: registry_pb2.Limits) -> dict[str, Any]:
         if limits.HasField("budget")
         else None,
         "tool_rate_limits": {t: request(r) for t, r in sorted(limits.tool_rate_limits.items())},
+        "max_concurrency": limits.max_concurrency,
+        "max_queue": limits.max_queue,
+        "queue_timeout_seconds": limits.queue_timeout_seconds or 30.0,
     }
 
 

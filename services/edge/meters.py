@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from services.contracts import events_pb2
+from services.edge.errors import LimitedError
 from services.metrics import OTHER, ServiceMetrics, Tally, error_label, gauge, method_label, total
 from services.operations import method_of, outcome_name, target_attributes
 
 SCOPE = "mcpgw.edge"
+LIMITED_CODE = LimitedError.code
 
 
 # An operation's duration labels as a key: method, target, protocol version, error type.
@@ -61,6 +63,12 @@ class EdgeMeters:
             "tools/call requests by server, tool, virtual key and outcome",
             CALL_LABELS,
         )
+        self._limited = Tally(
+            self._meter,
+            "mcpgw.calls.limited",
+            "tools/call requests refused by a rate limit, a budget or a bulkhead (the audit says which)",
+            CALL_LABELS[:3],
+        )
 
     def observe(self, event: events_pb2.OperationEvent) -> None:
         """Count one finished operation (every record the edge submits)."""
@@ -70,6 +78,8 @@ class EdgeMeters:
         if key[0] == "tools/call":
             server = event.server or OTHER
             self._calls.add((server, event.tool or OTHER, event.virtual_key_id, outcome_name(event)))
+            if event.error_code == LIMITED_CODE:
+                self._limited.add((server, event.tool or OTHER, event.virtual_key_id))
 
     def held(
         self,

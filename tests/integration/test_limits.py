@@ -6,6 +6,9 @@ within a second; and every refusal is in the audit."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -139,10 +142,15 @@ def test_a_budget_of_five_cents_buys_five_one_cent_calls(edges: tuple[str, str])
     assert data["max"] == "0.05 per 1h" and data["scope"] == "the budget of key 'budget'"
     # A tool with no price costs nothing of it.
     assert ok(client.call(0, "fixture_count", {"to": 1}))
-    usage = admin(edges[1], "GET", "/keys/vk-budget").json()["usage"]
-    assert usage == [
+
+    def usage() -> list[dict[str, Any]]:
+        return admin(edges[1], "GET", "/keys/vk-budget").json()["usage"]  # type: ignore[no-any-return]
+
+    # What both edges spent, once each has told (within a second).
+    wait_until(lambda: usage()[0]["used"] == 0.05, 5, "the budget's usage")
+    assert usage() == [
         {"limit": "budget", "tool": None, "used": 0.05, "max": 0.05, "reset_duration": "1h",
-         "resets_at": usage[0]["resets_at"]}
+         "resets_at": usage()[0]["resets_at"]}
     ]  # fmt: skip
 
 
@@ -244,3 +252,49 @@ async def test_calls_beyond_the_queue_or_waiting_too_long_are_refused_clearly(ed
     # One found the queue full at once; two waited their second and gave up.
     assert sum("2 waiting, its most" in m for m in messages) == 1, messages
     assert sum("no free slot of its 2 within 1s" in m for m in messages) == 2, messages
+
+
+def test_refusals_are_counted_in_the_metrics(edges: tuple[str, str]) -> None:
+    client = Client(edges, KEYS["budget"])
+    assert client.call(0, "fixture_echo", {"text": "still over budget"}).status_code == 429
+    scraped = httpx2.get(f"{edges[0]}/metrics", timeout=10).text
+    counted = [line for line in scraped.splitlines() if line.startswith("mcpgw_calls_limited_total{")]
+    budget = [line for line in counted if 'mcpgw_virtual_key_id="vk-budget"' in line]
+    assert budget and float(budget[0].rsplit(" ", 1)[1]) >= 1, counted
+
+
+def mcpgw(base: str, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "services.cli", *args, "--url", base, "--admin-token", ADMIN]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_cli_sets_limits_and_shows_their_usage(edges: tuple[str, str]) -> None:
+    created = mcpgw(
+        edges[0], "keys", "create", "cli-limited", "--tools", "fixture:*", "--rate-limit", "50/1m",
+        "--budget", "2.5/1M", "--tool-rate-limit", "fixture_count=3/1h", "--max-concurrency", "4", "--json",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    key = json.loads(created.stdout)
+    assert key["rate_limit"] == {"request_max_limit": 50, "request_reset_duration": "1m"}
+    assert key["budget"] == {"max_limit": 2.5, "reset_duration": "1M", "calendar_aligned": False}
+    assert key["tool_rate_limits"] == {
+        "fixture_count": {"request_max_limit": 3, "request_reset_duration": "1h"}
+    }
+    assert key["max_concurrency"] == 4
+    client = Client(edges, key["secret"])
+    assert ok(client.call(1, "fixture_count", {"to": 1})) and ok(
+        client.call(0, "fixture_echo", {"text": "x"})
+    )
+    wanted = {("key", None): (2, 50), ("key_tool", "fixture_count"): (1, 3), ("budget", None): (0.01, 2.5)}
+
+    def usage() -> dict[tuple[str, str | None], tuple[float, float]]:
+        shown = mcpgw(edges[1], "keys", "show", key["id"], "--json")
+        assert shown.returncode == 0, shown.stderr
+        return {(u["limit"], u["tool"]): (u["used"], u["max"]) for u in json.loads(shown.stdout)["usage"]}
+
+    # Each edge tells what it spent within a second.
+    wait_until(lambda: usage() == wanted, 5, f"the usage to be {wanted}")
+    lifted = mcpgw(edges[0], "keys", "update", key["id"], "--rate-limit", "none", "--json")
+    assert lifted.returncode == 0 and json.loads(lifted.stdout)["rate_limit"] is None
+    bad = mcpgw(edges[0], "keys", "update", key["id"], "--budget", "lots")
+    assert bad.returncode != 0 and "AMOUNT/WINDOW" in bad.stderr

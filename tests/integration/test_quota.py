@@ -13,7 +13,7 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from services.edge.limits.quota import SHARE, Quota, QuotaStore
+from services.edge.limits.quota import SHARE, Quota, QuotaStore, counter_name
 from services.windows import Window
 from tests.processes import nats_server
 
@@ -62,20 +62,29 @@ async def test_two_edges_spending_at_once_get_exactly_the_limit(connections: lis
     # 6,400 asked for, 1,000 allowed: no overshoot, and both edges got a share.
     assert sum(granted) == 1000
     assert min(granted) > 0
+    await one.flush()
+    await two.flush()
     assert await one.used(time.time()) == 1000
 
 
 async def test_leases_take_a_share_of_what_remains_and_shrink_near_the_limit(connections: list[NATS]) -> None:
     (one, two), _ = await quotas(connections, 64, "key:vk-share")
+    store = QuotaStore(connections[0])
+    await store.open()
+    leased = counter_name("key:vk-share", HOUR, HOUR.bounds(time.time())[0])
     assert await one.take(1, time.time())
     # One lease took an eighth of 64; the other edge's first lease takes an eighth of the rest.
-    assert await one.used(time.time()) == 64 // SHARE
+    assert await store.read(leased) == 64 // SHARE
     assert await two.take(1, time.time())
-    assert await two.used(time.time()) == 8 + (64 - 8) // SHARE
+    assert await store.read(leased) == 8 + (64 - 8) // SHARE
+    # Spent is what was taken, not leased.
+    await one.flush()
+    await two.flush()
+    assert await one.used(time.time()) == 2
     for _ in range(200):
         await one.take(1, time.time())
         await two.take(1, time.time())
-    assert await one.used(time.time()) == 64
+    assert await store.read(leased) == 64
 
 
 async def test_units_of_a_call_that_did_not_run_are_spent_again_on_the_edge(connections: list[NATS]) -> None:
@@ -83,7 +92,9 @@ async def test_units_of_a_call_that_did_not_run_are_spent_again_on_the_edge(conn
     assert await one.take(5, time.time())
     assert not await one.take(1, time.time())
     one.give_back(2)
+    assert await one.used(time.time()) == 3
     assert await one.take(2, time.time())
+    await one.flush()
     assert await one.used(time.time()) == 5
 
 

@@ -5,6 +5,7 @@ for the tool), each a `Quota` every edge shares. A call over any is refused with
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ import anyio.abc
 from services.contracts import connector_pb2, registry_pb2
 from services.edge.catalog import Catalog
 from services.edge.errors import LimitedError
-from services.edge.limits.quota import Quota, QuotaStore, retry_seconds
+from services.edge.limits.quota import FLUSH_SECONDS, Quota, QuotaStore, retry_seconds
 from services.windows import Window
+
+log = logging.getLogger(__name__)
 
 # Budgets are counted in millionths of the currency, so prices add up exactly.
 MICROS = 1_000_000
@@ -126,7 +129,13 @@ class Limiter:
         async with anyio.create_task_group() as tg:
             self._tasks = tg
             task_status.started()
-            await anyio.sleep_forever()
+            while True:
+                await anyio.sleep(FLUSH_SECONDS)
+                for quota in list(self._quotas.values()):
+                    try:
+                        await quota.flush()
+                    except Exception:
+                        log.exception("%s: spent units not flushed", quota.scope)
 
     async def admit(self, key_id: str, server: str, tool: str, exposed: str, price: float) -> Charge:
         """Spend what the call costs of every limit it counts against; LimitedError when one

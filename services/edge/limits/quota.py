@@ -3,6 +3,9 @@ JetStream KV entry per window, and an edge leases a share of what remains (a com
 increment), then spends that share locally. A share is at most 1/`SHARE` of what remains,
 so near the limit leases shrink to what a call needs: exact accounting.
 
+Beside it, a second counter says what was spent (leased less what is still unspent): each
+edge adds what it spent every `FLUSH_SECONDS`, for usage to show.
+
 The counter never passes the limit (a lease is granted only from what remains), so calls
 across all edges never exceed it: the overshoot is zero while the bucket is reachable. What
 an edge leased and did not spend by the window's end is lost (under-use, never over). While
@@ -37,6 +40,7 @@ SHARE = 8
 # A lease is renewed in the background once the edge has spent this much of it.
 RENEW_AT = 0.5
 KV_SECONDS = 1.0
+FLUSH_SECONDS = 1.0
 CAS_ATTEMPTS = 16
 # JetStream's codes for a write whose expected last revision was not the last.
 WRONG_LAST_SEQUENCE = (10071, 10164)
@@ -85,6 +89,27 @@ class QuotaStore:
                 return grant
         raise ConnectionError(f"the quota counter stayed contended for {CAS_ATTEMPTS} attempts")
 
+    async def add(self, counter: str, units: int, expires_at: float) -> None:
+        """Add `units` to a counter, whatever it holds (ConnectionError when unreachable)."""
+        with _reachable():
+            for _ in range(CAS_ATTEMPTS):
+                used, revision = await self._entry(counter)
+                value = str(used + units).encode()
+                try:
+                    if revision == 0:
+                        ttl = max(1.0, expires_at - time.time()) + 60.0
+                        await self._bucket.create(counter, value, msg_ttl=ttl)
+                    else:
+                        await self._bucket.update(counter, value, last=revision)
+                except KeyWrongLastSequenceError:
+                    continue
+                except APIError as exc:
+                    if exc.err_code in WRONG_LAST_SEQUENCE:
+                        continue
+                    raise
+                return
+        raise ConnectionError(f"the quota counter stayed contended for {CAS_ATTEMPTS} attempts")
+
     @property
     def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -113,10 +138,11 @@ def _reachable() -> Iterator[None]:
         raise ConnectionError(f"the quota bucket is unreachable: {exc!r}") from exc
 
 
-def counter_name(scope: str, window: Window, index: int) -> str:
-    """The KV key of a scope's counter for one window (a digest: scopes hold any name)."""
+def counter_name(scope: str, window: Window, index: int, kind: str = "q") -> str:
+    """The KV key of a scope's counter for one window (a digest: scopes hold any name):
+    `q` what was leased, `s` what was spent."""
     digest = hashlib.sha256(f"{scope}\x00{window}\x00{window.calendar_aligned}".encode()).hexdigest()[:32]
-    return f"q.{digest}.{index}"
+    return f"{kind}.{digest}.{index}"
 
 
 class Quota:
@@ -138,6 +164,8 @@ class Quota:
         self._lock = anyio.Lock()
         # Spent while the bucket was unreachable, this window (counted against the whole limit).
         self._alone = 0
+        # Spent and not yet added to the spent counter, by window: (units, window end).
+        self._unflushed: dict[int, list[float]] = {}
 
     def configure(self, limit: int, window: Window) -> None:
         """A changed limit: what this edge holds is dropped, and the counter keeps counting."""
@@ -155,7 +183,7 @@ class Quota:
         if units > self.limit:
             return False
         if self._local >= units:
-            self._local -= units
+            self._spend(units)
             self._renew_if_low()
             return True
         async with self._lock:
@@ -164,17 +192,37 @@ class Quota:
                 await self._lease(units - self._local)
             if self._local < units:
                 return False
-            self._local -= units
+            self._spend(units)
             return True
 
     def give_back(self, units: int) -> None:
         """Units taken for a call that did not run (spent again on this edge, this window)."""
         self._local += units
+        self._unflushed.setdefault(self._index, [0, self._ends])[0] -= units
+
+    def _spend(self, units: int) -> None:
+        self._local -= units
+        self._unflushed.setdefault(self._index, [0, self._ends])[0] += units
+
+    async def flush(self) -> None:
+        """Add what this edge spent to the spent counters (kept for later when unreachable)."""
+        for index, (units, ends) in list(self._unflushed.items()):
+            del self._unflushed[index]
+            if not units:
+                continue
+            try:
+                await self._store.add(counter_name(self.scope, self.window, index, "s"), int(units), ends)
+            except ConnectionError:
+                if ends > time.time():
+                    self._unflushed.setdefault(index, [0, ends])[0] += units
+                return
 
     async def used(self, now: float) -> int:
-        """What the whole deployment spent in the current window (ConnectionError when unknown)."""
+        """What the whole deployment spent in the current window, as far as edges have told
+        (each within `FLUSH_SECONDS`); ConnectionError when unknown."""
         index, _ = self.window.bounds(now)
-        return await self._store.read(counter_name(self.scope, self.window, index))
+        spent = await self._store.read(counter_name(self.scope, self.window, index, "s"))
+        return spent + int(self._unflushed.get(index, [0])[0])
 
     def _roll(self, now: float) -> None:
         index, ends = self.window.bounds(now)
