@@ -22,6 +22,16 @@ from tests.integration.test_gateway_http import ACCEPT
 from tests.processes import ROOT, service_tree, stdio_server, wait_until
 
 ADMIN = "admin-token-for-limit-tests"
+
+
+def readme_config() -> dict[str, Any]:
+    """The Bifrost config the README's Config reference shows."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Config reference") :]
+    return json.loads(section[section.index("```json") + len("```json") : section.index("```\n\n")])  # type: ignore[no-any-return]
+
+
+README_KEY = readme_config()["governance"]["virtual_keys"][0]
 SELECTION = [
     {"mcp_client_name": "fixture", "tools_to_execute": ["*"]},
     {"mcp_client_name": "slow", "tools_to_execute": ["*"]},
@@ -45,6 +55,7 @@ CONFIG = {
              "tool_rate_limits": {"fixture_count": {"request_max_limit": 2, "request_reset_duration": "1h"}}},
             {"id": "vk-live", "name": "live", "value": KEYS["live"], "mcp_configs": SELECTION},
             {"id": "vk-free", "name": "free", "value": KEYS["free"], "mcp_configs": SELECTION},
+            {**README_KEY, "mcp_configs": SELECTION},
         ]
     }
 }  # fmt: skip
@@ -298,3 +309,25 @@ def test_the_cli_sets_limits_and_shows_their_usage(edges: tuple[str, str]) -> No
     assert lifted.returncode == 0 and json.loads(lifted.stdout)["rate_limit"] is None
     bad = mcpgw(edges[0], "keys", "update", key["id"], "--budget", "lots")
     assert bad.returncode != 0 and "AMOUNT/WINDOW" in bad.stderr
+
+
+def test_the_readme_config_loads_and_is_enforced(edges: tuple[str, str]) -> None:
+    assert README_KEY["rate_limit"] == {"request_max_limit": 100, "request_reset_duration": "1m"}
+    client = Client(edges, README_KEY["value"])
+    window = Window.parse("1m")
+    if window.bounds(time.time())[1] - time.time() < 5:
+        # Too near the minute's end for 101 calls: start in the next one.
+        time.sleep(window.bounds(time.time())[1] - time.time())
+    answers = [client.call(turn % 2, "fixture_echo", {"text": str(turn)}) for turn in range(101)]
+    assert sum(ok(a) for a in answers) == 100
+    assert refused(answers[100], "key")["max"] == "100 calls per 1m"
+
+    def budget() -> dict[str, Any]:
+        usage = admin(edges[0], "GET", "/keys/vk-research").json()["usage"]
+        return next(u for u in usage if u["limit"] == "budget")
+
+    wait_until(lambda: budget()["used"] == 1.0, 5, "100 calls at $0.01 charged to the budget")
+    spent = budget()
+    assert spent["max"] == 10.0 and spent["reset_duration"] == "1M"
+    # Calendar-aligned: the budget resets on the 1st of next month, midnight UTC.
+    assert spent["resets_at"].endswith("-01T00:00:00+00:00")
