@@ -81,7 +81,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             stdio = f"{PYTHON} {ECHO_SERVER} --stdio"
             targets.append(Target("direct-stdio", "echo", stdio=stdio))
             targets.append(
-                Target("mcpgw-stdio", "echostdio_echo", url=gateway.url, processes=gateway.processes)
+                Target(
+                    "mcpgw-stdio",
+                    "echostdio_echo",
+                    url=gateway.url,
+                    headers=gateway.headers,
+                    processes=gateway.processes,
+                )
             )
         points: list[Point] = []
         for concurrency in concurrencies:

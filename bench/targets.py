@@ -115,13 +115,23 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+# The key every mcpgw point calls with: limits it never reaches, so each call pays for
+# being counted (its rate limit and budget, and the server's limit and bulkhead).
+BENCH_KEY = "sk-bench-key-with-generous-limits-0123"
+GENEROUS = {"request_max_limit": 10**12, "request_reset_duration": "1m"}
+
+
 def gateway_config(echo_url: str, wide_servers: int) -> dict[str, object]:
-    """echo over HTTP and stdio, plus `wide_servers` stdio servers of 200 tools each."""
+    """echo over HTTP and stdio, plus `wide_servers` stdio servers of 200 tools each, all
+    under generous limits."""
     stdio = {"command": PYTHON, "args": [ECHO_SERVER, "--stdio"], "envs": ["PATH", "HOME"]}
+    limits = {"rate_limit": GENEROUS, "max_concurrency": 4096, "max_queue": 4096}
     clients: list[dict[str, object]] = [
-        {"name": "echo", "connection_type": "http", "connection_string": echo_url, "tools_to_execute": ["*"]},
-        {"name": "echostdio", "connection_type": "stdio", "stdio_config": stdio, "tools_to_execute": ["*"]},
-    ]
+        {"name": "echo", "connection_type": "http", "connection_string": echo_url, "tools_to_execute": ["*"],
+         "tool_pricing": {"echo": 0.0001}, **limits},
+        {"name": "echostdio", "connection_type": "stdio", "stdio_config": stdio, "tools_to_execute": ["*"],
+         "tool_pricing": {"echo": 0.0001}, **limits},
+    ]  # fmt: skip
     for index in range(wide_servers):
         args = [ECHO_SERVER, "--stdio", "--name", f"wide{index}", "--tools", str(TOOLS_PER_WIDE_SERVER - 1)]
         clients.append(
@@ -132,7 +142,15 @@ def gateway_config(echo_url: str, wide_servers: int) -> dict[str, object]:
                 "tools_to_execute": ["*"],
             }
         )
-    return {"mcp": {"client_configs": clients}}
+    key = {
+        "id": "vk-bench",
+        "name": "bench",
+        "value": BENCH_KEY,
+        "mcp_configs": [{"mcp_client_name": c["name"], "tools_to_execute": ["*"]} for c in clients],
+        "rate_limit": GENEROUS,
+        "budget": {"max_limit": 10.0**9, "reset_duration": "1M"},
+    }
+    return {"mcp": {"client_configs": clients}, "governance": {"virtual_keys": [key]}}
 
 
 def expected_tools(wide_servers: int) -> int:
@@ -159,7 +177,9 @@ def mcpgw(
             return response.status_code == 200 and response.json()["tools"] >= tools
 
         wait_for(ready, f"mcpgw with {tools} tools")
-        target = Target("mcpgw", "echo_echo", url=f"http://127.0.0.1:{port}/mcp")
+        target = Target(
+            "mcpgw", "echo_echo", url=f"http://127.0.0.1:{port}/mcp", headers=[f"x-api-key:{BENCH_KEY}"]
+        )
         target.processes = gateway_processes(psutil.Process(up.pid))
         yield target, state / "audit" / "spans.jsonl"
 
