@@ -29,7 +29,7 @@ COLUMNS = {
     "servers": ("name", "connection_type", "state", "tools", "source", "next_attempt", "error"),
     "tools": ("exposed_name", "server", "name", "enabled"),
     "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups", "identities"),
-    "groups": ("name", "tools", "description"),
+    "groups": ("name", "tools", "rate_limit", "description"),
     "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
     "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
 }
@@ -156,6 +156,11 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("name")
         parser.add_argument("--tools", action="append", metavar="SERVER:TOOL,TOOL", default=[])
         parser.add_argument("--description", default="")
+        parser.add_argument(
+            "--rate-limit",
+            metavar="N/WINDOW",
+            help="calls of its tools by all its keys per window, e.g. 500/1m",
+        )
     action(groups, "delete", "delete a group").add_argument("name")
 
     blocklist = command("blocklist", "tools no key can reach")
@@ -348,6 +353,8 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
             return api("GET", "/groups")
         case "groups", "create" | "update":
             body = {"name": args.name, "description": args.description, "tools": selections(args.tools)}
+            if args.rate_limit is not None:
+                body["rate_limit"] = _rate_limit("--rate-limit", args.rate_limit)
             return (
                 api("POST", "/groups", body)
                 if args.action == "create"

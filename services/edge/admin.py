@@ -192,6 +192,8 @@ class GroupIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     description: str = Field(default="", max_length=1000)
     tools: list[ToolSelection] = Field(default_factory=list, max_length=1000)
+    # Calls of the group's tools by all the keys that hold it, per window.
+    rate_limit: RateLimit | None = None
 
 
 class Blocklist(BaseModel):
@@ -328,6 +330,12 @@ def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
             {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
             for s in group.tools
         ],
+        "rate_limit": {
+            "request_max_limit": group.rate_limit.max_requests,
+            "request_reset_duration": group.rate_limit.reset_duration,
+        }
+        if group.HasField("rate_limit")
+        else None,
     }
 
 
@@ -543,9 +551,12 @@ def create_admin_api(
         return [_group_out(g) for g in groups.groups]
 
     def group_message(group: GroupIn) -> registry_pb2.ToolGroup:
-        return registry_pb2.ToolGroup(
+        message = registry_pb2.ToolGroup(
             name=group.name, description=group.description, tools=_selections(group.tools)
         )
+        if group.rate_limit is not None:
+            message.rate_limit.CopyFrom(_request_limit(group.rate_limit))
+        return message
 
     @router.post("/api/groups", status_code=201, response_model=GroupIn)
     async def create_group(group: GroupIn) -> dict[str, Any]:

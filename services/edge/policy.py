@@ -70,6 +70,8 @@ class Governance:
     # By each of their identities.
     by_identity: Mapping[str, KeyPolicy] = field(default_factory=dict)
     groups: Mapping[str, Selection] = field(default_factory=dict)
+    # The rate limits of groups that have one.
+    group_limits: Mapping[str, registry_pb2.RequestLimit] = field(default_factory=dict)
     blocked_names: frozenset[str] = frozenset()
     blocked_servers: frozenset[str] = frozenset()
     separator: str = "_"
@@ -104,6 +106,7 @@ class Governance:
             by_id={k.id: k for k in keys.values()},
             by_identity={i: k for k in keys.values() for i in k.identities},
             groups=groups,
+            group_limits={g.name: g.rate_limit for g in governance.groups if g.HasField("rate_limit")},
             blocked_names=frozenset(p for p in governance.blocklist if not p.endswith("*")),
             blocked_servers=frozenset(
                 p[: -len(wildcard)] for p in governance.blocklist if p.endswith(wildcard)

@@ -70,6 +70,8 @@ class GroupRow(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str] = mapped_column(Text)
     tools_json: Mapped[str] = mapped_column(Text)
+    # The group's RequestLimit as JSON ("{}": none).
+    rate_limit_json: Mapped[str] = mapped_column(Text, default="{}")
 
 
 class KeyGroupRow(Base):
@@ -139,8 +141,26 @@ def _key_message(row: KeyRow, groups: list[str], with_hash: bool = False) -> reg
     )
 
 
-def _limits_json(limits: registry_pb2.Limits) -> str:
+def _group_message(row: GroupRow) -> registry_pb2.ToolGroup:
+    group = registry_pb2.ToolGroup(
+        name=row.name, description=row.description, tools=_selections(row.tools_json)
+    )
+    if row.rate_limit_json and row.rate_limit_json != "{}":
+        group.rate_limit.CopyFrom(json_format.Parse(row.rate_limit_json, registry_pb2.RequestLimit()))
+    return group
+
+
+def _limits_json(limits: registry_pb2.Limits | registry_pb2.RequestLimit) -> str:
     return json_format.MessageToJson(limits, indent=None, sort_keys=True)
+
+
+def _check_request_limit(field: str, limit: registry_pb2.RequestLimit) -> None:
+    if limit.max_requests < 1:
+        raise InvalidFieldError(f"{field}.max_requests", "must be at least 1")
+    try:
+        Window.parse(limit.reset_duration)
+    except ValueError as exc:
+        raise InvalidFieldError(f"{field}.reset_duration", str(exc)) from None
 
 
 def _check_limits(limits: registry_pb2.Limits) -> None:
@@ -148,12 +168,7 @@ def _check_limits(limits: registry_pb2.Limits) -> None:
     requests = [("limits.rate_limit", limits.rate_limit)] if limits.HasField("rate_limit") else []
     requests += [(f"limits.tool_rate_limits[{t!r}]", r) for t, r in limits.tool_rate_limits.items()]
     for field, limit in requests:
-        if limit.max_requests < 1:
-            raise InvalidFieldError(f"{field}.max_requests", "must be at least 1")
-        try:
-            Window.parse(limit.reset_duration)
-        except ValueError as exc:
-            raise InvalidFieldError(f"{field}.reset_duration", str(exc)) from None
+        _check_request_limit(field, limit)
     if limits.HasField("budget"):
         if not 0 < limits.budget.max_limit < float("inf"):
             raise InvalidFieldError("limits.budget.max_limit", "must be a positive amount")
@@ -313,6 +328,8 @@ class GovernanceStore:
                     f"{group.name!r} names a server; /mcp/{{name}} serves both, so it is taken"
                 )
             await _check_selections(session, group.tools, "tools")
+            if group.HasField("rate_limit"):
+                _check_request_limit("rate_limit", group.rate_limit)
             row = await session.get(GroupRow, group.name)
             if create and row is not None:
                 raise ConflictError(f"a tool group named {group.name!r} exists")
@@ -322,6 +339,7 @@ class GovernanceStore:
                 row = GroupRow(name=group.name)
                 session.add(row)
             row.description, row.tools_json = group.description, _selections_json(group.tools)
+            row.rate_limit_json = _limits_json(group.rate_limit) if group.HasField("rate_limit") else "{}"
             await bump(session)
             return group
 
@@ -331,12 +349,7 @@ class GovernanceStore:
     async def groups(self) -> list[registry_pb2.ToolGroup]:
         async with self._sessions() as session:
             rows = (await session.scalars(select(GroupRow).order_by(GroupRow.name))).all()
-            return [
-                registry_pb2.ToolGroup(
-                    name=r.name, description=r.description, tools=_selections(r.tools_json)
-                )
-                for r in rows
-            ]
+            return [_group_message(r) for r in rows]
 
     # Blocklist, settings, tools switched off
 

@@ -331,3 +331,27 @@ def test_the_readme_config_loads_and_is_enforced(edges: tuple[str, str]) -> None
     assert spent["max"] == 10.0 and spent["reset_duration"] == "1M"
     # Calendar-aligned: the budget resets on the 1st of next month, midnight UTC.
     assert spent["resets_at"].endswith("-01T00:00:00+00:00")
+
+
+def test_a_group_limit_is_shared_by_every_key_holding_the_group(edges: tuple[str, str]) -> None:
+    group = {"name": "limited-group", "tools": [{"mcp_client_name": "fixture", "tools_to_execute": ["environment"]}],
+             "rate_limit": {"request_max_limit": 3, "request_reset_duration": "1h"}}  # fmt: skip
+    created = admin(edges[0], "POST", "/groups", group)
+    assert created.status_code == 201 and created.json()["rate_limit"] == group["rate_limit"], created.text
+    secrets = []
+    for name in ("member-one", "member-two"):
+        key = admin(edges[1], "POST", "/keys", {"name": name, "groups": ["limited-group"]})
+        assert key.status_code == 201, key.text
+        secrets.append(key.json()["secret"])
+    clients = [Client(edges, secret) for secret in secrets]
+
+    def call(turn: int) -> httpx2.Response:
+        return clients[turn % 2].call(turn % 2, "fixture_environment", {})
+
+    # Both keys see the group's tool on /mcp: 3 calls between them, then refusals.
+    wait_until(lambda: ok(call(0)), 5, "the group's keys on both edges")
+    answers = [call(turn) for turn in range(1, 4)]
+    assert [ok(a) for a in answers] == [True, True, False]
+    assert refused(answers[2], "group")["scope"] == "group 'limited-group'"
+    bad = admin(edges[0], "PUT", "/groups/limited-group", {**group, "rate_limit": {"request_max_limit": 0}})
+    assert bad.status_code == 422

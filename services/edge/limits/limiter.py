@@ -33,6 +33,7 @@ class LimitKind(StrEnum):
 
     KEY = "key"
     KEY_TOOL = "key_tool"
+    GROUP = "group"
     BUDGET = "budget"
     SERVER = "server"
     SERVER_TOOL = "server_tool"
@@ -98,6 +99,11 @@ def rules(
                     found.append((rule, round(price * MICROS)))
             elif rule.kind is LimitKind.KEY or rule.tool == exposed:
                 found.append((rule, 1))
+        governance = catalog.governance
+        for group in sorted(key.groups & governance.group_limits.keys()):
+            if governance.groups[group].permits(server, tool):
+                limit = governance.group_limits[group]
+                found.append((_requests(LimitKind.GROUP, f"group:{group}", f"group {group!r}", limit), 1))
     view = catalog.servers.get(server)
     if view is not None and view.HasField("limits"):
         limits, whose = view.limits, f"server {server!r}"
