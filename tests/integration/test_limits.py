@@ -334,8 +334,11 @@ def test_the_readme_config_loads_and_is_enforced(edges: tuple[str, str]) -> None
 
 
 def test_a_group_limit_is_shared_by_every_key_holding_the_group(edges: tuple[str, str]) -> None:
-    group = {"name": "limited-group", "tools": [{"mcp_client_name": "fixture", "tools_to_execute": ["environment"]}],
-             "rate_limit": {"request_max_limit": 3, "request_reset_duration": "1h"}}  # fmt: skip
+    group = {
+        "name": "limited-group",
+        "tools": [{"mcp_client_name": "fixture", "tools_to_execute": ["environment"]}],
+        "rate_limit": {"request_max_limit": 3, "request_reset_duration": "1h"},
+    }
     created = admin(edges[0], "POST", "/groups", group)
     assert created.status_code == 201 and created.json()["rate_limit"] == group["rate_limit"], created.text
     secrets = []
