@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 
@@ -42,8 +43,14 @@ RENEW_AT = 0.5
 KV_SECONDS = 1.0
 FLUSH_SECONDS = 1.0
 CAS_ATTEMPTS = 16
+CAS_BACKOFF_SECONDS = 0.001
 # JetStream's codes for a write whose expected last revision was not the last.
 WRONG_LAST_SEQUENCE = (10071, 10164)
+
+
+class ContendedError(Exception):
+    """Other edges kept winning the compare-and-set: the counter is reachable, this edge
+    just could not add to it (so it must not count alone)."""
 
 
 class QuotaStore:
@@ -66,35 +73,30 @@ class QuotaStore:
     async def lease(self, counter: str, need: int, limit: int, expires_at: float) -> int:
         """Units added to the counter for this edge: at least `need` and at most 1/SHARE of
         what remains, or 0 when fewer than `need` remain. ConnectionError when unreachable."""
-        with _reachable():
-            for _ in range(CAS_ATTEMPTS):
-                used, revision = await self._entry(counter)
-                remaining = limit - used
-                if remaining < need or remaining <= 0:
-                    return 0
-                grant = max(need, remaining // SHARE, 1)
-                value = str(used + grant).encode()
-                try:
-                    if revision == 0:
-                        ttl = max(1.0, expires_at - time.time()) + 60.0
-                        await self._bucket.create(counter, value, msg_ttl=ttl)
-                    else:
-                        await self._bucket.update(counter, value, last=revision)
-                except KeyWrongLastSequenceError:
-                    continue  # another edge leased first: read again
-                except APIError as exc:
-                    if exc.err_code in WRONG_LAST_SEQUENCE:
-                        continue
-                    raise
-                return grant
-        raise ConnectionError(f"the quota counter stayed contended for {CAS_ATTEMPTS} attempts")
+
+        def grant(used: int) -> int:
+            remaining = limit - used
+            return 0 if remaining < need or remaining <= 0 else max(need, remaining // SHARE, 1)
+
+        return await self._increase(counter, grant, expires_at)
 
     async def add(self, counter: str, units: int, expires_at: float) -> None:
         """Add `units` to a counter, whatever it holds (ConnectionError when unreachable)."""
+        await self._increase(counter, lambda used: units, expires_at)
+
+    async def _increase(self, counter: str, amount: Callable[[int], int], expires_at: float) -> int:
+        """Add `amount(what the counter holds)` by compare-and-set, read again when another
+        edge wrote first; what was added (0: nothing). ConnectionError when unreachable."""
         with _reachable():
-            for _ in range(CAS_ATTEMPTS):
+            for attempt in range(CAS_ATTEMPTS):
+                if attempt:
+                    # Lost a race to another edge: a jittered pause, so neither starves.
+                    await anyio.sleep(random.uniform(0, CAS_BACKOFF_SECONDS * attempt))  # noqa: S311 (jitter, not a secret)
                 used, revision = await self._entry(counter)
-                value = str(used + units).encode()
+                added = amount(used)
+                if added == 0:
+                    return 0
+                value = str(used + added).encode()
                 try:
                     if revision == 0:
                         ttl = max(1.0, expires_at - time.time()) + 60.0
@@ -107,8 +109,8 @@ class QuotaStore:
                     if exc.err_code in WRONG_LAST_SEQUENCE:
                         continue
                     raise
-                return
-        raise ConnectionError(f"the quota counter stayed contended for {CAS_ATTEMPTS} attempts")
+                return added
+        raise ContendedError(f"the quota counter stayed contended for {CAS_ATTEMPTS} attempts")
 
     @property
     def _bucket(self) -> KeyValue:
@@ -212,7 +214,7 @@ class Quota:
                 continue
             try:
                 await self._store.add(counter_name(self.scope, self.window, index, "s"), int(units), ends)
-            except ConnectionError:
+            except (ConnectionError, ContendedError):
                 if ends > time.time():
                     self._unflushed.setdefault(index, [0, ends])[0] += units
                 return
@@ -245,6 +247,10 @@ class Quota:
         counter = counter_name(self.scope, self.window, self._index)
         try:
             grant = await self._store.lease(counter, max(need, 1), self.limit, self._ends)
+        except ContendedError as exc:
+            # No lease this time: the call is refused rather than risk passing the limit.
+            log.warning("%s: %s", self.scope, exc)
+            return
         except ConnectionError as exc:
             if need == 0:
                 return
