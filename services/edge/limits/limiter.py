@@ -129,6 +129,12 @@ class Limiter:
         self._catalog = catalog
         self._quotas: dict[str, Quota] = {}
         self._tasks: anyio.abc.TaskGroup | None = None
+        # The rules of each (key, server, tool, exposed name, price) called, for the catalog
+        # they were read from: worked out once per snapshot, not on every call.
+        self._rules: tuple[Catalog | None, dict[tuple[str, str, str, str, float], list[tuple[Rule, int]]]] = (
+            None,
+            {},
+        )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._store.open()
@@ -146,7 +152,13 @@ class Limiter:
     async def admit(self, key_id: str, server: str, tool: str, exposed: str, price: float) -> Charge:
         """Spend what the call costs of every limit it counts against; LimitedError when one
         has not enough left this window (and nothing is spent of the others)."""
-        found = rules(self._catalog(), key_id, server, tool, exposed, price)
+        catalog = self._catalog()
+        if self._rules[0] is not catalog:
+            self._rules = (catalog, {})
+        called = (key_id, server, tool, exposed, price)
+        found = self._rules[1].get(called)
+        if found is None:
+            found = self._rules[1][called] = rules(catalog, key_id, server, tool, exposed, price)
         charge = Charge()
         if not found:
             return charge
