@@ -334,10 +334,11 @@ def put(target: dict[str, Json], path: Sequence[str], value: Json) -> None:
 
 
 def drop(target: dict[str, Json], path: Sequence[str]) -> None:
+    # An absent optional parent is made present, or its required field would go unmissed.
     for key in path[:-1]:
         inner = target.get(key)
         if not isinstance(inner, dict):
-            return
+            inner = target[key] = {}
         target = inner
     target.pop(path[-1], None)
 

@@ -39,6 +39,10 @@ class Bulkhead:
     def in_flight(self) -> int:
         return self.capacity.limit - self._slots._value
 
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
     @contextlib.asynccontextmanager
     async def slot(self, server: str, whose: str) -> AsyncIterator[None]:
         """Hold a slot for the block; BulkheadFullError when none frees in time."""

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from services.connector.bulkheads import Capacity
 from services.connector.downstream import Downstream
 from services.connector.errors import (
     ConnectorFaultError,
@@ -91,9 +92,15 @@ class FakeDownstream:
 class FakePool:
     """`route` and `get` for the one server SERVER; `refuse` is what `route` raises instead."""
 
-    def __init__(self, downstream: FakeDownstream | None, refuse: DownstreamError | None = None) -> None:
+    def __init__(
+        self,
+        downstream: FakeDownstream | None,
+        refuse: DownstreamError | None = None,
+        capacity: Capacity | None = None,
+    ) -> None:
         self._downstream = downstream
         self._refuse = refuse
+        self._capacity = capacity
 
     def get(self, name: str) -> Downstream | None:
         return cast(Downstream, self._downstream) if name == SERVER else None
@@ -105,6 +112,9 @@ class FakePool:
 
     def failed(self, downstream: Downstream, key_id: str, exc: Exception) -> Exception:
         return exc
+
+    def capacity(self, name: str) -> Capacity | None:
+        return self._capacity if name == SERVER else None
 
 
 async def never_called(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
@@ -654,3 +664,32 @@ async def test_a_failed_forward_marks_its_span_with_the_json_rpc_code() -> None:
     sent = orjson.loads(call["params"])
     assert sent["name"] == "greet" and sent["_meta"]["k"] == "v"
     assert sent["_meta"]["traceparent"] == call["traceparent"]
+
+
+@pytest.mark.parametrize("whose", ["server", "key"])
+async def test_a_call_past_a_full_bulkhead_is_limited_and_never_reaches_the_downstream(whose: str) -> None:
+    entered = anyio.Event()
+    release = anyio.Event()
+
+    async def act(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
+        entered.set()
+        await release.wait()
+        return RawResult(b'{"content":[]}', False)
+
+    downstream = FakeDownstream(act)
+    capacity = Capacity(1) if whose == "server" else None
+    rpc = ConnectorServicer(cast(DownstreamPool, FakePool(downstream, capacity=capacity)))
+    request = call_request()
+    if whose == "key":
+        request.key_id, request.key_max_concurrency = "k1", 1
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(rpc.CallTool, request, CONTEXT)
+        with anyio.fail_after(1):
+            await entered.wait()
+            refused = await rpc.CallTool(request, CONTEXT)
+        release.set()
+    assert refused.error.failure == connector_pb2.FAILURE_LIMITED
+    assert orjson.loads(refused.error.data_json) == {"limit": "concurrency", "retryAfter": 1}
+    named = "server 'fake'" if whose == "server" else "key 'k1'"
+    assert refused.error.message.startswith(f"mcpgw: {named} has 1 calls in flight")
+    assert len(downstream.calls) == 1
