@@ -28,8 +28,18 @@ EXIT_REFUSED = 1
 COLUMNS = {
     "servers": ("name", "connection_type", "state", "tools", "source", "next_attempt", "error"),
     "tools": ("exposed_name", "server", "name", "enabled"),
-    "keys": ("id", "name", "active", "secret_prefix", "expires_at", "mcp_configs", "groups", "identities"),
-    "groups": ("name", "tools", "rate_limit", "description"),
+    "keys": (
+        "id",
+        "name",
+        "active",
+        "secret_prefix",
+        "expires_at",
+        "mcp_configs",
+        "groups",
+        "identities",
+        "code_mode",
+    ),
+    "groups": ("name", "tools", "rate_limit", "code_mode", "description"),
     "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
     "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
 }
@@ -132,6 +142,12 @@ def add_commands(commands: Any) -> None:
         )
         parser.add_argument("--expires-at", type=int, default=None, help="Unix seconds")
         parser.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
+        parser.add_argument(
+            "--code-mode",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="offer Code Mode's four meta-tools in place of the key's tools",
+        )
 
     keys = command("keys", "virtual keys")
     action(keys, "list", "keys (never their secrets)")
@@ -160,6 +176,12 @@ def add_commands(commands: Any) -> None:
             "--rate-limit",
             metavar="N/WINDOW",
             help="calls of its tools by all its keys per window, e.g. 500/1m",
+        )
+        parser.add_argument(
+            "--code-mode",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="offer Code Mode's four meta-tools in place of the group's tools",
         )
     action(groups, "delete", "delete a group").add_argument("name")
 
@@ -352,7 +374,12 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
         case "groups", "list":
             return api("GET", "/groups")
         case "groups", "create" | "update":
-            body = {"name": args.name, "description": args.description, "tools": selections(args.tools)}
+            body = {
+                "name": args.name,
+                "description": args.description,
+                "tools": selections(args.tools),
+                "code_mode": args.code_mode,
+            }
             if args.rate_limit is not None:
                 body["rate_limit"] = _rate_limit("--rate-limit", args.rate_limit)
             return (
@@ -414,6 +441,7 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
         ("description", args.description),
         ("expires_at", args.expires_at),
         ("active", args.active),
+        ("code_mode", args.code_mode),
     ):
         if value is not None:
             body[field] = value

@@ -141,6 +141,16 @@ class EdgeSettings(CommonSettings):
     oidc_scopes: str = "openid email"
     # The sign-in button's label ("Sign in with <name>"); empty: the issuer's host.
     oidc_name: str = ""
+    # What one Code Mode script may use: wall time, time running (waits for tools apart),
+    # heap, call depth, tool calls, and printed output plus its value; and how many
+    # sandbox workers run scripts at once.
+    code_mode_wall_seconds: float = Field(default=60.0, gt=0, le=3600)
+    code_mode_cpu_seconds: float = Field(default=10.0, gt=0, le=3600)
+    code_mode_memory_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    code_mode_recursion_depth: int = Field(default=200, ge=10, le=10_000)
+    code_mode_tool_calls: int = Field(default=100, ge=1, le=100_000)
+    code_mode_result_bytes: int = Field(default=256 * 1024, ge=1024)
+    code_mode_workers: int = Field(default=4, ge=1, le=64)
 
 
 class AuditSettings(CommonSettings):

@@ -197,11 +197,17 @@ def downstream_processes(tmp: Path, script: str) -> list[psutil.Process]:
 
 @contextmanager
 def mcpgw_up(
-    tmp: Path, servers: list[dict[str, Any]], what: str, env: dict[str, str] | None = None
+    tmp: Path,
+    servers: list[dict[str, Any]],
+    what: str,
+    env: dict[str, str] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Iterator[str]:
-    """`mcpgw up` (every service, bundled NATS, SQLite) in front of `servers`, as a user runs
-    it; yields its base URL once /readyz lists every server, and kills the whole tree after."""
-    (tmp / "config.json").write_text(json.dumps({"mcp": {"client_configs": servers}}))
+    """`mcpgw up` (every service, bundled NATS, SQLite) in front of `servers` and the rest of
+    `config`, as a user runs it; yields its base URL once /readyz lists every server, and
+    kills the whole tree after."""
+    whole = {**(config or {}), "mcp": {**(config or {}).get("mcp", {}), "client_configs": servers}}
+    (tmp / "config.json").write_text(json.dumps(whole))
     port = free_port()
     argv = [
         sys.executable, "-m", "services.cli", "up",

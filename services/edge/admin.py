@@ -102,6 +102,8 @@ class KeyIn(BaseModel):
     max_concurrency: int = Field(default=0, ge=0, le=100_000)
     max_queue: int = Field(default=0, ge=0, le=100_000)
     queue_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # Its views offer Code Mode's four meta-tools in place of its tools.
+    code_mode: bool = False
 
 
 class KeyPatch(BaseModel):
@@ -128,6 +130,7 @@ class KeyPatch(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=0, le=100_000)
     max_queue: int | None = Field(default=None, ge=0, le=100_000)
     queue_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
+    code_mode: bool | None = None
 
 
 class KeyOut(BaseModel):
@@ -145,6 +148,7 @@ class KeyOut(BaseModel):
     max_concurrency: int
     max_queue: int
     queue_timeout_seconds: float
+    code_mode: bool
     # The secret's first characters, to tell keys apart; the secret itself is never listed.
     secret_prefix: str
     created_at: int
@@ -194,6 +198,8 @@ class GroupIn(BaseModel):
     tools: list[ToolSelection] = Field(default_factory=list, max_length=1000)
     # Calls of the group's tools by all the keys that hold it, per window.
     rate_limit: RateLimit | None = None
+    # /mcp/{group} offers Code Mode's four meta-tools in place of the group's tools.
+    code_mode: bool = False
 
 
 class Blocklist(BaseModel):
@@ -257,6 +263,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
         "groups": list(key.groups),
         "identities": list(key.identities),
         **_limits_out(key.limits),
+        "code_mode": key.code_mode,
         "secret_prefix": key.secret_prefix,
         "created_at": key.created_at,
         "rotated_at": key.rotated_at,
@@ -278,6 +285,7 @@ def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
         groups=spec.groups,
         identities=spec.identities,
         limits=_limits_of(spec),
+        code_mode=spec.code_mode,
     )
 
 
@@ -336,6 +344,7 @@ def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
         }
         if group.HasField("rate_limit")
         else None,
+        "code_mode": group.code_mode,
     }
 
 
@@ -552,7 +561,10 @@ def create_admin_api(
 
     def group_message(group: GroupIn) -> registry_pb2.ToolGroup:
         message = registry_pb2.ToolGroup(
-            name=group.name, description=group.description, tools=_selections(group.tools)
+            name=group.name,
+            description=group.description,
+            tools=_selections(group.tools),
+            code_mode=group.code_mode,
         )
         if group.rate_limit is not None:
             message.rate_limit.CopyFrom(_request_limit(group.rate_limit))

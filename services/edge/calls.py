@@ -391,3 +391,29 @@ class Call:
             event.cost = self._price
         self._audited = self._audit.submit(event)
         return self._audited
+
+
+class LocalCall(Call):
+    """A tools/call the edge answers itself (Code Mode's meta-tools): a Call in everything
+    (its record, deadline, cancellation) but where its outcome comes from."""
+
+    def __init__(
+        self,
+        *args: Any,
+        answer: Callable[[LocalCall], Awaitable[tuple[bytes, bool]]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._answer = answer
+        self._local = anyio.CancelScope()
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._local.cancel()
+
+    async def _reach(self) -> None:
+        with self._local, anyio.move_on_after(self.deadline):
+            result_json, is_error = await self._answer(self)
+            self._outcome = connector_pb2.CallToolOutcome(
+                result=connector_pb2.ToolResult(result_json=result_json, is_error=is_error)
+            )

@@ -17,8 +17,10 @@ from typing import Any
 import orjson
 
 from services.contracts import registry_pb2
+from services.edge.codemode import meta
+from services.edge.codemode.stubs import Binding, Module, Tool, modules
 from services.edge.errors import InvalidParamsError
-from services.edge.policy import Governance, KeyPolicy, Selection
+from services.edge.policy import Governance, KeyPolicy
 from services.naming import split_exposed_uri
 
 DEFAULT_PAGE_SIZE = 500
@@ -96,6 +98,8 @@ class View:
     task_servers: frozenset[str] = frozenset()
     # The inputSchema of each tool that routes arguments into Mcp-Param-* headers (x-mcp-header).
     header_schemas: dict[str, Any] = field(default_factory=dict)
+    # Code Mode's tools, when the view offers its meta-tools (whose calls the edge answers).
+    code: CodeView | None = None
 
     def resource_route(self, uri: object) -> Route | None:
         """The server and original URI behind a URI (or URI template) this view shows."""
@@ -107,6 +111,16 @@ class View:
         if split is None or split[0] not in self.servers:
             return None
         return Route(*split)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeView:
+    """The tools a view offers through Code Mode: as modules for scripts, and routed as a
+    view of their own (a script's calls go through it, as a client's would)."""
+
+    inner: View
+    modules: dict[str, Module]
+    binding: Binding = Binding.SERVER
 
 
 # The listings each list_changed notification covers.
@@ -206,10 +220,12 @@ def build_view(
     *,
     prefixed: bool | None = None,
     servers: Collection[str] | None = None,
+    code_mode: bool = False,
 ) -> View:
     """The aggregate view (`server` None) or the unprefixed view of one server, showing what
     `allow` admits of `servers` (all connected ones by default); a tool group's view is an
-    aggregate that is not `prefixed`."""
+    aggregate that is not `prefixed`. In `code_mode` (or the gateway's) every tool is offered
+    through Code Mode's meta-tools, otherwise those of servers that are code mode clients."""
 
     def mine(kind: str, entries: Iterable[registry_pb2.CatalogEntry]) -> list[registry_pb2.CatalogEntry]:
         return [
@@ -222,7 +238,16 @@ def build_view(
 
     exposed = server is None if prefixed is None else prefixed
     header_schemas: dict[str, Any] = {}
-    tools, tool_routes = _entries(mine("tool", snapshot.tools), "name", exposed, header_schemas)
+    offered = mine("tool", snapshot.tools)
+    whole = code_mode or snapshot.settings.code_mode
+    coding = {s.name for s in snapshot.servers if s.code_mode}
+    coded = [e for e in offered if whole or e.server in coding]
+    direct = [e for e in offered if not (whole or e.server in coding)]
+    tools, tool_routes = _entries(direct, "name", exposed, header_schemas)
+    code = None
+    if whole or coded:
+        code = _code_view(coded, exposed, page_size, Binding.of(snapshot.settings.code_mode_binding))
+        tools += meta.DEFINITIONS_JSON
     prompts, prompt_routes = _entries(mine("prompt", snapshot.prompts), "name", exposed, {})
     resources, _ = _entries(mine("resource", snapshot.resources), "uri", exposed, {})
     templates, _ = _entries(mine("resource", snapshot.resource_templates), "uriTemplate", exposed, {})
@@ -250,7 +275,46 @@ def build_view(
             s.name for s in connected if has_tasks(orjson.loads(s.capabilities_json or b"{}"))
         ),
         header_schemas=header_schemas,
+        code=code,
     )
+
+
+def _code_view(
+    coded: list[registry_pb2.CatalogEntry], exposed: bool, page_size: int, binding: Binding
+) -> CodeView:
+    """The tools scripts call, as a view of their own and as modules."""
+    serialized, routes = _entries(coded, "name", exposed, {})
+    empty = Listing("tools", [], page_size)
+    inner = View(
+        tools=Listing("tools", serialized, page_size),
+        prompts=empty,
+        resources=empty,
+        resource_templates=empty,
+        tool_routes=routes,
+        prompt_routes={},
+        capabilities={"tools": {}},
+    )
+    callable_tools = [
+        Tool(name, route.server, route.name, orjson.loads(definition))
+        for (name, route), definition in zip(routes.items(), serialized, strict=True)
+    ]
+    return CodeView(inner, modules(callable_tools), binding)
+
+
+def _group_view(
+    snapshot: registry_pb2.Snapshot, page_size: int, governance: Governance, group: str, code_mode: bool
+) -> View:
+    """/mcp/{group}: the group's tools that are not blocked, unprefixed."""
+    selection = governance.groups[group]
+
+    def chosen(kind: str, entry: registry_pb2.CatalogEntry) -> bool:
+        return (
+            kind == "tool"
+            and selection.permits(entry.server, entry.name)
+            and not governance.blocked(entry.server, entry.name)
+        )
+
+    return build_view(snapshot, None, page_size, chosen, prefixed=False, code_mode=code_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,15 +339,10 @@ class Catalog:
             return kind != "tool" or not governance.blocked(entry.server, entry.name)
 
         aggregate = build_view(snapshot, None, page_size, unblocked)
-        groups = {}
-        for name, selection in governance.groups.items():
-
-            def chosen(kind: str, entry: registry_pb2.CatalogEntry, selection: Selection = selection) -> bool:
-                return (
-                    kind == "tool" and selection.permits(entry.server, entry.name) and unblocked(kind, entry)
-                )
-
-            groups[name] = build_view(snapshot, None, page_size, chosen, prefixed=False)
+        groups = {
+            name: _group_view(snapshot, page_size, governance, name, name in governance.code_mode_groups)
+            for name in governance.groups
+        }
         return cls(
             snapshot.revision,
             aggregate,
@@ -324,11 +383,15 @@ class Catalog:
         return self._keyed[cached]
 
     def _build_for(self, endpoint: str, key: KeyPolicy) -> View | None:
+        governance = self.governance
         if endpoint in self.groups:
-            return self.groups[endpoint] if endpoint in key.groups else None
+            if endpoint not in key.groups:
+                return None
+            if not key.code_mode or endpoint in governance.code_mode_groups:
+                return self.groups[endpoint]
+            return _group_view(self.snapshot, self.page_size, governance, endpoint, code_mode=True)
         if endpoint and (endpoint not in self.per_server or endpoint not in key.reach.servers):
             return None
-        governance = self.governance
 
         def reachable(kind: str, entry: registry_pb2.CatalogEntry) -> bool:
             if kind != "tool":
@@ -338,7 +401,12 @@ class Catalog:
             )
 
         return build_view(
-            self.snapshot, endpoint or None, self.page_size, reachable, servers=key.reach.servers
+            self.snapshot,
+            endpoint or None,
+            self.page_size,
+            reachable,
+            servers=key.reach.servers,
+            code_mode=key.code_mode,
         )
 
     def view_of(self, endpoint: str, key_id: str) -> View | None:

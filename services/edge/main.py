@@ -17,6 +17,7 @@ from services.edge.app import EdgeComponents, create_app
 from services.edge.auditing import AuditPublisher
 from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
+from services.edge.codemode.sandbox import Sandbox, SandboxLimits
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
 from services.edge.identity.client_metadata import ClientDocuments
@@ -112,6 +113,17 @@ async def serve(settings: EdgeSettings) -> None:
     )
     connections = Connections(signer, registry, admission, lambda: follower.catalog, settings.public_url)
     limiter = Limiter(QuotaStore(nc), lambda: follower.catalog)
+    sandbox = Sandbox(
+        SandboxLimits(
+            wall_seconds=settings.code_mode_wall_seconds,
+            cpu_seconds=settings.code_mode_cpu_seconds,
+            memory_bytes=settings.code_mode_memory_bytes,
+            recursion_depth=settings.code_mode_recursion_depth,
+            tool_calls=settings.code_mode_tool_calls,
+            result_bytes=settings.code_mode_result_bytes,
+        ),
+        settings.code_mode_workers,
+    )
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,
@@ -126,6 +138,7 @@ async def serve(settings: EdgeSettings) -> None:
         price=lambda server, tool: follower.catalog.price(server, tool),
         connections=connections,
         limiter=limiter,
+        sandbox=sandbox,
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -226,7 +239,7 @@ async def serve(settings: EdgeSettings) -> None:
             timeout_graceful_shutdown=5,
         )
     )
-    async with anyio.create_task_group() as tg:
+    async with sandbox, anyio.create_task_group() as tg:
         await tg.start(follower.run)
         # Listen once the catalog is loaded, so a restarted edge never answers "Unknown tool"
         # for the tools it has not read yet (registry away: serve what there is after a while).

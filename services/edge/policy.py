@@ -59,6 +59,8 @@ class KeyPolicy:
     identities: frozenset[str] = frozenset()
     # Its rate limits and budget (None: none).
     limits: registry_pb2.Limits | None = None
+    # Its views offer Code Mode's meta-tools in place of its tools.
+    code_mode: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,8 @@ class Governance:
     groups: Mapping[str, Selection] = field(default_factory=dict)
     # The rate limits of groups that have one.
     group_limits: Mapping[str, registry_pb2.RequestLimit] = field(default_factory=dict)
+    # The groups whose /mcp/{group} is in Code Mode.
+    code_mode_groups: frozenset[str] = frozenset()
     blocked_names: frozenset[str] = frozenset()
     blocked_servers: frozenset[str] = frozenset()
     separator: str = "_"
@@ -98,6 +102,7 @@ class Governance:
                 frozenset(key.groups),
                 frozenset(virtual_keys.identity(i) for i in key.identities),
                 key.limits if key.HasField("limits") else None,
+                key.code_mode,
             )
         wildcard = f"{separator}*"
         return cls(
@@ -107,6 +112,7 @@ class Governance:
             by_identity={i: k for k in keys.values() for i in k.identities},
             groups=groups,
             group_limits={g.name: g.rate_limit for g in governance.groups if g.HasField("rate_limit")},
+            code_mode_groups=frozenset(g.name for g in governance.groups if g.code_mode),
             blocked_names=frozenset(p for p in governance.blocklist if not p.endswith("*")),
             blocked_servers=frozenset(
                 p[: -len(wildcard)] for p in governance.blocklist if p.endswith(wildcard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,8 +16,10 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 from services import __version__
 from services.contracts import connector_pb2
 from services.edge.auditing import AuditPublisher
-from services.edge.calls import Call, Calls, Relay, no_connector, rpc_error
-from services.edge.catalog import Listing, Route, View
+from services.edge.calls import Call, Calls, LocalCall, Relay, no_connector, rpc_error, tool_error_result
+from services.edge.catalog import CodeView, Listing, Route, View
+from services.edge.codemode import meta as mode
+from services.edge.codemode.sandbox import Sandbox
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
     EdgeError,
@@ -31,6 +34,7 @@ from services.edge.identity.connections import Connections
 from services.edge.limits.limiter import NO_CHARGE, Limiter
 from services.edge.peers import Peers, owner
 from services.edge.records import (
+    LLM_REQUEST_META_KEY,
     NO_PAYLOADS,
     NO_SENDER,
     Operation,
@@ -195,7 +199,10 @@ class McpHandler:
         price: Callable[[str, str], float] = lambda server, tool: 0.0,
         connections: Connections | None = None,
         limiter: Limiter | None = None,
+        sandbox: Sandbox | None = None,
     ) -> None:
+        # Where Code Mode's scripts run.
+        self._sandbox = sandbox
         # What calls may spend: rate limits and budgets.
         self._limiter = limiter
         # The links identities connect their own accounts at (per_user_oauth servers).
@@ -454,12 +461,14 @@ class McpHandler:
         arguments = params.get("arguments")
         if arguments is not None and not isinstance(arguments, dict):
             raise InvalidParamsError('Invalid params: "arguments" must be an object')
-        route = ctx.view.tool_routes.get(name)
-        if route is None:
-            raise InvalidParamsError(f"Unknown tool: {name}")
         meta = params.get("_meta")
         if meta is not None and not isinstance(meta, dict):
             raise InvalidParamsError('Invalid params: "_meta" must be an object')
+        if ctx.view.code is not None and name in mode.NAMES:
+            return self._meta_call(ctx, ctx.view.code, name, arguments or {}, params, trace)
+        route = ctx.view.tool_routes.get(name)
+        if route is None:
+            raise InvalidParamsError(f"Unknown tool: {name}")
         task = params.get("task")
         if task is not None and not isinstance(task, dict):
             raise InvalidParamsError('Invalid params: "task" must be an object')
@@ -495,4 +504,72 @@ class McpHandler:
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),
             connections=self._connections,
+        )
+
+    def _meta_call(
+        self,
+        ctx: CallContext,
+        code: CodeView,
+        name: str,
+        arguments: dict[str, Any],
+        params: dict[str, Any],
+        trace: TraceContext,
+    ) -> Call:
+        """A call of one of Code Mode's meta-tools, which this edge answers: a script's tool
+        calls go through `open_call` as the client's own would, each a child of this one."""
+        sandbox = self._sandbox
+        llm_request_id = llm_request_of(ctx.sender, params)
+        inner_ids = itertools.count(1)
+
+        async def host(parent: Call, exposed: str, tool_arguments: dict[str, Any]) -> Any:
+            inner_meta: dict[str, Any] = {"traceparent": parent.trace.traceparent}
+            if llm_request_id:
+                inner_meta[LLM_REQUEST_META_KEY] = llm_request_id
+            inner = CallContext(
+                ctx.session, f"{ctx.request_id}.{next(inner_ids)}", code.inner, sender=ctx.sender
+            )
+            call_params = {"name": exposed, "arguments": tool_arguments, "_meta": inner_meta}
+            try:
+                result = await (await self.open_call(inner, call_params)).result()
+            except EdgeError as exc:
+                raise RuntimeError(f"{exposed}: {exc.message}") from None
+            return mode.script_value(result)
+
+        async def answer(call: LocalCall) -> tuple[bytes, bool]:
+            if sandbox is None:
+                return tool_error_result("mcpgw: Code Mode has no sandbox on this edge"), True
+            try:
+                answered = await mode.answer(
+                    name,
+                    arguments,
+                    code.modules,
+                    code.binding,
+                    sandbox,
+                    lambda exposed, tool_arguments: host(call, exposed, tool_arguments),
+                )
+            except mode.ArgumentsError as exc:
+                return tool_error_result(str(exc)), True
+            return answered.result_json, answered.is_error
+
+        request = connector_pb2.CallToolRequest(
+            tool=name,
+            key_id=_key(ctx),
+            arguments_json=orjson.dumps(arguments),
+            timeout_seconds=sandbox.limits.wall_seconds if sandbox is not None else 1.0,
+        )
+        return LocalCall(
+            self.calls,
+            self._connector,
+            self._audit,
+            request,
+            name,
+            session=ctx.session,
+            request_id=ctx.request_id,
+            trace=trace,
+            sender=ctx.sender,
+            llm_request_id=llm_request_id,
+            payloads=self._payloads,
+            relay=ctx.relay,
+            log_filter=log_filter(ctx.log_level),
+            answer=answer,
         )

@@ -31,7 +31,13 @@ def build_snapshot(
     under their exposed names, and who may call what."""
     snapshot = registry_pb2.Snapshot(
         revision=state.revision,
-        settings=registry_pb2.GatewaySettings(tool_separator=state.separator),
+        settings=registry_pb2.GatewaySettings(
+            tool_separator=state.separator,
+            code_mode=state.code_mode.everywhere,
+            code_mode_binding=registry_pb2.CODE_MODE_BINDING_TOOL
+            if state.code_mode.binding == "tool"
+            else registry_pb2.CODE_MODE_BINDING_SERVER,
+        ),
         governance=governance,
     )
     settings = snapshot.governance.settings
@@ -54,6 +60,7 @@ def build_snapshot(
                 instructions=server.instructions,
                 tool_pricing=server.config.tool_pricing,
                 limits=limits_message(server.config),
+                code_mode=server.config.is_code_mode_client,
             )
         )
         if server.state == "connected":

@@ -222,6 +222,8 @@ class ClientConfig(LimitsConfig):
     auth_type: AuthType | None = None
     oauth: OAuthConfig | None = None
     disabled: bool = False
+    # Bifrost: the server's tools are reached through Code Mode's meta-tools, not listed.
+    is_code_mode_client: bool = False
 
     @field_validator("tool_execution_timeout", mode="before")
     @classmethod
@@ -323,11 +325,20 @@ class HealthMonitorConfig(BaseModel):
         return parse_duration(value)
 
 
+class ToolManagerConfig(BaseModel):
+    """Bifrost's mcp.tool_manager_config: what Code Mode's stub files hold."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code_mode_binding_level: Literal["server", "tool"] = "server"
+
+
 class McpSection(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     client_configs: list[ClientConfig] = []
     health_monitor_config: HealthMonitorConfig = HealthMonitorConfig()
+    tool_manager_config: ToolManagerConfig = ToolManagerConfig()
 
 
 class GatewayOptions(BaseModel):
@@ -339,6 +350,8 @@ class GatewayOptions(BaseModel):
     # Reconnect a server that went away on our own (with backoff); off leaves it to
     # POST /api/mcp/client/{name}/reconnect, as Bifrost does.
     auto_reconnect: bool = True
+    # Every view offers Code Mode's meta-tools in place of its tools.
+    code_mode: bool = False
 
 
 class ToolSelectionConfig(BaseModel):
@@ -363,6 +376,8 @@ class VirtualKeyConfig(LimitsConfig):
     mcp_configs: list[ToolSelectionConfig] = []
     # mcpgw's own: who signs in as this key with the operator's OpenID Connect provider.
     identities: list[str] = []
+    # mcpgw's own: the key's views offer Code Mode's meta-tools in place of its tools.
+    code_mode: bool = False
     budget: BudgetConfig | None = None
 
 

@@ -62,6 +62,7 @@ class KeyRow(Base):
     identities_json: Mapped[str] = mapped_column(Text, default="[]")
     # The key's Limits message as JSON ("{}": none).
     limits_json: Mapped[str] = mapped_column(Text, default="{}")
+    code_mode: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class GroupRow(Base):
@@ -72,6 +73,7 @@ class GroupRow(Base):
     tools_json: Mapped[str] = mapped_column(Text)
     # The group's RequestLimit as JSON ("{}": none).
     rate_limit_json: Mapped[str] = mapped_column(Text, default="{}")
+    code_mode: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class KeyGroupRow(Base):
@@ -138,12 +140,16 @@ def _key_message(row: KeyRow, groups: list[str], with_hash: bool = False) -> reg
         rotated_at=row.rotated_at,
         identities=orjson.loads(row.identities_json or "[]"),
         limits=json_format.Parse(row.limits_json or "{}", registry_pb2.Limits()),
+        code_mode=bool(row.code_mode),
     )
 
 
 def _group_message(row: GroupRow) -> registry_pb2.ToolGroup:
     group = registry_pb2.ToolGroup(
-        name=row.name, description=row.description, tools=_selections(row.tools_json)
+        name=row.name,
+        description=row.description,
+        tools=_selections(row.tools_json),
+        code_mode=bool(row.code_mode),
     )
     if row.rate_limit_json and row.rate_limit_json != "{}":
         group.rate_limit.CopyFrom(json_format.Parse(row.rate_limit_json, registry_pb2.RequestLimit()))
@@ -212,6 +218,7 @@ class GovernanceStore:
                 source=source,
                 identities_json=_identities_json(spec.identities),
                 limits_json=_limits_json(spec.limits),
+                code_mode=spec.code_mode,
             )
             if await session.get(KeyRow, row.id) is not None:
                 raise ConflictError(f"a key with id {row.id!r} exists")
@@ -234,6 +241,7 @@ class GovernanceStore:
             row.expires_at, row.mcp_configs_json = spec.expires_at, _selections_json(spec.mcp_configs)
             row.identities_json = _identities_json(spec.identities)
             row.limits_json = _limits_json(spec.limits)
+            row.code_mode = spec.code_mode
             if secret is not None:
                 row.secret_hash, row.secret_prefix = _hashed(secret)
             await session.execute(delete(KeyGroupRow).where(KeyGroupRow.key_id == row.id))
@@ -340,6 +348,7 @@ class GovernanceStore:
                 session.add(row)
             row.description, row.tools_json = group.description, _selections_json(group.tools)
             row.rate_limit_json = _limits_json(group.rate_limit) if group.HasField("rate_limit") else "{}"
+            row.code_mode = group.code_mode
             await bump(session)
             return group
 
@@ -421,6 +430,7 @@ class GovernanceStore:
                 ],
                 identities=key.identities,
                 limits=limits_message(key, key.budget),
+                code_mode=key.code_mode,
             )
             try:
                 await self._put_file_key(spec, key.value)
@@ -456,6 +466,7 @@ class GovernanceStore:
             _selections_json(spec.mcp_configs),
             _identities_json(spec.identities),
             _limits_json(spec.limits),
+            spec.code_mode,
         )
         stored = (
             row.name,
@@ -464,6 +475,7 @@ class GovernanceStore:
             row.mcp_configs_json,
             row.identities_json,
             row.limits_json,
+            bool(row.code_mode),
         )
         if wanted != stored or (row.secret_hash != virtual_keys.digest(secret)):
             await self.update_key(spec, secret)

@@ -47,6 +47,23 @@ AUTH_MODE_OAUTH: AuthMode.ValueType  # 3
 """Access tokens the edge issued only."""
 Global___AuthMode: _TypeAlias = AuthMode  # noqa: Y015
 
+class _CodeModeBinding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CodeModeBindingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CodeModeBinding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CODE_MODE_BINDING_UNSPECIFIED: _CodeModeBinding.ValueType  # 0
+    CODE_MODE_BINDING_SERVER: _CodeModeBinding.ValueType  # 1
+    CODE_MODE_BINDING_TOOL: _CodeModeBinding.ValueType  # 2
+
+class CodeModeBinding(_CodeModeBinding, metaclass=_CodeModeBindingEnumTypeWrapper): ...
+
+CODE_MODE_BINDING_UNSPECIFIED: CodeModeBinding.ValueType  # 0
+CODE_MODE_BINDING_SERVER: CodeModeBinding.ValueType  # 1
+CODE_MODE_BINDING_TOOL: CodeModeBinding.ValueType  # 2
+Global___CodeModeBinding: _TypeAlias = CodeModeBinding  # noqa: Y015
+
 @_typing.final
 class GetSnapshotRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -221,6 +238,7 @@ class VirtualKey(_message.Message):
     ROTATED_AT_FIELD_NUMBER: _builtins.int
     IDENTITIES_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    CODE_MODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (a key keeps it across rotations); the admin API addresses keys by it."""
     name: _builtins.str
@@ -234,6 +252,8 @@ class VirtualKey(_message.Message):
     """The secret's first characters, so people can tell keys apart."""
     created_at: _builtins.int
     rotated_at: _builtins.int
+    code_mode: _builtins.bool
+    """Its views offer Code Mode's meta-tools in place of every tool (Python over stubs)."""
     @_builtins.property
     def mcp_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
     @_builtins.property
@@ -264,10 +284,11 @@ class VirtualKey(_message.Message):
         rotated_at: _builtins.int = ...,
         identities: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___Limits | None = ...,
+        code_mode: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "limits", b"limits", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "code_mode", b"code_mode", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "limits", b"limits", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -447,8 +468,11 @@ class ToolGroup(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
+    CODE_MODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
+    code_mode: _builtins.bool
+    """/mcp/{group} offers Code Mode's meta-tools in place of the group's tools."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
     @_builtins.property
@@ -462,10 +486,11 @@ class ToolGroup(_message.Message):
         description: _builtins.str = ...,
         tools: _abc.Iterable[Global___ToolSelection] | None = ...,
         rate_limit: Global___RequestLimit | None = ...,
+        code_mode: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "rate_limit", b"rate_limit", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_mode", b"code_mode", "description", b"description", "name", b"name", "rate_limit", b"rate_limit", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -820,6 +845,7 @@ class ServerView(_message.Message):
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
     TOOL_PRICING_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    CODE_MODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     connection_type: _builtins.str
     state: _builtins.str
@@ -830,6 +856,8 @@ class ServerView(_message.Message):
     """How long a call may take: the server's default (0: the gateway's) and per-tool overrides."""
     instructions: _builtins.str
     """The `instructions` the server gave in its initialize result."""
+    code_mode: _builtins.bool
+    """Bifrost's is_code_mode_client: its tools are reached through Code Mode, not listed."""
     @_builtins.property
     def tool_timeouts_seconds(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
     @_builtins.property
@@ -853,10 +881,11 @@ class ServerView(_message.Message):
         instructions: _builtins.str = ...,
         tool_pricing: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         limits: Global___Limits | None = ...,
+        code_mode: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "limits", b"limits", "name", b"name", "state", b"state", "tool_pricing", b"tool_pricing", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_timeout_seconds", b"call_timeout_seconds", "capabilities_json", b"capabilities_json", "code_mode", b"code_mode", "connection_type", b"connection_type", "error", b"error", "instructions", b"instructions", "limits", b"limits", "name", b"name", "state", b"state", "tool_pricing", b"tool_pricing", "tool_timeouts_seconds", b"tool_timeouts_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -901,15 +930,23 @@ class GatewaySettings(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOL_SEPARATOR_FIELD_NUMBER: _builtins.int
+    CODE_MODE_FIELD_NUMBER: _builtins.int
+    CODE_MODE_BINDING_FIELD_NUMBER: _builtins.int
     tool_separator: _builtins.str
+    code_mode: _builtins.bool
+    """Every view offers Code Mode's meta-tools in place of its tools."""
+    code_mode_binding: Global___CodeModeBinding.ValueType
+    """Bifrost's code_mode_binding_level: a stub file per server (default) or per tool."""
     def __init__(
         self,
         *,
         tool_separator: _builtins.str = ...,
+        code_mode: _builtins.bool = ...,
+        code_mode_binding: Global___CodeModeBinding.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tool_separator", b"tool_separator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_mode", b"code_mode", "code_mode_binding", b"code_mode_binding", "tool_separator", b"tool_separator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
