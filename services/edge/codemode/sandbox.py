@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 HostCall = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
-class LimitKind(Enum):
+class ScriptLimit(Enum):
     """The limits every run is held to, by the name an error gives them."""
 
     WALL_TIME = "wall time"
@@ -59,15 +59,15 @@ class SandboxLimits:
     # printed output plus the JSON of the final value.
     result_bytes: int = 256 * 1024
 
-    def amount(self, kind: LimitKind) -> str:
+    def amount(self, kind: ScriptLimit) -> str:
         """The limit as a person reads it."""
         return {
-            LimitKind.WALL_TIME: f"{self.wall_seconds:g}s",
-            LimitKind.CPU_TIME: f"{self.cpu_seconds:g}s",
-            LimitKind.MEMORY: f"{self.memory_bytes} bytes",
-            LimitKind.RECURSION: f"{self.recursion_depth} frames",
-            LimitKind.TOOL_CALLS: f"{self.tool_calls} calls",
-            LimitKind.RESULT_SIZE: f"{self.result_bytes} bytes",
+            ScriptLimit.WALL_TIME: f"{self.wall_seconds:g}s",
+            ScriptLimit.CPU_TIME: f"{self.cpu_seconds:g}s",
+            ScriptLimit.MEMORY: f"{self.memory_bytes} bytes",
+            ScriptLimit.RECURSION: f"{self.recursion_depth} frames",
+            ScriptLimit.TOOL_CALLS: f"{self.tool_calls} calls",
+            ScriptLimit.RESULT_SIZE: f"{self.result_bytes} bytes",
         }[kind]
 
 
@@ -78,22 +78,22 @@ class RunOutcome:
     printed: str = ""
     value: Any = None
     error: str = ""
-    limit: LimitKind | None = None
+    limit: ScriptLimit | None = None
     tool_calls: int = 0
 
 
 # The sandbox's own words for the limits it enforces, as `exception()` carries them.
 _LIMIT_MESSAGES = (
-    (TimeoutError, "feed time limit exceeded", LimitKind.CPU_TIME),
-    (TimeoutError, "turn time limit exceeded", LimitKind.CPU_TIME),
-    (TimeoutError, "sleep limit exceeded", LimitKind.WALL_TIME),
-    (MemoryError, "memory limit exceeded", LimitKind.MEMORY),
-    (RecursionError, "maximum recursion depth exceeded", LimitKind.RECURSION),
-    (RuntimeError, "suspension limit", LimitKind.TOOL_CALLS),
+    (TimeoutError, "feed time limit exceeded", ScriptLimit.CPU_TIME),
+    (TimeoutError, "turn time limit exceeded", ScriptLimit.CPU_TIME),
+    (TimeoutError, "sleep limit exceeded", ScriptLimit.WALL_TIME),
+    (MemoryError, "memory limit exceeded", ScriptLimit.MEMORY),
+    (RecursionError, "maximum recursion depth exceeded", ScriptLimit.RECURSION),
+    (RuntimeError, "suspension limit", ScriptLimit.TOOL_CALLS),
 )
 
 
-def limit_of(exc: MontyError) -> LimitKind | None:
+def limit_of(exc: MontyError) -> ScriptLimit | None:
     """The limit a sandbox error reports, if it is one."""
     inner = exc.exception()
     for kind, words, limit in _LIMIT_MESSAGES:
@@ -110,16 +110,16 @@ class _Run:
     calls: int = 0
     printed: list[str] = field(default_factory=list)
     printed_bytes: int = 0
-    limit: LimitKind | None = None
+    limit: ScriptLimit | None = None
 
-    def hit(self, kind: LimitKind) -> None:
+    def hit(self, kind: ScriptLimit) -> None:
         if self.limit is None:
             self.limit = kind
 
     def print(self, stream: str, text: str) -> None:
         self.printed_bytes += len(text.encode())
         if self.printed_bytes > self.limits.result_bytes:
-            self.hit(LimitKind.RESULT_SIZE)
+            self.hit(ScriptLimit.RESULT_SIZE)
             return
         self.printed.append(text)
 
@@ -165,10 +165,10 @@ class Sandbox:
                         with contextlib.suppress(MontyRuntimeError):
                             value = await s.feed_run("result", print_callback=run.print)
         except TimeoutError:
-            run.hit(LimitKind.WALL_TIME)
+            run.hit(ScriptLimit.WALL_TIME)
         except MontyCrashedError as exc:
             if exc.timed_out:
-                run.hit(LimitKind.WALL_TIME)
+                run.hit(ScriptLimit.WALL_TIME)
             else:
                 log.warning("a Code Mode worker died: %s", exc)
                 error = f"mcpgw: the sandbox's worker died running the script ({exc})"
@@ -184,7 +184,7 @@ class Sandbox:
         if run.limit is None and not error:
             shown = orjson.dumps(value, default=repr)
             if len(shown) + run.printed_bytes > self.limits.result_bytes:
-                run.hit(LimitKind.RESULT_SIZE)
+                run.hit(ScriptLimit.RESULT_SIZE)
         if run.limit is not None:
             return RunOutcome(printed, limit=run.limit, tool_calls=run.calls)
         return RunOutcome(printed, value, error, tool_calls=run.calls)
@@ -209,7 +209,7 @@ class Sandbox:
                 if args:
                     raise TypeError(f"{module.ident}.{function}() takes keyword arguments only")
                 if run.calls >= self.limits.tool_calls:
-                    run.hit(LimitKind.TOOL_CALLS)
+                    run.hit(ScriptLimit.TOOL_CALLS)
                     raise RuntimeError(f"mcpgw: the script made its {self.limits.tool_calls} tool calls")
                 run.calls += 1
                 return await call(exposed, arguments)
