@@ -5,8 +5,6 @@ take every slot. Held by the connector, which every call to a downstream passes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.connector.errors import DownstreamError
@@ -43,11 +41,14 @@ class Bulkhead:
     def waiting(self) -> int:
         return self._waiting
 
-    @contextlib.asynccontextmanager
-    async def slot(self, server: str, whose: str) -> AsyncIterator[None]:
-        """Hold a slot for the block; BulkheadFullError when none frees in time."""
+    async def acquire(self, server: str, whose: str) -> None:
+        """Take a slot (give it back with `release`); BulkheadFullError when none frees in time."""
         capacity = self.capacity
-        if self._slots.locked() and self._waiting >= capacity.queue:
+        if not self._slots.locked():
+            # A free slot is taken at once: no wait, so no timer.
+            await self._slots.acquire()
+            return
+        if self._waiting >= capacity.queue:
             raise BulkheadFullError(
                 server,
                 f"mcpgw: {whose} has {capacity.limit} calls in flight and {self._waiting} waiting, "
@@ -67,10 +68,9 @@ class Bulkhead:
             ) from None
         finally:
             self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
+
+    def release(self) -> None:
+        self._slots.release()
 
 
 class Bulkheads:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import math
@@ -110,14 +109,19 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         relay: CallRelay | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome, whatever happens below: every failure is a named CallError."""
-        async with contextlib.AsyncExitStack() as slots:
+        held: list[Bulkhead] = []
+        try:
             try:
                 for bulkhead, whose in self._bulkheads_of(request):
-                    await slots.enter_async_context(bulkhead.slot(request.server, whose))
+                    await bulkhead.acquire(request.server, whose)
+                    held.append(bulkhead)
                 downstream = await self._route(request.server, request.key_id)
             except Exception as exc:
                 return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
             return await self._reach(downstream, request, metadata, meta, on_progress, relay)
+        finally:
+            for bulkhead in held:
+                bulkhead.release()
 
     def _bulkheads_of(self, request: connector_pb2.CallToolRequest) -> list[tuple[Bulkhead, str]]:
         """The key's bulkhead, then the server's: a call holds a slot of each while it runs."""

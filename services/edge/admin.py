@@ -29,6 +29,7 @@ from services.edge import audit_api
 from services.edge.identity.connections import ADMIN_CALLBACK_PATH, AUTHORIZE_SECONDS, callbacks
 from services.edge.identity.credentials import base_url
 from services.edge.limits.limiter import Limiter, key_rules
+from services.selections import selection_dict, selection_message
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
@@ -53,6 +54,10 @@ class ToolSelection(BaseModel):
     mcp_client_name: str = Field(min_length=1, max_length=64)
     tools_to_execute: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
         default_factory=list, max_length=1000
+    )
+    # Of those, the ones that run without a person's approval (absent or null: all of them).
+    tools_to_auto_execute: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None, max_length=1000
     )
 
 
@@ -256,10 +261,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
         "description": key.description,
         "active": key.active,
         "expires_at": key.expires_at or None,
-        "mcp_configs": [
-            {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
-            for s in key.mcp_configs
-        ],
+        "mcp_configs": [selection_dict(s) for s in key.mcp_configs],
         "groups": list(key.groups),
         "identities": list(key.identities),
         **_limits_out(key.limits),
@@ -271,7 +273,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
 
 
 def _selections(selections: list[ToolSelection]) -> list[registry_pb2.ToolSelection]:
-    return [registry_pb2.ToolSelection(**s.model_dump()) for s in selections]
+    return [selection_message(s.model_dump()) for s in selections]
 
 
 def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
@@ -334,10 +336,7 @@ def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
     return {
         "name": group.name,
         "description": group.description,
-        "tools": [
-            {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
-            for s in group.tools
-        ],
+        "tools": [selection_dict(s) for s in group.tools],
         "rate_limit": {
             "request_max_limit": group.rate_limit.max_requests,
             "request_reset_duration": group.rate_limit.reset_duration,

@@ -17,6 +17,8 @@ from services import __version__
 from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
 from services.edge.errors import EdgeError
+from services.edge.execution import PATH as EXECUTE_PATH
+from services.edge.execution import ToolExecution
 from services.edge.identity.connections import is_connection_path
 from services.edge.identity.endpoints import is_oauth_path
 from services.edge.legacy import MESSAGES_PATH, LegacySseEndpoint
@@ -38,6 +40,8 @@ class EdgeComponents:
     # Identities connecting their own accounts at per_user_oauth servers (any auth mode).
     connections: ASGIApp
     admission: Admission
+    # POST /v1/mcp/tool/execute: the tool calls a model asked for, run under the caller's key.
+    execution: ToolExecution
     follower: SnapshotFollower
     audit: AuditPublisher
     hub: StreamHub
@@ -75,6 +79,7 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route(EXECUTE_PATH, parts.execution.serve, methods=["POST"]),
         ]
     )
     mcp, modern, legacy = parts.endpoint, parts.modern, parts.legacy

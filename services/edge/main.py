@@ -20,6 +20,7 @@ from services.edge.catalog import Catalog, changed_lists
 from services.edge.codemode.sandbox import Sandbox, SandboxLimits
 from services.edge.connector_client import ConnectorClient
 from services.edge.eventlog import EventLog
+from services.edge.execution import ToolExecution
 from services.edge.identity.client_metadata import ClientDocuments
 from services.edge.identity.connections import Connections, elicitation_id
 from services.edge.identity.consent import Consent
@@ -221,8 +222,20 @@ async def serve(settings: EdgeSettings) -> None:
         ClientDocuments(settings.oauth_client_documents_private),
         settings.public_url,
     )
+    execution = ToolExecution(handler, lambda: follower.catalog, admission)
     parts = EdgeComponents(
-        endpoint, modern, legacy, admin, oauth, connections, admission, follower, audit, hub, metrics
+        endpoint,
+        modern,
+        legacy,
+        admin,
+        oauth,
+        connections,
+        admission,
+        execution,
+        follower,
+        audit,
+        hub,
+        metrics,
     )
     app = create_app(parts)
     server = uvicorn.Server(

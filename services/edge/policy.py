@@ -19,26 +19,42 @@ BEARER = "bearer "
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The tools of each server a key or group reaches: "*" in a set is every tool."""
+    """The tools of each server a key or group reaches: "*" in a set is every tool; and of
+    those, the ones that run without a person's approval (tools_to_auto_execute)."""
 
     tools: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    auto: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, selections: Iterable[registry_pb2.ToolSelection]) -> Selection:
         merged: dict[str, set[str]] = {}
+        auto: dict[str, set[str]] = {}
         for s in selections:
             merged.setdefault(s.mcp_client_name, set()).update(s.tools_to_execute)
-        return cls({server: frozenset(tools) for server, tools in merged.items()})
+            # Without a list of its own, a selection runs all it selects at once.
+            running = s.auto_execute.tools if s.HasField("auto_execute") else s.tools_to_execute
+            auto.setdefault(s.mcp_client_name, set()).update(running)
+        return cls(
+            {server: frozenset(tools) for server, tools in merged.items()},
+            {server: frozenset(tools) for server, tools in auto.items()},
+        )
 
     def __or__(self, other: Selection) -> Selection:
-        servers = self.tools.keys() | other.tools.keys()
-        return Selection(
-            {s: self.tools.get(s, frozenset()) | other.tools.get(s, frozenset()) for s in servers}
-        )
+        def union(
+            a: Mapping[str, frozenset[str]], b: Mapping[str, frozenset[str]]
+        ) -> dict[str, frozenset[str]]:
+            return {s: a.get(s, frozenset()) | b.get(s, frozenset()) for s in a.keys() | b.keys()}
+
+        return Selection(union(self.tools, other.tools), union(self.auto, other.auto))
 
     def permits(self, server: str, tool: str) -> bool:
         tools = self.tools.get(server)
         return tools is not None and ("*" in tools or tool in tools)
+
+    def needs_approval(self, server: str, tool: str) -> bool:
+        """Whether a call of a tool this selection permits waits for a person's approval."""
+        auto = self.auto.get(server, frozenset())
+        return "*" not in auto and tool not in auto
 
     @property
     def servers(self) -> frozenset[str]:

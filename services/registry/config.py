@@ -360,6 +360,8 @@ class ToolSelectionConfig(BaseModel):
     mcp_client_name: str
     # Bifrost semantics: ["*"] is every tool, [] or absent is none.
     tools_to_execute: list[str] = []
+    # Bifrost: of those, the ones that run without a person's approval (absent: all of them).
+    tools_to_auto_execute: list[str] | None = None
 
 
 class VirtualKeyConfig(LimitsConfig):

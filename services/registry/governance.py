@@ -24,6 +24,7 @@ from services.contracts import registry_pb2
 from services.naming import server_name_problem
 from services.registry.config import GatewayConfig, limits_message
 from services.registry.store import Base, RegistryStore, ServerRow, bump, read_meta, write_meta
+from services.selections import selection_dict, selection_message
 from services.settings import ConfigurationError
 from services.windows import Window
 
@@ -93,16 +94,11 @@ class DisabledToolRow(Base):
 
 
 def _selections_json(selections: Any) -> str:
-    return orjson.dumps(
-        [
-            {"mcp_client_name": s.mcp_client_name, "tools_to_execute": list(s.tools_to_execute)}
-            for s in selections
-        ]
-    ).decode()
+    return orjson.dumps([selection_dict(s) for s in selections]).decode()
 
 
 def _selections(text: str) -> list[registry_pb2.ToolSelection]:
-    return [registry_pb2.ToolSelection(**s) for s in orjson.loads(text)]
+    return [selection_message(s) for s in orjson.loads(text)]
 
 
 async def _check_selections(session: AsyncSession, selections: Any, field: str) -> None:
@@ -117,6 +113,14 @@ async def _check_selections(session: AsyncSession, selections: Any, field: str) 
                 raise InvalidFieldError(
                     f"{field}[{index}].tools_to_execute[{position}]",
                     f'{tool!r} is neither a tool name nor "*"',
+                )
+        selected = set(selection.tools_to_execute)
+        for position, tool in enumerate(selection.auto_execute.tools):
+            # Bifrost's rule: what runs at once is among what may run.
+            if tool not in selected and "*" not in selected:
+                raise InvalidFieldError(
+                    f"{field}[{index}].tools_to_auto_execute[{position}]",
+                    f"{tool!r} is not in tools_to_execute",
                 )
 
 
@@ -422,12 +426,7 @@ class GovernanceStore:
                 name=key.name,
                 description=key.description,
                 active=key.is_active,
-                mcp_configs=[
-                    registry_pb2.ToolSelection(
-                        mcp_client_name=c.mcp_client_name, tools_to_execute=c.tools_to_execute
-                    )
-                    for c in key.mcp_configs
-                ],
+                mcp_configs=[selection_message(c.model_dump()) for c in key.mcp_configs],
                 identities=key.identities,
                 limits=limits_message(key, key.budget),
                 code_mode=key.code_mode,

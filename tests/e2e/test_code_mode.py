@@ -8,7 +8,7 @@ the limit or refusal they met, and the gateway serves on."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,10 +18,9 @@ import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
-from services.up.main import free_port
-from tests.processes import NODE, NODE_DIR, ROOT, mcpgw_up, port_open, running, stdio_server, wait_until
+from tests.e2e.conftest import AGENT_ADMIN, CLASSIC, CODER, EVERYTHING
+from tests.processes import NODE
 
-EVERYTHING = NODE_DIR / "node_modules" / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(
@@ -29,55 +28,7 @@ pytestmark = [
         reason="server-everything is not installed: run `make install`",
     ),
 ]
-
-ADMIN = "admin-token-for-code-mode-tests"
-CODER = "sk-code-mode-key-0123456789abcdef"
-CLASSIC = "sk-classic-key-00-0123456789abcdef"
-VIEW = [
-    {"mcp_client_name": "fixture", "tools_to_execute": ["echo", "fail", "sleep"]},
-    {"mcp_client_name": "everything", "tools_to_execute": ["echo", "get-sum", "get-structured-content"]},
-]
-LIMITS = {
-    "MCPGW_CODE_MODE_WALL_SECONDS": "8",
-    "MCPGW_CODE_MODE_CPU_SECONDS": "1",
-    "MCPGW_CODE_MODE_MEMORY_BYTES": str(16 * 1024 * 1024),
-    "MCPGW_CODE_MODE_RECURSION_DEPTH": "100",
-    "MCPGW_CODE_MODE_TOOL_CALLS": "10",
-    "MCPGW_CODE_MODE_RESULT_BYTES": str(64 * 1024),
-}
 META = {"listToolFiles", "readToolFile", "getToolDocs", "executeToolCode"}
-
-
-@pytest.fixture(scope="module")
-def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("everything-code-mode")
-    port = free_port()
-    argv = ["env", "-i", f"PORT={port}", str(NODE), str(EVERYTHING), "streamableHttp"]
-    with running(argv, log=tmp / "everything.log") as process:
-        wait_until(lambda: port_open(port), 15, "server-everything", process)
-        yield f"http://127.0.0.1:{port}/mcp"
-
-
-@pytest.fixture(scope="module")
-def gateway(everything: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("code-mode-gateway")
-    servers = [
-        stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
-        {
-            "name": "everything",
-            "connection_type": "http",
-            "connection_string": everything,
-            "tools_to_execute": ["*"],
-        },
-    ]
-    keys = [
-        {"id": "vk-coder", "name": "coder", "value": CODER, "mcp_configs": VIEW, "code_mode": True},
-        {"id": "vk-classic", "name": "classic", "value": CLASSIC, "mcp_configs": VIEW},
-    ]
-    env = {"MCPGW_ADMIN_TOKEN": ADMIN, **LIMITS}
-    config = {"governance": {"virtual_keys": keys}}
-    with mcpgw_up(tmp, servers, "mcpgw up for Code Mode", env, config) as base:
-        yield base
 
 
 @asynccontextmanager
@@ -128,19 +79,21 @@ async def run(session: ClientSession, code: str) -> tuple[bool, str, Any]:
     return result.is_error, shown, result.structured_content
 
 
-async def test_a_key_in_code_mode_lists_the_four_meta_tools_and_a_classic_key_its_tools(gateway: str) -> None:
-    async with client(gateway, CODER) as session:
+async def test_a_key_in_code_mode_lists_the_four_meta_tools_and_a_classic_key_its_tools(
+    agent_gateway: str,
+) -> None:
+    async with client(agent_gateway, CODER) as session:
         assert await tool_names(session, META) == META
-    async with client(gateway, CLASSIC) as session:
+    async with client(agent_gateway, CLASSIC) as session:
         names = await tool_names(session, {"fixture_echo", "everything_get-sum"})
         assert names == {
-            "fixture_echo", "fixture_fail", "fixture_sleep",
+            "fixture_echo", "fixture_fail", "fixture_sleep", "fixture_hold",
             "everything_echo", "everything_get-sum", "everything_get-structured-content",
         }  # fmt: skip
 
 
-async def test_the_stubs_show_only_the_keys_tools_typed_from_their_schemas(gateway: str) -> None:
-    async with coder(gateway) as session:
+async def test_the_stubs_show_only_the_keys_tools_typed_from_their_schemas(agent_gateway: str) -> None:
+    async with coder(agent_gateway) as session:
         assert (await text(session, "listToolFiles", {})).splitlines() == [
             "servers/everything.pyi",
             "servers/fixture.pyi",
@@ -161,7 +114,9 @@ async def test_the_stubs_show_only_the_keys_tools_typed_from_their_schemas(gatew
         assert missing.is_error
 
 
-async def test_a_script_calls_tools_of_two_servers_and_the_audit_shows_its_inner_calls(gateway: str) -> None:
+async def test_a_script_calls_tools_of_two_servers_and_the_audit_shows_its_inner_calls(
+    agent_gateway: str,
+) -> None:
     code = """
 import asyncio
 echoed, summed = await asyncio.gather(fixture.echo(text="code"), everything.get_sum(a=2, b=40))
@@ -169,7 +124,7 @@ weather = await everything.get_structured_content(location="Chicago")
 print("inner calls done")
 {"echoed": echoed, "sum": summed, "weather": sorted(weather)}
 """
-    async with coder(gateway) as session:
+    async with coder(agent_gateway) as session:
         is_error, shown, structured = await run(session, code)
     assert not is_error, shown
     assert structured["printed"] == "inner calls done\n"
@@ -181,7 +136,7 @@ print("inner calls done")
     assert result["weather"] == ["conditions", "humidity", "temperature"]
     with anyio.fail_after(30):
         while True:
-            records = audit(gateway)
+            records = audit(agent_gateway)
             parents = [r for r in records if r["name"] == "executeToolCode" and r["outcome"] == "ok"]
             inner = (
                 [] if not parents else [r for r in records if r["parent_span_id"] == parents[0]["span_id"]]
@@ -206,7 +161,7 @@ def audit(gateway: str) -> list[dict[str, Any]]:
     reply = httpx2.get(
         f"{gateway}/api/audit",
         params={"key": "vk-coder", "limit": 500},
-        headers={"Authorization": f"Bearer {ADMIN}"},
+        headers={"Authorization": f"Bearer {AGENT_ADMIN}"},
     )
     reply.raise_for_status()
     return reply.json()["records"]  # type: ignore[no-any-return]
@@ -239,9 +194,9 @@ def audit(gateway: str) -> list[dict[str, Any]]:
     ],
 )  # fmt: skip
 async def test_a_script_is_stopped_by_the_limit_or_refusal_it_meets_and_the_gateway_serves_on(
-    gateway: str, code: str, said: str
+    agent_gateway: str, code: str, said: str
 ) -> None:
-    async with coder(gateway) as session:
+    async with coder(agent_gateway) as session:
         is_error, shown, _ = await run(session, code)
         assert is_error and said in shown, shown
         assert "services/" not in shown  # the sandbox's traceback, never the gateway's

@@ -18,9 +18,12 @@ async def test_calls_beyond_the_limit_wait_and_run_when_a_slot_frees() -> None:
     order: list[str] = []
 
     async def hold(name: str) -> None:
-        async with bulkhead.slot("s", "server 's'"):
+        await bulkhead.acquire("s", "server 's'")
+        try:
             order.append(name)
             await release.wait()
+        finally:
+            bulkhead.release()
 
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(hold("first"))
@@ -37,26 +40,25 @@ async def test_calls_beyond_the_limit_wait_and_run_when_a_slot_frees() -> None:
 
 async def test_a_full_queue_refuses_at_once_and_names_whose_bulkhead() -> None:
     bulkhead = Bulkhead(Capacity(limit=1, queue=0, timeout=5))
-    async with bulkhead.slot("s", "key 'k'"):
-        with pytest.raises(BulkheadFullError) as refused:
-            async with bulkhead.slot("s", "key 'k'"):
-                pytest.fail("no slot was free")
+    await bulkhead.acquire("s", "key 'k'")
+    with pytest.raises(BulkheadFullError) as refused:
+        await bulkhead.acquire("s", "key 'k'")
     assert "key 'k' has 1 calls in flight and 0 waiting" in str(refused.value)
     assert refused.value.server == "s" and refused.value.retry_after == 1.0
-    async with bulkhead.slot("s", "key 'k'"):
-        assert bulkhead.in_flight == 1
+    bulkhead.release()
+    await bulkhead.acquire("s", "key 'k'")
+    assert bulkhead.in_flight == 1
 
 
 async def test_a_wait_past_the_timeout_is_refused_and_leaves_the_queue() -> None:
     bulkhead = Bulkhead(Capacity(limit=1, queue=1, timeout=0.05))
-    async with bulkhead.slot("s", "server 's'"):
-        with pytest.raises(BulkheadFullError, match=r"no free slot of its 1 within 0\.05s"):
-            async with bulkhead.slot("s", "server 's'"):
-                pytest.fail("no slot was free")
-        # The timed-out waiter left the queue: the next one may wait again.
-        with pytest.raises(BulkheadFullError, match="within"):
-            async with bulkhead.slot("s", "server 's'"):
-                pytest.fail("no slot was free")
+    await bulkhead.acquire("s", "server 's'")
+    with pytest.raises(BulkheadFullError, match=r"no free slot of its 1 within 0\.05s"):
+        await bulkhead.acquire("s", "server 's'")
+    # The timed-out waiter left the queue: the next one may wait again.
+    assert bulkhead.waiting == 0
+    with pytest.raises(BulkheadFullError, match="within"):
+        await bulkhead.acquire("s", "server 's'")
 
 
 async def test_a_cancelled_holder_gives_its_slot_back() -> None:
@@ -64,9 +66,12 @@ async def test_a_cancelled_holder_gives_its_slot_back() -> None:
     entered = asyncio.Event()
 
     async def hold() -> None:
-        async with bulkhead.slot("s", "server 's'"):
+        await bulkhead.acquire("s", "server 's'")
+        try:
             entered.set()
             await asyncio.Event().wait()
+        finally:
+            bulkhead.release()
 
     task = asyncio.create_task(hold())
     await entered.wait()

@@ -131,7 +131,10 @@ class Limiter:
         self._tasks: anyio.abc.TaskGroup | None = None
         # The rules of each (key, server, tool, exposed name, price) called, for the catalog
         # they were read from: worked out once per snapshot, not on every call.
-        self._rules: tuple[Catalog | None, dict[tuple[str, str, str, str, float], list[tuple[Rule, int]]]] = (
+        # Each with its quota, configured as the snapshot says.
+        self._rules: tuple[
+            Catalog | None, dict[tuple[str, str, str, str, float], list[tuple[Rule, int, Quota]]]
+        ] = (
             None,
             {},
         )
@@ -158,15 +161,18 @@ class Limiter:
         called = (key_id, server, tool, exposed, price)
         found = self._rules[1].get(called)
         if found is None:
-            found = self._rules[1][called] = rules(catalog, key_id, server, tool, exposed, price)
+            worked_out = rules(catalog, key_id, server, tool, exposed, price)
+            found = self._rules[1][called] = [(rule, units, self._quota(rule)) for rule, units in worked_out]
         charge = Charge()
         if not found:
             return charge
         now = time.time()
         taken: list[tuple[Quota, int]] = []
-        for rule, units in found:
-            quota = self._quota(rule)
-            if not await quota.take(units, now):
+        for rule, units, quota in found:
+            took = quota.take_now(units, now)
+            if took is None:
+                took = await quota.take(units, now)
+            if not took:
                 for spent, back in taken:
                     spent.give_back(back)
                 raise refusal(rule, quota.retry_after(now))

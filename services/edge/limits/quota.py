@@ -171,16 +171,18 @@ class Quota:
 
     def configure(self, limit: int, window: Window) -> None:
         """A changed limit: what this edge holds is dropped, and the counter keeps counting."""
-        if (limit, window) != (self.limit, self.window):
+        if limit != self.limit or window != self.window:
+            if window != self.window:
+                self._ends = 0.0  # the next call works out its window anew
             self.limit, self.window, self._local, self._granted = limit, window, 0, 0
 
     def retry_after(self, now: float) -> float:
         """Seconds until the current window ends."""
         return max(0.0, self._ends - now)
 
-    async def take(self, units: int, now: float) -> bool:
-        """Spend `units`: from this edge's lease when it holds enough (no await on that path),
-        else by leasing more. False when the window has not that much left."""
+    def take_now(self, units: int, now: float) -> bool | None:
+        """Spend `units` from this edge's lease (True), or refuse what the window cannot hold
+        (False), without an await; None when a lease must come first: then await `take`."""
         self._roll(now)
         if units > self.limit:
             return False
@@ -188,6 +190,14 @@ class Quota:
             self._spend(units)
             self._renew_if_low()
             return True
+        return None
+
+    async def take(self, units: int, now: float) -> bool:
+        """Spend `units`: from this edge's lease when it holds enough (no await on that path),
+        else by leasing more. False when the window has not that much left."""
+        taken = self.take_now(units, now)
+        if taken is not None:
+            return taken
         async with self._lock:
             self._roll(now)
             if self._local < units:
@@ -199,12 +209,15 @@ class Quota:
 
     def give_back(self, units: int) -> None:
         """Units taken for a call that did not run (spent again on this edge, this window)."""
-        self._local += units
-        self._unflushed.setdefault(self._index, [0, self._ends])[0] -= units
+        self._spend(-units)
 
     def _spend(self, units: int) -> None:
         self._local -= units
-        self._unflushed.setdefault(self._index, [0, self._ends])[0] += units
+        pending = self._unflushed.get(self._index)
+        if pending is None:
+            self._unflushed[self._index] = [units, self._ends]
+        else:
+            pending[0] += units
 
     async def flush(self) -> None:
         """Add what this edge spent to the spent counters (kept for later when unreachable)."""
@@ -227,6 +240,8 @@ class Quota:
         return spent + int(self._unflushed.get(index, [0])[0])
 
     def _roll(self, now: float) -> None:
+        if now < self._ends:
+            return  # still this window (a clock stepped back keeps counting in it)
         index, ends = self.window.bounds(now)
         if index != self._index:
             self._index, self._ends, self._local, self._granted, self._alone = index, ends, 0, 0, 0

@@ -43,6 +43,29 @@ OUTCOME_ERROR: Outcome.ValueType  # 3
 """A JSON-RPC error: refused by the edge, or failed on the way or downstream."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _Approval:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApprovalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Approval.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPROVAL_UNSPECIFIED: _Approval.ValueType  # 0
+    APPROVAL_APPROVED: _Approval.ValueType  # 1
+    APPROVAL_DENIED: _Approval.ValueType  # 2
+    APPROVAL_TIMED_OUT: _Approval.ValueType  # 3
+    APPROVAL_UNASKED: _Approval.ValueType  # 4
+    """Nobody could be asked (the client declared no elicitation)."""
+
+class Approval(_Approval, metaclass=_ApprovalEnumTypeWrapper): ...
+
+APPROVAL_UNSPECIFIED: Approval.ValueType  # 0
+APPROVAL_APPROVED: Approval.ValueType  # 1
+APPROVAL_DENIED: Approval.ValueType  # 2
+APPROVAL_TIMED_OUT: Approval.ValueType  # 3
+APPROVAL_UNASKED: Approval.ValueType  # 4
+"""Nobody could be asked (the client declared no elicitation)."""
+Global___Approval: _TypeAlias = Approval  # noqa: Y015
+
 @_typing.final
 class OperationEvents(_message.Message):
     """What the edge publishes to JetStream: the operations it finished within a few
@@ -102,6 +125,8 @@ class OperationEvent(_message.Message):
     RESULT_JSON_FIELD_NUMBER: _builtins.int
     COST_FIELD_NUMBER: _builtins.int
     LLM_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    APPROVAL_DECIDED_BY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Idempotency key: JetStream deduplicates on it and exporters carry it."""
     start_unix_nano: _builtins.int
@@ -142,6 +167,11 @@ class OperationEvent(_message.Message):
     """The LLM request that caused the operation, as the client named it (Bifrost's
     llm_request_id): `_meta.llm_request_id` or the X-LLM-Request-Id header.
     """
+    approval: Global___Approval.ValueType
+    """For a tool that needs approval: what was decided, and by whom ("client": the client's
+    user through elicitation; "operator": through the admin API).
+    """
+    approval_decided_by: _builtins.str
     def __init__(
         self,
         *,
@@ -172,10 +202,12 @@ class OperationEvent(_message.Message):
         result_json: _builtins.bytes = ...,
         cost: _builtins.float = ...,
         llm_request_id: _builtins.str = ...,
+        approval: Global___Approval.ValueType = ...,
+        approval_decided_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "client_address", b"client_address", "client_name", b"client_name", "client_port", b"client_port", "cost", b"cost", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "http_version", b"http_version", "llm_request_id", b"llm_request_id", "method", b"method", "outcome", b"outcome", "parent_span_id", b"parent_span_id", "protocol_version", b"protocol_version", "request_id", b"request_id", "result_json", b"result_json", "sampled", b"sampled", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "approval_decided_by", b"approval_decided_by", "arguments_json", b"arguments_json", "client_address", b"client_address", "client_name", b"client_name", "client_port", b"client_port", "cost", b"cost", "edge_id", b"edge_id", "end_unix_nano", b"end_unix_nano", "error_code", b"error_code", "error_message", b"error_message", "event_id", b"event_id", "exposed_name", b"exposed_name", "http_version", b"http_version", "llm_request_id", b"llm_request_id", "method", b"method", "outcome", b"outcome", "parent_span_id", b"parent_span_id", "protocol_version", b"protocol_version", "request_id", b"request_id", "result_json", b"result_json", "sampled", b"sampled", "server", b"server", "session", b"session", "span_id", b"span_id", "start_unix_nano", b"start_unix_nano", "tool", b"tool", "trace_id", b"trace_id", "virtual_key_id", b"virtual_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

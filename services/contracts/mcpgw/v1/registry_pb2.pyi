@@ -204,22 +204,52 @@ class ToolSelection(_message.Message):
 
     MCP_CLIENT_NAME_FIELD_NUMBER: _builtins.int
     TOOLS_TO_EXECUTE_FIELD_NUMBER: _builtins.int
+    AUTO_EXECUTE_FIELD_NUMBER: _builtins.int
     mcp_client_name: _builtins.str
     @_builtins.property
     def tools_to_execute(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def auto_execute(self) -> Global___AutoExecute:
+        """Bifrost's tools_to_auto_execute; when set, the selected tools not in it need a person's
+        approval before each call runs (unset: every selected tool runs at once).
+        """
+
     def __init__(
         self,
         *,
         mcp_client_name: _builtins.str = ...,
         tools_to_execute: _abc.Iterable[_builtins.str] | None = ...,
+        auto_execute: Global___AutoExecute | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auto_execute", b"auto_execute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mcp_client_name", b"mcp_client_name", "tools_to_execute", b"tools_to_execute"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_execute", b"auto_execute", "mcp_client_name", b"mcp_client_name", "tools_to_execute", b"tools_to_execute"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ToolSelection: _TypeAlias = ToolSelection  # noqa: Y015
+
+@_typing.final
+class AutoExecute(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Tool names, or "*" for all of them."""
+
+    def __init__(
+        self,
+        *,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoExecute: _TypeAlias = AutoExecute  # noqa: Y015
 
 @_typing.final
 class VirtualKey(_message.Message):
