@@ -27,6 +27,9 @@ RESOURCE_UPDATED = "mcpgw.resources.updated"
 # A downstream's notifications/tasks/status: {"server", "params"}; the edge holding the
 # task owner's stream tells it.
 TASK_STATUS = "mcpgw.tasks.status"
+# An operator's decision on a call waiting for approval: {"id", "approve"}; the edge
+# holding the call resolves it.
+APPROVAL_DECIDED = "mcpgw.approvals.decided"
 AUDIT_STREAM = "MCPGW_AUDIT"
 AUDIT_SUBJECTS = "mcpgw.audit.>"
 TOOL_CALL_SUBJECT = "mcpgw.audit.toolcalls"

@@ -40,6 +40,7 @@ COLUMNS = {
         "code_mode",
     ),
     "groups": ("name", "tools", "rate_limit", "code_mode", "description"),
+    "approvals": ("id", "tool", "key_id", "arguments", "edge_id"),
     "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
     "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
 }
@@ -184,6 +185,11 @@ def add_commands(commands: Any) -> None:
             help="offer Code Mode's four meta-tools in place of the group's tools",
         )
     action(groups, "delete", "delete a group").add_argument("name")
+
+    approvals = command("approvals", "calls waiting for a person's approval")
+    action(approvals, "list", "the waiting calls, oldest first")
+    action(approvals, "approve", "let a waiting call run").add_argument("id")
+    action(approvals, "deny", "refuse a waiting call").add_argument("id")
 
     blocklist = command("blocklist", "tools no key can reach")
     action(blocklist, "show", "the patterns")
@@ -389,6 +395,11 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
             )
         case "groups", "delete":
             return api("DELETE", f"/groups/{args.name}") or {"deleted": args.name}
+        case "approvals", "list":
+            return api("GET", "/approvals")
+        case "approvals", "approve" | "deny":
+            verb = "approve" if args.action == "approve" else "deny"
+            return api("POST", f"/approvals/{args.id}/{verb}") or {verb + "d": args.id}
         case "blocklist", "show":
             return api("GET", "/blocklist")
         case "blocklist", "set" | "add" | "remove":

@@ -151,6 +151,8 @@ class EdgeSettings(CommonSettings):
     code_mode_tool_calls: int = Field(default=100, ge=1, le=100_000)
     code_mode_result_bytes: int = Field(default=256 * 1024, ge=1024)
     code_mode_workers: int = Field(default=4, ge=1, le=64)
+    # How long a call that needs a person's approval waits for one before it is refused.
+    approval_timeout_seconds: float = Field(default=120.0, gt=0, le=24 * 3600)
 
 
 class AuditSettings(CommonSettings):

@@ -16,16 +16,24 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import grpc
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from nats.aio.client import Client as NATS
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from services import bus
 from services.auth_modes import AUTH_MODES, mode_name
 from services.contracts import audit_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.edge import audit_api
+from services.edge.approvals import APPROVAL_ID, Approvals
 from services.edge.identity.connections import ADMIN_CALLBACK_PATH, AUTHORIZE_SECONDS, callbacks
 from services.edge.identity.credentials import base_url
 from services.edge.limits.limiter import Limiter, key_rules
@@ -59,6 +67,13 @@ class ToolSelection(BaseModel):
     tools_to_auto_execute: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
         default=None, max_length=1000
     )
+
+    @model_serializer(mode="wrap")
+    def _unset_is_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        shown: dict[str, Any] = handler(self)
+        if shown.get("tools_to_auto_execute") is None:
+            shown.pop("tools_to_auto_execute", None)
+        return shown
 
 
 class RateLimit(BaseModel):
@@ -205,6 +220,17 @@ class GroupIn(BaseModel):
     rate_limit: RateLimit | None = None
     # /mcp/{group} offers Code Mode's four meta-tools in place of the group's tools.
     code_mode: bool = False
+
+
+class PendingApproval(BaseModel):
+    id: str
+    key_id: str
+    tool: str
+    # The call's arguments as JSON (at most 2,000 characters).
+    arguments: str
+    edge_id: str
+    created_at: float
+    expires_at: float
 
 
 class Blocklist(BaseModel):
@@ -369,6 +395,7 @@ def create_admin_api(
     public_url: str = "",
     caught_up: Callable[[], Awaitable[None]] | None = None,
     limiter: Limiter | None = None,
+    approvals: Approvals | None = None,
 ) -> FastAPI:
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
@@ -584,6 +611,27 @@ def create_admin_api(
     @router.delete("/api/groups/{name}", status_code=204)
     async def delete_group(name: str) -> Response:
         await write(registry.DeleteGroup, registry_pb2.NameRequest(name=name))
+        return Response(status_code=204)
+
+    # Calls waiting for a person's approval (tools outside their key's tools_to_auto_execute)
+
+    def approving() -> Approvals:
+        if approvals is None:
+            raise ApiError(404, "approvals are not served by this edge")
+        return approvals
+
+    @router.get("/api/approvals", response_model=list[PendingApproval])
+    async def list_approvals() -> list[dict[str, Any]]:
+        """Every edge's calls waiting for approval, oldest first."""
+        return await approving().pending()
+
+    @router.post("/api/approvals/{approval_id}/{verdict}", status_code=204)
+    async def decide_approval(
+        approval_id: Annotated[str, Path(pattern=APPROVAL_ID)], verdict: Literal["approve", "deny"]
+    ) -> Response:
+        """Approve or deny a waiting call (it runs, or answers that it was denied)."""
+        if not await approving().resolve(approval_id, verdict == "approve"):
+            raise ApiError(404, f"no call waits for approval under {approval_id!r}")
         return Response(status_code=204)
 
     # Blocklist and settings

@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from services.contracts import audit_pb2, audit_pb2_grpc
+from services.contracts import audit_pb2, audit_pb2_grpc, events_pb2
 from services.operations import OUTCOMES, method_of, outcome_name
 
 T = TypeVar("T")
@@ -95,10 +95,21 @@ def record_out(record: audit_pb2.AuditRecord) -> dict[str, Any]:
         "parent_span_id": event.parent_span_id or None,
         "edge_id": event.edge_id,
         "llm_request_id": event.llm_request_id or None,
+        "approval": APPROVALS.get(event.approval),
+        "approval_decided_by": APPROVERS.get(event.approval_decided_by),
         "chain": record.chain,
         "position": record.position,
         "hash": record.hash,
     }
+
+
+APPROVALS = {
+    events_pb2.APPROVAL_APPROVED: "approved",
+    events_pb2.APPROVAL_DENIED: "denied",
+    events_pb2.APPROVAL_TIMED_OUT: "timed_out",
+    events_pb2.APPROVAL_UNASKED: "unasked",
+}
+APPROVERS = {events_pb2.APPROVER_CLIENT: "client", events_pb2.APPROVER_OPERATOR: "operator"}
 
 
 def audit_routes(audit: audit_pb2_grpc.AuditStub) -> APIRouter:

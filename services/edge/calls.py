@@ -26,6 +26,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from services.contracts import connector_pb2, events_pb2
+from services.edge.approvals import DecidedBy, Decision, Verdict
 from services.edge.auditing import AuditPublisher
 from services.edge.connector_client import (
     DEADLINE_GRACE_SECONDS,
@@ -59,6 +60,15 @@ class ConnectLinks(Protocol):
     """The links identities connect per_user_oauth servers at (`identity.connections`)."""
 
     def required(self, session: Session | None, sender: Sender, server: str) -> ConnectionRequiredError: ...
+
+
+class Approval(Protocol):
+    """A person's approval a call waits for before it runs (`approvals.Approvals`)."""
+
+    @property
+    def seconds(self) -> float: ...
+
+    async def decide(self, ask: Callable[[str, bytes], Awaitable[dict[str, Any]]] | None) -> Verdict: ...
 
 
 class Relay(Flag):
@@ -179,6 +189,7 @@ class Call:
         log_filter: Callable[[bytes], bool] | None = None,
         present: Callable[[bytes], Awaitable[bytes]] | None = None,
         connections: ConnectLinks | None = None,
+        approval: Approval | None = None,
         grace: float = DEADLINE_GRACE_SECONDS,
     ) -> None:
         self.request = request
@@ -202,7 +213,10 @@ class Call:
         self._present = present
         # What a per_user_oauth server's call answers while the caller has not connected it.
         self._connections = connections
-        self.deadline = request.timeout_seconds + grace
+        # Whether a person must approve the call first, and what they decided.
+        self._approval = approval
+        self.verdict: Verdict | None = None
+        self.deadline = request.timeout_seconds + grace + (approval.seconds if approval is not None else 0.0)
         self._cancelled = False
         # A call is cancelled through its RPC, not by cutting off the task awaiting it (that
         # leaks grpcio's native ops, grpc/grpc#43360): a streamed one by this event, a unary
@@ -293,6 +307,12 @@ class Call:
 
     async def _reach(self) -> None:
         """The connector's outcome of the call, into `_outcome`."""
+        if self._approval is not None:
+            ask = self._ask if Relay.ASK in self._relay else None
+            self.verdict = await self._approval.decide(ask)
+            if self.verdict.decision is not Decision.APPROVED:
+                self._outcome = connector_pb2.CallToolOutcome(error=self._denied(self.verdict))
+                return
         try:
             self._outcome = await self._connector.call_tool(
                 self.request,
@@ -307,6 +327,15 @@ class Call:
         except ConnectorUnavailableError as exc:
             log.warning("call to %s failed: connector unavailable: %s", self.exposed_name, exc)
             self._outcome = connector_pb2.CallToolOutcome(error=no_connector(exc))
+
+    def _denied(self, verdict: Verdict) -> connector_pb2.CallError:
+        name = self.exposed_name
+        if verdict.decision is Decision.TIMED_OUT:
+            message = f"mcpgw: nobody approved the call of {name} in time; it did not run"
+        else:
+            whom = "the client's user" if verdict.by is DecidedBy.CLIENT else "an operator"
+            message = f"mcpgw: {whom} denied the call of {name}; it did not run"
+        return failure(-32000, message, connector_pb2.FAILURE_DENIED)
 
     def _ended_early(self) -> connector_pb2.CallError:
         if self._cancelled:
@@ -377,6 +406,9 @@ class Call:
             self._llm_request_id,
         )
         event.server, event.tool = self.request.server, self.request.tool
+        if self.verdict is not None:
+            event.approval = self.verdict.decision.value
+            event.approval_decided_by = self.verdict.by.value
         event.arguments_json = self._payloads.of(self.request.arguments_json)
         if outcome is None:
             event.outcome, event.error_message = events_pb2.OUTCOME_ERROR, "cancelled"

@@ -409,6 +409,11 @@ class Catalog:
             code_mode=key.code_mode,
         )
 
+    def needs_approval(self, key_id: str, server: str, tool: str) -> bool:
+        """Whether a key's call of a server's tool waits for a person (tools_to_auto_execute)."""
+        key = self.governance.by_id.get(key_id)
+        return key is not None and key.reach.needs_approval(server, tool)
+
     def view_of(self, endpoint: str, key_id: str) -> View | None:
         """`view_for` by key id ("" for none): what a stream opened with that key sees now."""
         if not key_id:

@@ -89,6 +89,16 @@ class LimitedError(EdgeError):
         self.headers = {"retry-after": str(retry_after)}
 
 
+class ApprovalRequiredError(EdgeError):
+    """A tool that needs a person's approval, called by a client that cannot be asked."""
+
+    code = -32030
+
+    def __init__(self, message: str, server: str, tool: str) -> None:
+        super().__init__(message)
+        self.server, self.tool = server, tool
+
+
 class InternalError(EdgeError):
     code = types.INTERNAL_ERROR
 

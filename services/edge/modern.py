@@ -359,5 +359,10 @@ def _caller(envelope: dict[str, Any], key_id: str) -> Session:
     info = envelope.get(CLIENT_INFO_META_KEY)
     name = info.get("name") if isinstance(info, dict) else None
     return Session(
-        str(envelope.get(PROTOCOL_VERSION_META_KEY)), name if isinstance(name, str) else "", key_id, 0, ""
+        str(envelope.get(PROTOCOL_VERSION_META_KEY)),
+        name if isinstance(name, str) else "",
+        key_id,
+        0,
+        "",
+        answers=answerable(envelope.get(CLIENT_CAPABILITIES_META_KEY)),
     )

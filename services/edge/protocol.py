@@ -14,7 +14,8 @@ import orjson
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERSION
 
 from services import __version__
-from services.contracts import connector_pb2
+from services.contracts import connector_pb2, events_pb2
+from services.edge.approvals import Approvals, CallApproval
 from services.edge.auditing import AuditPublisher
 from services.edge.calls import Call, Calls, LocalCall, Relay, no_connector, rpc_error, tool_error_result
 from services.edge.catalog import CodeView, Listing, Route, View
@@ -22,6 +23,7 @@ from services.edge.codemode import meta as mode
 from services.edge.codemode.sandbox import Sandbox
 from services.edge.connector_client import ConnectorClient, ConnectorUnavailableError
 from services.edge.errors import (
+    ApprovalRequiredError,
     EdgeError,
     InternalError,
     InvalidParamsError,
@@ -96,6 +98,9 @@ class CallContext:
     log_level: str | None = None
     # Who sent it over HTTP, and the trace context of its headers.
     sender: Sender = NO_SENDER
+    # A call that needs approval waits for an operator rather than asking the client (the
+    # execution API's callers are applications, not people with a client to answer in).
+    operator_approves: bool = False
 
 
 def log_filter(level: str | None) -> Callable[[bytes], bool] | None:
@@ -200,7 +205,12 @@ class McpHandler:
         connections: Connections | None = None,
         limiter: Limiter | None = None,
         sandbox: Sandbox | None = None,
+        approvals: Approvals | None = None,
+        needs_approval: Callable[[str, str, str], bool] = lambda key_id, server, tool: False,
     ) -> None:
+        # Calls of tools outside their key's tools_to_auto_execute wait for a person.
+        self._approvals = approvals
+        self._needs_approval = needs_approval
         # Where Code Mode's scripts run.
         self._sandbox = sandbox
         # What calls may spend: rate limits and budgets.
@@ -450,6 +460,9 @@ class McpHandler:
                 llm_request_of(ctx.sender, params),
             )
             failed(event, exc)
+            if isinstance(exc, ApprovalRequiredError):
+                event.approval = events_pb2.APPROVAL_UNASKED
+                event.server, event.tool = exc.server, exc.tool
             self._audit.submit(event)
             raise
 
@@ -481,6 +494,7 @@ class McpHandler:
             timeout_seconds=self._timeout(route.server, route.name),
             task_json=b"" if task is None else orjson.dumps(task),
         )
+        approval = self._approval_of(ctx, route, name, request.arguments_json)
         price = self._price(route.server, route.name)
         charge = NO_CHARGE
         if self._limiter is not None:
@@ -504,7 +518,27 @@ class McpHandler:
             log_filter=log_filter(ctx.log_level),
             present=self._presenter(ctx, route, task is not None),
             connections=self._connections,
+            approval=approval,
         )
+
+    def _approval_of(
+        self, ctx: CallContext, route: Route, name: str, arguments_json: bytes
+    ) -> CallApproval | None:
+        """What a call waits for before it runs; ApprovalRequiredError when it needs a person
+        and there is nobody to ask."""
+        key_id = _key(ctx)
+        if not key_id or not self._needs_approval(key_id, route.server, route.name):
+            return None
+        can_ask = Relay.ASK in ctx.relay and ctx.session is not None and "elicitation" in ctx.session.answers
+        if self._approvals is None or not (can_ask or ctx.operator_approves):
+            raise ApprovalRequiredError(
+                f"mcpgw: {name} needs a person's approval before it runs, and this client cannot be "
+                "asked: it declared no elicitation capability. Use a client that does, or have "
+                "an operator approve it through the execution API",
+                route.server,
+                route.name,
+            )
+        return self._approvals.of_call(key_id, name, arguments_json)
 
     def _meta_call(
         self,

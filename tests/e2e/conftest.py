@@ -80,6 +80,11 @@ def conformance_gateway(
 AGENT_ADMIN = "admin-token-for-agent-tests"
 CODER = "sk-code-mode-key-0123456789abcdef"
 CLASSIC = "sk-classic-key-00-0123456789abcdef"
+CAREFUL = "sk-careful-key-00-0123456789abcdef"
+# echo runs at once; sleep waits for a person's approval.
+CAREFUL_VIEW = [
+    {"mcp_client_name": "fixture", "tools_to_execute": ["echo", "sleep"], "tools_to_auto_execute": ["echo"]}
+]
 VIEW = [
     {"mcp_client_name": "fixture", "tools_to_execute": ["echo", "fail", "sleep", "hold"]},
     {"mcp_client_name": "everything", "tools_to_execute": ["echo", "get-sum", "get-structured-content"]},
@@ -91,6 +96,7 @@ LIMITS = {
     "MCPGW_CODE_MODE_RECURSION_DEPTH": "100",
     "MCPGW_CODE_MODE_TOOL_CALLS": "10",
     "MCPGW_CODE_MODE_RESULT_BYTES": str(64 * 1024),
+    "MCPGW_APPROVAL_TIMEOUT_SECONDS": "6",
 }
 
 
@@ -119,6 +125,7 @@ def agent_gateway(everything_http: str, tmp_path_factory: pytest.TempPathFactory
     keys = [
         {"id": "vk-coder", "name": "coder", "value": CODER, "mcp_configs": VIEW, "code_mode": True},
         {"id": "vk-classic", "name": "classic", "value": CLASSIC, "mcp_configs": VIEW},
+        {"id": "vk-careful", "name": "careful", "value": CAREFUL, "mcp_configs": CAREFUL_VIEW},
     ]
     env = {"MCPGW_ADMIN_TOKEN": AGENT_ADMIN, **LIMITS}
     config = {"governance": {"virtual_keys": keys}}

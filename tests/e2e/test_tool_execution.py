@@ -5,6 +5,7 @@ make, or a body that is no tool call, is refused with a clear error. Every call 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import time
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.e2e.conftest import AGENT_ADMIN, CLASSIC, CODER, EVERYTHING
+from tests.e2e.conftest import AGENT_ADMIN, CAREFUL, CLASSIC, CODER, EVERYTHING
 from tests.processes import NODE
 
 pytestmark = pytest.mark.skipif(
@@ -171,3 +172,26 @@ def test_a_key_in_code_mode_executes_the_meta_tools_and_every_call_is_audited(ag
             return
         assert time.monotonic() < deadline, records
         time.sleep(0.2)
+
+
+def test_a_call_that_needs_approval_waits_for_an_operator(agent_gateway: str) -> None:
+    call = {
+        "id": "call_a",
+        "type": "function",
+        "function": {"name": "fixture_sleep", "arguments": '{"seconds":0}'},
+    }
+    admin = {"Authorization": f"Bearer {AGENT_ADMIN}"}
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(execute, agent_gateway, call, None, CAREFUL)
+        deadline = time.monotonic() + 10
+        while not (pending := httpx2.get(f"{agent_gateway}/api/approvals", headers=admin).json()):
+            assert time.monotonic() < deadline and not answer.done()
+            time.sleep(0.05)
+        [waiting] = pending
+        assert waiting["tool"] == "fixture_sleep" and waiting["key_id"] == "vk-careful"
+        assert (
+            httpx2.post(f"{agent_gateway}/api/approvals/{waiting['id']}/approve", headers=admin).status_code
+            == 204
+        )
+        reply = answer.result(timeout=30)
+    assert reply.status_code == 200 and reply.json()["content"] == "slept 0.0"

@@ -48,6 +48,10 @@ class _FailureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Failure.Value
     """A bulkhead (the server's or the key's calls in flight) had no slot in time: nothing was
     sent; data_json says which and retryAfter.
     """
+    FAILURE_DENIED: _Failure.ValueType  # 11
+    """The tool needs a person's approval, and it was denied or none came in time (set by the
+    edge): nothing was sent.
+    """
 
 class Failure(_Failure, metaclass=_FailureEnumTypeWrapper):
     """Why a call failed; the edge maps each to what its client sees, in one place."""
@@ -74,6 +78,10 @@ FAILURE_NEEDS_CONNECTION: Failure.ValueType  # 9
 FAILURE_LIMITED: Failure.ValueType  # 10
 """A bulkhead (the server's or the key's calls in flight) had no slot in time: nothing was
 sent; data_json says which and retryAfter.
+"""
+FAILURE_DENIED: Failure.ValueType  # 11
+"""The tool needs a person's approval, and it was denied or none came in time (set by the
+edge): nothing was sent.
 """
 Global___Failure: _TypeAlias = Failure  # noqa: Y015
 

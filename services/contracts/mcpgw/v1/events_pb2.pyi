@@ -43,6 +43,27 @@ OUTCOME_ERROR: Outcome.ValueType  # 3
 """A JSON-RPC error: refused by the edge, or failed on the way or downstream."""
 Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
 
+class _Approver:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApproverEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Approver.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    APPROVER_UNSPECIFIED: _Approver.ValueType  # 0
+    APPROVER_CLIENT: _Approver.ValueType  # 1
+    """The client's user, through elicitation."""
+    APPROVER_OPERATOR: _Approver.ValueType  # 2
+    """An operator, through the admin API or CLI."""
+
+class Approver(_Approver, metaclass=_ApproverEnumTypeWrapper): ...
+
+APPROVER_UNSPECIFIED: Approver.ValueType  # 0
+APPROVER_CLIENT: Approver.ValueType  # 1
+"""The client's user, through elicitation."""
+APPROVER_OPERATOR: Approver.ValueType  # 2
+"""An operator, through the admin API or CLI."""
+Global___Approver: _TypeAlias = Approver  # noqa: Y015
+
 class _Approval:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -168,10 +189,8 @@ class OperationEvent(_message.Message):
     llm_request_id): `_meta.llm_request_id` or the X-LLM-Request-Id header.
     """
     approval: Global___Approval.ValueType
-    """For a tool that needs approval: what was decided, and by whom ("client": the client's
-    user through elicitation; "operator": through the admin API).
-    """
-    approval_decided_by: _builtins.str
+    """For a tool that needs approval: what was decided, and by whom."""
+    approval_decided_by: Global___Approver.ValueType
     def __init__(
         self,
         *,
@@ -203,7 +222,7 @@ class OperationEvent(_message.Message):
         cost: _builtins.float = ...,
         llm_request_id: _builtins.str = ...,
         approval: Global___Approval.ValueType = ...,
-        approval_decided_by: _builtins.str = ...,
+        approval_decided_by: Global___Approver.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
