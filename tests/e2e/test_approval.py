@@ -17,7 +17,7 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import ClientSession
+from mcp import Client, ClientSession
 from mcp.client.session import ClientRequestContext, ElicitationFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -98,6 +98,22 @@ async def test_a_tool_that_needs_approval_runs_once_the_clients_user_approves(ag
     assert "fixture_sleep" in question.message and '"seconds":0' in question.message
     assert question.requested_schema["required"] == ["approve"]
     assert record(agent_gateway, "sleep", "approved", "client")["outcome"] == "ok"
+
+
+async def test_a_2026_client_approves_in_an_input_required_round(agent_gateway: str) -> None:
+    asked: list[types.ElicitRequestParams] = []
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {CAREFUL}"}, timeout=30) as http:
+        transport = streamable_http_client(f"{agent_gateway}/mcp", http_client=http)
+        async with Client(transport, mode="auto", elicitation_callback=answering(True, asked)) as client:
+            # auto settles on 2026-07-28: no handshake, requests to the client as input rounds.
+            assert client.session.discover_result is not None
+            with anyio.fail_after(30):
+                while "fixture_sleep" not in {t.name for t in (await client.list_tools()).tools}:
+                    await anyio.sleep(0.1)
+            slept = await client.call_tool("fixture_sleep", {"seconds": 0})
+    assert not slept.is_error and text(slept) == "slept 0.0"
+    [question] = asked
+    assert "fixture_sleep" in question.message
 
 
 async def test_a_denied_call_does_not_run_and_says_who_denied_it(agent_gateway: str) -> None:
