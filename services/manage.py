@@ -37,9 +37,9 @@ COLUMNS = {
         "mcp_configs",
         "groups",
         "identities",
-        "code_mode",
+        "tool_mode",
     ),
-    "groups": ("name", "tools", "rate_limit", "code_mode", "description"),
+    "groups": ("name", "tools", "rate_limit", "tool_mode", "description"),
     "approvals": ("id", "tool", "key_id", "arguments", "edge_id"),
     "audit": ("time", "method", "name", "key_id", "outcome", "duration_ms", "cost", "error_message"),
     "usage": ("key", "server", "tool", "calls", "errors", "p50_ms", "p95_ms", "cost"),
@@ -144,10 +144,10 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("--expires-at", type=int, default=None, help="Unix seconds")
         parser.add_argument("--active", action=argparse.BooleanOptionalAction, default=None)
         parser.add_argument(
-            "--code-mode",
-            action=argparse.BooleanOptionalAction,
+            "--tool-mode",
+            choices=("classic", "code", "search"),
             default=None,
-            help="offer Code Mode's four meta-tools in place of the key's tools",
+            help="how the key's views offer tools: each one, Code Mode's four meta-tools, or search",
         )
 
     keys = command("keys", "virtual keys")
@@ -179,10 +179,10 @@ def add_commands(commands: Any) -> None:
             help="calls of its tools by all its keys per window, e.g. 500/1m",
         )
         parser.add_argument(
-            "--code-mode",
-            action=argparse.BooleanOptionalAction,
-            default=False,
-            help="offer Code Mode's four meta-tools in place of the group's tools",
+            "--tool-mode",
+            choices=("classic", "code", "search"),
+            default="classic",
+            help="how /mcp/GROUP offers its tools: each one, Code Mode's four meta-tools, or search",
         )
     action(groups, "delete", "delete a group").add_argument("name")
 
@@ -384,7 +384,7 @@ def act(api: Api, command: str, args: argparse.Namespace) -> Any:
                 "name": args.name,
                 "description": args.description,
                 "tools": selections(args.tools),
-                "code_mode": args.code_mode,
+                "tool_mode": args.tool_mode,
             }
             if args.rate_limit is not None:
                 body["rate_limit"] = _rate_limit("--rate-limit", args.rate_limit)
@@ -452,7 +452,7 @@ def _key_body(args: argparse.Namespace) -> dict[str, Any]:
         ("description", args.description),
         ("expires_at", args.expires_at),
         ("active", args.active),
-        ("code_mode", args.code_mode),
+        ("tool_mode", args.tool_mode),
     ):
         if value is not None:
             body[field] = value

@@ -38,6 +38,7 @@ from services.edge.identity.connections import ADMIN_CALLBACK_PATH, AUTHORIZE_SE
 from services.edge.identity.credentials import base_url
 from services.edge.limits.limiter import Limiter, key_rules
 from services.selections import selection_dict, selection_message
+from services.tool_modes import TOOL_MODES, ToolModeName, tool_mode_name
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
@@ -122,8 +123,9 @@ class KeyIn(BaseModel):
     max_concurrency: int = Field(default=0, ge=0, le=100_000)
     max_queue: int = Field(default=0, ge=0, le=100_000)
     queue_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
-    # Its views offer Code Mode's four meta-tools in place of its tools.
-    code_mode: bool = False
+    # How its views offer tools: classic (each tool), code (Code Mode's four meta-tools) or
+    # search (searchTools and callTool).
+    tool_mode: ToolModeName = "classic"
 
 
 class KeyPatch(BaseModel):
@@ -150,7 +152,7 @@ class KeyPatch(BaseModel):
     max_concurrency: int | None = Field(default=None, ge=0, le=100_000)
     max_queue: int | None = Field(default=None, ge=0, le=100_000)
     queue_timeout_seconds: float | None = Field(default=None, gt=0, le=3600)
-    code_mode: bool | None = None
+    tool_mode: ToolModeName | None = None
 
 
 class KeyOut(BaseModel):
@@ -168,7 +170,7 @@ class KeyOut(BaseModel):
     max_concurrency: int
     max_queue: int
     queue_timeout_seconds: float
-    code_mode: bool
+    tool_mode: ToolModeName
     # The secret's first characters, to tell keys apart; the secret itself is never listed.
     secret_prefix: str
     created_at: int
@@ -218,8 +220,8 @@ class GroupIn(BaseModel):
     tools: list[ToolSelection] = Field(default_factory=list, max_length=1000)
     # Calls of the group's tools by all the keys that hold it, per window.
     rate_limit: RateLimit | None = None
-    # /mcp/{group} offers Code Mode's four meta-tools in place of the group's tools.
-    code_mode: bool = False
+    # How /mcp/{group} offers the group's tools (classic, code or search).
+    tool_mode: ToolModeName = "classic"
 
 
 class PendingApproval(BaseModel):
@@ -291,7 +293,7 @@ def _key_out(key: registry_pb2.VirtualKey) -> dict[str, Any]:
         "groups": list(key.groups),
         "identities": list(key.identities),
         **_limits_out(key.limits),
-        "code_mode": key.code_mode,
+        "tool_mode": tool_mode_name(key.tool_mode),
         "secret_prefix": key.secret_prefix,
         "created_at": key.created_at,
         "rotated_at": key.rotated_at,
@@ -313,7 +315,7 @@ def _key_message(key_id: str, spec: KeyIn) -> registry_pb2.VirtualKey:
         groups=spec.groups,
         identities=spec.identities,
         limits=_limits_of(spec),
-        code_mode=spec.code_mode,
+        tool_mode=TOOL_MODES[spec.tool_mode],
     )
 
 
@@ -369,7 +371,7 @@ def _group_out(group: registry_pb2.ToolGroup) -> dict[str, Any]:
         }
         if group.HasField("rate_limit")
         else None,
-        "code_mode": group.code_mode,
+        "tool_mode": tool_mode_name(group.tool_mode),
     }
 
 
@@ -590,7 +592,7 @@ def create_admin_api(
             name=group.name,
             description=group.description,
             tools=_selections(group.tools),
-            code_mode=group.code_mode,
+            tool_mode=TOOL_MODES[group.tool_mode],
         )
         if group.rate_limit is not None:
             message.rate_limit.CopyFrom(_request_limit(group.rate_limit))

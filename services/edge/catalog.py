@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 
 from services.contracts import registry_pb2
+from services.edge import toolsearch
 from services.edge.codemode import meta
 from services.edge.codemode.stubs import Binding, Module, Tool, modules
 from services.edge.errors import InvalidParamsError
-from services.edge.policy import Governance, KeyPolicy
+from services.edge.policy import SEARCH_OR_CODE, Governance, KeyPolicy
+from services.edge.toolsearch import ToolIndex
 from services.naming import split_exposed_uri
 
 DEFAULT_PAGE_SIZE = 500
@@ -100,6 +102,8 @@ class View:
     header_schemas: dict[str, Any] = field(default_factory=dict)
     # Code Mode's tools, when the view offers its meta-tools (whose calls the edge answers).
     code: CodeView | None = None
+    # The view's tools indexed for searchTools, when it offers search instead of a list.
+    search: ToolIndex | None = None
 
     def resource_route(self, uri: object) -> Route | None:
         """The server and original URI behind a URI (or URI template) this view shows."""
@@ -220,12 +224,13 @@ def build_view(
     *,
     prefixed: bool | None = None,
     servers: Collection[str] | None = None,
-    code_mode: bool = False,
+    mode: registry_pb2.ToolMode.ValueType = registry_pb2.TOOL_MODE_UNSPECIFIED,
 ) -> View:
     """The aggregate view (`server` None) or the unprefixed view of one server, showing what
     `allow` admits of `servers` (all connected ones by default); a tool group's view is an
-    aggregate that is not `prefixed`. In `code_mode` (or the gateway's) every tool is offered
-    through Code Mode's meta-tools, otherwise those of servers that are code mode clients."""
+    aggregate that is not `prefixed`. Its tools are offered as `mode` says (a key's or group's
+    code or search), else as the gateway's does; classic offers those of code mode client
+    servers through Code Mode, and every other tool as itself."""
 
     def mine(kind: str, entries: Iterable[registry_pb2.CatalogEntry]) -> list[registry_pb2.CatalogEntry]:
         return [
@@ -239,12 +244,18 @@ def build_view(
     exposed = server is None if prefixed is None else prefixed
     header_schemas: dict[str, Any] = {}
     offered = mine("tool", snapshot.tools)
-    whole = code_mode or snapshot.settings.code_mode
+    if mode not in SEARCH_OR_CODE:
+        mode = snapshot.settings.tool_mode
+    whole = mode == registry_pb2.TOOL_MODE_CODE
     coding = {s.name for s in snapshot.servers if s.code_mode}
     coded = [e for e in offered if whole or e.server in coding]
     direct = [e for e in offered if not (whole or e.server in coding)]
     tools, tool_routes = _entries(direct, "name", exposed, header_schemas)
-    code = None
+    code = search = None
+    if mode == registry_pb2.TOOL_MODE_SEARCH:
+        # Every tool stays callable by name; the list offers the search instead.
+        search = ToolIndex([(e, orjson.loads(d)) for e, d in zip(tool_routes, tools, strict=True)])
+        tools = list(toolsearch.DEFINITIONS_JSON)
     if whole or coded:
         code = _code_view(coded, exposed, page_size, Binding.of(snapshot.settings.code_mode_binding))
         tools += meta.DEFINITIONS_JSON
@@ -276,6 +287,7 @@ def build_view(
         ),
         header_schemas=header_schemas,
         code=code,
+        search=search,
     )
 
 
@@ -302,7 +314,11 @@ def _code_view(
 
 
 def _group_view(
-    snapshot: registry_pb2.Snapshot, page_size: int, governance: Governance, group: str, code_mode: bool
+    snapshot: registry_pb2.Snapshot,
+    page_size: int,
+    governance: Governance,
+    group: str,
+    mode: registry_pb2.ToolMode.ValueType,
 ) -> View:
     """/mcp/{group}: the group's tools that are not blocked, unprefixed."""
     selection = governance.groups[group]
@@ -314,7 +330,7 @@ def _group_view(
             and not governance.blocked(entry.server, entry.name)
         )
 
-    return build_view(snapshot, None, page_size, chosen, prefixed=False, code_mode=code_mode)
+    return build_view(snapshot, None, page_size, chosen, prefixed=False, mode=mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +356,13 @@ class Catalog:
 
         aggregate = build_view(snapshot, None, page_size, unblocked)
         groups = {
-            name: _group_view(snapshot, page_size, governance, name, name in governance.code_mode_groups)
+            name: _group_view(
+                snapshot,
+                page_size,
+                governance,
+                name,
+                governance.group_modes.get(name, registry_pb2.TOOL_MODE_UNSPECIFIED),
+            )
             for name in governance.groups
         }
         return cls(
@@ -387,9 +409,9 @@ class Catalog:
         if endpoint in self.groups:
             if endpoint not in key.groups:
                 return None
-            if not key.code_mode or endpoint in governance.code_mode_groups:
+            if endpoint in governance.group_modes or key.tool_mode not in SEARCH_OR_CODE:
                 return self.groups[endpoint]
-            return _group_view(self.snapshot, self.page_size, governance, endpoint, code_mode=True)
+            return _group_view(self.snapshot, self.page_size, governance, endpoint, key.tool_mode)
         if endpoint and (endpoint not in self.per_server or endpoint not in key.reach.servers):
             return None
 
@@ -406,7 +428,7 @@ class Catalog:
             self.page_size,
             reachable,
             servers=key.reach.servers,
-            code_mode=key.code_mode,
+            mode=key.tool_mode,
         )
 
     def needs_approval(self, key_id: str, server: str, tool: str) -> bool:

@@ -13,6 +13,8 @@ from services.contracts import registry_pb2
 from services.edge.errors import UnauthorizedError
 from services.naming import exposed_tool_name
 
+# The tool modes a key or group sets for itself (classic leaves it to the gateway's).
+SEARCH_OR_CODE = frozenset({registry_pb2.TOOL_MODE_CODE, registry_pb2.TOOL_MODE_SEARCH})
 # Request headers a virtual key may arrive in (Bifrost's three).
 BEARER = "bearer "
 
@@ -75,8 +77,8 @@ class KeyPolicy:
     identities: frozenset[str] = frozenset()
     # Its rate limits and budget (None: none).
     limits: registry_pb2.Limits | None = None
-    # Its views offer Code Mode's meta-tools in place of its tools.
-    code_mode: bool = False
+    # How its views offer tools (classic, Code Mode, search).
+    tool_mode: registry_pb2.ToolMode.ValueType = registry_pb2.TOOL_MODE_UNSPECIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,8 @@ class Governance:
     groups: Mapping[str, Selection] = field(default_factory=dict)
     # The rate limits of groups that have one.
     group_limits: Mapping[str, registry_pb2.RequestLimit] = field(default_factory=dict)
-    # The groups whose /mcp/{group} is in Code Mode.
-    code_mode_groups: frozenset[str] = frozenset()
+    # How each group's /mcp/{group} offers its tools, where a group says.
+    group_modes: Mapping[str, registry_pb2.ToolMode.ValueType] = field(default_factory=dict)
     blocked_names: frozenset[str] = frozenset()
     blocked_servers: frozenset[str] = frozenset()
     separator: str = "_"
@@ -118,7 +120,7 @@ class Governance:
                 frozenset(key.groups),
                 frozenset(virtual_keys.identity(i) for i in key.identities),
                 key.limits if key.HasField("limits") else None,
-                key.code_mode,
+                key.tool_mode,
             )
         wildcard = f"{separator}*"
         return cls(
@@ -128,7 +130,7 @@ class Governance:
             by_identity={i: k for k in keys.values() for i in k.identities},
             groups=groups,
             group_limits={g.name: g.rate_limit for g in governance.groups if g.HasField("rate_limit")},
-            code_mode_groups=frozenset(g.name for g in governance.groups if g.code_mode),
+            group_modes={g.name: g.tool_mode for g in governance.groups if g.tool_mode in SEARCH_OR_CODE},
             blocked_names=frozenset(p for p in governance.blocklist if not p.endswith("*")),
             blocked_servers=frozenset(
                 p[: -len(wildcard)] for p in governance.blocklist if p.endswith(wildcard)

@@ -15,6 +15,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, LATEST_HANDSHAKE_VERS
 
 from services import __version__
 from services.contracts import connector_pb2, events_pb2
+from services.edge import toolsearch
 from services.edge.approvals import Approvals, CallApproval
 from services.edge.auditing import AuditPublisher
 from services.edge.calls import Call, Calls, LocalCall, Relay, no_connector, rpc_error, tool_error_result
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 SERVER_INFO = {"name": "mcpgw", "title": "mcpgw MCP gateway", "version": __version__}
 
 
+# searchTools answers from memory: its call's deadline is short.
+SEARCH_SECONDS = 5.0
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 # Client capabilities that mean it answers requests a downstream may make during a call.
 ANSWERABLE = ("elicitation", "roots", "sampling")
@@ -479,6 +482,22 @@ class McpHandler:
             raise InvalidParamsError('Invalid params: "_meta" must be an object')
         if ctx.view.code is not None and name in mode.NAMES:
             return self._meta_call(ctx, ctx.view.code, name, arguments or {}, params, trace)
+        index = ctx.view.search
+        if index is not None and name == toolsearch.SEARCH:
+            found = toolsearch.answer_search(index, arguments or {})
+
+            async def searched(call: LocalCall) -> tuple[bytes, bool]:
+                return found.result_json, found.is_error
+
+            llm = llm_request_of(ctx.sender, params)
+            return self._local_call(ctx, name, arguments or {}, llm, trace, searched, SEARCH_SECONDS)
+        if index is not None and name == toolsearch.CALL:
+            # callTool(name, arguments) is that tool's call, recorded under its own name.
+            name, arguments = (arguments or {}).get("name"), (arguments or {}).get("arguments")
+            if not isinstance(name, str):
+                raise InvalidParamsError('Invalid params: callTool\'s "name" must be a string')
+            if arguments is not None and not isinstance(arguments, dict):
+                raise InvalidParamsError('Invalid params: callTool\'s "arguments" must be an object')
         route = ctx.view.tool_routes.get(name)
         if route is None:
             raise InvalidParamsError(f"Unknown tool: {name}")
@@ -585,11 +604,22 @@ class McpHandler:
                 return tool_error_result(str(exc)), True
             return answered.result_json, answered.is_error
 
+        timeout = sandbox.limits.wall_seconds if sandbox is not None else 1.0
+        return self._local_call(ctx, name, arguments, llm_request_id, trace, answer, timeout)
+
+    def _local_call(
+        self,
+        ctx: CallContext,
+        name: str,
+        arguments: dict[str, Any],
+        llm_request_id: str,
+        trace: TraceContext,
+        answer: Callable[[LocalCall], Awaitable[tuple[bytes, bool]]],
+        timeout: float,
+    ) -> Call:
+        """A call of a tool this edge answers itself, recorded and cancelled as any call."""
         request = connector_pb2.CallToolRequest(
-            tool=name,
-            key_id=_key(ctx),
-            arguments_json=orjson.dumps(arguments),
-            timeout_seconds=sandbox.limits.wall_seconds if sandbox is not None else 1.0,
+            tool=name, key_id=_key(ctx), arguments_json=orjson.dumps(arguments), timeout_seconds=timeout
         )
         return LocalCall(
             self.calls,

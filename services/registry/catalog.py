@@ -11,6 +11,7 @@ from services.registry.authorization import with_discovered
 from services.registry.config import ClientConfig, limits_message
 from services.registry.store import CatalogState, Lifecycle, StoredServer
 from services.registry.user_tokens import Grant
+from services.tool_modes import TOOL_MODES
 
 NO_GRANT = Grant()
 
@@ -33,9 +34,9 @@ def build_snapshot(
         revision=state.revision,
         settings=registry_pb2.GatewaySettings(
             tool_separator=state.separator,
-            code_mode=state.code_mode.everywhere,
+            tool_mode=TOOL_MODES.get(state.tools.mode, registry_pb2.TOOL_MODE_UNSPECIFIED),
             code_mode_binding=registry_pb2.CODE_MODE_BINDING_TOOL
-            if state.code_mode.binding == "tool"
+            if state.tools.binding == "tool"
             else registry_pb2.CODE_MODE_BINDING_SERVER,
         ),
         governance=governance,

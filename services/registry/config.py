@@ -19,6 +19,7 @@ from services.contracts import registry_pb2
 from services.naming import server_name_problem
 from services.references import ENV_PREFIX
 from services.settings import ConfigurationError
+from services.tool_modes import ToolModeName
 from services.windows import Window
 
 # An HTTP header name (RFC 9110 token), and what no header value or URL may hold.
@@ -350,8 +351,8 @@ class GatewayOptions(BaseModel):
     # Reconnect a server that went away on our own (with backoff); off leaves it to
     # POST /api/mcp/client/{name}/reconnect, as Bifrost does.
     auto_reconnect: bool = True
-    # Every view offers Code Mode's meta-tools in place of its tools.
-    code_mode: bool = False
+    # How every view offers its tools; unset, as each key or group says.
+    tool_mode: ToolModeName | None = None
 
 
 class ToolSelectionConfig(BaseModel):
@@ -378,8 +379,9 @@ class VirtualKeyConfig(LimitsConfig):
     mcp_configs: list[ToolSelectionConfig] = []
     # mcpgw's own: who signs in as this key with the operator's OpenID Connect provider.
     identities: list[str] = []
-    # mcpgw's own: the key's views offer Code Mode's meta-tools in place of its tools.
-    code_mode: bool = False
+    # mcpgw's own: how the key's views offer tools (code: Code Mode's meta-tools; search:
+    # searchTools and callTool).
+    tool_mode: ToolModeName = "classic"
     budget: BudgetConfig | None = None
 
 

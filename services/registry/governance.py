@@ -26,6 +26,7 @@ from services.registry.config import GatewayConfig, limits_message
 from services.registry.store import Base, RegistryStore, ServerRow, bump, read_meta, write_meta
 from services.selections import selection_dict, selection_message
 from services.settings import ConfigurationError
+from services.tool_modes import TOOL_MODES, tool_mode_name
 from services.windows import Window
 
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
@@ -63,7 +64,8 @@ class KeyRow(Base):
     identities_json: Mapped[str] = mapped_column(Text, default="[]")
     # The key's Limits message as JSON ("{}": none).
     limits_json: Mapped[str] = mapped_column(Text, default="{}")
-    code_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    # classic | code | search
+    tool_mode: Mapped[str] = mapped_column(String(16), default="classic")
 
 
 class GroupRow(Base):
@@ -74,7 +76,7 @@ class GroupRow(Base):
     tools_json: Mapped[str] = mapped_column(Text)
     # The group's RequestLimit as JSON ("{}": none).
     rate_limit_json: Mapped[str] = mapped_column(Text, default="{}")
-    code_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    tool_mode: Mapped[str] = mapped_column(String(16), default="classic")
 
 
 class KeyGroupRow(Base):
@@ -144,7 +146,7 @@ def _key_message(row: KeyRow, groups: list[str], with_hash: bool = False) -> reg
         rotated_at=row.rotated_at,
         identities=orjson.loads(row.identities_json or "[]"),
         limits=json_format.Parse(row.limits_json or "{}", registry_pb2.Limits()),
-        code_mode=bool(row.code_mode),
+        tool_mode=TOOL_MODES.get(row.tool_mode, registry_pb2.TOOL_MODE_CLASSIC),
     )
 
 
@@ -153,7 +155,7 @@ def _group_message(row: GroupRow) -> registry_pb2.ToolGroup:
         name=row.name,
         description=row.description,
         tools=_selections(row.tools_json),
-        code_mode=bool(row.code_mode),
+        tool_mode=TOOL_MODES.get(row.tool_mode, registry_pb2.TOOL_MODE_CLASSIC),
     )
     if row.rate_limit_json and row.rate_limit_json != "{}":
         group.rate_limit.CopyFrom(json_format.Parse(row.rate_limit_json, registry_pb2.RequestLimit()))
@@ -222,7 +224,7 @@ class GovernanceStore:
                 source=source,
                 identities_json=_identities_json(spec.identities),
                 limits_json=_limits_json(spec.limits),
-                code_mode=spec.code_mode,
+                tool_mode=tool_mode_name(spec.tool_mode),
             )
             if await session.get(KeyRow, row.id) is not None:
                 raise ConflictError(f"a key with id {row.id!r} exists")
@@ -245,7 +247,7 @@ class GovernanceStore:
             row.expires_at, row.mcp_configs_json = spec.expires_at, _selections_json(spec.mcp_configs)
             row.identities_json = _identities_json(spec.identities)
             row.limits_json = _limits_json(spec.limits)
-            row.code_mode = spec.code_mode
+            row.tool_mode = tool_mode_name(spec.tool_mode)
             if secret is not None:
                 row.secret_hash, row.secret_prefix = _hashed(secret)
             await session.execute(delete(KeyGroupRow).where(KeyGroupRow.key_id == row.id))
@@ -352,7 +354,7 @@ class GovernanceStore:
                 session.add(row)
             row.description, row.tools_json = group.description, _selections_json(group.tools)
             row.rate_limit_json = _limits_json(group.rate_limit) if group.HasField("rate_limit") else "{}"
-            row.code_mode = group.code_mode
+            row.tool_mode = tool_mode_name(group.tool_mode)
             await bump(session)
             return group
 
@@ -429,7 +431,7 @@ class GovernanceStore:
                 mcp_configs=[selection_message(c.model_dump()) for c in key.mcp_configs],
                 identities=key.identities,
                 limits=limits_message(key, key.budget),
-                code_mode=key.code_mode,
+                tool_mode=TOOL_MODES[key.tool_mode],
             )
             try:
                 await self._put_file_key(spec, key.value)
@@ -465,7 +467,7 @@ class GovernanceStore:
             _selections_json(spec.mcp_configs),
             _identities_json(spec.identities),
             _limits_json(spec.limits),
-            spec.code_mode,
+            tool_mode_name(spec.tool_mode),
         )
         stored = (
             row.name,
@@ -474,7 +476,7 @@ class GovernanceStore:
             row.mcp_configs_json,
             row.identities_json,
             row.limits_json,
-            bool(row.code_mode),
+            row.tool_mode,
         )
         if wanted != stored or (row.secret_hash != virtual_keys.digest(secret)):
             await self.update_key(spec, secret)

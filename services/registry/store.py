@@ -180,25 +180,26 @@ class CatalogState:
     separator: str
     servers: list[StoredServer]
     items: list[StoredItem]
-    code_mode: CodeMode = field(default_factory=lambda: CodeMode())
+    tools: ToolOffer = field(default_factory=lambda: ToolOffer())
 
 
 @dataclass(frozen=True, slots=True)
-class CodeMode:
-    """Whether every view is in Code Mode, and what one stub file holds (server | tool)."""
+class ToolOffer:
+    """How every view offers tools ("": as keys and groups say), and what one Code Mode stub
+    file holds (server | tool)."""
 
-    everywhere: bool = False
+    mode: str = ""
     binding: str = "server"
 
     def to_json(self) -> str:
-        return orjson.dumps({"everywhere": self.everywhere, "binding": self.binding}).decode()
+        return orjson.dumps({"mode": self.mode, "binding": self.binding}).decode()
 
     @classmethod
-    def from_json(cls, text: str) -> CodeMode:
+    def from_json(cls, text: str) -> ToolOffer:
         if not text:
             return cls()
         value = orjson.loads(text)
-        return cls(bool(value["everywhere"]), str(value["binding"]))
+        return cls(str(value["mode"]), str(value["binding"]))
 
 
 def _owner_only(database: str | None) -> None:
@@ -254,10 +255,10 @@ class RegistryStore:
             changed = await write_meta(session, "tool_separator", config.mcpgw.tool_separator)
             lifecycle = Lifecycle(config.mcp.health_monitor_config, config.mcpgw.auto_reconnect)
             changed = await write_meta(session, "lifecycle", lifecycle.to_json()) or changed
-            code_mode = CodeMode(
-                config.mcpgw.code_mode, config.mcp.tool_manager_config.code_mode_binding_level
+            offer = ToolOffer(
+                config.mcpgw.tool_mode or "", config.mcp.tool_manager_config.code_mode_binding_level
             )
-            changed = await write_meta(session, "code_mode", code_mode.to_json()) or changed
+            changed = await write_meta(session, "tool_offer", offer.to_json()) or changed
             rows = {r.name: r for r in (await session.scalars(select(ServerRow))).all()}
             for name, row in rows.items():
                 if row.source == "file" and name not in wanted:
@@ -448,7 +449,7 @@ class RegistryStore:
                 separator=separator,
                 servers=[self._stored(r) for r in servers],
                 items=[StoredItem(i.server, i.kind, i.key, i.definition_json) for i in items],
-                code_mode=CodeMode.from_json(await read_meta(session, "code_mode", "")),
+                tools=ToolOffer.from_json(await read_meta(session, "tool_offer", "")),
             )
 
 

@@ -81,6 +81,7 @@ AGENT_ADMIN = "admin-token-for-agent-tests"
 CODER = "sk-code-mode-key-0123456789abcdef"
 CLASSIC = "sk-classic-key-00-0123456789abcdef"
 CAREFUL = "sk-careful-key-00-0123456789abcdef"
+SEARCHER = "sk-searcher-key-0123456789abcdef"
 # echo runs at once; sleep waits for a person's approval.
 CAREFUL_VIEW = [
     {"mcp_client_name": "fixture", "tools_to_execute": ["echo", "sleep"], "tools_to_auto_execute": ["echo"]}
@@ -123,9 +124,16 @@ def agent_gateway(everything_http: str, tmp_path_factory: pytest.TempPathFactory
         },
     ]
     keys = [
-        {"id": "vk-coder", "name": "coder", "value": CODER, "mcp_configs": VIEW, "code_mode": True},
+        {"id": "vk-coder", "name": "coder", "value": CODER, "mcp_configs": VIEW, "tool_mode": "code"},
         {"id": "vk-classic", "name": "classic", "value": CLASSIC, "mcp_configs": VIEW},
         {"id": "vk-careful", "name": "careful", "value": CAREFUL, "mcp_configs": CAREFUL_VIEW},
+        {
+            "id": "vk-searcher",
+            "name": "searcher",
+            "value": SEARCHER,
+            "mcp_configs": VIEW,
+            "tool_mode": "search",
+        },
     ]
     env = {"MCPGW_ADMIN_TOKEN": AGENT_ADMIN, **LIMITS}
     config = {"governance": {"virtual_keys": keys}}

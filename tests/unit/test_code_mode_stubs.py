@@ -129,7 +129,8 @@ def test_a_tool_error_raises_in_the_script_with_its_message() -> None:
 
 
 def snapshot(code_mode_servers: set[str], everywhere: bool = False) -> registry_pb2.Snapshot:
-    snap = registry_pb2.Snapshot(settings=registry_pb2.GatewaySettings(code_mode=everywhere))
+    mode = registry_pb2.TOOL_MODE_CODE if everywhere else registry_pb2.TOOL_MODE_UNSPECIFIED
+    snap = registry_pb2.Snapshot(settings=registry_pb2.GatewaySettings(tool_mode=mode))
     for server in ("docs", "web"):
         snap.servers.append(
             registry_pb2.ServerView(
@@ -160,7 +161,10 @@ def test_a_code_mode_server_is_reached_through_the_meta_tools_and_the_others_sta
 
 
 def test_a_view_in_code_mode_lists_only_the_meta_tools_and_none_without_it() -> None:
-    for view in (build_view(snapshot(set()), None, code_mode=True), build_view(snapshot(set(), True), None)):
+    for view in (
+        build_view(snapshot(set()), None, mode=registry_pb2.TOOL_MODE_CODE),
+        build_view(snapshot(set(), True), None),
+    ):
         assert set(listed(view)) == meta.NAMES and not view.tool_routes
         assert view.code is not None and set(view.code.inner.tool_routes) == {"docs_find", "web_find"}
     classic = build_view(snapshot(set()), None)
@@ -182,3 +186,10 @@ async def test_meta_tools_refuse_unusable_arguments_and_unknown_names_clearly() 
     wrong = {"server": "github", "tool": "nope"}
     docs = await meta.answer(meta.TOOL_DOCS, wrong, found, Binding.SERVER, sandbox, never)
     assert docs.is_error and b"No tool 'nope' on server 'github'" in docs.result_json
+
+
+def test_a_view_in_search_mode_lists_the_search_and_keeps_every_tool_callable() -> None:
+    view = build_view(snapshot(set()), None, mode=registry_pb2.TOOL_MODE_SEARCH)
+    assert listed(view) == ["searchTools", "callTool"]
+    assert set(view.tool_routes) == {"docs_find", "web_find"}
+    assert view.search is not None and len(view.search) == 2

@@ -47,6 +47,32 @@ AUTH_MODE_OAUTH: AuthMode.ValueType  # 3
 """Access tokens the edge issued only."""
 Global___AuthMode: _TypeAlias = AuthMode  # noqa: Y015
 
+class _ToolMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_MODE_UNSPECIFIED: _ToolMode.ValueType  # 0
+    TOOL_MODE_CLASSIC: _ToolMode.ValueType  # 1
+    """Every tool listed as itself."""
+    TOOL_MODE_CODE: _ToolMode.ValueType  # 2
+    """Code Mode's four meta-tools over Python stubs of the tools."""
+    TOOL_MODE_SEARCH: _ToolMode.ValueType  # 3
+    """searchTools and callTool: the tools found by query, their schemas on demand."""
+
+class ToolMode(_ToolMode, metaclass=_ToolModeEnumTypeWrapper):
+    """How a view offers its tools to clients."""
+
+TOOL_MODE_UNSPECIFIED: ToolMode.ValueType  # 0
+TOOL_MODE_CLASSIC: ToolMode.ValueType  # 1
+"""Every tool listed as itself."""
+TOOL_MODE_CODE: ToolMode.ValueType  # 2
+"""Code Mode's four meta-tools over Python stubs of the tools."""
+TOOL_MODE_SEARCH: ToolMode.ValueType  # 3
+"""searchTools and callTool: the tools found by query, their schemas on demand."""
+Global___ToolMode: _TypeAlias = ToolMode  # noqa: Y015
+
 class _CodeModeBinding:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -268,7 +294,7 @@ class VirtualKey(_message.Message):
     ROTATED_AT_FIELD_NUMBER: _builtins.int
     IDENTITIES_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
-    CODE_MODE_FIELD_NUMBER: _builtins.int
+    TOOL_MODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable id (a key keeps it across rotations); the admin API addresses keys by it."""
     name: _builtins.str
@@ -282,8 +308,8 @@ class VirtualKey(_message.Message):
     """The secret's first characters, so people can tell keys apart."""
     created_at: _builtins.int
     rotated_at: _builtins.int
-    code_mode: _builtins.bool
-    """Its views offer Code Mode's meta-tools in place of every tool (Python over stubs)."""
+    tool_mode: Global___ToolMode.ValueType
+    """How its views offer tools: each as itself, through Code Mode, or through search."""
     @_builtins.property
     def mcp_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
     @_builtins.property
@@ -314,11 +340,11 @@ class VirtualKey(_message.Message):
         rotated_at: _builtins.int = ...,
         identities: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___Limits | None = ...,
-        code_mode: _builtins.bool = ...,
+        tool_mode: Global___ToolMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "code_mode", b"code_mode", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "limits", b"limits", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "created_at", b"created_at", "description", b"description", "expires_at", b"expires_at", "groups", b"groups", "id", b"id", "identities", b"identities", "limits", b"limits", "mcp_configs", b"mcp_configs", "name", b"name", "rotated_at", b"rotated_at", "secret_hash", b"secret_hash", "secret_prefix", b"secret_prefix", "tool_mode", b"tool_mode"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -498,11 +524,11 @@ class ToolGroup(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     TOOLS_FIELD_NUMBER: _builtins.int
     RATE_LIMIT_FIELD_NUMBER: _builtins.int
-    CODE_MODE_FIELD_NUMBER: _builtins.int
+    TOOL_MODE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
-    code_mode: _builtins.bool
-    """/mcp/{group} offers Code Mode's meta-tools in place of the group's tools."""
+    tool_mode: Global___ToolMode.ValueType
+    """How /mcp/{group} offers the group's tools."""
     @_builtins.property
     def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolSelection]: ...
     @_builtins.property
@@ -516,11 +542,11 @@ class ToolGroup(_message.Message):
         description: _builtins.str = ...,
         tools: _abc.Iterable[Global___ToolSelection] | None = ...,
         rate_limit: Global___RequestLimit | None = ...,
-        code_mode: _builtins.bool = ...,
+        tool_mode: Global___ToolMode.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rate_limit", b"rate_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_mode", b"code_mode", "description", b"description", "name", b"name", "rate_limit", b"rate_limit", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "rate_limit", b"rate_limit", "tool_mode", b"tool_mode", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -960,23 +986,23 @@ class GatewaySettings(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOOL_SEPARATOR_FIELD_NUMBER: _builtins.int
-    CODE_MODE_FIELD_NUMBER: _builtins.int
+    TOOL_MODE_FIELD_NUMBER: _builtins.int
     CODE_MODE_BINDING_FIELD_NUMBER: _builtins.int
     tool_separator: _builtins.str
-    code_mode: _builtins.bool
-    """Every view offers Code Mode's meta-tools in place of its tools."""
+    tool_mode: Global___ToolMode.ValueType
+    """How every view offers its tools (unspecified: as a key or group says, else classic)."""
     code_mode_binding: Global___CodeModeBinding.ValueType
     """Bifrost's code_mode_binding_level: a stub file per server (default) or per tool."""
     def __init__(
         self,
         *,
         tool_separator: _builtins.str = ...,
-        code_mode: _builtins.bool = ...,
+        tool_mode: Global___ToolMode.ValueType = ...,
         code_mode_binding: Global___CodeModeBinding.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_mode", b"code_mode", "code_mode_binding", b"code_mode_binding", "tool_separator", b"tool_separator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code_mode_binding", b"code_mode_binding", "tool_mode", b"tool_mode", "tool_separator", b"tool_separator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
