@@ -28,8 +28,10 @@ class Capacity:
 
 
 class Bulkhead:
-    def __init__(self, capacity: Capacity) -> None:
+    def __init__(self, capacity: Capacity, whose: str = "the bulkhead") -> None:
         self.capacity = capacity
+        # Who it holds slots for, as a refusal names them ("server 'search'").
+        self.whose = whose
         self._slots = asyncio.Semaphore(capacity.limit)
         self._waiting = 0
 
@@ -41,9 +43,9 @@ class Bulkhead:
     def waiting(self) -> int:
         return self._waiting
 
-    async def acquire(self, server: str, whose: str) -> None:
+    async def acquire(self, server: str) -> None:
         """Take a slot (give it back with `release`); BulkheadFullError when none frees in time."""
-        capacity = self.capacity
+        capacity, whose = self.capacity, self.whose
         if not self._slots.locked():
             # A free slot is taken at once: no wait, so no timer.
             await self._slots.acquire()
@@ -78,13 +80,18 @@ class Bulkheads:
     calls holding the old one finish on it)."""
 
     def __init__(self) -> None:
-        self._held: dict[str, Bulkhead] = {}
+        self._held: dict[tuple[str, str], Bulkhead] = {}
 
-    def of(self, name: str, capacity: Capacity | None) -> Bulkhead | None:
+    def of(self, kind: str, name: str, capacity: Capacity | None) -> Bulkhead | None:
+        """The bulkhead of a `kind` ("server", "key") named `name`, None with no capacity."""
+        held = self._held.get((kind, name))
+        if held is not None and held.capacity is capacity:
+            return held  # the same snapshot's capacity: nothing to compare
         if capacity is None or capacity.limit <= 0:
-            self._held.pop(name, None)
+            self._held.pop((kind, name), None)
             return None
-        held = self._held.get(name)
         if held is None or held.capacity != capacity:
-            held = self._held[name] = Bulkhead(capacity)
+            held = self._held[(kind, name)] = Bulkhead(capacity, f"{kind} {name!r}")
+        else:
+            held.capacity = capacity
         return held

@@ -112,8 +112,8 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         held: list[Bulkhead] = []
         try:
             try:
-                for bulkhead, whose in self._bulkheads_of(request):
-                    await bulkhead.acquire(request.server, whose)
+                for bulkhead in self._bulkheads_of(request):
+                    await bulkhead.acquire(request.server)
                     held.append(bulkhead)
                 downstream = await self._route(request.server, request.key_id)
             except Exception as exc:
@@ -123,19 +123,19 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
             for bulkhead in held:
                 bulkhead.release()
 
-    def _bulkheads_of(self, request: connector_pb2.CallToolRequest) -> list[tuple[Bulkhead, str]]:
+    def _bulkheads_of(self, request: connector_pb2.CallToolRequest) -> list[Bulkhead]:
         """The key's bulkhead, then the server's: a call holds a slot of each while it runs."""
         held = []
         if request.key_max_concurrency > 0:
             capacity = Capacity(
                 request.key_max_concurrency, request.key_max_queue, request.key_queue_timeout_seconds or 30.0
             )
-            bulkhead = self._bulkheads.of(f"key:{request.key_id}", capacity)
+            bulkhead = self._bulkheads.of("key", request.key_id, capacity)
             if bulkhead is not None:
-                held.append((bulkhead, f"key {request.key_id!r}"))
-        bulkhead = self._bulkheads.of(f"server:{request.server}", self._pool.capacity(request.server))
+                held.append(bulkhead)
+        bulkhead = self._bulkheads.of("server", request.server, self._pool.capacity(request.server))
         if bulkhead is not None:
-            held.append((bulkhead, f"server {request.server!r}"))
+            held.append(bulkhead)
         return held
 
     async def _reach(

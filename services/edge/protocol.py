@@ -517,8 +517,7 @@ class McpHandler:
         price = self._price(route.server, route.name)
         charge = NO_CHARGE
         if self._limiter is not None:
-            charge = await self._limiter.admit(request.key_id, route.server, route.name, name, price)
-            self._limiter.bulkhead(request)
+            charge = await self._limiter.admit(request, name, price)
         return Call(
             self.calls,
             self._connector,

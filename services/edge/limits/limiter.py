@@ -121,6 +121,24 @@ def _requests(
     return Rule(kind, scope, subject, limit.max_requests, Window.parse(limit.reset_duration), tool)
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What one (key, server, tool, exposed name, price) is held to, worked out once per
+    snapshot: its rules, each with its quota, and the key's bulkhead."""
+
+    rules: list[tuple[Rule, int, Quota]]
+    # (max_concurrency, max_queue, queue_timeout_seconds), or None for no key bulkhead.
+    bulkhead: tuple[int, int, float] | None
+
+
+def key_bulkhead(catalog: Catalog, key_id: str) -> tuple[int, int, float] | None:
+    """The key's calls in flight, as the connector holds them (None: no cap)."""
+    key = catalog.governance.by_id.get(key_id) if key_id else None
+    if key is None or key.limits is None or key.limits.max_concurrency <= 0:
+        return None
+    return key.limits.max_concurrency, key.limits.max_queue, key.limits.queue_timeout_seconds
+
+
 class Limiter:
     """This edge's quotas, by scope; `run` owns the tasks that renew leases ahead of need."""
 
@@ -129,15 +147,9 @@ class Limiter:
         self._catalog = catalog
         self._quotas: dict[str, Quota] = {}
         self._tasks: anyio.abc.TaskGroup | None = None
-        # The rules of each (key, server, tool, exposed name, price) called, for the catalog
-        # they were read from: worked out once per snapshot, not on every call.
-        # Each with its quota, configured as the snapshot says.
-        self._rules: tuple[
-            Catalog | None, dict[tuple[str, str, str, str, float], list[tuple[Rule, int, Quota]]]
-        ] = (
-            None,
-            {},
-        )
+        # What each (key, server, tool, exposed name, price) called is held to, for the catalog
+        # it was read from: worked out once per snapshot, not on every call.
+        self._rules: tuple[Catalog | None, dict[tuple[str, str, str, str, float], Admission]] = (None, {})
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self._store.open()
@@ -152,23 +164,32 @@ class Limiter:
                     except Exception:
                         log.exception("%s: spent units not flushed", quota.scope)
 
-    async def admit(self, key_id: str, server: str, tool: str, exposed: str, price: float) -> Charge:
-        """Spend what the call costs of every limit it counts against; LimitedError when one
-        has not enough left this window (and nothing is spent of the others)."""
+    async def admit(self, request: connector_pb2.CallToolRequest, exposed: str, price: float) -> Charge:
+        """Spend what the call costs of every limit it counts against, and name the key's
+        bulkhead for the connector to hold; LimitedError when a limit has not enough left
+        this window (and nothing is spent of the others)."""
         catalog = self._catalog()
         if self._rules[0] is not catalog:
             self._rules = (catalog, {})
+        key_id, server, tool = request.key_id, request.server, request.tool
         called = (key_id, server, tool, exposed, price)
         found = self._rules[1].get(called)
         if found is None:
             worked_out = rules(catalog, key_id, server, tool, exposed, price)
-            found = self._rules[1][called] = [(rule, units, self._quota(rule)) for rule, units in worked_out]
+            found = self._rules[1][called] = Admission(
+                [(rule, units, self._quota(rule)) for rule, units in worked_out],
+                key_bulkhead(catalog, key_id),
+            )
+        if found.bulkhead is not None:
+            request.key_max_concurrency, request.key_max_queue, request.key_queue_timeout_seconds = (
+                found.bulkhead
+            )
         charge = Charge()
-        if not found:
+        if not found.rules:
             return charge
         now = time.time()
         taken: list[tuple[Quota, int]] = []
-        for rule, units, quota in found:
+        for rule, units, quota in found.rules:
             took = quota.take_now(units, now)
             if took is None:
                 took = await quota.take(units, now)
@@ -180,14 +201,6 @@ class Limiter:
             if rule.kind is LimitKind.BUDGET:
                 charge.budget.append((quota, units))
         return charge
-
-    def bulkhead(self, request: connector_pb2.CallToolRequest) -> None:
-        """The key's bulkhead, for the connector to hold (it sees every call in flight)."""
-        key = self._catalog().governance.by_id.get(request.key_id) if request.key_id else None
-        if key is not None and key.limits is not None and key.limits.max_concurrency > 0:
-            request.key_max_concurrency = key.limits.max_concurrency
-            request.key_max_queue = key.limits.max_queue
-            request.key_queue_timeout_seconds = key.limits.queue_timeout_seconds
 
     async def usage(self, rule: Rule) -> dict[str, Any]:
         """What the deployment spent of a rule this window, and when the window ends."""
