@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
 NODE_TESTS := tests/node
 
-.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills catalog
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-peers: install $(PEERS)/contextforge/.installed $(PEERS)/fastmcp/.installe
 ## A few seconds of every bench measurement, no targets asserted (CI runs it).
 bench-smoke: install
 	$(PY) -m bench.run --smoke
+
+## Tokens and model round trips over a 313-tool catalog: classic vs Code Mode vs tool search.
+catalog: install
+	$(PY) -m bench.catalog
 
 ## Memory of every mcpgw process over 20,000 streamed calls, each cancelled (about 2 minutes).
 soak: install

