@@ -153,6 +153,8 @@ async def classic_task(
 
 
 SCRIPT = """
+import asyncio
+
 customers = (await crm.list_customers(region="eu", limit=100))["customers"]
 found = await asyncio.gather(*[
     billing.list_invoices(customer_id=c["id"], status="overdue", limit=100) for c in customers

@@ -37,3 +37,25 @@ def test_the_bench_smoke_run_measures_every_point_and_writes_its_report(tmp_path
     assert results["tools_list"]["errors"] == 0 and results["tools_list"]["calls"] > 0
     assert "| mcpgw | 1 |" in report.with_suffix(".md").read_text()
     assert report.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_catalog_measurement_reaches_one_answer_in_every_mode(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.catalog", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = tmp_path.glob("catalog-*.json")
+    measured = {m["mode"]: m for m in json.loads(report.read_text())}
+    assert set(measured) == {"classic", "code", "search"}
+    # Every catalog tool is listed classic; code and search list their meta-tools only.
+    assert measured["classic"]["tools"] >= 300
+    assert (measured["code"]["tools"], measured["search"]["tools"]) == (4, 2)
+    assert measured["code"]["definition_tokens"] < measured["classic"]["definition_tokens"] / 20
+    # One script runs the four dependent steps that take classic four turns of calls.
+    assert measured["code"]["round_trips"] < measured["classic"]["round_trips"]
+    assert len({json.dumps(m["answer"], sort_keys=True) for m in measured.values()}) == 1
