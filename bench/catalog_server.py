@@ -69,7 +69,8 @@ class Entity:
         return self.name[:3]
 
     def record(self, index: int) -> dict[str, Any]:
-        return {"id": f"{self.prefix}_{index:03d}", **{f.name: f.value(self.name, index) for f in self.fields}}
+        values = {field.name: field.value(self.name, index) for field in self.fields}
+        return {"id": f"{self.prefix}_{index:03d}", **values}
 
 
 def f(name: str, kind: str, description: str) -> Field:
