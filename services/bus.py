@@ -44,6 +44,14 @@ class BusUnavailableError(ConnectionError):
     """NATS could not be reached within the start-up deadline."""
 
 
+def servers(url: str) -> list[str]:
+    """The nodes of a comma-separated MCPGW_NATS_URL: a client fails over between them."""
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise BusUnavailableError("no NATS server given: MCPGW_NATS_URL is empty")
+    return found
+
+
 async def connect(
     url: str,
     name: str,
@@ -68,7 +76,7 @@ async def connect(
         while True:
             try:
                 return await nats.connect(
-                    url,
+                    servers(url),
                     name=name,
                     connect_timeout=2,
                     max_reconnect_attempts=-1,

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from services.health import HealthError, check, process_one_argv, service_argv
 from services.manage import AUDIT_ACTIONS, COMMANDS, add_audit_actions, add_commands
 from services.manage import run as manage
 from services.runtime import EXIT_CONFIG, run_service
@@ -71,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--exporter", dest="audit_exporter", choices=["console", "file", "otlp"], default=None)
     audit.add_argument("--file", dest="audit_file", type=Path, default=None)
     add_audit_actions(audit)
+
+    health = commands.add_parser("health", help="exit 0 while a service serves (a container's health check)")
+    health.add_argument(
+        "service_args", nargs=argparse.REMAINDER, help="the service and its arguments (default: process 1's)"
+    )
     add_commands(commands)
     return parser
 
@@ -79,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = _parser().parse_args(argv)
     if namespace.command in COMMANDS or getattr(namespace, "action", None) in AUDIT_ACTIONS:
         return manage(namespace.command, namespace)
+    if namespace.command == "health":
+        return _health(namespace.service_args)
     args = vars(namespace)
     args.pop("action", None)
     command = args.pop("command")
@@ -111,6 +119,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token", "registry_key"})
     )
     return run_service(command, lambda: _serve(command, settings))
+
+
+def _health(words: list[str]) -> int:
+    """0 when the named service (else process 1's) answers its health probe, else 1."""
+    try:
+        namespace = _parser().parse_args(service_argv(words or process_one_argv()))
+    except (HealthError, OSError) as exc:
+        print(f"mcpgw health: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    args = vars(namespace)
+    args.pop("action", None)
+    command = args.pop("command")
+    try:
+        settings = load(SETTINGS[command], **args)
+    except ConfigurationError as exc:
+        print(f"mcpgw health: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0 if check(settings) else 1
 
 
 async def _serve(command: str, settings: CommonSettings) -> None:

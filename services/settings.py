@@ -31,6 +31,7 @@ class LogFormat(StrEnum):
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MCPGW_", extra="ignore")
 
+    # One NATS node, or every node of a cluster, comma-separated.
     nats_url: str = "nats://127.0.0.1:4222"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: LogFormat = LogFormat.TEXT

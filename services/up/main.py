@@ -14,8 +14,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.probes import grpc_serving, http_ok, tcp_open
 from services.settings import ConfigurationError
-from services.up.readiness import grpc_serving, http_ok, tcp_open
 from services.up.supervisor import Child, ChildFailedError, Supervisor
 
 log = logging.getLogger("mcpgw.up")

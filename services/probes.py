@@ -1,4 +1,4 @@
-"""Probes that tell when a child service is ready to serve."""
+"""Probes that tell whether a service serves: `mcpgw up` waits on them, `mcpgw health` asks them."""
 
 from __future__ import annotations
 
