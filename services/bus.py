@@ -91,12 +91,13 @@ async def connect(
     raise BusUnavailableError(f"cannot reach NATS at {url} within {deadline_seconds:.0f}s: {last}")
 
 
-async def ensure_audit_stream(nc: NATS) -> None:
-    """Create the audit stream, or leave the existing one as it is."""
+async def ensure_audit_stream(nc: NATS, replicas: int = 1) -> None:
+    """Create the audit stream on `replicas` nodes, or leave the existing one as it is."""
     await _ensure_stream(
         nc,
         StreamConfig(
             name=AUDIT_STREAM,
+            num_replicas=replicas,
             subjects=[AUDIT_SUBJECTS],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
@@ -106,12 +107,15 @@ async def ensure_audit_stream(nc: NATS) -> None:
     )
 
 
-async def ensure_events_stream(nc: NATS, retention_seconds: float, retention_bytes: int) -> None:
+async def ensure_events_stream(
+    nc: NATS, retention_seconds: float, retention_bytes: int, replicas: int = 1
+) -> None:
     """Create the stream that keeps SSE answers' events for resumption, or leave it be."""
     await _ensure_stream(
         nc,
         StreamConfig(
             name=EVENTS_STREAM,
+            num_replicas=replicas,
             subjects=[EVENTS_SUBJECTS],
             retention=RetentionPolicy.LIMITS,
             # Short-lived and re-creatable: memory is enough, and it keeps the hot path off disk.

@@ -33,6 +33,9 @@ class CommonSettings(BaseSettings):
 
     # One NATS node, or every node of a cluster, comma-separated.
     nats_url: str = "nats://127.0.0.1:4222"
+    # How many NATS nodes keep each stream and key-value bucket: 3 on a cluster of three, so
+    # the audit and the shared state survive the loss of one.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: LogFormat = LogFormat.TEXT
     # How long a call may take when its server sets no timeout: the edge sends each call's
@@ -51,6 +54,9 @@ class RegistrySettings(CommonSettings):
     # Seals server configs (they hold upstream credentials) at rest; empty keeps one in
     # the state directory. Every registry replica needs the same one.
     registry_key: str = ""
+    # A connector replica silent this long no longer counts as holding any server: a server
+    # only it held is disconnected for clients.
+    connector_lost_seconds: float = Field(default=6.0, gt=0)
 
     def database_url(self) -> str:
         """The SQLAlchemy URL: `--db` when given, else SQLite under the state directory."""
@@ -67,6 +73,9 @@ class ConnectorSettings(CommonSettings):
     connect_timeout_seconds: float = 30.0
     reconnect_initial_seconds: float = 0.5
     reconnect_max_seconds: float = 30.0
+    # How often this replica tells registry it is alive (registry's connector_lost_seconds
+    # should be a few of these).
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
     # A virtual key's own session with a per_user server closes after this long unused.
     keyed_idle_seconds: float = 900.0
 

@@ -130,25 +130,26 @@ def service_tree(
     *,
     edges: int = 1,
     connectors: int = 1,
+    registries: int = 1,
     env: dict[str, str] | None = None,
     config: dict[str, Any] | None = None,
     ready: Collection[str] | None = None,
 ) -> Iterator[list[str]]:
     """NATS, registry, connector, audit and `edges` edge replicas sharing a session secret,
     in front of `servers` (and the other sections of `config`); yields each edge's base URL
-    once every edge lists every server (or those named in `ready`)."""
+    once every edge lists every server (or those named in `ready`). Several registries need
+    one database and sealing key in `env` (MCPGW_DB, MCPGW_REGISTRY_KEY)."""
     config = config or {}
     mcp = {**config.get("mcp", {}), "client_configs": servers}
     (tmp / "config.json").write_text(json.dumps({**config, "mcp": mcp}))
-    registry = f"127.0.0.1:{free_port()}"
+    registry_addrs = [f"127.0.0.1:{free_port()}" for _ in range(registries)]
     connector_addrs = [f"127.0.0.1:{free_port()}" for _ in range(connectors)]
     audit_addr = f"127.0.0.1:{free_port()}"
     with ExitStack() as stack:
         nats_url = stack.enter_context(nats_server(tmp))
         common = {
             "MCPGW_NATS_URL": nats_url,
-            "MCPGW_REGISTRY_ADDR": registry,
-            "MCPGW_REGISTRY_LISTEN": registry,
+            "MCPGW_REGISTRY_ADDR": ",".join(registry_addrs),
             "MCPGW_CONNECTOR_ADDR": ",".join(connector_addrs),
             "MCPGW_AUDIT_ADDR": audit_addr,
             "MCPGW_AUDIT_LISTEN": audit_addr,
@@ -158,7 +159,10 @@ def service_tree(
             **(env or {}),
         }
         log = tmp / "services.log"
-        stack.enter_context(running(service("registry", "--config", str(tmp / "config.json")), common, log))
+        for address in registry_addrs:
+            registry_env = {**common, "MCPGW_REGISTRY_LISTEN": address}
+            argv = service("registry", "--config", str(tmp / "config.json"))
+            stack.enter_context(running(argv, registry_env, log))
         for index, address in enumerate(connector_addrs):
             connector_env = {
                 **common,

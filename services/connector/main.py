@@ -14,7 +14,7 @@ from services import bus
 from services.connector.pool import DownstreamPool
 from services.connector.servicer import ConnectorServicer
 from services.connector.telemetry import SCOPE, DownstreamTelemetry
-from services.contracts import connector_pb2_grpc, registry_pb2_grpc
+from services.contracts import connector_pb2_grpc, registry_pb2, registry_pb2_grpc
 from services.metrics import gauge, service_metrics, total
 from services.rpc import HealthyServer, channel
 from services.runtime import started, stop_requested
@@ -56,7 +56,8 @@ async def serve(settings: ConnectorSettings) -> None:
             await nc.publish(subject, body)
 
     registry_channel = channel(settings.registry_addr)
-    pool = DownstreamPool(settings, registry_pb2_grpc.RegistryStub(registry_channel), heard)
+    registry = registry_pb2_grpc.RegistryStub(registry_channel)
+    pool = DownstreamPool(settings, registry, heard)
     spans = tracer_provider("mcpgw-connector")
     metrics = service_metrics("mcpgw-connector")
     meter = metrics.meter(SCOPE)
@@ -92,6 +93,18 @@ async def serve(settings: ConnectorSettings) -> None:
             first_sync.set()
             await changed.wait(RESYNC_SECONDS)
 
+    async def heartbeat() -> None:
+        # Registry counts this replica's connections only while it hears from it.
+        alive = registry_pb2.ReportAliveRequest(connector_id=settings.connector_id)
+        while True:
+            try:
+                reply = await registry.ReportAlive(alive, timeout=settings.heartbeat_seconds)
+                if reply.report_again:
+                    await pool.report_again()
+            except grpc.aio.AioRpcError as exc:
+                log.debug("heartbeat to registry failed: %s", exc.details())
+            await anyio.sleep(settings.heartbeat_seconds)
+
     async def on_reconnect_request(msg: Msg) -> None:
         await pool.reconnect(msg.data.decode())
 
@@ -105,6 +118,7 @@ async def serve(settings: ConnectorSettings) -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(pool.run)
             tg.start_soon(keep_in_sync)
+            tg.start_soon(heartbeat)
             # Serve once the servers are known (their first connections under way, which calls
             # wait for), so a restarted connector's first calls find them; not for ever, though.
             with anyio.move_on_after(FIRST_SYNC_SECONDS):

@@ -38,6 +38,8 @@ class DownstreamPool:
         self._heard = heard
         self._registry = registry
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
+        # Each shared server's last report to registry, to send again if registry lost track.
+        self._reported: dict[str, tuple[Status, Inventory]] = {}
         self._capacities: dict[str, Capacity] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._sync_lock = anyio.Lock()
@@ -273,8 +275,15 @@ class DownstreamPool:
         with scope:
             await downstream.run()
 
+    async def report_again(self) -> None:
+        """Send registry each server's last report again (it had counted this replica lost)."""
+        for server, (status, inventory) in list(self._reported.items()):
+            if server in self._running:
+                await self._reporter(server)(status, inventory)
+
     def _reporter(self, server: str) -> Report:
         async def report(status: Status, inventory: Inventory) -> None:
+            self._reported[server] = (status, inventory)
             request = registry_pb2.ReportCatalogRequest(
                 server=server,
                 state=status.state,

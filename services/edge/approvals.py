@@ -94,8 +94,9 @@ def verdict_of(answer: dict[str, Any]) -> Verdict:
 class Approvals:
     """This edge's calls waiting for approval, and every edge's as the bucket lists them."""
 
-    def __init__(self, nc: NATS, edge_id: str, timeout_seconds: float) -> None:
+    def __init__(self, nc: NATS, edge_id: str, timeout_seconds: float, replicas: int = 1) -> None:
         self._nc = nc
+        self._replicas = replicas
         self.edge_id = edge_id
         self.timeout = timeout_seconds
         self._kv: KeyValue | None = None
@@ -104,7 +105,13 @@ class Approvals:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._kv = await self._nc.jetstream().create_key_value(
-            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, ttl=BUCKET_MAX_AGE_SECONDS)
+            KeyValueConfig(
+                bucket=BUCKET,
+                storage=StorageType.FILE,
+                history=1,
+                ttl=BUCKET_MAX_AGE_SECONDS,
+                replicas=self._replicas,
+            )
         )
         subscription = await self._nc.subscribe(bus.APPROVAL_DECIDED, cb=self._on_decided)
         task_status.started()

@@ -64,8 +64,11 @@ async def serve(settings: EdgeSettings) -> None:
         log.warning("MCPGW_SESSION_SECRET is not set: sessions are valid on this edge process only")
 
     async def streams() -> None:
-        await bus.ensure_audit_stream(nc)
-        await bus.ensure_events_stream(nc, settings.event_retention_seconds, settings.event_retention_bytes)
+        replicas = settings.nats_replicas
+        await bus.ensure_audit_stream(nc, replicas)
+        await bus.ensure_events_stream(
+            nc, settings.event_retention_seconds, settings.event_retention_bytes, replicas
+        )
 
     async def on_reconnect() -> None:
         # NATS may have restarted without what it held in memory (the events stream).
@@ -97,7 +100,7 @@ async def serve(settings: EdgeSettings) -> None:
     follower = SnapshotFollower(registry, settings.snapshot_poll_seconds, on_change)
     await nc.subscribe(bus.REGISTRY_CHANGED, cb=follower.changed.on_message)
     peers = Peers(nc, settings.edge_id, settings.input_wait_seconds)
-    state = SessionState(nc, settings.session_ttl_seconds)
+    state = SessionState(nc, settings.session_ttl_seconds, settings.nats_replicas)
     signer = Signer(settings.session_secret)
     task_ids = TaskIds(signer)
     access_tokens = AccessTokens(settings.session_secret, settings.oauth_access_token_seconds)
@@ -106,6 +109,7 @@ async def serve(settings: EdgeSettings) -> None:
         Sealer(settings.session_secret),
         settings.oauth_access_token_seconds,
         settings.oauth_refresh_token_seconds,
+        settings.nats_replicas,
     )
     admission = Admission(
         settings.max_body_bytes,
@@ -114,7 +118,7 @@ async def serve(settings: EdgeSettings) -> None:
         Credentials(access_tokens, oauth_state.is_revoked, settings.public_url),
     )
     connections = Connections(signer, registry, admission, lambda: follower.catalog, settings.public_url)
-    limiter = Limiter(QuotaStore(nc), lambda: follower.catalog)
+    limiter = Limiter(QuotaStore(nc, settings.nats_replicas), lambda: follower.catalog)
     sandbox = Sandbox(
         SandboxLimits(
             wall_seconds=settings.code_mode_wall_seconds,
@@ -126,7 +130,7 @@ async def serve(settings: EdgeSettings) -> None:
         ),
         settings.code_mode_workers,
     )
-    approvals = Approvals(nc, settings.edge_id, settings.approval_timeout_seconds)
+    approvals = Approvals(nc, settings.edge_id, settings.approval_timeout_seconds, settings.nats_replicas)
     handler = McpHandler(
         ConnectorClient(connector_channel),
         audit,

@@ -53,8 +53,9 @@ def _subscription(key: str) -> tuple[str, str, str] | None:
 
 
 class SessionState:
-    def __init__(self, nc: NATS, ttl_seconds: float) -> None:
+    def __init__(self, nc: NATS, ttl_seconds: float, replicas: int = 1) -> None:
         self._nc = nc
+        self._replicas = replicas
         self._ttl = ttl_seconds
         self._kv: KeyValue | None = None
         self._levels: dict[str, str] = {}
@@ -93,7 +94,9 @@ class SessionState:
 
     async def _open(self) -> KeyValue:
         # On disk, so sessions ended with DELETE stay ended when NATS restarts.
-        config = KeyValueConfig(bucket=BUCKET, ttl=self._ttl, storage=StorageType.FILE, history=1)
+        config = KeyValueConfig(
+            bucket=BUCKET, ttl=self._ttl, storage=StorageType.FILE, history=1, replicas=self._replicas
+        )
         js = self._nc.jetstream()
         try:
             return await js.create_key_value(config)

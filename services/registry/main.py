@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 
+import anyio
+
 from services import bus
 from services.contracts import registry_pb2, registry_pb2_grpc
 from services.metrics import gauge, service_metrics
@@ -36,9 +38,10 @@ async def serve(settings: RegistrySettings) -> None:
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = await RegistryStore.open(settings.database_url(), Sealer(registry_key(settings)))
     try:
-        await store.apply_config(config)
         governance = GovernanceStore(store)
-        await governance.apply_config(config)
+        async with store.exclusively():
+            await store.apply_config(config)
+            await governance.apply_config(config)
         _, servers = await store.servers()
         unset = (await governance.settings()).auth_mode == registry_pb2.AUTH_MODE_UNSPECIFIED
         if unset and any(s.config.per_user_oauth for s in servers):
@@ -48,7 +51,7 @@ async def serve(settings: RegistrySettings) -> None:
             )
         revision = await store.revision()
         nc = await bus.connect(settings.nats_url, "mcpgw-registry")
-        servicer = RegistryServicer(store, nc)
+        servicer = RegistryServicer(store, nc, settings.connector_lost_seconds)
         metrics = service_metrics("mcpgw-registry")
         gauge(
             metrics.meter("mcpgw.registry"),
@@ -70,9 +73,22 @@ async def serve(settings: RegistrySettings) -> None:
         )
         # Edges and connectors that started first are waiting for this revision.
         await servicer.announce(revision)
+
+        async def keep_sweeping() -> None:
+            # A connector replica that died without a word stops counting within a lost interval.
+            while True:
+                await anyio.sleep(settings.connector_lost_seconds / 2)
+                try:
+                    await servicer.sweep()
+                except Exception:  # the store may be away a moment; the next sweep tries again
+                    log.exception("sweeping connector replicas failed")
+
         with metrics.served(settings.metrics_listen):
-            started()
-            await stop_requested()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(keep_sweeping)
+                started()
+                await stop_requested()
+                tg.cancel_scope.cancel()
         await server.stop()
         await nc.drain()
         metrics.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -41,10 +41,18 @@ T = TypeVar("T")
 
 
 STATES = frozenset({"connecting", "connected", "disconnected", "failed"})
+# A replica silent this many lost intervals is forgotten, with what it reported.
+FORGET_AFTER_LOST = 100
 
 
 class RegistryServicer(registry_pb2_grpc.RegistryServicer):
-    def __init__(self, store: RegistryStore, nc: NATS) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        nc: NATS,
+        lost_seconds: float = 6.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._governance = GovernanceStore(store)
         self._user_tokens = UserTokens(store)
@@ -54,12 +62,13 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         self._cached: registry_pb2.Snapshot | None = None
         # The last revision announced (a metric).
         self.revision = 0
-        # The last state each connector replica reported of each server. A server is
-        # connected while any replica holds it; a replica that dies without reporting keeps
-        # its last word until it returns (connectors do not heartbeat yet).
-        self._connections: dict[str, dict[str, str]] = {}
-        # Per server: (failed connection attempts in a row, when the next is due), as last reported.
-        self._retrying: dict[str, tuple[int, float]] = {}
+        # What each connector replica reported of each server lives in the store, so every
+        # registry replica counts the same: a server is connected while a replica heard from
+        # within `lost_seconds` holds it.
+        self._lost_seconds = lost_seconds
+        self._clock = clock
+        # Connectors that outlived a restart of this registry get a lost interval to say so.
+        self._started = clock()
 
     async def announce(self, revision: int) -> None:
         """Tell every edge and connector that `revision` is committed."""
@@ -130,11 +139,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         capabilities = request.capabilities_json or b"{}"
         if _object(capabilities) is None:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities_json must be a JSON object")
-        held = self._connections.setdefault(request.server, {})
-        held[request.connector_id] = request.state
-        # For operators only: a retrying server's attempts change nothing a client sees.
-        self._retrying[request.server] = (request.attempts, request.next_attempt_unix)
-        if request.state != "connected" and "connected" in held.values():
+        now = self._clock()
+        try:
+            await self._store.record_connection(
+                request.server,
+                request.connector_id,
+                request.state,
+                request.attempts,
+                request.next_attempt_unix,
+                now,
+            )
+        except UnknownServerError:
+            await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
+        held = (await self._store.connections(now - self._lost_seconds)).get(request.server, {})
+        if request.state != "connected" and any(row.state == "connected" for row in held.values()):
             # Another connector replica still serves it: for clients it is still there.
             return registry_pb2.ReportCatalogResponse(revision=await self._store.revision())
         try:
@@ -161,6 +179,39 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
             await self.announce(revision)
         return registry_pb2.ReportCatalogResponse(revision=revision)
 
+    async def ReportAlive(
+        self, request: registry_pb2.ReportAliveRequest, context: grpc.aio.ServicerContext
+    ) -> registry_pb2.ReportAliveReply:
+        if not request.connector_id:
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "connector_id must be given")
+        now = self._clock()
+        before = await self._store.mark_alive(request.connector_id, now)
+        lost = before is None or before < now - self._lost_seconds
+        return registry_pb2.ReportAliveReply(report_again=lost)
+
+    async def sweep(self) -> list[str]:
+        """Disconnect (and announce) the servers no replica heard from in time holds; forget
+        replicas long silent. The servers it disconnected."""
+        now = self._clock()
+        if now - self._started < self._lost_seconds:
+            return []
+        held = await self._store.connections(now - self._lost_seconds)
+        _, servers = await self._store.servers()
+        lost = []
+        for server in servers:
+            name = server.config.name
+            if server.state == "connected" and not any(
+                r.state == "connected" for r in held.get(name, {}).values()
+            ):
+                error = f"no connector replica holding it was heard from in {self._lost_seconds:g}s"
+                revision, changed = await self._store.report_catalog(name, "disconnected", error, [])
+                if changed:
+                    log.warning("server %s is disconnected: %s (revision %d)", name, error, revision)
+                    await self.announce(revision)
+                lost.append(name)
+        await self._store.forget_connectors(now - FORGET_AFTER_LOST * self._lost_seconds)
+        return lost
+
     # Administration. Every change is announced, so edges and connectors follow within a moment.
 
     async def _admin(self, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
@@ -186,11 +237,17 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
     ) -> registry_pb2.ServerStates:
         _, servers = await self._store.servers()
         counts = Counter(i.server for i in (await self._store.catalog()).items if i.kind == "tool")
+        connections = await self._store.connections(self._clock() - self._lost_seconds)
         states = []
         for server in servers:
             state = _server_state(server, counts[server.config.name])
             if server.state != "connected":
-                state.attempts, state.next_attempt_unix = self._retrying.get(server.config.name, (0, 0.0))
+                # For operators only: a retrying server's attempts change nothing a client sees.
+                reported = connections.get(server.config.name, {}).values()
+                retrying = [row for row in reported if row.state != "connected"]
+                if retrying:
+                    state.attempts = max(row.attempts for row in retrying)
+                    state.next_attempt_unix = min(row.next_attempt_unix for row in retrying)
             states.append(state)
         return registry_pb2.ServerStates(servers=states)
 

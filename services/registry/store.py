@@ -7,9 +7,11 @@ unchanged catalog never wake the fleet.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import alembic.config
 import orjson
 from sqlalchemy import (
     Connection,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -28,8 +31,10 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +42,9 @@ from services.registry.config import ClientConfig, GatewayConfig, HealthMonitorC
 from services.registry.sealing import Sealer
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The PostgreSQL advisory lock registries take to migrate (any constant; "mcpgw" in ASCII).
+MIGRATION_LOCK = 0x6D63706777
+STARTUP_LOCK = MIGRATION_LOCK + 1
 
 
 class Base(DeclarativeBase):
@@ -66,6 +74,27 @@ class ItemRow(Base):
     key: Mapped[str] = mapped_column(String(1024), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
     definition_json: Mapped[str] = mapped_column(Text)
+
+
+class ConnectorStateRow(Base):
+    """What one connector replica last reported of one server."""
+
+    __tablename__ = "connector_states"
+
+    server: Mapped[str] = mapped_column(ForeignKey("servers.name", ondelete="CASCADE"), primary_key=True)
+    connector_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_unix: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ConnectorRow(Base):
+    """When a connector replica last said it was alive (its heartbeat)."""
+
+    __tablename__ = "connectors"
+
+    connector_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    alive_unix: Mapped[float] = mapped_column(Float)
 
 
 class MetaRow(Base):
@@ -244,6 +273,20 @@ class RegistryStore:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    @contextlib.asynccontextmanager
+    async def exclusively(self) -> AsyncIterator[None]:
+        """One registry at a time in the block (on PostgreSQL; SQLite has a single writer):
+        replicas starting together apply the config file one after the other."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": STARTUP_LOCK})
+            try:
+                yield
+            finally:
+                await connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": STARTUP_LOCK})
+
     async def revision(self) -> int:
         async with self.sessions() as session:
             return int(await read_meta(session, "revision", "0"))
@@ -391,6 +434,64 @@ class RegistryStore:
             rows = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
             return revision, [self._stored(r) for r in rows]
 
+    async def record_connection(
+        self, server: str, connector_id: str, state: str, attempts: int, next_attempt_unix: float, now: float
+    ) -> None:
+        """Keep what `connector_id` reports of `server`, and that it is alive at `now`."""
+        async with self.sessions.begin() as session:
+            if await session.get(ServerRow, server) is None:
+                raise UnknownServerError(server)
+            values = {"state": state, "attempts": attempts, "next_attempt_unix": next_attempt_unix}
+            await self._upsert(
+                session, ConnectorStateRow, {"server": server, "connector_id": connector_id}, values
+            )
+            await self._upsert(session, ConnectorRow, {"connector_id": connector_id}, {"alive_unix": now})
+
+    async def mark_alive(self, connector_id: str, now: float) -> float | None:
+        """A connector replica's heartbeat; when it was heard from before (None: never)."""
+        async with self.sessions.begin() as session:
+            before = await session.scalar(
+                select(ConnectorRow.alive_unix).where(ConnectorRow.connector_id == connector_id)
+            )
+            await self._upsert(session, ConnectorRow, {"connector_id": connector_id}, {"alive_unix": now})
+            return before
+
+    async def connections(self, alive_since: float) -> dict[str, dict[str, ConnectorStateRow]]:
+        """Per server, what each replica alive since `alive_since` last reported of it."""
+        async with self.sessions() as session:
+            rows = await session.scalars(
+                select(ConnectorStateRow)
+                .join(ConnectorRow, ConnectorRow.connector_id == ConnectorStateRow.connector_id)
+                .where(ConnectorRow.alive_unix >= alive_since)
+            )
+            found: dict[str, dict[str, ConnectorStateRow]] = {}
+            for row in rows:
+                found.setdefault(row.server, {})[row.connector_id] = row
+            return found
+
+    async def forget_connectors(self, silent_since: float) -> int:
+        """Drop the replicas silent since before `silent_since`, and what they reported."""
+        async with self.sessions.begin() as session:
+            gone = list(
+                await session.scalars(
+                    select(ConnectorRow.connector_id).where(ConnectorRow.alive_unix < silent_since)
+                )
+            )
+            if gone:
+                await session.execute(
+                    delete(ConnectorStateRow).where(ConnectorStateRow.connector_id.in_(gone))
+                )
+                await session.execute(delete(ConnectorRow).where(ConnectorRow.connector_id.in_(gone)))
+            return len(gone)
+
+    async def _upsert(
+        self, session: AsyncSession, row: type[Base], keys: dict[str, Any], values: dict[str, Any]
+    ) -> None:
+        """Insert or update one row in one statement, so replicas racing on it both succeed."""
+        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(row).values(**keys, **values)
+        await session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values))
+
     async def report_catalog(
         self,
         server: str,
@@ -455,6 +556,9 @@ class RegistryStore:
 
 def _migrate(connection: Connection) -> None:
     """Bring the schema to the newest migration (the same ones for SQLite and PostgreSQL)."""
+    if connection.dialect.name == "postgresql":
+        # Registries starting together migrate one at a time; the lock ends with the transaction.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     config = alembic.config.Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection

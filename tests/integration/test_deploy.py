@@ -153,3 +153,24 @@ def test_the_lock_file_pins_every_dependency_the_project_declares() -> None:
         assert name in canonical, f"{name} is not in deploy/requirements.lock: run uv pip compile"
         assert requirement.specifier.contains(canonical[name], prereleases=True), (name, canonical[name])
     assert lock.count("--hash=sha256:") >= len(pinned)
+
+
+def test_every_service_is_given_every_nats_node_and_replicates_on_all() -> None:
+    services = compose()["services"]
+    nodes = {name for name in services if name.startswith("nats-")}
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if "MCPGW_NATS_URL" in env:
+            urls = env["MCPGW_NATS_URL"].split(",")
+            assert {u.removeprefix("nats://").split(":")[0] for u in urls} == nodes, name
+            assert int(env["MCPGW_NATS_REPLICAS"]) == len(nodes), name
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_the_kubernetes_nats_url_names_every_pod_of_the_statefulset() -> None:
+    documents = rendered(OVERLAYS[0])
+    nats = next(d for d in documents if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "nats")
+    env = next(d for d in documents if d["metadata"]["name"].startswith("mcpgw-env"))["data"]
+    pods = {f"nats-{i}.nats" for i in range(nats["spec"]["replicas"])}
+    assert {u.removeprefix("nats://").split(":")[0] for u in env["MCPGW_NATS_URL"].split(",")} == pods
+    assert int(env["MCPGW_NATS_REPLICAS"]) == nats["spec"]["replicas"]

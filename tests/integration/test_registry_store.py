@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from sqlalchemy import text
 
@@ -23,6 +24,7 @@ from services.registry.store import (
 )
 from services.registry.user_tokens import Grant, UserTokens
 from services.settings import ConfigurationError
+from tests.integration.conftest import postgres_schema
 
 pytestmark = pytest.mark.anyio
 
@@ -220,3 +222,27 @@ async def test_a_waiting_authorization_is_taken_once_and_not_after_it_expires(
     await store.put_pending("state-4", "{}", time.time() + 60)
     with pytest.raises(TooManyPendingError):
         await store.put_pending("state-5", "{}", time.time() + 60)
+
+
+@pytest.mark.postgres
+async def test_registries_starting_together_on_one_database_migrate_one_at_a_time() -> None:
+    async with postgres_schema() as (dsn, options):
+        opened: list[RegistryStore] = []
+
+        async def start() -> None:
+            opened.append(await RegistryStore.open(dsn, Sealer("one-key-for-every-replica"), **options))
+
+        # Without the advisory lock, the second CREATE TABLE of the same name fails.
+        async with anyio.create_task_group() as group:
+            for _ in range(3):
+                group.start_soon(start)
+        try:
+            async with opened[0].sessions() as session:
+                version = await session.scalar(text("SELECT version_num FROM alembic_version"))
+            assert version == "0008"
+            await opened[1].apply_config(config("a"))
+            _, servers = await opened[2].servers()
+            assert [s.config.name for s in servers] == ["a"]
+        finally:
+            for store in opened:
+                await store.close()

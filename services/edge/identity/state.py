@@ -65,9 +65,15 @@ class Sealer:
 
 class OAuthState:
     def __init__(
-        self, nc: NATS, sealer: Sealer, access_ttl_seconds: float, refresh_ttl_seconds: float
+        self,
+        nc: NATS,
+        sealer: Sealer,
+        access_ttl_seconds: float,
+        refresh_ttl_seconds: float,
+        replicas: int = 1,
     ) -> None:
         self._nc = nc
+        self._replicas = replicas
         self._sealer = sealer
         self._access_ttl = access_ttl_seconds
         self.refresh_ttl_seconds = refresh_ttl_seconds
@@ -82,7 +88,7 @@ class OAuthState:
         started = False
         while True:
             self._kv = await self._nc.jetstream().create_key_value(
-                KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1)
+                KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas)
             )
             watcher = await self._kv.watch("revoked.>")
             if not started:

@@ -56,13 +56,14 @@ class ContendedError(Exception):
 class QuotaStore:
     """The bucket of counters, opened once NATS is up."""
 
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, replicas: int = 1) -> None:
         self._nc = nc
+        self._replicas = replicas
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
         self._kv = await self._nc.jetstream().create_key_value(
-            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1)
+            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas)
         )
 
     async def read(self, counter: str) -> int:

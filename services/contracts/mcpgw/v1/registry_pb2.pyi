@@ -1728,3 +1728,44 @@ class ReportCatalogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportCatalogResponse: _TypeAlias = ReportCatalogResponse  # noqa: Y015
+
+@_typing.final
+class ReportAliveRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTOR_ID_FIELD_NUMBER: _builtins.int
+    connector_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        connector_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_id", b"connector_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAliveRequest: _TypeAlias = ReportAliveRequest  # noqa: Y015
+
+@_typing.final
+class ReportAliveReply(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_AGAIN_FIELD_NUMBER: _builtins.int
+    report_again: _builtins.bool
+    """The registry had counted this replica lost (or never heard of it): its servers may have
+    been disconnected meanwhile, so it reports each of them again.
+    """
+    def __init__(
+        self,
+        *,
+        report_again: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["report_again", b"report_again"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportAliveReply: _TypeAlias = ReportAliveReply  # noqa: Y015

@@ -49,6 +49,11 @@ class RegistryStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogRequest.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogResponse.FromString,
                 _registered_method=True)
+        self.ReportAlive = channel.unary_unary(
+                '/mcpgw.v1.Registry/ReportAlive',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveRequest.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveReply.FromString,
+                _registered_method=True)
         self.ListServerStates = channel.unary_unary(
                 '/mcpgw.v1.Registry/ListServerStates',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.AdminRequest.SerializeToString,
@@ -185,6 +190,14 @@ class RegistryServicer:
 
     def ReportCatalog(self, request, context):
         """Connectors: what a downstream server offers, after a connect or a list change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportAlive(self, request, context):
+        """Connectors: a heartbeat. A replica silent for longer than the registry's
+        MCPGW_CONNECTOR_LOST_SECONDS no longer counts as holding any server.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -358,6 +371,11 @@ def add_RegistryServicer_to_server(servicer, server):
                     servicer.ReportCatalog,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogRequest.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogResponse.SerializeToString,
+            ),
+            'ReportAlive': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportAlive,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveRequest.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveReply.SerializeToString,
             ),
             'ListServerStates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListServerStates,
@@ -556,6 +574,33 @@ class Registry:
             '/mcpgw.v1.Registry/ReportCatalog',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogRequest.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportAlive(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mcpgw.v1.Registry/ReportAlive',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveRequest.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_registry__pb2.ReportAliveReply.FromString,
             options,
             channel_credentials,
             insecure,

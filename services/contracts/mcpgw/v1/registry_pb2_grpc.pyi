@@ -39,6 +39,10 @@ class RegistryStub:
     """Connectors: the downstream servers to hold sessions with."""
     ReportCatalog: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportCatalogRequest, _registry_pb2.ReportCatalogResponse]
     """Connectors: what a downstream server offers, after a connect or a list change."""
+    ReportAlive: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ReportAliveRequest, _registry_pb2.ReportAliveReply]
+    """Connectors: a heartbeat. A replica silent for longer than the registry's
+    MCPGW_CONNECTOR_LOST_SECONDS no longer counts as holding any server.
+    """
     ListServerStates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.ServerStates]
     """Administration, for the edge's /api/. Every change bumps the revision, so it reaches
     every edge and connector through registry.changed. Refusals: INVALID_ARGUMENT (the
@@ -88,6 +92,10 @@ class RegistryAsyncStub(RegistryStub):
     """Connectors: the downstream servers to hold sessions with."""
     ReportCatalog: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportCatalogRequest, _registry_pb2.ReportCatalogResponse]  # type: ignore[assignment]
     """Connectors: what a downstream server offers, after a connect or a list change."""
+    ReportAlive: _aio.UnaryUnaryMultiCallable[_registry_pb2.ReportAliveRequest, _registry_pb2.ReportAliveReply]  # type: ignore[assignment]
+    """Connectors: a heartbeat. A replica silent for longer than the registry's
+    MCPGW_CONNECTOR_LOST_SECONDS no longer counts as holding any server.
+    """
     ListServerStates: _aio.UnaryUnaryMultiCallable[_registry_pb2.AdminRequest, _registry_pb2.ServerStates]  # type: ignore[assignment]
     """Administration, for the edge's /api/. Every change bumps the revision, so it reaches
     every edge and connector through registry.changed. Refusals: INVALID_ARGUMENT (the
@@ -152,6 +160,16 @@ class RegistryServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ReportCatalogResponse, _abc.Awaitable[_registry_pb2.ReportCatalogResponse]]:
         """Connectors: what a downstream server offers, after a connect or a list change."""
+
+    @_abc_1.abstractmethod
+    def ReportAlive(
+        self,
+        request: _registry_pb2.ReportAliveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ReportAliveReply, _abc.Awaitable[_registry_pb2.ReportAliveReply]]:
+        """Connectors: a heartbeat. A replica silent for longer than the registry's
+        MCPGW_CONNECTOR_LOST_SECONDS no longer counts as holding any server.
+        """
 
     @_abc_1.abstractmethod
     def ListServerStates(

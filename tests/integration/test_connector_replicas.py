@@ -1,0 +1,161 @@
+"""What connector replicas report lives in the store, so registry replicas agree on it: a
+server is connected while a replica heard from within the lost interval holds it, one that
+only dead replicas held is disconnected, and a replica back from silence reports again.
+Servicers over one real store (SQLite and PostgreSQL), on a clock the test moves; then the
+whole tree with a connector killed."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+from services.contracts import registry_pb2
+from services.registry.config import parse_config
+from services.registry.servicer import RegistryServicer
+from services.registry.store import RegistryStore, StoredItem
+from tests.processes import ROOT, service_tree, stdio_server, tree_processes, wait_until
+
+LOST = 6.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Bus:
+    """The servicer's NATS, down: announcements are skipped (edges would poll)."""
+
+    is_connected = False
+
+
+def report(server: str, connector: str, state: str) -> registry_pb2.ReportCatalogRequest:
+    return registry_pb2.ReportCatalogRequest(
+        server=server,
+        connector_id=connector,
+        state=state,
+        tools_json=[b'{"name": "echo"}'] if state == "connected" else [],
+        capabilities_json=b"{}",
+    )
+
+
+async def state_of(store: RegistryStore, name: str) -> str:
+    _, servers = await store.servers()
+    return next(s.state for s in servers if s.config.name == name)
+
+
+async def started(store: RegistryStore, clock: Clock) -> tuple[RegistryServicer, RegistryServicer]:
+    clients = [
+        {
+            "name": "a",
+            "connection_type": "http",
+            "connection_string": "http://a/mcp",
+            "tools_to_execute": ["*"],
+        }
+    ]
+    await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    # Two registry replicas over one store; each connector replica talks to one of them.
+    one = RegistryServicer(store, Bus(), LOST, clock)  # type: ignore[arg-type]
+    two = RegistryServicer(store, Bus(), LOST, clock)  # type: ignore[arg-type]
+    return one, two
+
+
+pytestmark = pytest.mark.anyio
+CONTEXT: Any = None
+
+
+async def test_a_server_stays_connected_while_any_live_replica_holds_it(store: RegistryStore) -> None:
+    clock = Clock()
+    one, two = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    await two.ReportCatalog(report("a", "c2", "connected"), CONTEXT)
+    # c2 loses it, reporting to the other registry: c1 still serves it.
+    await two.ReportCatalog(report("a", "c2", "disconnected"), CONTEXT)
+    assert await state_of(store, "a") == "connected"
+    await one.ReportCatalog(report("a", "c1", "disconnected"), CONTEXT)
+    assert await state_of(store, "a") == "disconnected"
+
+
+async def test_a_server_only_a_silent_replica_held_is_disconnected_by_any_registry(
+    store: RegistryStore,
+) -> None:
+    clock = Clock()
+    one, two = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    await two.ReportCatalog(report("a", "c2", "connected"), CONTEXT)
+    clock.now += LOST  # past the registries' first lost interval
+    for _ in range(3):
+        clock.now += LOST / 2
+        await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+        assert await two.sweep() == [] and await state_of(store, "a") == "connected"
+    # c1 dies without a word: c2 was silent all along, so nobody holds it within the interval.
+    clock.now += LOST + 0.1
+    assert await two.sweep() == ["a"]
+    assert await state_of(store, "a") == "disconnected"
+    _, servers = await store.servers()
+    assert "heard from" in servers[0].error
+    # Its catalog is kept for when it returns; c1 back is told to report again, and does.
+    reply = await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    assert reply.report_again
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    assert await state_of(store, "a") == "connected"
+    again = await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    assert not again.report_again
+
+
+async def test_a_registry_just_started_gives_connectors_a_lost_interval(store: RegistryStore) -> None:
+    clock = Clock()
+    one, _ = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    clock.now += LOST + 1
+    # A registry started now must not disconnect what connectors alive through its restart hold.
+    restarted = RegistryServicer(store, Bus(), LOST, clock)  # type: ignore[arg-type]
+    assert await restarted.sweep() == []
+    assert await state_of(store, "a") == "connected"
+
+
+async def test_long_silent_replicas_are_forgotten(store: RegistryStore) -> None:
+    clock = Clock()
+    one, _ = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    clock.now += 1000 * LOST
+    await one.sweep()
+    assert await store.connections(0.0) == {}
+    await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
+
+
+def test_a_killed_connector_stops_counting_and_the_other_keeps_the_server(tmp_path: Path) -> None:
+    fixture = stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py")
+    lost = 2.0
+    env = {"MCPGW_CONNECTOR_LOST_SECONDS": str(lost), "MCPGW_HEARTBEAT_SECONDS": "0.5"}
+    with service_tree(tmp_path, [fixture], connectors=2, env=env) as (base,):
+
+        def servers() -> set[str]:
+            return set(httpx2.get(f"{base}/readyz", timeout=2).json().get("servers", []))
+
+        def silent_for(connector_id: str) -> float:
+            with sqlite3.connect(tmp_path / "registry.db") as db:
+                row = db.execute(
+                    "SELECT alive_unix FROM connectors WHERE connector_id = ?", (connector_id,)
+                ).fetchone()
+            return time.time() - float(row[0])
+
+        first, second = tree_processes(tmp_path, "connector")
+        first_id = first.environ()["MCPGW_CONNECTOR_ID"]
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        # Once the registry has counted it lost (and swept after), the other still holds it.
+        wait_until(lambda: silent_for(first_id) > 2 * lost, 15, f"{first_id} silent past two sweeps")
+        assert "fixture" in servers()
+        second.send_signal(signal.SIGKILL)
+        second.wait(10)
+        wait_until(lambda: "fixture" not in servers(), 2 * lost + 5, "the server gone with both replicas")
