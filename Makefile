@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
 NODE_TESTS := tests/node
 
-.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills catalog
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills catalog scale-test system-deps
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,13 @@ $(NODE_TESTS)/node_modules/.installed: $(NODE_TESTS)/package-lock.json
 	npm ci --prefix $(NODE_TESTS) --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(VENV)/.installed $(NODE_TESTS)/node_modules/.installed
+install: $(VENV)/.installed $(NODE_TESTS)/node_modules/.installed system-deps
+
+# Debian's HAProxy, the balancer of the scale test (installed when missing and we are root).
+system-deps:
+	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q haproxy >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }) ; } || \
+	  echo "haproxy is not installed: the scale test will be skipped"
 
 ## Start the whole gateway on the demo config (Ctrl-C stops everything).
 run: install
@@ -49,6 +55,10 @@ bench-smoke: install
 ## Tokens and model round trips over a 313-tool catalog: classic vs Code Mode vs tool search.
 catalog: install
 	$(PY) -m bench.catalog
+
+## deploy/docker-compose.yml as separate hosts (network namespaces), broken piece by piece under load (root).
+scale-test: install
+	$(PY) -m bench.scale $(SCALE_ARGS)
 
 ## Memory of every mcpgw process over 20,000 streamed calls, each cancelled (about 2 minutes).
 soak: install
