@@ -56,6 +56,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="export traces (sampled at RATIO) and metrics to an OTLP sink, as an operator would",
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds of everything, for CI")
+    parser.add_argument(
+        "--no-limits",
+        action="store_true",
+        help="no rate limits, budgets or bulkheads (what they cost is the difference)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.rounds, args.wide_servers, args.sessions = 1.0, 1, 1, 20
@@ -73,7 +78,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         echo_url = stack.enter_context(echo_downstream(workdir))
         env = None if args.otlp is None else stack.enter_context(otlp_sink(workdir, args.otlp))
-        gateway, audit_file = stack.enter_context(mcpgw(workdir, echo_url, args.wide_servers, env))
+        gateway, audit_file = stack.enter_context(
+            mcpgw(workdir, echo_url, args.wide_servers, env, not args.no_limits)
+        )
         tail = stack.enter_context(AuditTail(audit_file))
         targets = [Target("direct", "echo", url=echo_url), gateway]
         targets += [stack.enter_context(peers.PEERS[name](workdir, echo_url)) for name in chosen]
@@ -117,6 +124,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "rounds": args.rounds,
             "sessions": args.sessions,
             "wide_servers": args.wide_servers,
+            "limits": not args.no_limits,
             "otlp_sample_ratio": args.otlp,
         },
         "points": [dataclasses.asdict(p) for p in points],

@@ -121,11 +121,11 @@ BENCH_KEY = "sk-bench-key-with-generous-limits-0123"
 GENEROUS = {"request_max_limit": 10**12, "request_reset_duration": "1m"}
 
 
-def gateway_config(echo_url: str, wide_servers: int) -> dict[str, object]:
+def gateway_config(echo_url: str, wide_servers: int, limited: bool = True) -> dict[str, object]:
     """echo over HTTP and stdio, plus `wide_servers` stdio servers of 200 tools each, all
-    under generous limits."""
+    under generous limits (or none: what the limits cost is the difference)."""
     stdio = {"command": PYTHON, "args": [ECHO_SERVER, "--stdio"], "envs": ["PATH", "HOME"]}
-    limits = {"rate_limit": GENEROUS, "max_concurrency": 4096, "max_queue": 4096}
+    limits = {"rate_limit": GENEROUS, "max_concurrency": 4096, "max_queue": 4096} if limited else {}
     clients: list[dict[str, object]] = [
         {"name": "echo", "connection_type": "http", "connection_string": echo_url, "tools_to_execute": ["*"],
          "tool_pricing": {"echo": 0.0001}, **limits},
@@ -147,8 +147,11 @@ def gateway_config(echo_url: str, wide_servers: int) -> dict[str, object]:
         "name": "bench",
         "value": BENCH_KEY,
         "mcp_configs": [{"mcp_client_name": c["name"], "tools_to_execute": ["*"]} for c in clients],
-        "rate_limit": GENEROUS,
-        "budget": {"max_limit": 10.0**9, "reset_duration": "1M"},
+        **(
+            {"rate_limit": GENEROUS, "budget": {"max_limit": 10.0**9, "reset_duration": "1M"}}
+            if limited
+            else {}
+        ),
     }
     return {"mcp": {"client_configs": clients}, "governance": {"virtual_keys": [key]}}
 
@@ -159,12 +162,12 @@ def expected_tools(wide_servers: int) -> int:
 
 @contextlib.contextmanager
 def mcpgw(
-    workdir: Path, echo_url: str, wide_servers: int, env: dict[str, str] | None = None
+    workdir: Path, echo_url: str, wide_servers: int, env: dict[str, str] | None = None, limited: bool = True
 ) -> Iterator[tuple[Target, Path]]:
     """`mcpgw up` with every service and NATS (in `env`, else this process's environment);
     yields the target and its audit file."""
     config = workdir / "mcpgw.json"
-    config.write_text(json.dumps(gateway_config(echo_url, wide_servers)))
+    config.write_text(json.dumps(gateway_config(echo_url, wide_servers, limited)))
     state = workdir / "mcpgw-state"
     port = free_port()
     argv = [PYTHON, "-m", "services.cli", "--log-level", "WARNING", "up",
