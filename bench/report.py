@@ -138,12 +138,12 @@ def markdown(results: dict[str, Any]) -> str:
         )
     processes = _gateway_processes(summary)
     lines += ["", "CPU ms per call and peak RSS of each mcpgw process (HTTP downstream):", ""]
-    lines += ["| c | " + " | ".join(processes) + " |"]
-    lines += ["|---:|" + "---:|" * len(processes)]
+    lines += ["| target | c | " + " | ".join(processes) + " |"]
+    lines += ["|---|---:|" + "---:|" * len(processes)]
     for row in summary["rows"].values():
-        if row["target"] == "mcpgw":
+        if row["target"] in ("mcpgw", "mcpgw-nolimits"):
             cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in processes]
-            lines.append(f"| {row['concurrency']} | " + " | ".join(cells) + " |")
+            lines.append(f"| {row['target']} | {row['concurrency']} | " + " | ".join(cells) + " |")
     tools = results["tools_list"]
     audit = results["audit"]
     lat = audit["lag_ms"]

@@ -57,9 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds of everything, for CI")
     parser.add_argument(
-        "--no-limits",
+        "--limits-ab",
         action="store_true",
-        help="no rate limits, budgets or bulkheads (what they cost is the difference)",
+        help="also load a second mcpgw without rate limits, budgets or bulkheads (mcpgw-nolimits), "
+        "interleaved, so what the limits cost is measured in one run",
     )
     args = parser.parse_args(argv)
     if args.smoke:
@@ -78,11 +79,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         echo_url = stack.enter_context(echo_downstream(workdir))
         env = None if args.otlp is None else stack.enter_context(otlp_sink(workdir, args.otlp))
-        gateway, audit_file = stack.enter_context(
-            mcpgw(workdir, echo_url, args.wide_servers, env, not args.no_limits)
-        )
+        gateway, audit_file = stack.enter_context(mcpgw(workdir, echo_url, args.wide_servers, env))
         tail = stack.enter_context(AuditTail(audit_file))
         targets = [Target("direct", "echo", url=echo_url), gateway]
+        if args.limits_ab:
+            (workdir / "nolimits").mkdir()
+            unlimited, _ = stack.enter_context(
+                mcpgw(workdir / "nolimits", echo_url, args.wide_servers, env, limited=False)
+            )
+            unlimited.name = "mcpgw-nolimits"
+            targets.append(unlimited)
         targets += [stack.enter_context(peers.PEERS[name](workdir, echo_url)) for name in chosen]
         if not args.no_stdio:
             stdio = f"{PYTHON} {ECHO_SERVER} --stdio"
@@ -107,7 +113,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         edge = gateway.processes["edge"]
         idle_bytes = session_bytes(gateway, edge, args.sessions, streams=False)
         stream_bytes = session_bytes(gateway, edge, args.sessions, streams=True)
-        audited = sum(p.calls + p.errors + p.warmup for p in points if p.target.startswith("mcpgw"))
+        # The gateway whose audit file is tailed (mcpgw-nolimits keeps its own).
+        audited = sum(p.calls + p.errors + p.warmup for p in points if p.target in ("mcpgw", "mcpgw-stdio"))
         recorded = tail.wait_for(AUDITED_TOOLS, audited, AUDIT_DRAIN_SECONDS)
         lags = sorted(tail.lags_ms)
     return {
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "rounds": args.rounds,
             "sessions": args.sessions,
             "wide_servers": args.wide_servers,
-            "limits": not args.no_limits,
+            "limits_ab": args.limits_ab,
             "otlp_sample_ratio": args.otlp,
         },
         "points": [dataclasses.asdict(p) for p in points],
