@@ -109,6 +109,12 @@ def service(name: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "services.cli", name, *args]
 
 
+def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m module args...` from the checkout, to its end: what a user's `make` target runs."""
+    argv = [sys.executable, "-m", module, *args]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def python_script(path: Path, *args: str) -> list[str]:
     return [sys.executable, str(path), *args]
 

@@ -8,22 +8,13 @@ every gateway call audited, and the report, table and chart written.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.processes import ROOT
+from tests.processes import run_module
 
 
 def test_the_bench_smoke_run_measures_every_point_and_writes_its_report(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_module("bench.run", "--smoke", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = tmp_path.glob("smoke-*.json")
     results = json.loads(report.read_text())
@@ -40,14 +31,7 @@ def test_the_bench_smoke_run_measures_every_point_and_writes_its_report(tmp_path
 
 
 def test_the_catalog_measurement_reaches_one_answer_in_every_mode(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.catalog", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_module("bench.catalog", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = tmp_path.glob("catalog-*.json")
     measured = {m["mode"]: m for m in json.loads(report.read_text())}

@@ -7,11 +7,9 @@ its table, one row each.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.processes import ROOT
+from tests.processes import run_module
 
 ROWS = [
     "downstream on a closed port",
@@ -28,14 +26,7 @@ ROWS = [
 
 
 def test_the_drills_smoke_run_writes_a_table_with_every_drill(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.drills", "--smoke", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    done = run_module("bench.drills", "--smoke", "--out", str(tmp_path), timeout=170)
     assert done.returncode == 0, done.stderr[-3000:]
     [report] = tmp_path.glob("smoke-drills-*.md")
     table = [line for line in report.read_text().splitlines() if line.startswith("| ")]

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.processes import ROOT
+from tests.processes import run_module
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("haproxy") is None,
@@ -22,23 +20,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_every_piece_is_broken_in_turn_and_nothing_is_lost(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scale",
-            "--step-seconds",
-            "3",
-            "--sessions",
-            "4",
-            "--out",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = run_module(
+        "bench.scale", "--step-seconds", "3", "--sessions", "4", "--out", str(tmp_path), timeout=600
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [report] = tmp_path.glob("scale-*.json")
