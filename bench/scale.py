@@ -61,6 +61,7 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 START_SECONDS = 60.0
 CUT_SECONDS = 10.0
 TOOL = "text_reverse"
+STEPS = 6
 
 
 @dataclass
@@ -202,6 +203,13 @@ class Topology:
         for host in self.hosts.values():
             self.stop(host, signal.SIGKILL)
         for host in self.hosts.values():
+            # What escaped its process group (stdio servers start sessions of their own).
+            listed = subprocess.run(
+                ["ip", "netns", "pids", host.ns], capture_output=True, text=True, timeout=30
+            )
+            for pid in listed.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", host.ns], capture_output=True, timeout=30)
             shutil.rmtree(Path("/etc/netns") / host.ns, ignore_errors=True)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, timeout=30)
@@ -347,7 +355,8 @@ async def client(url: str, seen: dict[str, str]) -> AsyncIterator[ClientSession]
         streamable_http_client(url, http_client=http) as (read, write),
         ClientSession(read, write) as session,
     ):
-        result = await session.initialize()
+        with anyio.fail_after(15):
+            result = await session.initialize()
         seen["mcp-protocol-version"] = str(result.protocol_version)
         yield session
 
@@ -516,6 +525,12 @@ async def scenario(topology: Topology, sessions: int, step_seconds: float) -> li
     return [summarize(step, load, audited) for step in steps]
 
 
+async def bounded(topology: Topology, sessions: int, step_seconds: float) -> list[dict[str, Any]]:
+    """The scenario, ended if it runs far past its plan (a hang is a failure, not a wait)."""
+    with anyio.fail_after(STEPS * (step_seconds + 2 * START_SECONDS) + 120):
+        return await scenario(topology, sessions, step_seconds)
+
+
 def report(rows: list[dict[str, Any]], sessions: int, when: str) -> str:
     lines = [
         f"# Scale test, {when}",
@@ -576,8 +591,10 @@ def main(argv: list[str] | None = None) -> int:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = Path(tempfile.mkdtemp(prefix="mcpgw-scale-"))
     workdir.chmod(0o755)  # postgres runs as its own user under it
+    # A CI timeout's SIGTERM unwinds like Ctrl-C: the namespaces and processes go with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with deployed(workdir) as topology:
-        rows = anyio.run(scenario, topology, args.sessions, args.step_seconds)
+        rows = anyio.run(bounded, topology, args.sessions, args.step_seconds)
     text_report = report(rows, args.sessions, when)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"scale-{when}.md").write_text(text_report)

@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 import anyio
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
+from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +134,34 @@ async def _ensure_stream(nc: NATS, config: StreamConfig) -> None:
     try:
         await nc.jetstream().add_stream(config)
     except BadRequestError as exc:
-        # Another process created it first with other limits: keep theirs.
+        # Another process created it first with other limits: keep theirs, but not fewer
+        # replicas than asked for (MCPGW_NATS_REPLICAS raised on a running cluster).
         log.debug("stream %s exists: %s", config.name, exc)
+        await _replicate(nc, str(config.name), config.num_replicas or 1)
+
+
+async def key_value(nc: NATS, config: KeyValueConfig) -> KeyValue:
+    """The bucket, created as `config` says, or as it exists with its replicas raised to
+    `config.replicas`; BadRequestError when it exists in a shape that cannot change."""
+    js = nc.jetstream()
+    try:
+        return await js.create_key_value(config)
+    except BadRequestError:
+        await _replicate(nc, f"KV_{config.bucket}", config.replicas or 1)
+        existing = await js.key_value(config.bucket)
+        info = await js.stream_info(f"KV_{config.bucket}")
+        if info.config.storage != config.storage:
+            raise
+        return existing
+
+
+async def _replicate(nc: NATS, stream: str, replicas: int) -> None:
+    js = nc.jetstream()
+    info = await js.stream_info(stream)
+    if (info.config.num_replicas or 1) < replicas:
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
+        log.info("stream %s now kept on %d nodes", stream, replicas)
 
 
 class ChangeSignal:

@@ -100,7 +100,8 @@ async def serve(settings: ConnectorSettings) -> None:
             try:
                 reply = await registry.ReportAlive(alive, timeout=settings.heartbeat_seconds)
                 if reply.report_again:
-                    await pool.report_again()
+                    # In its own task: reports may wait on registry, heartbeats must not.
+                    tg.start_soon(pool.report_again)
             except grpc.aio.AioRpcError as exc:
                 log.debug("heartbeat to registry failed: %s", exc.details())
             await anyio.sleep(settings.heartbeat_seconds)

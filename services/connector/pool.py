@@ -40,6 +40,7 @@ class DownstreamPool:
         self._running: dict[str, tuple[bytes, Downstream, anyio.CancelScope]] = {}
         # Each shared server's last report to registry, to send again if registry lost track.
         self._reported: dict[str, tuple[Status, Inventory]] = {}
+        self._resending = False
         self._capacities: dict[str, Capacity] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._sync_lock = anyio.Lock()
@@ -188,6 +189,7 @@ class DownstreamPool:
     def _stop(self, name: str) -> None:
         """Close a server's session, and its keys' sessions."""
         self._running.pop(name)[2].cancel()
+        self._reported.pop(name, None)
         for key in [k for k in self._keyed if k[0] == name]:
             self._keyed.pop(key)[1].cancel()
         for key in [k for k in self._failed_open if k[0] == name]:
@@ -276,10 +278,18 @@ class DownstreamPool:
             await downstream.run()
 
     async def report_again(self) -> None:
-        """Send registry each server's last report again (it had counted this replica lost)."""
-        for server, (status, inventory) in list(self._reported.items()):
-            if server in self._running:
-                await self._reporter(server)(status, inventory)
+        """Send registry each server's last report again (it had counted this replica lost);
+        one round at a time, each server's report read as it is sent."""
+        if self._resending:
+            return
+        self._resending = True
+        try:
+            for server in list(self._reported):
+                last = self._reported.get(server)
+                if last is not None and server in self._running:
+                    await self._reporter(server)(*last)
+        finally:
+            self._resending = False
 
     def _reporter(self, server: str) -> Report:
         async def report(status: Status, inventory: Inventory) -> None:

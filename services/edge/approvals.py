@@ -104,14 +104,15 @@ class Approvals:
         self._decided: dict[str, bool] = {}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._kv = await self._nc.jetstream().create_key_value(
+        self._kv = await bus.key_value(
+            self._nc,
             KeyValueConfig(
                 bucket=BUCKET,
                 storage=StorageType.FILE,
                 history=1,
                 ttl=BUCKET_MAX_AGE_SECONDS,
                 replicas=self._replicas,
-            )
+            ),
         )
         subscription = await self._nc.subscribe(bus.APPROVAL_DECIDED, cb=self._on_decided)
         task_status.started()

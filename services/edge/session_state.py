@@ -22,6 +22,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BadRequestError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from services import bus
+
 log = logging.getLogger(__name__)
 
 BUCKET = "mcpgw-sessions"
@@ -99,7 +101,7 @@ class SessionState:
         )
         js = self._nc.jetstream()
         try:
-            return await js.create_key_value(config)
+            return await bus.key_value(self._nc, config)
         except BadRequestError:
             # Made in memory by an earlier version: what it held is gone with any restart anyway.
             log.info("moving the %s bucket to file storage", BUCKET)

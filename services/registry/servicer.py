@@ -23,6 +23,7 @@ from services.registry.config import client_config
 from services.registry.governance import ConflictError, GovernanceStore, InvalidFieldError, MissingError
 from services.registry.store import (
     RegistryStore,
+    ReplicaReport,
     ServerExistsError,
     StoredItem,
     StoredServer,
@@ -140,30 +141,21 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if _object(capabilities) is None:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, "capabilities_json must be a JSON object")
         now = self._clock()
+        report = ReplicaReport(
+            request.server,
+            request.connector_id,
+            request.state,
+            request.error,
+            items,
+            capabilities.decode(),
+            request.instructions,
+            request.attempts,
+            request.next_attempt_unix,
+        )
         try:
-            await self._store.record_connection(
-                request.server,
-                request.connector_id,
-                request.state,
-                request.attempts,
-                request.next_attempt_unix,
-                now,
-            )
-        except UnknownServerError:
-            await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
-        held = (await self._store.connections(now - self._lost_seconds)).get(request.server, {})
-        if request.state != "connected" and any(row.state == "connected" for row in held.values()):
-            # Another connector replica still serves it: for clients it is still there.
-            return registry_pb2.ReportCatalogResponse(revision=await self._store.revision())
-        try:
-            revision, changed = await self._store.report_catalog(
-                request.server,
-                request.state,
-                request.error,
-                items,
-                capabilities.decode(),
-                request.instructions,
-            )
+            # One transaction: another replica heard from in time that still serves it keeps
+            # it there for clients, whatever this one lost.
+            revision, changed = await self._store.report_replica(report, now, now - self._lost_seconds)
         except UnknownServerError:
             await abort(context, grpc.StatusCode.NOT_FOUND, f"no server named {request.server!r}")
         if changed:
@@ -190,27 +182,27 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         return registry_pb2.ReportAliveReply(report_again=lost)
 
     async def sweep(self) -> list[str]:
-        """Disconnect (and announce) the servers no replica heard from in time holds; forget
-        replicas long silent. The servers it disconnected."""
+        """Settle every server on what the replicas heard from in time say (disconnected when
+        none holds it, connected again when one does), announcing changes; forget replicas
+        long silent. The servers whose state it changed."""
         now = self._clock()
         if now - self._started < self._lost_seconds:
             return []
-        held = await self._store.connections(now - self._lost_seconds)
+        error = f"no connector replica holding it was heard from in {self._lost_seconds:g}s"
         _, servers = await self._store.servers()
-        lost = []
+        settled = []
         for server in servers:
             name = server.config.name
-            if server.state == "connected" and not any(
-                r.state == "connected" for r in held.get(name, {}).values()
-            ):
-                error = f"no connector replica holding it was heard from in {self._lost_seconds:g}s"
-                revision, changed = await self._store.report_catalog(name, "disconnected", error, [])
-                if changed:
-                    log.warning("server %s is disconnected: %s (revision %d)", name, error, revision)
-                    await self.announce(revision)
-                lost.append(name)
+            try:
+                revision, changed = await self._store.settle(name, now - self._lost_seconds, error)
+            except UnknownServerError:
+                continue  # removed meanwhile
+            if changed:
+                log.warning("server %s settled on its replicas' word (revision %d)", name, revision)
+                await self.announce(revision)
+                settled.append(name)
         await self._store.forget_connectors(now - FORGET_AFTER_LOST * self._lost_seconds)
-        return lost
+        return settled
 
     # Administration. Every change is announced, so edges and connectors follow within a moment.
 

@@ -20,6 +20,8 @@ import alembic.command
 import alembic.config
 import orjson
 from sqlalchemy import (
+    Boolean,
+    ColumnElement,
     Connection,
     Float,
     ForeignKey,
@@ -30,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -89,12 +92,33 @@ class ConnectorStateRow(Base):
 
 
 class ConnectorRow(Base):
-    """When a connector replica last said it was alive (its heartbeat)."""
+    """When a connector replica was last heard from, and whether it heartbeats (a replica
+    from before heartbeats never does: it is not judged by silence)."""
 
     __tablename__ = "connectors"
 
     connector_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     alive_unix: Mapped[float] = mapped_column(Float)
+    heartbeats: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+def _alive_since(since: float) -> ColumnElement[bool]:
+    return or_(ConnectorRow.alive_unix >= since, ConnectorRow.heartbeats.is_(False))
+
+
+@dataclass(frozen=True)
+class ReplicaReport:
+    """What one connector replica says of one server (ReportCatalog)."""
+
+    server: str
+    connector_id: str
+    state: str
+    error: str = ""
+    items: list[StoredItem] = field(default_factory=list)
+    capabilities_json: str = "{}"
+    instructions: str = ""
+    attempts: int = 0
+    next_attempt_unix: float = 0.0
 
 
 class MetaRow(Base):
@@ -434,18 +458,44 @@ class RegistryStore:
             rows = (await session.scalars(select(ServerRow).order_by(ServerRow.position))).all()
             return revision, [self._stored(r) for r in rows]
 
-    async def record_connection(
-        self, server: str, connector_id: str, state: str, attempts: int, next_attempt_unix: float, now: float
-    ) -> None:
-        """Keep what `connector_id` reports of `server`, and that it is alive at `now`."""
+    async def report_replica(self, report: ReplicaReport, now: float, alive_since: float) -> tuple[int, bool]:
+        """Keep what one connector replica reports of a server (and that it is alive), and
+        apply it to the server, in one transaction with the server's row locked: a replica
+        that lost the server changes nothing while another heard from since `alive_since`
+        still holds it."""
         async with self.sessions.begin() as session:
-            if await session.get(ServerRow, server) is None:
+            row = await session.get(ServerRow, report.server, with_for_update=True)
+            if row is None:
+                raise UnknownServerError(report.server)
+            values = {
+                "state": report.state,
+                "attempts": report.attempts,
+                "next_attempt_unix": report.next_attempt_unix,
+            }
+            keys = {"server": report.server, "connector_id": report.connector_id}
+            await self._upsert(session, ConnectorStateRow, keys, values)
+            await self._alive(session, report.connector_id, now, heartbeat=False)
+            if report.state != "connected" and await self._held(session, report.server, alive_since):
+                return int(await read_meta(session, "revision", "0")), False
+            changed = await self._apply(session, row, report)
+            revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
+        return revision, changed
+
+    async def settle(self, server: str, alive_since: float, lost_error: str) -> tuple[int, bool]:
+        """Make the server's state what its replicas heard from since `alive_since` say:
+        disconnected when none holds it, connected again (its catalog kept) when one does."""
+        async with self.sessions.begin() as session:
+            row = await session.get(ServerRow, server, with_for_update=True)
+            if row is None:
                 raise UnknownServerError(server)
-            values = {"state": state, "attempts": attempts, "next_attempt_unix": next_attempt_unix}
-            await self._upsert(
-                session, ConnectorStateRow, {"server": server, "connector_id": connector_id}, values
-            )
-            await self._upsert(session, ConnectorRow, {"connector_id": connector_id}, {"alive_unix": now})
+            held = await self._held(session, server, alive_since)
+            changed = False
+            if row.state == "connected" and not held:
+                row.state, row.error, changed = "disconnected", lost_error, True
+            elif row.state != "connected" and held:
+                row.state, row.error, changed = "connected", "", True
+            revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
+        return revision, changed
 
     async def mark_alive(self, connector_id: str, now: float) -> float | None:
         """A connector replica's heartbeat; when it was heard from before (None: never)."""
@@ -453,7 +503,7 @@ class RegistryStore:
             before = await session.scalar(
                 select(ConnectorRow.alive_unix).where(ConnectorRow.connector_id == connector_id)
             )
-            await self._upsert(session, ConnectorRow, {"connector_id": connector_id}, {"alive_unix": now})
+            await self._alive(session, connector_id, now, heartbeat=True)
             return before
 
     async def connections(self, alive_since: float) -> dict[str, dict[str, ConnectorStateRow]]:
@@ -462,27 +512,48 @@ class RegistryStore:
             rows = await session.scalars(
                 select(ConnectorStateRow)
                 .join(ConnectorRow, ConnectorRow.connector_id == ConnectorStateRow.connector_id)
-                .where(ConnectorRow.alive_unix >= alive_since)
+                .where(_alive_since(alive_since))
             )
             found: dict[str, dict[str, ConnectorStateRow]] = {}
             for row in rows:
                 found.setdefault(row.server, {})[row.connector_id] = row
             return found
 
-    async def forget_connectors(self, silent_since: float) -> int:
+    async def forget_connectors(self, silent_since: float) -> None:
         """Drop the replicas silent since before `silent_since`, and what they reported."""
+        # Only replicas that heartbeat: one from before heartbeats is never judged by silence.
+        gone = (ConnectorRow.alive_unix < silent_since, ConnectorRow.heartbeats.is_(True))
+        silent = select(ConnectorRow.connector_id).where(*gone)
         async with self.sessions.begin() as session:
-            gone = list(
-                await session.scalars(
-                    select(ConnectorRow.connector_id).where(ConnectorRow.alive_unix < silent_since)
-                )
+            await session.execute(delete(ConnectorStateRow).where(ConnectorStateRow.connector_id.in_(silent)))
+            await session.execute(delete(ConnectorRow).where(*gone))
+
+    async def _held(self, session: AsyncSession, server: str, alive_since: float) -> bool:
+        """Whether a replica heard from since `alive_since` reports `server` connected."""
+        found = await session.scalar(
+            select(ConnectorStateRow.connector_id)
+            .join(ConnectorRow, ConnectorRow.connector_id == ConnectorStateRow.connector_id)
+            .where(
+                ConnectorStateRow.server == server,
+                ConnectorStateRow.state == "connected",
+                _alive_since(alive_since),
             )
-            if gone:
-                await session.execute(
-                    delete(ConnectorStateRow).where(ConnectorStateRow.connector_id.in_(gone))
-                )
-                await session.execute(delete(ConnectorRow).where(ConnectorRow.connector_id.in_(gone)))
-            return len(gone)
+            .limit(1)
+        )
+        return found is not None
+
+    async def _alive(self, session: AsyncSession, connector_id: str, now: float, heartbeat: bool) -> None:
+        """A replica heard from at `now`; never earlier than already kept (registries'
+        clocks differ a little)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        values: dict[str, Any] = {"alive_unix": now, "heartbeats": heartbeat}
+        statement = dialect.insert(ConnectorRow).values(connector_id=connector_id, **values)
+        # SQLite's two-argument max() is PostgreSQL's greatest().
+        later = func.greatest if self.engine.dialect.name == "postgresql" else func.max
+        kept: dict[str, Any] = {"alive_unix": later(ConnectorRow.alive_unix, statement.excluded.alive_unix)}
+        if heartbeat:
+            kept["heartbeats"] = True
+        await session.execute(statement.on_conflict_do_update(index_elements=["connector_id"], set_=kept))
 
     async def _upsert(
         self, session: AsyncSession, row: type[Base], keys: dict[str, Any], values: dict[str, Any]
@@ -502,42 +573,46 @@ class RegistryStore:
         instructions: str = "",
     ) -> tuple[int, bool]:
         """Record a connector's view of `server`: its state, capabilities and what it offers."""
+        report = ReplicaReport(server, "", state, error, items, capabilities_json, instructions)
         async with self.sessions.begin() as session:
-            row = await session.get(ServerRow, server)
+            row = await session.get(ServerRow, server, with_for_update=True)
             if row is None:
                 raise UnknownServerError(server)
-            changed = row.state != state or row.error != error
-            row.state, row.error = state, error
-            # A server that is not connected keeps its last catalog: it returns as it was.
-            if state == "connected":
-                if (row.capabilities_json, row.instructions) != (capabilities_json, instructions):
-                    row.capabilities_json, row.instructions = capabilities_json, instructions
-                    changed = True
-                current = (
-                    await session.scalars(
-                        select(ItemRow)
-                        .where(ItemRow.server == server)
-                        .order_by(ItemRow.kind, ItemRow.position)
-                    )
-                ).all()
-                wanted = sorted(items, key=lambda i: i.kind)
-                if [(r.kind, r.key, r.definition_json) for r in current] != [
-                    (i.kind, i.key, i.definition_json) for i in wanted
-                ]:
-                    await session.execute(delete(ItemRow).where(ItemRow.server == server))
-                    session.add_all(
-                        ItemRow(
-                            server=server,
-                            kind=item.kind,
-                            key=item.key,
-                            position=position,
-                            definition_json=item.definition_json,
-                        )
-                        for position, item in enumerate(items)
-                    )
-                    changed = True
+            changed = await self._apply(session, row, report)
             revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
+
+    async def _apply(self, session: AsyncSession, row: ServerRow, report: ReplicaReport) -> bool:
+        """A report's state, capabilities and catalog on the server's row; whether it changed."""
+        changed = row.state != report.state or row.error != report.error
+        row.state, row.error = report.state, report.error
+        # A server that is not connected keeps its last catalog: it returns as it was.
+        if report.state == "connected":
+            if (row.capabilities_json, row.instructions) != (report.capabilities_json, report.instructions):
+                row.capabilities_json, row.instructions = report.capabilities_json, report.instructions
+                changed = True
+            current = (
+                await session.scalars(
+                    select(ItemRow).where(ItemRow.server == row.name).order_by(ItemRow.kind, ItemRow.position)
+                )
+            ).all()
+            wanted = sorted(report.items, key=lambda i: i.kind)
+            if [(r.kind, r.key, r.definition_json) for r in current] != [
+                (i.kind, i.key, i.definition_json) for i in wanted
+            ]:
+                await session.execute(delete(ItemRow).where(ItemRow.server == row.name))
+                session.add_all(
+                    ItemRow(
+                        server=row.name,
+                        kind=item.kind,
+                        key=item.key,
+                        position=position,
+                        definition_json=item.definition_json,
+                    )
+                    for position, item in enumerate(report.items)
+                )
+                changed = True
+        return changed
 
     async def catalog(self) -> CatalogState:
         async with self.sessions() as session:

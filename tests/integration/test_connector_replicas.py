@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 
@@ -92,6 +93,9 @@ async def test_a_server_only_a_silent_replica_held_is_disconnected_by_any_regist
     one, two = await started(store, clock)
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
     await two.ReportCatalog(report("a", "c2", "connected"), CONTEXT)
+    # Both heartbeat once: replicas that do are judged by their silence.
+    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    await two.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c2"), CONTEXT)
     clock.now += LOST  # past the registries' first lost interval
     for _ in range(3):
         clock.now += LOST / 2
@@ -127,10 +131,50 @@ async def test_long_silent_replicas_are_forgotten(store: RegistryStore) -> None:
     clock = Clock()
     one, _ = await started(store, clock)
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
     clock.now += 1000 * LOST
     await one.sweep()
     assert await store.connections(0.0) == {}
     await store.report_catalog("a", "connected", "", [StoredItem("a", "tool", "echo", '{"name":"echo"}')])
+
+
+async def test_a_server_disconnected_while_its_replica_was_silent_returns_when_it_speaks(
+    store: RegistryStore,
+) -> None:
+    clock = Clock()
+    one, _ = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    clock.now += 3 * LOST
+    assert await one.sweep() == ["a"] and await state_of(store, "a") == "disconnected"
+    # It speaks again (a heartbeat, not a report of "a"): it still holds "a", and the next
+    # sweep takes its word for it, the catalog kept.
+    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    assert await one.sweep() == ["a"] and await state_of(store, "a") == "connected"
+    assert [i.key for i in (await store.catalog()).items] == ["echo"]
+
+
+async def test_a_replica_that_never_heartbeats_is_not_judged_by_its_silence(store: RegistryStore) -> None:
+    clock = Clock()
+    one, _ = await started(store, clock)
+    # A connector from before heartbeats reports, and then says nothing for a long while.
+    await one.ReportCatalog(report("a", "old", "connected"), CONTEXT)
+    clock.now += 10 * LOST
+    assert await one.sweep() == [] and await state_of(store, "a") == "connected"
+
+
+async def test_reports_racing_across_registries_settle_on_the_live_holder(store: RegistryStore) -> None:
+    clock = Clock()
+    one, two = await started(store, clock)
+    await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
+    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    await two.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c2"), CONTEXT)
+    async with anyio.create_task_group() as group:
+        for _ in range(10):
+            group.start_soon(two.ReportCatalog, report("a", "c2", "disconnected"), CONTEXT)
+            group.start_soon(one.ReportCatalog, report("a", "c1", "connected"), CONTEXT)
+            group.start_soon(one.sweep)
+    assert await state_of(store, "a") == "connected"
 
 
 def test_a_killed_connector_stops_counting_and_the_other_keeps_the_server(tmp_path: Path) -> None:

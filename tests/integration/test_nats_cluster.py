@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import nats
 import pytest
-from nats.js.api import StreamInfo
+from nats.js.api import KeyValueConfig, StorageType, StreamInfo
+from nats.js.errors import BadRequestError
 
 from services import bus
 from services.up.main import LOOPBACK, free_port, nats_server_binary
@@ -119,6 +120,38 @@ def test_a_client_given_every_node_fails_over_when_its_node_goes(tmp_path: Path)
                         await anyio.sleep(0.05)
                     ack = await nc.jetstream().publish("mcpgw.audit.test", b"{}")
                 assert ack.stream == bus.AUDIT_STREAM
+            finally:
+                await nc.close()
+
+        anyio.run(scenario)
+
+
+def test_raising_the_replicas_of_existing_streams_and_buckets_updates_them(tmp_path: Path) -> None:
+    with nats_cluster(tmp_path) as (url, _):
+
+        async def scenario() -> None:
+            nc = await bus.connect(url, "upgrade")
+            js = nc.jetstream()
+            try:
+                # Made by a deployment of one replica; then MCPGW_NATS_REPLICAS=3.
+                await bus.ensure_audit_stream(nc, 1)
+                config = KeyValueConfig(
+                    bucket="mcpgw-upgrade", storage=StorageType.FILE, history=1, replicas=1
+                )
+                kv = await bus.key_value(nc, config)
+                await kv.put("kept", b"1")
+                await bus.ensure_audit_stream(nc, NODES)
+                config.replicas = NODES
+                kv = await bus.key_value(nc, config)
+                assert (await js.stream_info(bus.AUDIT_STREAM)).config.num_replicas == NODES
+                assert (await js.stream_info("KV_mcpgw-upgrade")).config.num_replicas == NODES
+                entry = await kv.get("kept")
+                assert entry.value == b"1"
+                # A bucket in a shape that cannot change is refused, not deleted.
+                with pytest.raises(BadRequestError):
+                    await bus.key_value(
+                        nc, KeyValueConfig(bucket="mcpgw-upgrade", storage=StorageType.MEMORY)
+                    )
             finally:
                 await nc.close()
 

@@ -30,6 +30,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from services import bus
+
 log = logging.getLogger(__name__)
 
 BUCKET = "mcpgw-oauth"
@@ -87,8 +89,9 @@ class OAuthState:
         (`reconnected`), open it again and watch anew."""
         started = False
         while True:
-            self._kv = await self._nc.jetstream().create_key_value(
-                KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas)
+            self._kv = await bus.key_value(
+                self._nc,
+                KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas),
             )
             watcher = await self._kv.watch("revoked.>")
             if not started:

@@ -31,6 +31,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from services import bus
 from services.windows import Window
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ class QuotaStore:
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
-        self._kv = await self._nc.jetstream().create_key_value(
-            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas)
+        self._kv = await bus.key_value(
+            self._nc,
+            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas),
         )
 
     async def read(self, counter: str) -> int:

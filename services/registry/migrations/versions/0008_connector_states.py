@@ -28,6 +28,8 @@ def upgrade() -> None:
         "connectors",
         sa.Column("connector_id", sa.String(128), primary_key=True),
         sa.Column("alive_unix", sa.Float, nullable=False),
+        # False for a replica from before heartbeats: it is never judged by its silence.
+        sa.Column("heartbeats", sa.Boolean, nullable=False, server_default=sa.false()),
     )
 
 
