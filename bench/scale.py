@@ -603,8 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     kills = [r for r in rows if r["step"].startswith("kill")]
     failed = [r for r in rows if r["audit_lost"] or r["wrong"] or r["sessions_lost"]]
     failed += [r for r in kills if r["recovery_s"] > 5.0]
+    if failed:
+        print(f"failed: {[r['step'] for r in failed]}; every host's log is in {workdir}", file=sys.stderr)
+        return 1
     shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return 0
 
 
 if __name__ == "__main__":
