@@ -87,38 +87,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return manage(namespace.command, namespace)
     if namespace.command == "health":
         return _health(namespace.service_args)
-    args = vars(namespace)
-    args.pop("action", None)
-    command = args.pop("command")
-    if command == "up":
-        from services.up.main import UpOptions, run
-
-        setup_logging(args["log_level"] or "INFO", "up")
-        options = UpOptions(
-            config=args["config"],
-            state_dir=args["state_dir"],
-            host=args["host"],
-            port=args["port"],
-            nats_url=args["nats_url"],
-            sidecars=args["sidecar"],
-            log_level=args["log_level"] or "INFO",
-        )
-        try:
-            return asyncio.run(run(options))
-        except ConfigurationError as exc:
-            print(f"mcpgw up: configuration error: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-    settings_class = SETTINGS[command]
-    try:
-        settings = load(settings_class, **args)
-    except ConfigurationError as exc:
-        print(f"mcpgw {command}: configuration error: {exc}", file=sys.stderr)
+    if namespace.command == "up":
+        return _up(namespace)
+    command = namespace.command
+    settings = _settings(namespace, f"mcpgw {command}")
+    if settings is None:
         return EXIT_CONFIG
     setup_logging(settings.log_level, command, settings.log_format)
     logging.getLogger(__name__).debug(
         "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token", "registry_key"})
     )
     return run_service(command, lambda: _serve(command, settings))
+
+
+def _settings(namespace: argparse.Namespace, who: str) -> CommonSettings | None:
+    """The service's settings from its arguments and environment; None (said) when invalid."""
+    args = dict(vars(namespace))
+    args.pop("action", None)
+    command = args.pop("command")
+    try:
+        return load(SETTINGS[command], **args)
+    except ConfigurationError as exc:
+        print(f"{who}: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def _up(namespace: argparse.Namespace) -> int:
+    from services.up.main import UpOptions, run
+
+    setup_logging(namespace.log_level or "INFO", "up")
+    options = UpOptions(
+        config=namespace.config,
+        state_dir=namespace.state_dir,
+        host=namespace.host,
+        port=namespace.port,
+        nats_url=namespace.nats_url,
+        sidecars=namespace.sidecar,
+        log_level=namespace.log_level or "INFO",
+    )
+    try:
+        return asyncio.run(run(options))
+    except ConfigurationError as exc:
+        print(f"mcpgw up: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 def _health(words: list[str]) -> int:
@@ -128,13 +139,8 @@ def _health(words: list[str]) -> int:
     except (HealthError, OSError) as exc:
         print(f"mcpgw health: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    args = vars(namespace)
-    args.pop("action", None)
-    command = args.pop("command")
-    try:
-        settings = load(SETTINGS[command], **args)
-    except ConfigurationError as exc:
-        print(f"mcpgw health: configuration error: {exc}", file=sys.stderr)
+    settings = _settings(namespace, "mcpgw health")
+    if settings is None:
         return EXIT_CONFIG
     return 0 if check(settings) else 1
 

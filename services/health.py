@@ -44,8 +44,7 @@ def local(address: str) -> str:
 def target(settings: CommonSettings) -> tuple[str, str]:
     """("http", url) or ("grpc", host:port): where the service's health is asked."""
     if isinstance(settings, EdgeSettings):
-        host = "127.0.0.1" if settings.edge_host in WILDCARDS else settings.edge_host
-        return "http", f"http://{host}:{settings.edge_port}/healthz"
+        return "http", f"http://{local(f'{settings.edge_host}:{settings.edge_port}')}/healthz"
     if isinstance(settings, RegistrySettings):
         return "grpc", local(settings.registry_listen)
     if isinstance(settings, ConnectorSettings):

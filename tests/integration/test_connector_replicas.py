@@ -54,6 +54,11 @@ async def state_of(store: RegistryStore, name: str) -> str:
     return next(s.state for s in servers if s.config.name == name)
 
 
+async def beat(registry: RegistryServicer, connector: str) -> registry_pb2.ReportAliveReply:
+    """One heartbeat of `connector` to `registry`."""
+    return await registry.ReportAlive(registry_pb2.ReportAliveRequest(connector_id=connector), CONTEXT)
+
+
 async def started(store: RegistryStore, clock: Clock) -> tuple[RegistryServicer, RegistryServicer]:
     clients = [
         {
@@ -94,12 +99,12 @@ async def test_a_server_only_a_silent_replica_held_is_disconnected_by_any_regist
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
     await two.ReportCatalog(report("a", "c2", "connected"), CONTEXT)
     # Both heartbeat once: replicas that do are judged by their silence.
-    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
-    await two.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c2"), CONTEXT)
+    await beat(one, "c1")
+    await beat(two, "c2")
     clock.now += LOST  # past the registries' first lost interval
     for _ in range(3):
         clock.now += LOST / 2
-        await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+        await beat(one, "c1")
         assert await two.sweep() == [] and await state_of(store, "a") == "connected"
     # c1 dies without a word: c2 was silent all along, so nobody holds it within the interval.
     clock.now += LOST + 0.1
@@ -108,11 +113,11 @@ async def test_a_server_only_a_silent_replica_held_is_disconnected_by_any_regist
     _, servers = await store.servers()
     assert "heard from" in servers[0].error
     # Its catalog is kept for when it returns; c1 back is told to report again, and does.
-    reply = await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    reply = await beat(one, "c1")
     assert reply.report_again
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
     assert await state_of(store, "a") == "connected"
-    again = await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    again = await beat(one, "c1")
     assert not again.report_again
 
 
@@ -131,7 +136,7 @@ async def test_long_silent_replicas_are_forgotten(store: RegistryStore) -> None:
     clock = Clock()
     one, _ = await started(store, clock)
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
-    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    await beat(one, "c1")
     clock.now += 1000 * LOST
     await one.sweep()
     assert await store.connections(0.0) == {}
@@ -144,12 +149,12 @@ async def test_a_server_disconnected_while_its_replica_was_silent_returns_when_i
     clock = Clock()
     one, _ = await started(store, clock)
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
-    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    await beat(one, "c1")
     clock.now += 3 * LOST
     assert await one.sweep() == ["a"] and await state_of(store, "a") == "disconnected"
     # It speaks again (a heartbeat, not a report of "a"): it still holds "a", and the next
     # sweep takes its word for it, the catalog kept.
-    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
+    await beat(one, "c1")
     assert await one.sweep() == ["a"] and await state_of(store, "a") == "connected"
     assert [i.key for i in (await store.catalog()).items] == ["echo"]
 
@@ -167,8 +172,8 @@ async def test_reports_racing_across_registries_settle_on_the_live_holder(store:
     clock = Clock()
     one, two = await started(store, clock)
     await one.ReportCatalog(report("a", "c1", "connected"), CONTEXT)
-    await one.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c1"), CONTEXT)
-    await two.ReportAlive(registry_pb2.ReportAliveRequest(connector_id="c2"), CONTEXT)
+    await beat(one, "c1")
+    await beat(two, "c2")
     async with anyio.create_task_group() as group:
         for _ in range(10):
             group.start_soon(two.ReportCatalog, report("a", "c2", "disconnected"), CONTEXT)
