@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import anyio
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 
@@ -39,6 +42,10 @@ EVENTS_SUBJECTS = "mcpgw.events.>"
 # JetStream drops a republished event whose Nats-Msg-Id it saw within this window.
 DEDUPE_WINDOW_SECONDS = 120.0
 AUDIT_RETENTION_SECONDS = 7 * 24 * 3600.0
+RETRY_FIRST_SECONDS = 0.25
+RETRY_MOST_SECONDS = 5.0
+
+T = TypeVar("T")
 
 
 class BusUnavailableError(ConnectionError):
@@ -137,7 +144,8 @@ async def _ensure_stream(nc: NATS, config: StreamConfig) -> None:
         # Another process created it first with other limits: keep theirs, but not fewer
         # replicas than asked for (MCPGW_NATS_REPLICAS raised on a running cluster).
         log.debug("stream %s exists: %s", config.name, exc)
-        await _replicate(nc, str(config.name), config.num_replicas or 1)
+        js = nc.jetstream()
+        await _replicate(js, await js.stream_info(str(config.name)), config.num_replicas or 1)
 
 
 async def key_value(nc: NATS, config: KeyValueConfig) -> KeyValue:
@@ -147,21 +155,35 @@ async def key_value(nc: NATS, config: KeyValueConfig) -> KeyValue:
     try:
         return await js.create_key_value(config)
     except BadRequestError:
-        await _replicate(nc, f"KV_{config.bucket}", config.replicas or 1)
-        existing = await js.key_value(config.bucket)
         info = await js.stream_info(f"KV_{config.bucket}")
         if info.config.storage != config.storage:
             raise
-        return existing
+        await _replicate(js, info, config.replicas or 1)
+        return await js.key_value(config.bucket)
 
 
-async def _replicate(nc: NATS, stream: str, replicas: int) -> None:
-    js = nc.jetstream()
-    info = await js.stream_info(stream)
+async def _replicate(js: JetStreamContext, info: StreamInfo, replicas: int) -> None:
+    """Raise the stream's replicas to `replicas` (never lower them)."""
     if (info.config.num_replicas or 1) < replicas:
         info.config.num_replicas = replicas
         await js.update_stream(info.config)
-        log.info("stream %s now kept on %d nodes", stream, replicas)
+        log.info("stream %s now kept on %d nodes", info.config.name, replicas)
+
+
+async def retrying(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()` until it succeeds, pausing longer after each failure: JetStream is away
+    or electing a leader (a node died) for a while, not for good. A bad request (a shape
+    that cannot change) is raised at once."""
+    pause = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            return await attempt()
+        except BadRequestError:
+            raise
+        except (NatsError, TimeoutError) as exc:
+            log.warning("%s failed, trying again in %.2fs: %r", what, pause, exc)
+        await anyio.sleep(pause)
+        pause = min(pause * 2, RETRY_MOST_SECONDS)
 
 
 class ChangeSignal:

@@ -104,16 +104,14 @@ class Approvals:
         self._decided: dict[str, bool] = {}
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        self._kv = await bus.key_value(
-            self._nc,
-            KeyValueConfig(
-                bucket=BUCKET,
-                storage=StorageType.FILE,
-                history=1,
-                ttl=BUCKET_MAX_AGE_SECONDS,
-                replicas=self._replicas,
-            ),
+        config = KeyValueConfig(
+            bucket=BUCKET,
+            storage=StorageType.FILE,
+            history=1,
+            ttl=BUCKET_MAX_AGE_SECONDS,
+            replicas=self._replicas,
         )
+        self._kv = await bus.retrying(f"opening the {BUCKET} bucket", lambda: bus.key_value(self._nc, config))
         subscription = await self._nc.subscribe(bus.APPROVAL_DECIDED, cb=self._on_decided)
         task_status.started()
         try:

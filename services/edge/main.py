@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.abc
 import orjson
 import uvicorn
 from nats.aio.msg import Msg
@@ -70,17 +71,25 @@ async def serve(settings: EdgeSettings) -> None:
             nc, settings.event_retention_seconds, settings.event_retention_bytes, replicas
         )
 
+    restore = anyio.Event()
+
     async def on_reconnect() -> None:
-        # NATS may have restarted without what it held in memory (the events stream).
-        try:
-            await streams()
-        except Exception as exc:  # nats-py raises several unrelated types
-            log.warning("cannot restore the JetStream streams after reconnecting: %s", exc)
+        restore.set()
         state.reconnected()
         oauth_state.reconnected()
 
+    async def restore_streams(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """After each reconnect: NATS may have restarted without what it held in memory (the
+        events stream), or be electing leaders (a node died): create them until it works."""
+        nonlocal restore
+        task_status.started()
+        while True:
+            await restore.wait()
+            restore = anyio.Event()
+            await bus.retrying("restoring the JetStream streams after reconnecting", streams)
+
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}", on_reconnect=on_reconnect)
-    await streams()
+    await bus.retrying("creating the JetStream streams", streams)
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
     hub = StreamHub()
@@ -268,6 +277,7 @@ async def serve(settings: EdgeSettings) -> None:
         with anyio.move_on_after(FIRST_SNAPSHOT_SECONDS):
             await follower.loaded.wait()
         await tg.start(audit.run)
+        await tg.start(restore_streams)
         await tg.start(state.run)
         await tg.start(oauth_state.run)
         await tg.start(limiter.run)

@@ -75,8 +75,7 @@ class SessionState:
         comes back (`reconnected`), open it again and watch anew from what it holds."""
         started = False
         while True:
-            self._kv = await self._open()
-            watcher = await self._kv.watchall()
+            self._kv, watcher = await bus.retrying(f"opening the {BUCKET} bucket", self._open)
             if not started:
                 task_status.started()
                 started = True
@@ -94,7 +93,11 @@ class SessionState:
         """NATS is back (it may have restarted without the bucket): open and watch it again."""
         self._reconnected.set()
 
-    async def _open(self) -> KeyValue:
+    async def _open(self) -> tuple[KeyValue, KeyValue.KeyWatcher]:
+        kv = await self._open_bucket()
+        return kv, await kv.watchall()
+
+    async def _open_bucket(self) -> KeyValue:
         # On disk, so sessions ended with DELETE stay ended when NATS restarts.
         config = KeyValueConfig(
             bucket=BUCKET, ttl=self._ttl, storage=StorageType.FILE, history=1, replicas=self._replicas

@@ -89,11 +89,7 @@ class OAuthState:
         (`reconnected`), open it again and watch anew."""
         started = False
         while True:
-            self._kv = await bus.key_value(
-                self._nc,
-                KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas),
-            )
-            watcher = await self._kv.watch("revoked.>")
+            self._kv, watcher = await bus.retrying(f"opening the {BUCKET} bucket", self._open)
             if not started:
                 task_status.started()
                 started = True
@@ -109,6 +105,13 @@ class OAuthState:
 
     def reconnected(self) -> None:
         self._reconnected.set()
+
+    async def _open(self) -> tuple[KeyValue, KeyValue.KeyWatcher]:
+        kv = await bus.key_value(
+            self._nc,
+            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas),
+        )
+        return kv, await kv.watch("revoked.>")
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:

@@ -63,10 +63,8 @@ class QuotaStore:
         self._kv: KeyValue | None = None
 
     async def open(self) -> None:
-        self._kv = await bus.key_value(
-            self._nc,
-            KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas),
-        )
+        config = KeyValueConfig(bucket=BUCKET, storage=StorageType.FILE, history=1, replicas=self._replicas)
+        self._kv = await bus.retrying(f"opening the {BUCKET} bucket", lambda: bus.key_value(self._nc, config))
 
     async def read(self, counter: str) -> int:
         """What the counter holds (0 for none); ConnectionError when the bucket is unreachable."""
