@@ -31,7 +31,8 @@ async def serve(settings: AuditSettings) -> None:
         (settings.state_dir / "audit").mkdir(mode=0o700, parents=True, exist_ok=True)
     store = await AuditStore.open(settings.database_url(), settings.audit_chain)
     nc = await bus.connect(settings.nats_url, "mcpgw-audit")
-    await bus.ensure_audit_stream(nc, settings.nats_replicas)
+    replicas = settings.nats_replicas
+    await bus.retrying("creating the audit stream", lambda: bus.ensure_audit_stream(nc, replicas))
     metrics = service_metrics("mcpgw-audit")
     consumer = AuditConsumer(
         nc,

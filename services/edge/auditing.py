@@ -70,6 +70,8 @@ class AuditPublisher:
         self._stored = 0
         self._batch_last = 0
         self._progress = anyio.Event()
+        # The publish in flight (or its pause before a retry), cut short by `reconnected()`.
+        self._attempt: anyio.CancelScope | None = None
         self.published = 0
         self.dropped = 0
         self.unconfirmed = 0
@@ -109,6 +111,12 @@ class AuditPublisher:
             )
         return False
 
+    def reconnected(self) -> None:
+        """NATS is back on a new connection: a publish still waiting for its answer on the
+        old one (which never comes) is sent again now, not after its timeout."""
+        if self._attempt is not None:
+            self._attempt.cancel()
+
     @property
     def backlog(self) -> int:
         return len(self._spool) + (len(self._batch.events) if self._batch is not None else 0)
@@ -124,12 +132,16 @@ class AuditPublisher:
                     if not self._confirming and len(self._spool) < BATCH_LIMIT:
                         await anyio.sleep(BATCH_LINGER_SECONDS)
                     self._batch = self._take()
-                try:
-                    await self._publish(self._batch)
-                except Exception as exc:  # nats-py raises timeouts and connection errors alike
-                    log.warning("audit publish failed (%d spooled): %s", self.backlog, exc)
-                    await anyio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                published = False
+                with anyio.CancelScope() as self._attempt:
+                    try:
+                        await self._publish(self._batch)
+                        published = True
+                    except Exception as exc:  # nats-py raises timeouts and connection errors alike
+                        log.warning("audit publish failed (%d spooled): %s", self.backlog, exc)
+                        await anyio.sleep(delay)
+                        delay = min(delay * 2, 5.0)
+                if not published:
                     continue
                 self.published += len(self._batch.events)
                 self._batch = None

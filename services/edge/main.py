@@ -74,6 +74,7 @@ async def serve(settings: EdgeSettings) -> None:
     restore = anyio.Event()
 
     async def on_reconnect() -> None:
+        audit.reconnected()
         restore.set()
         state.reconnected()
         oauth_state.reconnected()
