@@ -44,9 +44,11 @@ conformance: install
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
 
-## The same run with IBM ContextForge and FastMCP's proxy added (installs them first).
-bench-peers: install $(PEERS)/contextforge/.installed $(PEERS)/fastmcp/.installed
-	$(PY) -m bench.run --peers contextforge,fastmcp $(BENCH_ARGS)
+## The same run with peers added (installs them first): the gateways IBM ContextForge and
+## FastMCP's proxy, and the one-hop stdio bridges mcp-proxy (PyPI) and supergateway (npm).
+bench-peers: install $(PEERS)/contextforge/.installed $(PEERS)/fastmcp/.installed \
+  $(PEERS)/mcp-proxy/.installed $(PEERS)/supergateway/.installed
+	$(PY) -m bench.run --peers contextforge,fastmcp,mcp-proxy,supergateway $(BENCH_ARGS)
 
 ## A few seconds of every bench measurement, no targets asserted (CI runs it).
 bench-smoke: install
@@ -80,6 +82,16 @@ $(PEERS)/contextforge/.installed:
 $(PEERS)/fastmcp/.installed:
 	python3 -m venv $(PEERS)/fastmcp
 	$(PEERS)/fastmcp/bin/pip install --quiet 'fastmcp>=2.10'
+	touch $@
+
+$(PEERS)/mcp-proxy/.installed:
+	python3 -m venv $(PEERS)/mcp-proxy
+	$(PEERS)/mcp-proxy/bin/pip install --quiet 'mcp-proxy>=0.13'
+	touch $@
+
+$(PEERS)/supergateway/.installed:
+	mkdir -p $(PEERS)/supergateway
+	npm install --prefix $(PEERS)/supergateway --no-audit --no-fund --loglevel=error 'supergateway@^4'
 	touch $@
 
 lint: install protos-check

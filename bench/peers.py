@@ -1,7 +1,9 @@
-"""Peer gateways for `make bench-peers`, each installed into its own virtual environment.
+"""Peer gateways for `make bench-peers`, each installed under bench/.peers/<name>/.
 
-`make bench-peers` creates bench/.peers/<name>/ with pip; each peer here starts from
-there, in front of the same echo downstream as mcpgw, configured as its docs say.
+`make bench-peers` installs each with pip (a virtual environment) or npm; each peer here
+starts from there, in front of the same echo downstream as mcpgw, configured as its docs
+say. The gateways (ContextForge, FastMCP's proxy) reach it over HTTP; the one-hop bridges
+(mcp-proxy, supergateway) spawn it over stdio and serve it over Streamable HTTP.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import httpx2
 import psutil
 
-from bench.targets import ROOT, Target, process_group, wait_for
+from bench.targets import ECHO_SERVER, PYTHON, ROOT, Target, process_group, wait_for
 from services.up.main import free_port
 
 PEERS_DIR = ROOT / "bench" / ".peers"
@@ -32,9 +34,17 @@ def peer_python(name: str, executable: str = "python") -> str:
 
 
 def tree(process: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
-    """A peer's process and its workers, for CPU and memory accounting."""
+    """A peer's process and its workers, for CPU and memory accounting: not the echo
+    downstream a bridge spawns (the downstream's cost is every target's, not the peer's)."""
     root = psutil.Process(process.pid)
-    return {"main": root} | {f"child-{c.pid}": c for c in root.children(recursive=True)}
+    children = {f"child-{c.pid}": c for c in root.children(recursive=True) if not _is_echo(c)}
+    return {"main": root} | children
+
+
+def _is_echo(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return ECHO_SERVER in process.cmdline()
+    return False
 
 
 @contextlib.contextmanager
@@ -99,6 +109,32 @@ def contextforge(workdir: Path, echo_url: str) -> Iterator[Target]:
         )
 
 
+@contextlib.contextmanager
+def mcp_proxy(workdir: Path, echo_url: str) -> Iterator[Target]:
+    """mcp-proxy (PyPI) serving the echo server's stdio as Streamable HTTP, stateful (its default)."""
+    port = free_port()
+    argv = [peer_python("mcp-proxy", "mcp-proxy"), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--log-level", "WARNING", "--", PYTHON, ECHO_SERVER, "--stdio"]
+    with process_group(argv, workdir / "mcp-proxy.log") as proc:
+        wait_for(lambda: _port_answers(port), "mcp-proxy")
+        yield Target("mcp-proxy", "echo", url=f"http://127.0.0.1:{port}/mcp", processes=tree(proc))
+
+
+@contextlib.contextmanager
+def supergateway(workdir: Path, echo_url: str) -> Iterator[Target]:
+    """supergateway (npm) serving the echo server's stdio as Streamable HTTP, with sessions
+    (`--stateful`: without it, it spawns the server anew for every request)."""
+    port = free_port()
+    main = PEERS_DIR / "supergateway" / "node_modules" / "supergateway" / "dist" / "index.js"
+    if not main.exists():
+        raise FileNotFoundError(f"{main} is missing: run 'make bench-peers' to install the peers")
+    argv = ["node", str(main), "--stdio", f"{PYTHON} {ECHO_SERVER} --stdio", "--outputTransport"]
+    argv += ["streamableHttp", "--stateful", "--port", str(port), "--logLevel", "none"]
+    with process_group(argv, workdir / "supergateway.log") as proc:
+        wait_for(lambda: _port_answers(port), "supergateway")
+        yield Target("supergateway", "echo", url=f"http://127.0.0.1:{port}/mcp", processes=tree(proc))
+
+
 def _created(response: httpx2.Response) -> Any:
     if response.status_code >= 300:
         raise RuntimeError(f"ContextForge answered {response.status_code}: {response.text[:300]}")
@@ -115,4 +151,6 @@ def _port_answers(port: int) -> bool:
 PEERS: dict[str, Callable[[Path, str], contextlib.AbstractContextManager[Target]]] = {
     "contextforge": contextforge,
     "fastmcp": fastmcp,
+    "mcp-proxy": mcp_proxy,
+    "supergateway": supergateway,
 }

@@ -9,7 +9,14 @@ from typing import Any
 from bench.measure import Point
 
 # Gateway targets are compared with the direct connection over the same transport.
-BASELINE = {"mcpgw-stdio": "direct-stdio", "direct-stdio": "direct-stdio"}
+# What each target's ratio is to: the same downstream reached directly over the same
+# transport (the stdio bridges spawn the echo server as mcpgw-stdio's connector does).
+BASELINE = {
+    "mcpgw-stdio": "direct-stdio",
+    "direct-stdio": "direct-stdio",
+    "mcp-proxy": "direct-stdio",
+    "supergateway": "direct-stdio",
+}
 TARGETS = {
     "ratio_c32": 0.5,
     "ratio_vs_contextforge_c32": 5.0,

@@ -40,6 +40,7 @@ from typing import Any
 
 import anyio
 import httpx2
+import nats
 import yaml
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
@@ -48,6 +49,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.targets import ROOT, revision
+from services import bus
 from services.contracts import events_pb2
 from services.up.main import nats_server_binary
 
@@ -472,6 +474,22 @@ async def audited_requests(topology: Topology) -> set[str]:
         await engine.dispose()
 
 
+CATCH_UP_SECONDS = 30.0
+
+
+async def audit_leader(topology: Topology) -> Host:
+    """The NATS node leading the audit stream: killing it is the worst case for the audit
+    (a new leader must be elected before any record is stored)."""
+    nodes = [h for name, h in topology.hosts.items() if name.startswith("nats-")]
+    nc = await nats.connect([f"nats://{h.address}:4222" for h in nodes], connect_timeout=2)
+    try:
+        info = await nc.jetstream().stream_info(bus.AUDIT_STREAM)
+    finally:
+        await nc.close()
+    leader = info.cluster.leader if info.cluster is not None else None
+    return topology.hosts.get(str(leader), nodes[1])
+
+
 async def scenario(topology: Topology, sessions: int, step_seconds: float) -> list[dict[str, Any]]:
     balancer = next(
         h for h in topology.hosts.values() if str(h.service.get("image", "")).startswith("haproxy")
@@ -489,6 +507,9 @@ async def scenario(topology: Topology, sessions: int, step_seconds: float) -> li
         topology.start(host)
         await anyio.to_thread.run_sync(topology.ready, host)
 
+    async def kill_audit_leader() -> None:
+        await kill_and_restart(await audit_leader(topology))
+
     async def cut(host: Host) -> None:
         topology.cut(host, up=False)
         await anyio.sleep(CUT_SECONDS)
@@ -496,7 +517,7 @@ async def scenario(topology: Topology, sessions: int, step_seconds: float) -> li
 
     plan: list[tuple[str, Any]] = [
         ("steady", None),
-        ("kill nats-2", lambda: kill_and_restart(pick("nats", 2))),
+        ("kill the audit's NATS leader", lambda: kill_audit_leader()),
         ("kill edge-1", lambda: kill_and_restart(pick("edge"))),
         ("kill connector-1", lambda: kill_and_restart(pick("connector"))),
         ("kill registry-1", lambda: kill_and_restart(pick("registry"))),
@@ -507,6 +528,9 @@ async def scenario(topology: Topology, sessions: int, step_seconds: float) -> li
             group.start_soon(one_client, url, index, load)
         await anyio.sleep(2)  # sessions open; the first step starts counting from here
         for name, action in plan:
+            # One failure at a time: the last one's records are stored before the next
+            # breaks something (a killed edge takes what it still spools with it).
+            await caught_up(topology, load, CATCH_UP_SECONDS)
             step = Step(name, time.monotonic(), time.monotonic() + 1)
             await anyio.sleep(1)
             if action is not None:
@@ -516,13 +540,19 @@ async def scenario(topology: Topology, sessions: int, step_seconds: float) -> li
             steps.append(step)
         load.running = False
     # Every ok call's record must reach the store: wait for the audit to drain.
+    audited = await caught_up(topology, load, 60)
+    return [summarize(step, load, audited) for step in steps]
+
+
+async def caught_up(topology: Topology, load: Load, seconds: float) -> set[str]:
+    """The calls audited once every ok call so far is (or `seconds` have passed)."""
     wanted = {o.request for o in load.outcomes if o.ok}
     audited: set[str] = set()
-    with anyio.move_on_after(60):
+    with anyio.move_on_after(seconds):
         while not wanted <= audited:
             audited = await audited_requests(topology)
-            await anyio.sleep(1)
-    return [summarize(step, load, audited) for step in steps]
+            await anyio.sleep(0.5)
+    return audited
 
 
 async def bounded(topology: Topology, sessions: int, step_seconds: float) -> list[dict[str, Any]]:
@@ -606,7 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"failed: {[r['step'] for r in failed]}; every host's log is in {workdir}", file=sys.stderr)
         return 1
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not os.environ.get("MCPGW_SCALE_KEEP"):
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 

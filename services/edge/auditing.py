@@ -32,7 +32,11 @@ BATCH_LIMIT = 512
 BATCH_BYTES = 512 * 1024
 # A single event past this loses its recorded payloads (nothing else of it is that large).
 EVENT_BYTES = 64 * 1024
-PUBLISH_TIMEOUT_SECONDS = 5.0
+# A publish that hears nothing for this long is sent again (same message id: no duplicate).
+PUBLISH_TIMEOUT_SECONDS = 2.0
+# The longest pause between failed publishes: short, so the spool drains soon after
+# JetStream is back (a new stream leader elected), not seconds later.
+RETRY_MOST_SECONDS = 1.0
 # How long a batched delivery's first event waits for company before it is published.
 BATCH_LINGER_SECONDS = 0.05
 
@@ -140,7 +144,7 @@ class AuditPublisher:
                     except Exception as exc:  # nats-py raises timeouts and connection errors alike
                         log.warning("audit publish failed (%d spooled): %s", self.backlog, exc)
                         await anyio.sleep(delay)
-                        delay = min(delay * 2, 5.0)
+                        delay = min(delay * 2, RETRY_MOST_SECONDS)
                 if not published:
                     continue
                 self.published += len(self._batch.events)
@@ -172,12 +176,14 @@ class AuditPublisher:
     async def _publish(self, batch: events_pb2.OperationEvents) -> None:
         # Event ids are unique, so the first id and the count name the batch.
         batch_id = f"{batch.events[0].event_id}+{len(batch.events)}"
-        await self._js.publish(
+        ack = await self._js.publish(
             bus.TOOL_CALL_SUBJECT,
             batch.SerializeToString(),
             timeout=PUBLISH_TIMEOUT_SECONDS,
             headers={"Nats-Msg-Id": batch_id},
         )
+        if ack is not None and ack.duplicate:
+            log.info("audit batch %s was already stored (seq %s)", batch_id, ack.seq)
 
     async def flush(self, timeout: float) -> None:
         """Wait until the spool is empty (used on shutdown)."""
