@@ -148,7 +148,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["| target | c | " + " | ".join(processes) + " |"]
     lines += ["|---|---:|" + "---:|" * len(processes)]
     for row in summary["rows"].values():
-        if row["target"] in ("mcpgw", "mcpgw-nolimits"):
+        if row["target"].startswith("mcpgw") and row["target"] != "mcpgw-stdio":
             cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in processes]
             lines.append(f"| {row['target']} | {row['concurrency']} | " + " | ".join(cells) + " |")
     tools = results["tools_list"]

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -62,10 +63,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also load a second mcpgw without rate limits, budgets or bulkheads (mcpgw-nolimits), "
         "interleaved, so what the limits cost is measured in one run",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE[,VAR=VALUE]",
+        help="also load a second mcpgw (mcpgw-NAME) with these environment settings, interleaved "
+        "with the first: a lever's A/B/A in one run (e.g. unary:MCPGW_CONNECTOR_STREAMS=0)",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.duration, args.rounds, args.wide_servers, args.sessions = 1.0, 1, 1, 20
     return args
+
+
+def variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME:VAR=VALUE,...` as the name and the environment it sets."""
+    name, _, assignments = spec.partition(":")
+    settings = dict(pair.split("=", 1) for pair in assignments.split(",") if "=" in pair)
+    if not name or not settings:
+        raise SystemExit(f"--variant {spec!r}: expected NAME:VAR=VALUE[,VAR=VALUE]")
+    return name, settings
 
 
 def tools_list_point(gateway: Target, tools: int, duration: float) -> dict[str, Any]:
@@ -89,6 +107,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
             unlimited.name = "mcpgw-nolimits"
             targets.append(unlimited)
+        for spec in args.variant:
+            name, settings = variant(spec)
+            (workdir / name).mkdir()
+            other, _ = stack.enter_context(
+                mcpgw(workdir / name, echo_url, args.wide_servers, {**(env or os.environ), **settings})
+            )
+            other.name = f"mcpgw-{name}"
+            targets.append(other)
         targets += [stack.enter_context(peers.PEERS[name](workdir, echo_url)) for name in chosen]
         if not args.no_stdio:
             stdio = f"{PYTHON} {ECHO_SERVER} --stdio"
@@ -132,6 +158,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "sessions": args.sessions,
             "wide_servers": args.wide_servers,
             "limits_ab": args.limits_ab,
+            "variants": args.variant,
             "otlp_sample_ratio": args.otlp,
         },
         "points": [dataclasses.asdict(p) for p in points],

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NoReturn
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -61,6 +62,64 @@ def channel(target: str) -> grpc.aio.Channel:
     if "," in target:
         target = "ipv4:" + target
     return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+
+
+# What one message of a multiplexed stream carries at most (an item larger goes alone): far
+# under the channels' 64 MiB, so a batch never fails for the size of its neighbours.
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+class Sized(Protocol):
+    def ByteSize(self) -> int: ...
+
+
+T = TypeVar("T", bound=Sized)
+
+
+class Coalescer(Generic[T]):
+    """Items of a stream written as few messages as possible: each write takes every item
+    ready by then (up to BATCH_BYTES), so N calls in flight cost far fewer than N writes.
+
+    What it holds is bounded by what its caller has in flight (one item per call)."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[object]]) -> None:
+        self._write = write
+        self._items: list[T] = []
+        self._ready = asyncio.Event()
+        self._closed = False
+
+    def put(self, item: T) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    def close(self) -> None:
+        """`run` returns once what was put is written."""
+        self._closed = True
+        self._ready.set()
+
+    async def run(self) -> None:
+        """Write until closed; a write that raises ends it (the stream is broken)."""
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._items:
+                await self._write(self._take())
+            if self._closed:
+                return
+
+    def _take(self) -> list[T]:
+        items = self._items
+        size, count = 0, 0
+        for item in items:
+            size += item.ByteSize()
+            if count and size > BATCH_BYTES:
+                break
+            count += 1
+        if count == len(items):
+            self._items = []
+            return items
+        self._items = items[count:]
+        return items[:count]
 
 
 async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:

@@ -92,6 +92,9 @@ class EdgeSettings(CommonSettings):
     edge_port: int = 8080
     registry_addr: str = "127.0.0.1:50051"
     connector_addr: str = "127.0.0.1:50052"
+    # Long-lived gRPC streams that carry the unary tool calls to connectors, many per message
+    # (0: a unary RPC per call). With several connector replicas, at least as many.
+    connector_streams: int = Field(default=2, ge=0)
     # The audit service, which answers /api/audit and /api/usage.
     audit_addr: str = "127.0.0.1:50053"
     # HMAC key shared by all edges so any replica accepts any session; a process

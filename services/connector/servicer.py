@@ -26,6 +26,7 @@ from services.connector.errors import (
     NeedsConnectionError,
     NotConnectedError,
 )
+from services.connector.multiplexing import CallStream
 from services.connector.pool import DownstreamPool
 from services.connector.relay import CallRelay, Response
 from services.connector.telemetry import DownstreamTelemetry, Metadata, with_context
@@ -174,6 +175,22 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     ) -> connector_pb2.CallToolOutcome:
         # grpc cancels this coroutine when the edge cancels the RPC; the downstream call goes with it.
         return await self._call(request, context.invocation_metadata(), _json_object(request.meta_json), None)
+
+    # grpc.aio lets a streaming handler write with context.write and return None (what lets
+    # one writer batch the outcomes of many tasks); the generated stubs know only iterators.
+    async def Calls(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[connector_pb2.CallBatch], context: grpc.aio.ServicerContext
+    ) -> None:
+        await CallStream(self._muxed, context).serve(request_iterator)
+
+    async def _muxed(
+        self, request: connector_pb2.CallToolRequest, metadata: Metadata
+    ) -> connector_pb2.CallToolOutcome:
+        try:
+            return await self._call(request, metadata, _json_object(request.meta_json), None)
+        except Exception as exc:
+            # Every call on the stream gets an outcome: the edge's caller is waiting for it.
+            return connector_pb2.CallToolOutcome(error=_failure(request.server, exc))
 
     async def StreamTool(
         self,

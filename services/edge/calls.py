@@ -20,7 +20,6 @@ from enum import Flag, auto
 from typing import Any, Protocol
 
 import anyio
-import grpc
 import mcp_types as types
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -31,6 +30,7 @@ from services.edge.auditing import AuditPublisher
 from services.edge.connector_client import (
     DEADLINE_GRACE_SECONDS,
     CallCancelledError,
+    Cancellable,
     ConnectorClient,
     ConnectorUnavailableError,
 )
@@ -232,7 +232,7 @@ class Call:
             self._send, self._messages = anyio.create_memory_object_stream[bytes](CHANNEL_SIZE)
             self._scope = anyio.CancelScope()
         self._outcome: connector_pb2.CallToolOutcome | None = None
-        self._rpc: grpc.aio.Call | None = None
+        self._rpc: Cancellable | None = None
         self._asked: dict[str, _Reply] = {}
         # The audit record's number at the publisher, once submitted.
         self._audited = 0
@@ -302,7 +302,7 @@ class Call:
         await self._audit.confirmed(audited)
         return outcome
 
-    def _hold_rpc(self, rpc: grpc.aio.Call) -> None:
+    def _hold_rpc(self, rpc: Cancellable) -> None:
         self._rpc = rpc
 
     async def _reach(self) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import grpc
 import orjson
 
 from services.contracts import connector_pb2, connector_pb2_grpc
+from services.edge.multiplexing import CallMux, CancelledByClientError, DeadlineError, StreamBrokenError
 from services.telemetry import TraceContext
 
 # A connector that holds no session with the server refused before anything was sent, so
@@ -36,6 +37,12 @@ class ConnectorUnavailableError(ConnectionError):
 
 class CallCancelledError(Exception):
     """The call was cancelled (its `cancelled` event set) before its outcome came."""
+
+
+class Cancellable(Protocol):
+    """A call in flight at the connector (its RPC, or its place on a multiplexed stream)."""
+
+    def cancel(self) -> bool: ...
 
 
 Ask = Callable[[str, bytes], Awaitable[dict[str, Any]]]
@@ -62,10 +69,17 @@ def trace_metadata(trace: TraceContext | None) -> tuple[tuple[str, str], ...]:
 
 
 class ConnectorClient:
-    def __init__(self, channel: grpc.aio.Channel, wait_seconds: float = CONNECTOR_WAIT_SECONDS) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        wait_seconds: float = CONNECTOR_WAIT_SECONDS,
+        mux: CallMux | None = None,
+    ) -> None:
         self._channel = channel
         self._stub = connector_pb2_grpc.ConnectorStub(channel)
         self._wait = wait_seconds
+        # Unary calls go over its streams; without one, a unary RPC each.
+        self._mux = mux
 
     async def _reachable(self) -> None:
         """Wait (a little) for a connector while none is connected: one that is restarting
@@ -83,7 +97,7 @@ class ConnectorClient:
         on_notification: Callable[[bytes], object] | None = None,
         ask: Ask | None = None,
         cancelled: anyio.Event | None = None,
-        on_rpc: Callable[[grpc.aio.Call], object] | None = None,
+        on_rpc: Callable[[Cancellable], object] | None = None,
     ) -> connector_pb2.CallToolOutcome:
         """The call's outcome; with `on_notification`, what the downstream sends before it goes
         there, and with `ask`, its requests are answered by the client. A streamed call ends
@@ -92,16 +106,19 @@ class ConnectorClient:
         escapes cancel scopes, and a task per call costs the hot path)."""
         metadata = trace_metadata(trace)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
+        outcome: connector_pb2.CallToolOutcome
         for _ in range(ATTEMPTS):
             await self._reachable()
             try:
-                if on_notification is None and ask is None:
-                    # Unary: the cheapest gRPC call there is, and most tool calls are this.
+                if on_notification is None and ask is None and self._mux is not None:
+                    outcome = await self._muxed(self._mux, request, trace, deadline, on_rpc)
+                elif on_notification is None and ask is None:
+                    # Unary: the cheapest gRPC call there is (without a mux), and most tool calls are this.
                     rpc = self._stub.CallTool(request, metadata=metadata, timeout=deadline)
                     if on_rpc is not None:
                         on_rpc(rpc)
                     try:
-                        outcome: connector_pb2.CallToolOutcome = await rpc
+                        outcome = await rpc
                     except asyncio.CancelledError:
                         current = asyncio.current_task()
                         if rpc.cancelled() and on_rpc is not None and not (current and current.cancelling()):
@@ -116,6 +133,24 @@ class ConnectorClient:
             if not _refused(outcome):
                 break
         return outcome
+
+    @staticmethod
+    async def _muxed(
+        mux: CallMux,
+        request: connector_pb2.CallToolRequest,
+        trace: TraceContext,
+        deadline: float,
+        on_rpc: Callable[[Cancellable], object] | None,
+    ) -> connector_pb2.CallToolOutcome:
+        call = mux.call(request, trace, deadline)
+        if on_rpc is not None:
+            on_rpc(call)
+        try:
+            return await call.outcome()
+        except CancelledByClientError:
+            raise CallCancelledError from None
+        except (StreamBrokenError, DeadlineError) as exc:
+            raise ConnectorUnavailableError(str(exc)) from None
 
     async def _relayed(
         self,

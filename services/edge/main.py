@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import anyio
@@ -37,6 +38,7 @@ from services.edge.limits.limiter import Limiter
 from services.edge.limits.quota import QuotaStore
 from services.edge.meters import EdgeMeters
 from services.edge.modern import ModernEndpoint
+from services.edge.multiplexing import CallMux
 from services.edge.peers import Peers
 from services.edge.protocol import McpHandler
 from services.edge.records import Payloads
@@ -93,6 +95,7 @@ async def serve(settings: EdgeSettings) -> None:
     await bus.retrying("creating the JetStream streams", streams)
     registry_channel = channel(settings.registry_addr)
     connector_channel = channel(settings.connector_addr)
+    mux = CallMux(connector_channel, settings.connector_streams) if settings.connector_streams else None
     hub = StreamHub()
     background = Background()
     metrics = service_metrics("mcpgw-edge")
@@ -142,7 +145,7 @@ async def serve(settings: EdgeSettings) -> None:
     )
     approvals = Approvals(nc, settings.edge_id, settings.approval_timeout_seconds, settings.nats_replicas)
     handler = McpHandler(
-        ConnectorClient(connector_channel),
+        ConnectorClient(connector_channel, mux=mux),
         audit,
         settings.edge_id,
         peers,
@@ -271,7 +274,7 @@ async def serve(settings: EdgeSettings) -> None:
             timeout_graceful_shutdown=5,
         )
     )
-    async with sandbox, anyio.create_task_group() as tg:
+    async with sandbox, mux or contextlib.nullcontext(), anyio.create_task_group() as tg:
         await tg.start(follower.run)
         # Listen once the catalog is loaded, so a restarted edge never answers "Unknown tool"
         # for the tools it has not read yet (registry away: serve what there is after a while).

@@ -137,12 +137,16 @@ class _Context:
 
     def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._metadata = metadata
+        self.written: list[connector_pb2.OutcomeBatch] = []
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
 
     async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         raise Aborted(code, details)
+
+    async def write(self, message: connector_pb2.OutcomeBatch) -> None:
+        self.written.append(message)
 
 
 CONTEXT = cast(grpc.aio.ServicerContext, _Context())
@@ -201,6 +205,8 @@ async def failure_of(rpc_name: str, rpc: ConnectorServicer) -> connector_pb2.Cal
         forwarded = await rpc.Forward(request, CONTEXT)
         assert forwarded.WhichOneof("kind") == "error"
         return forwarded.error
+    if rpc_name == "Calls":
+        return (await muxed_outcome(rpc, call_request())).error
     async with aclosing(start(streamed(), rpc)) as updates:
         sent = [update async for update in updates]
     assert [update.WhichOneof("kind") for update in sent] == ["outcome"]
@@ -208,7 +214,22 @@ async def failure_of(rpc_name: str, rpc: ConnectorServicer) -> connector_pb2.Cal
     return sent[0].outcome.error
 
 
-RPCS = ["CallTool", "StreamTool", "Forward"]
+async def muxed_outcome(
+    rpc: ConnectorServicer, request: connector_pb2.CallToolRequest
+) -> connector_pb2.CallToolOutcome:
+    """The one outcome a Calls stream carrying only `request` writes before it ends."""
+
+    async def batches() -> AsyncGenerator[connector_pb2.CallBatch]:
+        yield connector_pb2.CallBatch(calls=[connector_pb2.MuxedCall(id=7, request=request)])
+
+    context = _Context()
+    await rpc.Calls(batches(), cast(grpc.aio.ServicerContext, context))
+    outcomes = [outcome for batch in context.written for outcome in batch.outcomes]
+    assert [outcome.id for outcome in outcomes] == [7]
+    return outcomes[0].outcome
+
+
+RPCS = ["CallTool", "StreamTool", "Forward", "Calls"]
 
 
 # Errors no code path expects, each raised the way real code raises it.
@@ -364,12 +385,17 @@ async def test_a_route_refused_for_missing_credentials_is_unavailable(rpc_name: 
     assert (error.failure, error.message) == (connector_pb2.FAILURE_UNAVAILABLE, str(refused))
 
 
-async def test_call_tool_passes_the_call_and_returns_the_result_verbatim() -> None:
+@pytest.mark.parametrize("rpc_name", ["CallTool", "Calls"])
+async def test_call_tool_passes_the_call_and_returns_the_result_verbatim(rpc_name: str) -> None:
     async def act(on_progress: ProgressFnT | None, relay: CallRelay | None) -> RawResult:
         return RawResult(b'{"content":[],"isError":true}', True)
 
     rpc, downstream = servicer(act)
-    outcome = await rpc.CallTool(call_request({"trace": "t"}, timeout=2.5), CONTEXT)
+    request = call_request({"trace": "t"}, timeout=2.5)
+    if rpc_name == "Calls":
+        outcome = await muxed_outcome(rpc, request)
+    else:
+        outcome = await rpc.CallTool(request, CONTEXT)
     assert (outcome.result.result_json, outcome.result.is_error) == (b'{"content":[],"isError":true}', True)
     [call] = downstream.calls
     assert call == {

@@ -44,6 +44,11 @@ class ConnectorStub:
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.SerializeToString,
                 response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
                 _registered_method=True)
+        self.Calls = channel.stream_stream(
+                '/mcpgw.v1.Connector/Calls',
+                request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallBatch.SerializeToString,
+                response_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.OutcomeBatch.FromString,
+                _registered_method=True)
         self.ListTools = channel.unary_unary(
                 '/mcpgw.v1.Connector/ListTools',
                 request_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.ListToolsRequest.SerializeToString,
@@ -76,6 +81,16 @@ class ConnectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Calls(self, request_iterator, context):
+        """Many unary tools/calls over one long-lived stream: each message carries every call
+        (or outcome) ready at that moment, matched by the id the edge gave it. A call's
+        cancellation is its id in `cancelled`. The edge half-closes a stream it retires; the
+        connector ends it once every call on it has its outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTools(self, request, context):
         """The live tool list of one downstream server, fetched from it now.
         """
@@ -103,6 +118,11 @@ def add_ConnectorServicer_to_server(servicer, server):
                     servicer.StreamTool,
                     request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.FromString,
                     response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.SerializeToString,
+            ),
+            'Calls': grpc.stream_stream_rpc_method_handler(
+                    servicer.Calls,
+                    request_deserializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallBatch.FromString,
+                    response_serializer=services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.OutcomeBatch.SerializeToString,
             ),
             'ListTools': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTools,
@@ -169,6 +189,33 @@ class Connector:
             '/mcpgw.v1.Connector/StreamTool',
             services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolMessage.SerializeToString,
             services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallToolUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Calls(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mcpgw.v1.Connector/Calls',
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.CallBatch.SerializeToString,
+            services_dot_contracts_dot_mcpgw_dot_v1_dot_connector__pb2.OutcomeBatch.FromString,
             options,
             channel_credentials,
             insecure,

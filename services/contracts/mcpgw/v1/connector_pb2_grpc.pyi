@@ -39,6 +39,12 @@ class ConnectorStub:
     elicitation, roots) the downstream sends for it, the edge streams back the
     client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
     """
+    Calls: _grpc.StreamStreamMultiCallable[_connector_pb2.CallBatch, _connector_pb2.OutcomeBatch]
+    """Many unary tools/calls over one long-lived stream: each message carries every call
+    (or outcome) ready at that moment, matched by the id the edge gave it. A call's
+    cancellation is its id in `cancelled`. The edge half-closes a stream it retires; the
+    connector ends it once every call on it has its outcome.
+    """
     ListTools: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]
     """The live tool list of one downstream server, fetched from it now."""
     Forward: _grpc.UnaryUnaryMultiCallable[_connector_pb2.ForwardRequest, _connector_pb2.ForwardOutcome]
@@ -56,6 +62,12 @@ class ConnectorAsyncStub(ConnectorStub):
     streams the notifications (progress, log messages) and the requests (sampling,
     elicitation, roots) the downstream sends for it, the edge streams back the
     client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
+    """
+    Calls: _aio.StreamStreamMultiCallable[_connector_pb2.CallBatch, _connector_pb2.OutcomeBatch]  # type: ignore[assignment]
+    """Many unary tools/calls over one long-lived stream: each message carries every call
+    (or outcome) ready at that moment, matched by the id the edge gave it. A call's
+    cancellation is its id in `cancelled`. The edge half-closes a stream it retires; the
+    connector ends it once every call on it has its outcome.
     """
     ListTools: _aio.UnaryUnaryMultiCallable[_connector_pb2.ListToolsRequest, _connector_pb2.ListToolsResponse]  # type: ignore[assignment]
     """The live tool list of one downstream server, fetched from it now."""
@@ -83,6 +95,18 @@ class ConnectorServicer(metaclass=_abc_1.ABCMeta):
         streams the notifications (progress, log messages) and the requests (sampling,
         elicitation, roots) the downstream sends for it, the edge streams back the
         client's replies, and exactly one outcome ends it. Cancelling the RPC cancels the call.
+        """
+
+    @_abc_1.abstractmethod
+    def Calls(
+        self,
+        request_iterator: _MaybeAsyncIterator[_connector_pb2.CallBatch],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_connector_pb2.OutcomeBatch], _abc.AsyncIterator[_connector_pb2.OutcomeBatch]]:
+        """Many unary tools/calls over one long-lived stream: each message carries every call
+        (or outcome) ready at that moment, matched by the id the edge gave it. A call's
+        cancellation is its id in `cancelled`. The edge half-closes a stream it retires; the
+        connector ends it once every call on it has its outcome.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,71 @@
+"""The connector's end of the `Calls` stream: many unary tool calls over one gRPC stream.
+
+A unary RPC per call costs both processes a call object, an HTTP/2 stream and its
+metadata; here each message carries every call (or outcome) ready at that moment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from services.connector.telemetry import Metadata
+from services.contracts import connector_pb2
+from services.rpc import Coalescer
+
+Run = Callable[[connector_pb2.CallToolRequest, Metadata], Awaitable[connector_pb2.CallToolOutcome]]
+"""(request, its trace metadata) -> the call's outcome, every failure a named CallError."""
+
+
+def metadata_of(muxed: connector_pb2.MuxedCall) -> Metadata:
+    """The call's trace context as a unary call's gRPC metadata carries it."""
+    if not muxed.traceparent:
+        return ()
+    if muxed.tracestate:
+        return (("traceparent", muxed.traceparent), ("tracestate", muxed.tracestate))
+    return (("traceparent", muxed.traceparent),)
+
+
+class CallStream:
+    """One `Calls` RPC: a task per call it carries, cancelled by its id or with the stream."""
+
+    def __init__(self, run: Run, context: grpc.aio.ServicerContext) -> None:
+        self._run = run
+        self._outcomes: Coalescer[connector_pb2.MuxedOutcome] = Coalescer(self._write)
+        self._context = context
+        self._running: dict[int, asyncio.Task[None]] = {}
+
+    async def _write(self, outcomes: list[connector_pb2.MuxedOutcome]) -> None:
+        await self._context.write(connector_pb2.OutcomeBatch(outcomes=outcomes))
+
+    async def serve(self, batches: AsyncIterator[connector_pb2.CallBatch]) -> None:
+        """Run the calls until the edge half-closes and every call has its outcome written."""
+        writer = asyncio.create_task(self._outcomes.run())
+        try:
+            async for batch in batches:
+                for muxed in batch.calls:
+                    self._running[muxed.id] = asyncio.create_task(self._serve_one(muxed))
+                for call_id in batch.cancelled:
+                    running = self._running.pop(call_id, None)
+                    if running is not None:
+                        running.cancel()
+            # Half-closed: the calls still running end first, then their outcomes are written.
+            while self._running:
+                await asyncio.wait(list(self._running.values()))
+            self._outcomes.close()
+            await writer
+        finally:
+            # The edge cancelled the stream (or it broke): its calls end with it, downstream too.
+            left = {writer, *self._running.values()}
+            for task in left:
+                task.cancel()
+            await asyncio.wait(left)
+
+    async def _serve_one(self, muxed: connector_pb2.MuxedCall) -> None:
+        try:
+            outcome = await self._run(muxed.request, metadata_of(muxed))
+        finally:
+            self._running.pop(muxed.id, None)
+        self._outcomes.put(connector_pb2.MuxedOutcome(id=muxed.id, outcome=outcome))
