@@ -6,7 +6,7 @@ PROTOS := $(wildcard protos/mcpgw/v1/*.proto)
 
 NODE_TESTS := tests/node
 
-.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke profile conformance soak drills catalog scale-test system-deps
+.PHONY: run test lint protos protos-check install clean bench bench-peers bench-smoke bench-scale profile conformance soak drills catalog scale-test system-deps
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,6 +53,10 @@ bench-peers: install $(PEERS)/contextforge/.installed $(PEERS)/fastmcp/.installe
 ## A few seconds of every bench measurement, no targets asserted (CI runs it).
 bench-smoke: install
 	$(PY) -m bench.run --smoke
+
+## How cost grows: concurrency, in-flight calls, catalog size, servers, open streams (curves and plots; several minutes).
+bench-scale: install
+	$(PY) -m bench.curves $(CURVES_ARGS)
 
 ## Tokens and model round trips over a 313-tool catalog: classic vs Code Mode vs tool search.
 catalog: install

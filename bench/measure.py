@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import resource
 import subprocess
 import threading
 import time
@@ -32,6 +33,8 @@ class Point:
     latencies_ms: list[float]
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     rss_bytes: dict[str, int] = field(default_factory=dict)
+    # What is not the proxy: the load generator's CPU and the HTTP downstream's (the ratio model).
+    load_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
@@ -50,9 +53,22 @@ def loadgen(target: Target, *extra: str) -> dict[str, Any]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def run_point(target: Target, concurrency: int, duration: float, round_: int) -> Point:
+def children_cpu_seconds() -> float:
+    """CPU of this process's children that were waited for: the load generator, once done."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_point(
+    target: Target, concurrency: int, duration: float, round_: int, downstream: psutil.Process | None = None
+) -> Point:
     before = cpu_seconds(target.processes)
+    served = cpu_seconds({"downstream": downstream} if downstream is not None else {})
+    loaded = children_cpu_seconds()
     tally = loadgen(target, "--concurrency", str(concurrency), "--duration", str(duration))
+    load = {"loadgen": children_cpu_seconds() - loaded}
+    if downstream is not None and not target.stdio:
+        load["downstream"] = cpu_seconds({"downstream": downstream})["downstream"] - served["downstream"]
     after = cpu_seconds(target.processes)
     return Point(
         target=target.name,
@@ -66,6 +82,7 @@ def run_point(target: Target, concurrency: int, duration: float, round_: int) ->
         latencies_ms=tally["latencies_ms"],
         cpu_seconds={name: after[name] - before[name] for name in after},
         rss_bytes={name: p.memory_info().rss for name, p in target.processes.items()},
+        load_cpu_seconds=load,
     )
 
 

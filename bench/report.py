@@ -61,8 +61,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         for p in points:
             for name, seconds in p["cpu_seconds"].items():
                 cpu[name] += seconds
-        per_call = {name: seconds * 1000 / max(calls + sum(p["warmup"] for p in points), 1)
-                    for name, seconds in cpu.items()}  # fmt: skip
+        made = max(calls + sum(p["warmup"] for p in points), 1)
+        per_call = {name: seconds * 1000 / made for name, seconds in cpu.items()}
+        load: dict[str, float] = defaultdict(float)
+        for p in points:
+            for name, seconds in p.get("load_cpu_seconds", {}).items():
+                load[name] += seconds * 1000 / made
         rows[f"{target}@{concurrency}"] = {
             "target": target,
             "concurrency": concurrency,
@@ -72,6 +76,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             "latency_ms": percentiles(latencies),
             "cpu_ms_per_call": per_call,
             "cpu_ms_per_call_total": sum(per_call.values()),
+            "load_cpu_ms_per_call": dict(load),
             "rss_mib": {name: max(p["rss_bytes"].get(name, 0) for p in points) / 2**20 for name in cpu},
         }
     for row in rows.values():
@@ -79,7 +84,24 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         if base is not None:
             row["ratio"] = row["calls_per_second"] / base["calls_per_second"]
             row["added_p50_ms"] = row["latency_ms"]["p50"] - base["latency_ms"]["p50"]
+            row["predicted_ratio"] = predicted_ratio(base, row, results["machine"]["cpus"])
     return {"rows": rows, "targets": check_targets(rows, results)}
+
+
+def predicted_calls_per_second(row: dict[str, Any], cores: int) -> float | None:
+    """The most calls/s the CPU allows: every process is one event loop on one core at most,
+    and all of them share `cores` (None without the downstream's CPU, e.g. over stdio)."""
+    load = row.get("load_cpu_ms_per_call", {})
+    if "downstream" not in load:
+        return None
+    spent: dict[str, float] = {**row["cpu_ms_per_call"], **load}
+    return min(1000 / max(spent.values()), cores * 1000 / sum(spent.values()))
+
+
+def predicted_ratio(direct: dict[str, Any], proxied: dict[str, Any], cores: int) -> float | None:
+    """The ratio the CPU per call of each process predicts (README, Performance)."""
+    base, through = predicted_calls_per_second(direct, cores), predicted_calls_per_second(proxied, cores)
+    return None if base is None or through is None else through / base
 
 
 def check_targets(rows: dict[str, dict[str, Any]], results: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -151,6 +173,7 @@ def markdown(results: dict[str, Any]) -> str:
         if row["target"].startswith("mcpgw") and row["target"] != "mcpgw-stdio":
             cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in processes]
             lines.append(f"| {row['target']} | {row['concurrency']} | " + " | ".join(cells) + " |")
+    lines += ratio_model(summary["rows"], machine["cpus"])
     tools = results["tools_list"]
     audit = results["audit"]
     lat = audit["lag_ms"]
@@ -175,6 +198,27 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {name} | {sign} {check['goal']:g} | {_fmt(value) if value is not None else '-'} | {met} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def ratio_model(rows: dict[str, dict[str, Any]], cores: int) -> list[str]:
+    """What CPU per call predicts of each proxy's throughput and ratio, beside what was measured."""
+    lines = ["", "The ratio model (README, Performance): CPU ms per call of what runs, and the calls/s "
+             "it allows (one core per process at most, the machine's cores for all):", ""]  # fmt: skip
+    lines += ["| target | c | load generator | downstream | proxy | calls/s allowed | measured | "
+              "predicted ratio | measured ratio |"]  # fmt: skip
+    lines += ["|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows.values(), key=lambda r: (r["concurrency"], _order(r["target"]))):
+        allowed = predicted_calls_per_second(row, cores)
+        if allowed is None or row["concurrency"] == 1:
+            continue  # at c=1 latency, not CPU, sets the pace
+        load = row["load_cpu_ms_per_call"]
+        predicted, ratio = row.get("predicted_ratio"), row.get("ratio")
+        lines.append(
+            f"| {row['target']} | {row['concurrency']} | {load['loadgen']:.3f} | {load['downstream']:.3f} | "
+            f"{_fmt(row['cpu_ms_per_call_total'] if row['cpu_ms_per_call'] else None, 3)} | {allowed:.0f} | "
+            f"{row['calls_per_second']:.0f} | {_fmt(predicted)} | {_fmt(ratio)} |"
+        )
+    return lines
 
 
 def _percentile(tally: dict[str, Any], q: str) -> float:

@@ -128,11 +128,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     processes=gateway.processes,
                 )
             )
+        # The HTTP downstream every HTTP target shares: its CPU is the D of the ratio model.
+        downstream = next(p for p in psutil.Process().children() if ECHO_SERVER in p.cmdline())
         points: list[Point] = []
         for concurrency in concurrencies:
             for round_ in range(args.rounds):
                 for target in targets:
-                    point = run_point(target, concurrency, args.duration, round_)
+                    point = run_point(target, concurrency, args.duration, round_, downstream)
                     print(report.point_line(point), file=sys.stderr, flush=True)
                     points.append(point)
         tools_list = tools_list_point(gateway, expected_tools(args.wide_servers), max(args.duration / 2, 1.0))

@@ -104,6 +104,9 @@ class EdgeSettings(CommonSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     # How long a request's headers may take to arrive before the connection is closed (408).
     header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Connections the kernel queues before the edge accepts them (capped by net.core.somaxconn):
+    # uvicorn's 2048 dropped most of a 10,000-connection burst (make bench-scale).
+    listen_backlog: int = Field(default=16384, gt=0)
     # Names this replica in NATS subjects and in the ids it mints: unique per replica.
     edge_id: str = Field(default_factory=lambda: f"edge-{secrets.token_hex(4)}", pattern=r"^[A-Za-z0-9_-]+$")
     snapshot_poll_seconds: float = 30.0

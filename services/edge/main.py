@@ -266,6 +266,7 @@ async def serve(settings: EdgeSettings) -> None:
             host=settings.edge_host,
             port=settings.edge_port,
             http=with_header_timeout(settings.header_timeout_seconds),
+            backlog=settings.listen_backlog,
             lifespan="off",
             access_log=False,
             log_level=settings.log_level.lower(),

@@ -43,3 +43,21 @@ def test_the_catalog_measurement_reaches_one_answer_in_every_mode(tmp_path: Path
     # One script runs the four dependent steps that take classic four turns of calls.
     assert measured["code"]["round_trips"] < measured["classic"]["round_trips"]
     assert len({json.dumps(m["answer"], sort_keys=True) for m in measured.values()}) == 1
+
+
+def test_the_scale_curves_smoke_run_measures_every_curve(tmp_path: Path) -> None:
+    done = run_module("bench.curves", "--smoke", "--out", str(tmp_path), timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [report] = tmp_path.glob("curves-smoke-*.json")
+    results = json.loads(report.read_text())
+    assert not results["failures"]
+    curves = results["curves"]
+    assert set(curves) == {"concurrency", "inflight", "catalog", "servers", "streams"}
+    inflight = curves["inflight"]
+    assert inflight["completed"] == inflight["count"] > 0 and inflight["errors"] == 0
+    assert inflight["kib_per_call"]["edge"] > 0 and inflight["kib_per_call"]["connector"] > 0
+    assert len(curves["catalog"]["rows"]) == len(results["settings"]["catalog"])
+    assert len(curves["servers"]["rows"]) == len(results["settings"]["servers"])
+    assert curves["streams"]["held_at_end"] >= curves["streams"]["streams"]
+    assert results["targets"]["errors"]["value"] == 0
+    assert report.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
