@@ -10,10 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+import mcp_types as types
 
 from services.connector.telemetry import Metadata
 from services.contracts import connector_pb2
-from services.rpc import Coalescer
+from services.rpc import MAX_MESSAGE_BYTES, Coalescer
+
+# What one outcome may weigh, with room for its batch's framing.
+MAX_OUTCOME_BYTES = MAX_MESSAGE_BYTES - 1024
 
 Run = Callable[[connector_pb2.CallToolRequest, Metadata], Awaitable[connector_pb2.CallToolOutcome]]
 """(request, its trace metadata) -> the call's outcome, every failure a named CallError."""
@@ -68,4 +72,13 @@ class CallStream:
             outcome = await self._run(muxed.request, metadata_of(muxed))
         finally:
             self._running.pop(muxed.id, None)
+        if outcome.ByteSize() > MAX_OUTCOME_BYTES:
+            # Written, it would break the stream and every call on it: this call fails alone.
+            error = connector_pb2.CallError(
+                code=types.INTERNAL_ERROR,
+                message=f"server {muxed.request.server!r} sent a result of {outcome.ByteSize()} bytes, "
+                f"over the gateway's {MAX_OUTCOME_BYTES}",
+                failure=connector_pb2.FAILURE_PROTOCOL,
+            )
+            outcome = connector_pb2.CallToolOutcome(error=error)
         self._outcomes.put(connector_pb2.MuxedOutcome(id=muxed.id, outcome=outcome))

@@ -107,10 +107,12 @@ class ConnectorClient:
         metadata = trace_metadata(trace)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
         outcome: connector_pb2.CallToolOutcome
-        for _ in range(ATTEMPTS):
+        for attempt in range(ATTEMPTS):
             await self._reachable()
             try:
-                if on_notification is None and ask is None and self._mux is not None:
+                # A refused call is tried again as a unary RPC: round robin moves it to another
+                # replica, where a stream's replica was fixed when it opened.
+                if on_notification is None and ask is None and self._mux is not None and attempt == 0:
                     outcome = await self._muxed(self._mux, request, trace, deadline, on_rpc)
                 elif on_notification is None and ask is None:
                     # Unary: the cheapest gRPC call there is (without a mux), and most tool calls are this.

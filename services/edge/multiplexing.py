@@ -57,6 +57,7 @@ class _Stream:
         self.opened = time.monotonic()
         self.pending: dict[int, asyncio.Future[connector_pb2.CallToolOutcome]] = {}
         self.broken: str = ""
+        self._retired = False
         self._ids = itertools.count(1)
         self._out: Coalescer[connector_pb2.MuxedCall | _Cancel] = Coalescer(self._write)
         for work in (self._write_all(), self._read_all()):
@@ -75,10 +76,17 @@ class _Stream:
         """The connector cancels the call, whose outcome nobody awaits any more."""
         if self.pending.pop(call_id, None) is not None and not self.broken:
             self._out.put(_Cancel(call_id))
+            self._close_if_retired()
 
     def retire(self) -> None:
-        """No new calls: the stream half-closes once written and ends with its last outcome."""
-        self._out.close()
+        """No new calls: the stream half-closes once its last call is over (a cancel can
+        still be sent until then) and ends with that call's outcome."""
+        self._retired = True
+        self._close_if_retired()
+
+    def _close_if_retired(self) -> None:
+        if self._retired and not self.pending:
+            self._out.close()
 
     async def _write(self, items: list[connector_pb2.MuxedCall | _Cancel]) -> None:
         calls = [i for i in items if isinstance(i, connector_pb2.MuxedCall)]
@@ -100,6 +108,7 @@ class _Stream:
                     outcome = self.pending.pop(muxed.id, None)
                     if outcome is not None and not outcome.done():
                         outcome.set_result(muxed.outcome)
+                self._close_if_retired()
             self.broken = "the connector ended the stream"
         except grpc.aio.AioRpcError as exc:
             self.broken = exc.details() or exc.code().name

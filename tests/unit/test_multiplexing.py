@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 import pytest
 
-from services.connector.multiplexing import CallStream
+from services.connector.multiplexing import MAX_OUTCOME_BYTES, CallStream
 from services.connector.telemetry import Metadata
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.edge.multiplexing import (
@@ -289,3 +289,57 @@ async def test_a_batch_stops_short_of_its_size_limit_but_takes_at_least_one_item
     await coalescer.run()
     # Four quarters fit, the fifth goes next; the huge one alone; nothing is lost.
     assert [len(batch) for batch in written] == [4, 1, 1, 1]
+
+
+async def test_a_call_on_a_retired_stream_can_still_be_cancelled_at_the_connector() -> None:
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def run(
+        request: connector_pb2.CallToolRequest, metadata: Metadata
+    ) -> connector_pb2.CallToolOutcome:
+        if request.tool == "slow":
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                ended.set()
+        return echoed(request)
+
+    gateway = Gateway(run, max_age=0.0)
+    mux = await gateway.start()
+    try:
+        slow = mux.call(connector_pb2.CallToolRequest(tool="slow"), None, 30.0)
+        waiting = asyncio.create_task(slow.outcome())
+        await started.wait()
+        # The next call retires the slow call's stream, which must still carry its cancel.
+        assert (await mux.call(request(1), None, 5.0).outcome()).result.result_json == b'{"n":1}'
+        assert slow.cancel() is True
+        with pytest.raises(CancelledByClientError):
+            await waiting
+        await asyncio.wait_for(ended.wait(), 5)
+    finally:
+        await gateway.stop()
+
+
+async def test_an_outcome_too_large_for_a_message_fails_alone() -> None:
+    async def run(
+        request: connector_pb2.CallToolRequest, metadata: Metadata
+    ) -> connector_pb2.CallToolOutcome:
+        if request.tool == "huge":
+            return connector_pb2.CallToolOutcome(
+                result=connector_pb2.ToolResult(result_json=b"x" * (MAX_OUTCOME_BYTES + 1))
+            )
+        await asyncio.sleep(0.05)
+        return echoed(request)
+
+    gateway = Gateway(run)
+    mux = await gateway.start()
+    try:
+        huge = mux.call(connector_pb2.CallToolRequest(server="s", tool="huge"), None, 10.0)
+        other = mux.call(request(5), None, 10.0)
+        failed = await huge.outcome()
+        assert failed.error.failure == connector_pb2.FAILURE_PROTOCOL
+        assert "over the gateway's" in failed.error.message
+        assert (await other.outcome()).result.result_json == b'{"n":5}'
+    finally:
+        await gateway.stop()
