@@ -96,6 +96,15 @@ class TraceContext:
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
 
+def w3c_metadata(traceparent: str, tracestate: str = "") -> tuple[tuple[str, str], ...]:
+    """The W3C trace headers as gRPC metadata: what the next hop continues (none without a trace)."""
+    if not traceparent:
+        return ()
+    if tracestate:
+        return (("traceparent", traceparent), ("tracestate", tracestate))
+    return (("traceparent", traceparent),)
+
+
 def continue_trace(traceparent: object = None, tracestate: object = None) -> TraceContext:
     """A new span in the trace `traceparent` names when it is valid W3C trace context (it
     comes from a client: anything else is ignored), else the root span of a new trace,

@@ -15,21 +15,13 @@ import mcp_types as types
 from services.connector.telemetry import Metadata
 from services.contracts import connector_pb2
 from services.rpc import MAX_MESSAGE_BYTES, Coalescer
+from services.telemetry import w3c_metadata
 
 # What one outcome may weigh, with room for its batch's framing.
 MAX_OUTCOME_BYTES = MAX_MESSAGE_BYTES - 1024
 
 Run = Callable[[connector_pb2.CallToolRequest, Metadata], Awaitable[connector_pb2.CallToolOutcome]]
 """(request, its trace metadata) -> the call's outcome, every failure a named CallError."""
-
-
-def metadata_of(muxed: connector_pb2.MuxedCall) -> Metadata:
-    """The call's trace context as a unary call's gRPC metadata carries it."""
-    if not muxed.traceparent:
-        return ()
-    if muxed.tracestate:
-        return (("traceparent", muxed.traceparent), ("tracestate", muxed.tracestate))
-    return (("traceparent", muxed.traceparent),)
 
 
 class CallStream:
@@ -69,7 +61,7 @@ class CallStream:
 
     async def _serve_one(self, muxed: connector_pb2.MuxedCall) -> None:
         try:
-            outcome = await self._run(muxed.request, metadata_of(muxed))
+            outcome = await self._run(muxed.request, w3c_metadata(muxed.traceparent, muxed.tracestate))
         finally:
             self._running.pop(muxed.id, None)
         if outcome.ByteSize() > MAX_OUTCOME_BYTES:

@@ -18,7 +18,7 @@ import orjson
 
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.edge.multiplexing import CallMux, CancelledByClientError, DeadlineError, StreamBrokenError
-from services.telemetry import TraceContext
+from services.telemetry import TraceContext, w3c_metadata
 
 # A connector that holds no session with the server refused before anything was sent, so
 # the call is tried again: round robin takes it to another connector replica.
@@ -61,11 +61,7 @@ def _unavailable(exc: grpc.aio.AioRpcError) -> ConnectorUnavailableError:
 
 def trace_metadata(trace: TraceContext | None) -> tuple[tuple[str, str], ...]:
     """The W3C headers the connector continues the call's trace from (none: no trace)."""
-    if trace is None:
-        return ()
-    if trace.tracestate:
-        return (("traceparent", trace.traceparent), ("tracestate", trace.tracestate))
-    return (("traceparent", trace.traceparent),)
+    return () if trace is None else w3c_metadata(trace.traceparent, trace.tracestate)
 
 
 class ConnectorClient:
