@@ -102,15 +102,16 @@ class ConnectorClient:
         escapes cancel scopes, and a task per call costs the hot path)."""
         metadata = trace_metadata(trace)
         deadline = request.timeout_seconds + DEADLINE_GRACE_SECONDS
+        relayed = on_notification is not None or ask is not None
         outcome: connector_pb2.CallToolOutcome
         for attempt in range(ATTEMPTS):
             await self._reachable()
             try:
                 # A refused call is tried again as a unary RPC: round robin moves it to another
                 # replica, where a stream's replica was fixed when it opened.
-                if on_notification is None and ask is None and self._mux is not None and attempt == 0:
+                if not relayed and self._mux is not None and attempt == 0:
                     outcome = await self._muxed(self._mux, request, trace, deadline, on_rpc)
-                elif on_notification is None and ask is None:
+                elif not relayed:
                     # Unary: the cheapest gRPC call there is (without a mux), and most tool calls are this.
                     rpc = self._stub.CallTool(request, metadata=metadata, timeout=deadline)
                     if on_rpc is not None:
