@@ -62,12 +62,13 @@ def children_cpu_seconds() -> float:
 def run_point(
     target: Target, concurrency: int, duration: float, round_: int, downstream: psutil.Process | None = None
 ) -> Point:
+    """One point; `downstream` is the HTTP downstream the target calls, whose CPU is counted too."""
     before = cpu_seconds(target.processes)
     served = cpu_seconds({"downstream": downstream} if downstream is not None else {})
     loaded = children_cpu_seconds()
     tally = loadgen(target, "--concurrency", str(concurrency), "--duration", str(duration))
     load = {"loadgen": children_cpu_seconds() - loaded}
-    if downstream is not None and not target.stdio:
+    if downstream is not None:
         load["downstream"] = cpu_seconds({"downstream": downstream})["downstream"] - served["downstream"]
     after = cpu_seconds(target.processes)
     return Point(

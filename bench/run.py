@@ -134,7 +134,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for concurrency in concurrencies:
             for round_ in range(args.rounds):
                 for target in targets:
-                    point = run_point(target, concurrency, args.duration, round_, downstream)
+                    # Over stdio (the baseline says so) the echo server is a child of the target's.
+                    fed = report.BASELINE.get(target.name, "direct") == "direct"
+                    point = run_point(target, concurrency, args.duration, round_, downstream if fed else None)
                     print(report.point_line(point), file=sys.stderr, flush=True)
                     points.append(point)
         tools_list = tools_list_point(gateway, expected_tools(args.wide_servers), max(args.duration / 2, 1.0))
