@@ -98,6 +98,11 @@ class Coalescer(Generic[T]):
         self._closed = True
         self._ready.set()
 
+    def unsent(self) -> list[T]:
+        """Take what was put and not yet written: it never will be."""
+        items, self._items = self._items, []
+        return items
+
     async def run(self) -> None:
         """Write until closed; a write that raises ends it (the stream is broken)."""
         while True:

@@ -129,6 +129,8 @@ async def serve(settings: ConnectorSettings) -> None:
             tg.start_soon(publish_heard)
             started()
             await stop_requested()
+            # Edges move new calls to other replicas while the calls running here finish.
+            servicer.retire_streams()
             await server.stop()
             tg.cancel_scope.cancel()
     await nc.drain()

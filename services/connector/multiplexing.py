@@ -2,12 +2,14 @@
 
 A unary RPC per call costs both processes a call object, an HTTP/2 stream and its
 metadata; here each message carries every call (or outcome) ready at that moment.
+A connector that stops retires its streams: the edge sends their calls elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import grpc
 import mcp_types as types
@@ -24,17 +26,33 @@ Run = Callable[[connector_pb2.CallToolRequest, Metadata], Awaitable[connector_pb
 """(request, its trace metadata) -> the call's outcome, every failure a named CallError."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Retire:
+    def ByteSize(self) -> int:
+        return 2
+
+
 class CallStream:
     """One `Calls` RPC: a task per call it carries, cancelled by its id or with the stream."""
 
     def __init__(self, run: Run, context: grpc.aio.ServicerContext) -> None:
         self._run = run
-        self._outcomes: Coalescer[connector_pb2.MuxedOutcome] = Coalescer(self._write)
+        self._outcomes: Coalescer[connector_pb2.MuxedOutcome | _Retire] = Coalescer(self._write)
         self._context = context
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._retired = False
 
-    async def _write(self, outcomes: list[connector_pb2.MuxedOutcome]) -> None:
-        await self._context.write(connector_pb2.OutcomeBatch(outcomes=outcomes))
+    def retire(self) -> None:
+        """Tell the edge to send no more calls here; those that still come are refused (nothing
+        runs, so another replica may take them) and those running end as usual."""
+        if not self._retired:
+            self._retired = True
+            self._outcomes.put(_Retire())
+
+    async def _write(self, items: list[connector_pb2.MuxedOutcome | _Retire]) -> None:
+        outcomes = [i for i in items if isinstance(i, connector_pb2.MuxedOutcome)]
+        retire = len(outcomes) < len(items)
+        await self._context.write(connector_pb2.OutcomeBatch(outcomes=outcomes, retire=retire))
 
     async def serve(self, batches: AsyncIterator[connector_pb2.CallBatch]) -> None:
         """Run the calls until the edge half-closes and every call has its outcome written."""
@@ -42,7 +60,10 @@ class CallStream:
         try:
             async for batch in batches:
                 for muxed in batch.calls:
-                    self._running[muxed.id] = asyncio.create_task(self._serve_one(muxed))
+                    if self._retired:
+                        self._outcomes.put(_refused(muxed))
+                    else:
+                        self._running[muxed.id] = asyncio.create_task(self._serve_one(muxed))
                 for call_id in batch.cancelled:
                     running = self._running.pop(call_id, None)
                     if running is not None:
@@ -74,3 +95,12 @@ class CallStream:
             )
             outcome = connector_pb2.CallToolOutcome(error=error)
         self._outcomes.put(connector_pb2.MuxedOutcome(id=muxed.id, outcome=outcome))
+
+
+def _refused(muxed: connector_pb2.MuxedCall) -> connector_pb2.MuxedOutcome:
+    error = connector_pb2.CallError(
+        code=types.CONNECTION_CLOSED,
+        message=f"the connector is stopping: the call to server {muxed.request.server!r} did not run",
+        failure=connector_pb2.FAILURE_NOT_CONNECTED,
+    )
+    return connector_pb2.MuxedOutcome(id=muxed.id, outcome=connector_pb2.CallToolOutcome(error=error))

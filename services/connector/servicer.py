@@ -94,6 +94,15 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
         self._pool = pool
         self._telemetry = telemetry or DownstreamTelemetry(None)
         self._bulkheads = Bulkheads()
+        self._streams: set[CallStream] = set()
+        self._stopping = False
+
+    def retire_streams(self) -> None:
+        """The connector is stopping: every `Calls` stream, open or opened from now on, is told
+        to take no more calls, so the edges send them to another replica."""
+        self._stopping = True
+        for stream in self._streams:
+            stream.retire()
 
     async def _route(self, server: str, key_id: str) -> Downstream:
         downstream = await self._pool.route(server, key_id)
@@ -181,7 +190,14 @@ class ConnectorServicer(connector_pb2_grpc.ConnectorServicer):
     async def Calls(  # type: ignore[override]
         self, request_iterator: AsyncIterator[connector_pb2.CallBatch], context: grpc.aio.ServicerContext
     ) -> None:
-        await CallStream(self._muxed, context).serve(request_iterator)
+        stream = CallStream(self._muxed, context)
+        if self._stopping:
+            stream.retire()
+        self._streams.add(stream)
+        try:
+            await stream.serve(request_iterator)
+        finally:
+            self._streams.discard(stream)
 
     async def _muxed(
         self, request: connector_pb2.CallToolRequest, metadata: Metadata

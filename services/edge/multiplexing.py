@@ -4,7 +4,8 @@ Each of `lanes` streams carries calls round robin, each message every call ready
 that moment (a unary RPC per call costs both processes far more: see `make bench`).
 A stream is opened when first needed, and retired after `max_age` seconds so that
 streams spread again over connector replicas that came back (the channel balances
-each new stream round robin). A broken stream fails only the calls it carried.
+each new stream round robin), or when the connector says it is stopping. A broken stream
+fails only the calls it carried; those it never sent are refused, to be tried elsewhere.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 import grpc
+import mcp_types as types
 
 from services.contracts import connector_pb2, connector_pb2_grpc
 from services.rpc import Coalescer
@@ -58,6 +60,8 @@ class _Stream:
         self.pending: dict[int, asyncio.Future[connector_pb2.CallToolOutcome]] = {}
         self.broken: str = ""
         self._retired = False
+        # Calls taken for a write that found the stream over: they never left the edge.
+        self._unsent: list[connector_pb2.MuxedCall] = []
         self._ids = itertools.count(1)
         self._out: Coalescer[connector_pb2.MuxedCall | _Cancel] = Coalescer(self._write)
         for work in (self._write_all(), self._read_all()):
@@ -84,12 +88,20 @@ class _Stream:
         self._retired = True
         self._close_if_retired()
 
+    @property
+    def retired(self) -> bool:
+        return self._retired
+
     def _close_if_retired(self) -> None:
         if self._retired and not self.pending:
             self._out.close()
 
     async def _write(self, items: list[connector_pb2.MuxedCall | _Cancel]) -> None:
         calls = [i for i in items if isinstance(i, connector_pb2.MuxedCall)]
+        if self.rpc.done():
+            # The stream ended before these left the edge (a failed write may have sent them).
+            self._unsent.extend(calls)
+            raise StreamBrokenError("the stream ended before the calls were written")
         cancelled = [i.id for i in items if isinstance(i, _Cancel)]
         await self.rpc.write(connector_pb2.CallBatch(calls=calls, cancelled=cancelled))
 
@@ -108,6 +120,9 @@ class _Stream:
                     outcome = self.pending.pop(muxed.id, None)
                     if outcome is not None and not outcome.done():
                         outcome.set_result(muxed.outcome)
+                if batch.retire and not self._retired:
+                    log.info("the connector retired a Calls stream: it is stopping")
+                    self._retired = True
                 self._close_if_retired()
             self.broken = "the connector ended the stream"
         except grpc.aio.AioRpcError as exc:
@@ -118,11 +133,26 @@ class _Stream:
         finally:
             if not self.broken:
                 self.broken = "the stream ended"
+            # What was never written never ran: refused, so the caller tries it elsewhere.
+            for unsent in (*self._unsent, *self._out.unsent()):
+                if isinstance(unsent, connector_pb2.MuxedCall):
+                    pending = self.pending.pop(unsent.id, None)
+                    if pending is not None and not pending.done():
+                        pending.set_result(_not_sent(unsent.request.server, self.broken))
             self._out.close()
             for outcome in self.pending.values():
                 if not outcome.done():
                     outcome.set_exception(StreamBrokenError(self.broken))
             self.pending.clear()
+
+
+def _not_sent(server: str, reason: str) -> connector_pb2.CallToolOutcome:
+    error = connector_pb2.CallError(
+        code=types.CONNECTION_CLOSED,
+        message=f"the call to server {server!r} was not sent: {reason}",
+        failure=connector_pb2.FAILURE_NOT_CONNECTED,
+    )
+    return connector_pb2.CallToolOutcome(error=error)
 
 
 class MuxedCall:
@@ -198,7 +228,12 @@ class CallMux:
     def _stream(self) -> _Stream:
         lane = next(self._next)
         stream = self._lanes[lane]
-        if stream is not None and not stream.broken and time.monotonic() - stream.opened < self._max_age:
+        if (
+            stream is not None
+            and not stream.broken
+            and not stream.retired
+            and time.monotonic() - stream.opened < self._max_age
+        ):
             return stream
         if stream is not None:
             stream.retire()

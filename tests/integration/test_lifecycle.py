@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,47 @@ def test_killing_one_of_two_connectors_leaves_calls_succeeding(tmp_path: Path) -
         # The call in flight when the connector died may fail; every later one succeeds.
         assert sum(not ok for ok in outcomes[killed_at:]) <= 1, outcomes[killed_at:].count(False)
         assert all(outcomes[killed_at + 2 :])
+
+
+def test_a_connector_stopped_gracefully_under_calls_loses_none_of_them(tmp_path: Path) -> None:
+    """SIGTERM, not SIGKILL: the stopping replica retires its Calls streams and finishes what it
+    runs, and the edge sends every other call to the replica that stays."""
+    with service_tree(tmp_path, [stdio_server("fixture", FIXTURE)], connectors=2) as (base,):
+        mcp = f"{base}/mcp"
+        session = initialize(mcp)
+        stopping, staying = tree_processes(tmp_path, "connector")
+        stopped = threading.Event()
+        failures: list[dict[str, Any]] = []
+        before_stop, after_stop = [0], [0]
+
+        def caller(n: int) -> None:
+            turn = 0
+            # Until 400 calls went after the stop, or 60 s (then the count below fails the test).
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                was_stopped = stopped.is_set()
+                answer = call(mcp, session, "fixture_echo", {"text": f"{n}-{turn}"}, id=turn)
+                turn += 1
+                if "result" not in answer or answer["result"].get("isError"):
+                    failures.append(answer)
+                if not was_stopped:
+                    before_stop[0] += 1
+                else:
+                    after_stop[0] += 1
+                    if after_stop[0] >= 400:
+                        return
+
+        with ThreadPoolExecutor(8) as pool:
+            callers = [pool.submit(caller, n) for n in range(8)]
+            wait_until(lambda: before_stop[0] >= 200, 30, "calls under way on both replicas")
+            stopping.send_signal(signal.SIGTERM)
+            assert stopping.wait(15) == 0, "the connector did not stop cleanly"
+            stopped.set()
+            for done in callers:
+                done.result(90)
+        assert after_stop[0] >= 400, "the calls after the stop did not all run"
+        assert not failures, failures[:3]
+        assert staying.is_running()
 
 
 def successor(tmp: Path, pid: int) -> psutil.Process:

@@ -13,6 +13,7 @@ import pytest
 from services.connector.multiplexing import MAX_OUTCOME_BYTES, CallStream
 from services.connector.telemetry import Metadata
 from services.contracts import connector_pb2, connector_pb2_grpc
+from services.edge.connector_client import ConnectorClient
 from services.edge.multiplexing import (
     CallMux,
     CancelledByClientError,
@@ -38,6 +39,9 @@ class Connector(connector_pb2_grpc.ConnectorServicer):
         self.run = run
         self.batches: list[connector_pb2.CallBatch] = []
         self.streams = 0
+        self.open: list[CallStream] = []
+        self.stopping = False
+        self.unary = 0
 
     async def Calls(  # type: ignore[override]
         self, request_iterator: AsyncIterator[connector_pb2.CallBatch], context: grpc.aio.ServicerContext
@@ -49,7 +53,17 @@ class Connector(connector_pb2_grpc.ConnectorServicer):
                 self.batches.append(batch)
                 yield batch
 
-        await CallStream(self.run, context).serve(counted())
+        stream = CallStream(self.run, context)
+        if self.stopping:
+            stream.retire()
+        self.open.append(stream)
+        await stream.serve(counted())
+
+    async def CallTool(
+        self, request: connector_pb2.CallToolRequest, context: grpc.aio.ServicerContext
+    ) -> connector_pb2.CallToolOutcome:
+        self.unary += 1
+        return await self.run(request, ())
 
 
 class Gateway:
@@ -341,5 +355,78 @@ async def test_an_outcome_too_large_for_a_message_fails_alone() -> None:
         assert failed.error.failure == connector_pb2.FAILURE_PROTOCOL
         assert "over the gateway's" in failed.error.message
         assert (await other.outcome()).result.result_json == b'{"n":5}'
+    finally:
+        await gateway.stop()
+
+
+async def test_a_stopping_connector_refuses_calls_sent_after_it_retired_the_stream() -> None:
+    gateway = Gateway(serve_echo)
+    gateway.connector.stopping = True
+    mux = await gateway.start()
+    try:
+        outcome = await mux.call(request(1), None, 5.0).outcome()
+        # Nothing ran: refused, as a connector without the server refuses, to be tried elsewhere.
+        assert outcome.error.failure == connector_pb2.FAILURE_NOT_CONNECTED
+        assert "stopping" in outcome.error.message
+        # The edge took the retirement: the next call opens a new stream.
+        await mux.call(request(2), None, 5.0).outcome()
+        assert gateway.connector.streams == 2
+    finally:
+        await gateway.stop()
+
+
+async def test_calls_running_when_the_connector_retires_the_stream_still_get_their_outcomes() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def run(
+        request: connector_pb2.CallToolRequest, metadata: Metadata
+    ) -> connector_pb2.CallToolOutcome:
+        if request.tool == "slow":
+            started.set()
+            await release.wait()
+        return echoed(request)
+
+    gateway = Gateway(run)
+    mux = await gateway.start()
+    try:
+        slow = asyncio.create_task(
+            mux.call(connector_pb2.CallToolRequest(tool="slow", arguments_json=b"1"), None, 30.0).outcome()
+        )
+        await started.wait()
+        gateway.connector.open[0].retire()
+        release.set()
+        # The retirement was written before the slow call's outcome: the edge has it by now.
+        assert (await slow).result.result_json == b"1"
+        assert (await mux.call(request(2), None, 5.0).outcome()).result.result_json == b'{"n":2}'
+        assert gateway.connector.streams == 2
+    finally:
+        await gateway.stop()
+
+
+async def test_calls_a_broken_stream_never_sent_are_refused_not_failed() -> None:
+    gateway = Gateway(serve_echo)
+    mux = await gateway.start()
+    try:
+        calls = [mux.call(request(n), None, 5.0) for n in range(3)]
+        # Broken before its writer ran: none of the three left the edge.
+        calls[0]._stream.rpc.cancel()
+        for outcome in await asyncio.gather(*(call.outcome() for call in calls)):
+            assert outcome.error.failure == connector_pb2.FAILURE_NOT_CONNECTED
+            assert "was not sent" in outcome.error.message
+        assert sum(len(b.calls) for b in gateway.connector.batches) == 0
+    finally:
+        await gateway.stop()
+
+
+async def test_the_client_tries_a_call_the_stream_refused_again_as_a_unary_rpc() -> None:
+    gateway = Gateway(serve_echo)
+    gateway.connector.stopping = True
+    mux = await gateway.start()
+    try:
+        client = ConnectorClient(gateway.channel, mux=mux)
+        trace = TraceContext("a" * 32, "b" * 16)
+        outcome = await client.call_tool(request(7, timeout=5.0), trace)
+        assert outcome.result.result_json == b'{"n":7}'
+        assert gateway.connector.unary == 1
     finally:
         await gateway.stop()

@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/contracts/mcpgw/v1/connector.proto\x12\x08mcpgw.v1\"n\n\x0e\x46orwardRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"U\n\x0e\x46orwardOutcome\x12\x15\n\x0bresult_json\x18\x01 \x01(\x0cH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"\xed\x01\n\x0f\x43\x61llToolRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\x0c\x12\x11\n\tmeta_json\x18\x04 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\ttask_json\x18\x07 \x01(\x0c\x12\x1b\n\x13key_max_concurrency\x18\x08 \x01(\x05\x12\x15\n\rkey_max_queue\x18\t \x01(\x05\x12!\n\x19key_queue_timeout_seconds\x18\n \x01(\x01\"B\n\tCallBatch\x12\"\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x13.mcpgw.v1.MuxedCall\x12\x11\n\tcancelled\x18\x02 \x03(\x04\"l\n\tMuxedCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequest\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x12\n\ntracestate\x18\x04 \x01(\t\"8\n\x0cOutcomeBatch\x12(\n\x08outcomes\x18\x01 \x03(\x0b\x32\x16.mcpgw.v1.MuxedOutcome\"F\n\x0cMuxedOutcome\x12\n\n\x02id\x18\x01 \x01(\x04\x12*\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcome\"g\n\x0f\x43\x61llToolOutcome\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.mcpgw.v1.ToolResultH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"l\n\x0f\x43\x61llToolMessage\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequestH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.mcpgw.v1.ClientReplyH\x00\x42\x06\n\x04kind\"8\n\x0b\x43lientReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\"\x8f\x01\n\x0e\x43\x61llToolUpdate\x12\x1b\n\x11notification_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcomeH\x00\x12*\n\x07request\x18\x03 \x01(\x0b\x32\x17.mcpgw.v1.ServerRequestH\x00\x42\x06\n\x04kind\"H\n\rServerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\"3\n\nToolResult\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12\x10\n\x08is_error\x18\x02 \x01(\x08\"g\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\"\n\x07\x66\x61ilure\x18\x05 \x01(\x0e\x32\x11.mcpgw.v1.FailureJ\x04\x08\x04\x10\x05\"\"\n\x10ListToolsRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\"\'\n\x11ListToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\x0c*\xa8\x02\n\x07\x46\x61ilure\x12\x17\n\x13\x46\x41ILURE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x41ILURE_DOWNSTREAM\x10\x01\x12\x17\n\x13\x46\x41ILURE_UNAVAILABLE\x10\x02\x12\x19\n\x15\x46\x41ILURE_NOT_CONNECTED\x10\x03\x12\x13\n\x0f\x46\x41ILURE_TIMEOUT\x10\x04\x12\x14\n\x10\x46\x41ILURE_PROTOCOL\x10\x05\x12\x15\n\x11\x46\x41ILURE_CONNECTOR\x10\x06\x12\x15\n\x11\x46\x41ILURE_CANCELLED\x10\x07\x12\x18\n\x14\x46\x41ILURE_NO_CONNECTOR\x10\x08\x12\x1c\n\x18\x46\x41ILURE_NEEDS_CONNECTION\x10\t\x12\x13\n\x0f\x46\x41ILURE_LIMITED\x10\n\x12\x12\n\x0e\x46\x41ILURE_DENIED\x10\x0b\x32\xd3\x02\n\tConnector\x12@\n\x08\x43\x61llTool\x12\x19.mcpgw.v1.CallToolRequest\x1a\x19.mcpgw.v1.CallToolOutcome\x12\x45\n\nStreamTool\x12\x19.mcpgw.v1.CallToolMessage\x1a\x18.mcpgw.v1.CallToolUpdate(\x01\x30\x01\x12\x38\n\x05\x43\x61lls\x12\x13.mcpgw.v1.CallBatch\x1a\x16.mcpgw.v1.OutcomeBatch(\x01\x30\x01\x12\x44\n\tListTools\x12\x1a.mcpgw.v1.ListToolsRequest\x1a\x1b.mcpgw.v1.ListToolsResponse\x12=\n\x07\x46orward\x12\x18.mcpgw.v1.ForwardRequest\x1a\x18.mcpgw.v1.ForwardOutcomeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+services/contracts/mcpgw/v1/connector.proto\x12\x08mcpgw.v1\"n\n\x0e\x46orwardRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x0e\n\x06key_id\x18\x05 \x01(\t\"U\n\x0e\x46orwardOutcome\x12\x15\n\x0bresult_json\x18\x01 \x01(\x0cH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"\xed\x01\n\x0f\x43\x61llToolRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\x0c\x12\x11\n\tmeta_json\x18\x04 \x01(\x0c\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\ttask_json\x18\x07 \x01(\x0c\x12\x1b\n\x13key_max_concurrency\x18\x08 \x01(\x05\x12\x15\n\rkey_max_queue\x18\t \x01(\x05\x12!\n\x19key_queue_timeout_seconds\x18\n \x01(\x01\"B\n\tCallBatch\x12\"\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x13.mcpgw.v1.MuxedCall\x12\x11\n\tcancelled\x18\x02 \x03(\x04\"l\n\tMuxedCall\x12\n\n\x02id\x18\x01 \x01(\x04\x12*\n\x07request\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequest\x12\x13\n\x0btraceparent\x18\x03 \x01(\t\x12\x12\n\ntracestate\x18\x04 \x01(\t\"H\n\x0cOutcomeBatch\x12(\n\x08outcomes\x18\x01 \x03(\x0b\x32\x16.mcpgw.v1.MuxedOutcome\x12\x0e\n\x06retire\x18\x02 \x01(\x08\"F\n\x0cMuxedOutcome\x12\n\n\x02id\x18\x01 \x01(\x04\x12*\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcome\"g\n\x0f\x43\x61llToolOutcome\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.mcpgw.v1.ToolResultH\x00\x12$\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x13.mcpgw.v1.CallErrorH\x00\x42\x06\n\x04kind\"l\n\x0f\x43\x61llToolMessage\x12)\n\x04\x63\x61ll\x18\x01 \x01(\x0b\x32\x19.mcpgw.v1.CallToolRequestH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.mcpgw.v1.ClientReplyH\x00\x42\x06\n\x04kind\"8\n\x0b\x43lientReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rresponse_json\x18\x02 \x01(\x0c\"\x8f\x01\n\x0e\x43\x61llToolUpdate\x12\x1b\n\x11notification_json\x18\x01 \x01(\x0cH\x00\x12,\n\x07outcome\x18\x02 \x01(\x0b\x32\x19.mcpgw.v1.CallToolOutcomeH\x00\x12*\n\x07request\x18\x03 \x01(\x0b\x32\x17.mcpgw.v1.ServerRequestH\x00\x42\x06\n\x04kind\"H\n\rServerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x13\n\x0bparams_json\x18\x03 \x01(\x0c\"3\n\nToolResult\x12\x13\n\x0bresult_json\x18\x01 \x01(\x0c\x12\x10\n\x08is_error\x18\x02 \x01(\x08\"g\n\tCallError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tdata_json\x18\x03 \x01(\x0c\x12\"\n\x07\x66\x61ilure\x18\x05 \x01(\x0e\x32\x11.mcpgw.v1.FailureJ\x04\x08\x04\x10\x05\"\"\n\x10ListToolsRequest\x12\x0e\n\x06server\x18\x01 \x01(\t\"\'\n\x11ListToolsResponse\x12\x12\n\ntools_json\x18\x01 \x03(\x0c*\xa8\x02\n\x07\x46\x61ilure\x12\x17\n\x13\x46\x41ILURE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x41ILURE_DOWNSTREAM\x10\x01\x12\x17\n\x13\x46\x41ILURE_UNAVAILABLE\x10\x02\x12\x19\n\x15\x46\x41ILURE_NOT_CONNECTED\x10\x03\x12\x13\n\x0f\x46\x41ILURE_TIMEOUT\x10\x04\x12\x14\n\x10\x46\x41ILURE_PROTOCOL\x10\x05\x12\x15\n\x11\x46\x41ILURE_CONNECTOR\x10\x06\x12\x15\n\x11\x46\x41ILURE_CANCELLED\x10\x07\x12\x18\n\x14\x46\x41ILURE_NO_CONNECTOR\x10\x08\x12\x1c\n\x18\x46\x41ILURE_NEEDS_CONNECTION\x10\t\x12\x13\n\x0f\x46\x41ILURE_LIMITED\x10\n\x12\x12\n\x0e\x46\x41ILURE_DENIED\x10\x0b\x32\xd3\x02\n\tConnector\x12@\n\x08\x43\x61llTool\x12\x19.mcpgw.v1.CallToolRequest\x1a\x19.mcpgw.v1.CallToolOutcome\x12\x45\n\nStreamTool\x12\x19.mcpgw.v1.CallToolMessage\x1a\x18.mcpgw.v1.CallToolUpdate(\x01\x30\x01\x12\x38\n\x05\x43\x61lls\x12\x13.mcpgw.v1.CallBatch\x1a\x16.mcpgw.v1.OutcomeBatch(\x01\x30\x01\x12\x44\n\tListTools\x12\x1a.mcpgw.v1.ListToolsRequest\x1a\x1b.mcpgw.v1.ListToolsResponse\x12=\n\x07\x46orward\x12\x18.mcpgw.v1.ForwardRequest\x1a\x18.mcpgw.v1.ForwardOutcomeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'services.contracts.mcpgw.v1.connector_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILURE']._serialized_start=1533
-  _globals['_FAILURE']._serialized_end=1829
+  _globals['_FAILURE']._serialized_start=1549
+  _globals['_FAILURE']._serialized_end=1845
   _globals['_FORWARDREQUEST']._serialized_start=57
   _globals['_FORWARDREQUEST']._serialized_end=167
   _globals['_FORWARDOUTCOME']._serialized_start=169
@@ -44,27 +44,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MUXEDCALL']._serialized_start=564
   _globals['_MUXEDCALL']._serialized_end=672
   _globals['_OUTCOMEBATCH']._serialized_start=674
-  _globals['_OUTCOMEBATCH']._serialized_end=730
-  _globals['_MUXEDOUTCOME']._serialized_start=732
-  _globals['_MUXEDOUTCOME']._serialized_end=802
-  _globals['_CALLTOOLOUTCOME']._serialized_start=804
-  _globals['_CALLTOOLOUTCOME']._serialized_end=907
-  _globals['_CALLTOOLMESSAGE']._serialized_start=909
-  _globals['_CALLTOOLMESSAGE']._serialized_end=1017
-  _globals['_CLIENTREPLY']._serialized_start=1019
-  _globals['_CLIENTREPLY']._serialized_end=1075
-  _globals['_CALLTOOLUPDATE']._serialized_start=1078
-  _globals['_CALLTOOLUPDATE']._serialized_end=1221
-  _globals['_SERVERREQUEST']._serialized_start=1223
-  _globals['_SERVERREQUEST']._serialized_end=1295
-  _globals['_TOOLRESULT']._serialized_start=1297
-  _globals['_TOOLRESULT']._serialized_end=1348
-  _globals['_CALLERROR']._serialized_start=1350
-  _globals['_CALLERROR']._serialized_end=1453
-  _globals['_LISTTOOLSREQUEST']._serialized_start=1455
-  _globals['_LISTTOOLSREQUEST']._serialized_end=1489
-  _globals['_LISTTOOLSRESPONSE']._serialized_start=1491
-  _globals['_LISTTOOLSRESPONSE']._serialized_end=1530
-  _globals['_CONNECTOR']._serialized_start=1832
-  _globals['_CONNECTOR']._serialized_end=2171
+  _globals['_OUTCOMEBATCH']._serialized_end=746
+  _globals['_MUXEDOUTCOME']._serialized_start=748
+  _globals['_MUXEDOUTCOME']._serialized_end=818
+  _globals['_CALLTOOLOUTCOME']._serialized_start=820
+  _globals['_CALLTOOLOUTCOME']._serialized_end=923
+  _globals['_CALLTOOLMESSAGE']._serialized_start=925
+  _globals['_CALLTOOLMESSAGE']._serialized_end=1033
+  _globals['_CLIENTREPLY']._serialized_start=1035
+  _globals['_CLIENTREPLY']._serialized_end=1091
+  _globals['_CALLTOOLUPDATE']._serialized_start=1094
+  _globals['_CALLTOOLUPDATE']._serialized_end=1237
+  _globals['_SERVERREQUEST']._serialized_start=1239
+  _globals['_SERVERREQUEST']._serialized_end=1311
+  _globals['_TOOLRESULT']._serialized_start=1313
+  _globals['_TOOLRESULT']._serialized_end=1364
+  _globals['_CALLERROR']._serialized_start=1366
+  _globals['_CALLERROR']._serialized_end=1469
+  _globals['_LISTTOOLSREQUEST']._serialized_start=1471
+  _globals['_LISTTOOLSREQUEST']._serialized_end=1505
+  _globals['_LISTTOOLSRESPONSE']._serialized_start=1507
+  _globals['_LISTTOOLSRESPONSE']._serialized_end=1546
+  _globals['_CONNECTOR']._serialized_start=1848
+  _globals['_CONNECTOR']._serialized_end=2187
 # @@protoc_insertion_point(module_scope)
