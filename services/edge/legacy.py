@@ -33,11 +33,12 @@ from services.edge.errors import (
     result_response,
 )
 from services.edge.jsonrpc import Message, parse_body
+from services.edge.listening import ListenStream
 from services.edge.peers import Peers, owner
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.records import Sender
 from services.edge.sessions import Session
-from services.edge.sse import JSON, ListenStream
+from services.edge.sse import JSON
 from services.edge.streams import Stream, StreamHub
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class SseSession:
 
     async def send(self, message: bytes) -> None:
         """Responses wait for room on the stream; only notifications may be dropped."""
-        await self.stream.send.send(message)
+        await self.stream.outbox.put(message)
 
 
 async def _relayed(call: Call, sse: SseSession) -> bytes:
@@ -128,7 +129,7 @@ class LegacySseEndpoint:
         _, key_id = self._admission.endpoint_view(self._catalog(), request, name)
         # The id names this edge, so a POST landing on another one finds its way here.
         session_id = f"{self._peers.edge_id}-{secrets.token_hex(16)}"
-        stream, receive = self._hub.open(session_id, name, key_id=key_id)
+        stream = self._hub.open(session_id, name, key_id=key_id)
 
         def view() -> View | None:
             return self._catalog().view_of(name, key_id)
@@ -146,7 +147,7 @@ class LegacySseEndpoint:
                 await self._handler.end_session(sse.session)
 
         endpoint = f"event: endpoint\ndata: {MESSAGES_PATH}?session_id={session_id}\n\n".encode()
-        return ListenStream(receive, endpoint, self._keepalive, ended)
+        return ListenStream(stream.outbox, endpoint, self._keepalive, ended)
 
     async def _post(self, request: Request) -> Response:
         session_id = request.query_params.get("session_id", "")

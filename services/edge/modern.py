@@ -59,11 +59,12 @@ from services.edge.errors import (
 )
 from services.edge.inputs import InputRounds
 from services.edge.jsonrpc import Message, parse_body
+from services.edge.listening import ListenStream
 from services.edge.peers import Peers
 from services.edge.protocol import CallContext, McpHandler, answerable
 from services.edge.records import Sender
 from services.edge.sessions import Session
-from services.edge.sse import JSON, ListenStream, Reply, json_or_events, sse_event
+from services.edge.sse import JSON, Reply, json_or_events, sse_event
 from services.edge.streams import StreamHub
 
 log = logging.getLogger(__name__)
@@ -292,7 +293,7 @@ class ModernEndpoint:
         if resources:
             honored["resourceSubscriptions"] = list(resources)
         meta = {SUBSCRIPTION_ID_META_KEY: message.id}
-        stream, receive = self._hub.open(
+        stream = self._hub.open(
             f"listen-{secrets.token_hex(8)}",
             endpoint,
             kinds=frozenset(LISTEN_KINDS[f] for f in honored if f in LISTEN_KINDS),
@@ -312,7 +313,7 @@ class ModernEndpoint:
             # Not awaited here: the stream may be ending because it was cancelled.
             self._background.start(self._unsubscribe, list(resources.values()))
 
-        return ListenStream(receive, sse_event(ack), self._keepalive, ended, closing)
+        return ListenStream(stream.outbox, sse_event(ack), self._keepalive, ended, closing)
 
     async def _subscribe(self, view: View, uris: object) -> dict[str, Route]:
         """The resources of `uris` the view shows and whose servers took the subscription."""

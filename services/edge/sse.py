@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from typing import NamedTuple
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from services.edge.background import Background
 from services.edge.eventlog import StreamRecord
@@ -42,65 +41,6 @@ def sse_event(data: bytes, event_id: str | None = None) -> bytes:
 
 
 KEEPALIVE = b": keepalive\n\n"
-
-
-class ListenStream(Response):
-    """A long-lived stream of notifications: `opening`, each message of `messages` as an event
-    (a keepalive comment when none came for `keepalive_seconds`, so proxies keep it open),
-    then `closing()` if the edge ended it; `ended()` runs however it ends.
-
-    One task watches for the client leaving, where StreamingResponse spends three tasks and
-    two generators: a held stream is the edge's largest per-client cost."""
-
-    media_type = SSE
-
-    def __init__(
-        self,
-        messages: MemoryObjectReceiveStream[bytes],
-        opening: bytes,
-        keepalive_seconds: float,
-        ended: Callable[[], Awaitable[None]],
-        closing: Callable[[], bytes] | None = None,
-    ) -> None:
-        self.status_code = 200
-        self.background = None
-        self.init_headers(SSE_HEADERS)
-        self._messages = messages
-        self._opening = opening
-        self._keepalive = keepalive_seconds
-        self._ended = ended
-        self._closing = closing
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self._opening, "more_body": True})
-            async with anyio.create_task_group() as watching:
-                watching.start_soon(_cancel_on_disconnect, receive, watching.cancel_scope)
-                await self._relay(send)
-                # The edge closed the stream: a graceful end.
-                closing = self._closing() if self._closing is not None else b""
-                await send({"type": "http.response.body", "body": closing, "more_body": False})
-                watching.cancel_scope.cancel()
-        finally:
-            await self._ended()
-
-    async def _relay(self, send: Send) -> None:
-        with self._messages:
-            while True:
-                with anyio.move_on_after(self._keepalive) as idle:
-                    try:
-                        message = await self._messages.receive()
-                    except anyio.EndOfStream:
-                        return
-                event = KEEPALIVE if idle.cancelled_caught else sse_event(message)
-                await send({"type": "http.response.body", "body": event, "more_body": True})
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-    scope.cancel()
 
 
 def priming_event(event_id: str) -> bytes:

@@ -1,19 +1,20 @@
 """The long-lived streams this edge holds for server-to-client notifications: the GET
-streams of session clients and the `subscriptions/listen` streams of 2026-07-28 clients."""
+streams of session clients, the 2024-11-05 SSE streams and the `subscriptions/listen`
+streams of 2026-07-28 clients."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import ctypes
 import gc
 import logging
 import sys
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
 import orjson
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from services.naming import exposed_uri
 
@@ -25,12 +26,69 @@ RELEASE_AFTER_STREAMS = 64
 LIST_KINDS = frozenset({"tools", "prompts", "resources"})
 
 
+class Outbox:
+    """One stream's messages on their way out, at most `size`. Whoever writes them is called
+    on each put, so nothing waits on an idle stream (a task per stream costs it 5 KiB)."""
+
+    __slots__ = ("_messages", "_ready", "_room", "_size", "closed")
+
+    def __init__(self, size: int = STREAM_BUFFER) -> None:
+        self._messages: collections.deque[bytes] = collections.deque()
+        self._size = size
+        self._ready: Callable[[], None] | None = None
+        self._room: asyncio.Event | None = None
+        # No more puts: the edge ended the stream (what is queued still goes) or its client left.
+        self.closed = False
+
+    def offer(self, message: bytes) -> bool:
+        """Queue `message` unless the outbox is full or closed; whether it was queued."""
+        if self.closed or len(self._messages) >= self._size:
+            return False
+        self._messages.append(message)
+        if self._ready is not None:
+            self._ready()
+        return True
+
+    async def put(self, message: bytes) -> bool:
+        """Queue `message` once there is room (an answer must not be dropped); False once closed."""
+        while not self.closed and len(self._messages) >= self._size:
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+        return self.offer(message)
+
+    def take(self) -> bytes | None:
+        """The oldest message, or None."""
+        if not self._messages:
+            return None
+        message = self._messages.popleft()
+        self._made_room()
+        return message
+
+    def close(self) -> None:
+        self.closed = True
+        self._made_room()
+        if self._ready is not None:
+            self._ready()
+
+    def on_ready(self, ready: Callable[[], None] | None) -> None:
+        """Call `ready` on every put and on close from now on (and now, if there is news)."""
+        self._ready = ready
+        if ready is not None and (self._messages or self.closed):
+            ready()
+
+    def _made_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+
 @dataclass(eq=False, slots=True)
 class Stream:
     session_id: str
     # The server or group of /mcp/{name} the stream was opened on; "" for /mcp.
     endpoint: str
-    send: MemoryObjectSendStream[bytes]
+    outbox: Outbox = field(default_factory=Outbox)
     # The list_changed kinds the stream wants, and what every notification's params._meta
     # carries (a listen stream's subscription id).
     kinds: frozenset[str] = LIST_KINDS
@@ -45,14 +103,11 @@ class Stream:
 
     def offer(self, message: bytes) -> bool:
         """Queue a notification unless the stream is full or gone; whether it was queued."""
-        try:
-            self.send.send_nowait(message)
+        if self.outbox.offer(message):
             return True
-        except anyio.WouldBlock:
+        if not self.outbox.closed:
             # A client that stopped reading loses this notification, not the edge its memory.
             log.warning("stream of session %s is full; notification dropped", self.session_id)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
         return False
 
     def notification(self, method: str, params: dict[str, Any] | None = None) -> bytes:
@@ -89,13 +144,12 @@ class StreamHub:
         resources: frozenset[tuple[str, str]] = frozenset(),
         key_id: str = "",
         url_elicitation: bool = False,
-    ) -> tuple[Stream, MemoryObjectReceiveStream[bytes]]:
-        send, receive = anyio.create_memory_object_stream[bytes](STREAM_BUFFER)
-        stream = Stream(session_id, endpoint, send, kinds, meta, resources, key_id, url_elicitation)
+    ) -> Stream:
+        stream = Stream(session_id, endpoint, Outbox(), kinds, meta, resources, key_id, url_elicitation)
         self._streams.setdefault(session_id, set()).add(stream)
         self._open += 1
         self._peak = max(self._peak, self._open)
-        return stream, receive
+        return stream
 
     def close(self, stream: Stream) -> None:
         streams = self._streams.get(stream.session_id)
@@ -104,13 +158,13 @@ class StreamHub:
             if not streams:
                 del self._streams[stream.session_id]
             self._closed(1)
-        stream.send.close()
+        stream.outbox.close()
 
     def end(self, session_id: str) -> None:
         """Close every stream of an ended session."""
         streams = self._streams.pop(session_id, set())
         for stream in streams:
-            stream.send.close()
+            stream.outbox.close()
         self._closed(len(streams))
 
     def _closed(self, count: int) -> None:

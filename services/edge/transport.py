@@ -40,6 +40,7 @@ from services.edge.errors import (
 )
 from services.edge.eventlog import EventLog
 from services.edge.jsonrpc import Message, parse_body
+from services.edge.listening import ListenStream
 from services.edge.protocol import CallContext, McpHandler, hello
 from services.edge.sessions import URL_ELICITATION, Session, SessionCodec
 from services.edge.sse import (
@@ -47,7 +48,6 @@ from services.edge.sse import (
     KEEPALIVE,
     SSE,
     SSE_HEADERS,
-    ListenStream,
     Reply,
     json_or_events,
     sse_event,
@@ -222,14 +222,14 @@ class StreamableHttpEndpoint:
         last_event_id = request.headers.get("last-event-id")
         if last_event_id is not None:
             return await self._resume(session, last_event_id)
-        stream, receive = self._hub.open(
+        stream = self._hub.open(
             session.id, endpoint, key_id=key_id, url_elicitation=URL_ELICITATION in session.answers
         )
 
         async def ended() -> None:
             self._hub.close(stream)
 
-        return ListenStream(receive, b": stream open\n\n", self._keepalive, ended)
+        return ListenStream(stream.outbox, b": stream open\n\n", self._keepalive, ended)
 
     async def _delete(self, request: Request, endpoint: str) -> Response:
         _, key_id = self._view(request, endpoint)

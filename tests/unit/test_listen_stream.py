@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 import pytest
 from starlette.types import Message
 
-from services.edge.sse import KEEPALIVE, ListenStream, sse_event
+from services.edge.listening import ListenStream
+from services.edge.sse import KEEPALIVE, sse_event
+from services.edge.streams import Outbox
 
 pytestmark = pytest.mark.anyio
 
 
 class Client:
-    """The ASGI side of one stream: what was sent, and a disconnect on demand."""
+    """The ASGI side of one stream: what was sent, and a disconnect on demand or once the
+    response is complete (as ASGI servers say it)."""
 
     def __init__(self) -> None:
         self.sent: list[Message] = []
@@ -28,6 +33,8 @@ class Client:
         self.sent.append(message)
         if message["type"] == "http.response.body":
             self.body_arrived.set()
+            if not message.get("more_body"):
+                self._gone.set()
         if self.bodies.count(KEEPALIVE) >= 2:
             self.kept_alive_twice.set()
 
@@ -44,16 +51,16 @@ class Client:
 
 
 async def test_messages_become_events_and_an_edge_close_ends_gracefully_with_the_closing() -> None:
-    send, receive = anyio.create_memory_object_stream[bytes](8)
+    outbox = Outbox(8)
     ended: list[str] = []
 
     async def on_end() -> None:
         ended.append("ended")
 
     client = Client()
-    response = ListenStream(receive, b": open\n\n", 60.0, on_end, lambda: b"bye")
-    await send.send(b'{"a":1}')
-    send.close()
+    response = ListenStream(outbox, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    assert outbox.offer(b'{"a":1}')
+    outbox.close()
     with anyio.fail_after(5):
         await response({"type": "http"}, client.receive, client.send)
     start = client.sent[0]
@@ -63,15 +70,33 @@ async def test_messages_become_events_and_an_edge_close_ends_gracefully_with_the
     assert client.finished and ended == ["ended"]
 
 
+async def test_messages_offered_while_the_stream_is_open_go_out_in_order() -> None:
+    outbox = Outbox(8)
+
+    async def on_end() -> None:
+        pass
+
+    client = Client()
+    response = ListenStream(outbox, b": open\n\n", 60.0, on_end)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            await client.body_arrived.wait()
+            for n in range(5):
+                assert outbox.offer(b"%d" % n)
+            outbox.close()
+    assert client.bodies == [b": open\n\n", *(sse_event(b"%d" % n) for n in range(5)), b""]
+
+
 async def test_a_client_that_leaves_ends_the_stream_without_the_closing() -> None:
-    send, receive = anyio.create_memory_object_stream[bytes](8)
+    outbox = Outbox(8)
     ended: list[str] = []
 
     async def on_end() -> None:
         ended.append("ended")
 
     client = Client()
-    response = ListenStream(receive, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    response = ListenStream(outbox, b": open\n\n", 60.0, on_end, lambda: b"bye")
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(response, {"type": "http"}, client.receive, client.send)
@@ -79,22 +104,58 @@ async def test_a_client_that_leaves_ends_the_stream_without_the_closing() -> Non
             client.leave()
     assert b"bye" not in client.bodies and not client.finished
     assert ended == ["ended"]
-    # The stream's receiving end is closed with it: the hub's next offer fails fast.
-    with pytest.raises(anyio.BrokenResourceError):
-        send.send_nowait(b"late")
+    # The outbox is closed with it: the hub's next offer fails fast.
+    assert not outbox.offer(b"late")
 
 
 async def test_a_quiet_stream_sends_keepalive_comments() -> None:
-    send, receive = anyio.create_memory_object_stream[bytes](8)
+    outbox = Outbox(8)
 
     async def on_end() -> None:
         pass
 
     client = Client()
-    response = ListenStream(receive, b": open\n\n", 0.01, on_end)
+    response = ListenStream(outbox, b": open\n\n", 0.01, on_end)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(response, {"type": "http"}, client.receive, client.send)
             await client.kept_alive_twice.wait()
-            send.close()
+            outbox.close()
     assert client.bodies[0] == b": open\n\n" and client.finished
+    assert client.bodies.count(KEEPALIVE) >= 2
+
+
+async def test_an_idle_stream_holds_no_task_but_its_own() -> None:
+    outbox = Outbox(8)
+
+    async def on_end() -> None:
+        pass
+
+    client = Client()
+    response = ListenStream(outbox, b": open\n\n", 60.0, on_end)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            before = len(asyncio.all_tasks())
+            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            await client.body_arrived.wait()
+            assert outbox.offer(b"x")
+            while len(client.bodies) < 2:
+                await asyncio.sleep(0)
+            # Written, its writer is gone: only the stream's own task is left.
+            await asyncio.sleep(0)
+            assert len(asyncio.all_tasks()) == before + 1
+            client.leave()
+
+
+async def test_an_answer_waits_for_room_and_a_closed_outbox_refuses_it() -> None:
+    outbox = Outbox(1)
+    assert outbox.offer(b"first")
+    assert not outbox.offer(b"second")
+    waiting = asyncio.ensure_future(outbox.put(b"second"))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert outbox.take() == b"first"
+    assert await waiting is True
+    assert outbox.take() == b"second"
+    outbox.close()
+    assert await outbox.put(b"third") is False

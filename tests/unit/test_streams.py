@@ -11,7 +11,7 @@ def test_open_streams_are_counted_and_memory_is_released_once_a_burst_is_mostly_
     released: list[int] = []
     hub = StreamHub()
     monkeypatch.setattr(streams, "_release_free_memory", lambda: released.append(hub.open_streams))
-    opened = [hub.open(f"s{n % 50}", "")[0] for n in range(100)]
+    opened = [hub.open(f"s{n % 50}", "") for n in range(100)]
     assert hub.open_streams == 100
     for stream in opened[:49]:
         hub.close(stream)
@@ -31,7 +31,7 @@ def test_a_few_streams_never_trigger_a_release(monkeypatch: pytest.MonkeyPatch) 
     released: list[int] = []
     monkeypatch.setattr(streams, "_release_free_memory", lambda: released.append(1))
     hub = StreamHub()
-    for stream in [hub.open(f"s{n}", "")[0] for n in range(10)]:
+    for stream in [hub.open(f"s{n}", "") for n in range(10)]:
         hub.close(stream)
     assert released == []
 
@@ -46,7 +46,7 @@ def test_an_elicitations_completion_reaches_only_the_keys_sessions_that_take_url
     told = hub.elicitation_complete("vk-bob", "notion", lambda session, server: f"{session}/{server}")
     assert told == 1
     heard = [
-        orjson.loads(r.receive_nowait()) if r.statistics().current_buffer_used else None for _, r in listening
+        orjson.loads(message) if (message := s.outbox.take()) is not None else None for s in listening
     ]
     assert heard == [
         {
