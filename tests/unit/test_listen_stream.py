@@ -50,19 +50,31 @@ class Client:
         return any(m["type"] == "http.response.body" and not m.get("more_body") for m in self.sent)
 
 
+class Held:
+    """One ListenStream over an outbox of 8, its client, and whether `ended()` ran."""
+
+    def __init__(self, keepalive: float = 60.0, closing: bytes | None = None) -> None:
+        self.outbox = Outbox(8)
+        self.client = Client()
+        self.ended: list[str] = []
+        self.response = ListenStream(
+            self.outbox, b": open\n\n", keepalive, self._on_end, None if closing is None else lambda: closing
+        )
+
+    async def _on_end(self) -> None:
+        self.ended.append("ended")
+
+    async def serve(self) -> None:
+        await self.response({"type": "http"}, self.client.receive, self.client.send)
+
+
 async def test_messages_become_events_and_an_edge_close_ends_gracefully_with_the_closing() -> None:
-    outbox = Outbox(8)
-    ended: list[str] = []
-
-    async def on_end() -> None:
-        ended.append("ended")
-
-    client = Client()
-    response = ListenStream(outbox, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    held = Held(closing=b"bye")
+    outbox, client, ended = held.outbox, held.client, held.ended
     assert outbox.offer(b'{"a":1}')
     outbox.close()
     with anyio.fail_after(5):
-        await response({"type": "http"}, client.receive, client.send)
+        await held.serve()
     start = client.sent[0]
     assert start["status"] == 200
     assert (b"content-type", b"text/event-stream; charset=utf-8") in start["headers"]
@@ -71,16 +83,11 @@ async def test_messages_become_events_and_an_edge_close_ends_gracefully_with_the
 
 
 async def test_messages_offered_while_the_stream_is_open_go_out_in_order() -> None:
-    outbox = Outbox(8)
-
-    async def on_end() -> None:
-        pass
-
-    client = Client()
-    response = ListenStream(outbox, b": open\n\n", 60.0, on_end)
+    held = Held()
+    outbox, client = held.outbox, held.client
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            tg.start_soon(held.serve)
             await client.body_arrived.wait()
             for n in range(5):
                 assert outbox.offer(b"%d" % n)
@@ -89,17 +96,11 @@ async def test_messages_offered_while_the_stream_is_open_go_out_in_order() -> No
 
 
 async def test_a_client_that_leaves_ends_the_stream_without_the_closing() -> None:
-    outbox = Outbox(8)
-    ended: list[str] = []
-
-    async def on_end() -> None:
-        ended.append("ended")
-
-    client = Client()
-    response = ListenStream(outbox, b": open\n\n", 60.0, on_end, lambda: b"bye")
+    held = Held(closing=b"bye")
+    outbox, client, ended = held.outbox, held.client, held.ended
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            tg.start_soon(held.serve)
             await client.body_arrived.wait()
             client.leave()
     assert b"bye" not in client.bodies and not client.finished
@@ -109,16 +110,11 @@ async def test_a_client_that_leaves_ends_the_stream_without_the_closing() -> Non
 
 
 async def test_a_quiet_stream_sends_keepalive_comments() -> None:
-    outbox = Outbox(8)
-
-    async def on_end() -> None:
-        pass
-
-    client = Client()
-    response = ListenStream(outbox, b": open\n\n", 0.01, on_end)
+    held = Held(keepalive=0.01)
+    outbox, client = held.outbox, held.client
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            tg.start_soon(held.serve)
             await client.kept_alive_twice.wait()
             outbox.close()
     assert client.bodies[0] == b": open\n\n" and client.finished
@@ -126,17 +122,12 @@ async def test_a_quiet_stream_sends_keepalive_comments() -> None:
 
 
 async def test_an_idle_stream_holds_no_task_but_its_own() -> None:
-    outbox = Outbox(8)
-
-    async def on_end() -> None:
-        pass
-
-    client = Client()
-    response = ListenStream(outbox, b": open\n\n", 60.0, on_end)
+    held = Held()
+    outbox, client = held.outbox, held.client
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             before = len(asyncio.all_tasks())
-            tg.start_soon(response, {"type": "http"}, client.receive, client.send)
+            tg.start_soon(held.serve)
             await client.body_arrived.wait()
             assert outbox.offer(b"x")
             while len(client.bodies) < 2:
