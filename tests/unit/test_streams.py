@@ -45,9 +45,7 @@ def test_an_elicitations_completion_reaches_only_the_keys_sessions_that_take_url
     ]
     told = hub.elicitation_complete("vk-bob", "notion", lambda session, server: f"{session}/{server}")
     assert told == 1
-    heard = [
-        orjson.loads(message) if (message := s.outbox.take()) is not None else None for s in listening
-    ]
+    heard = [orjson.loads(message) if (message := s.outbox.take()) is not None else None for s in listening]
     assert heard == [
         {
             "jsonrpc": "2.0",
