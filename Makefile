@@ -21,11 +21,15 @@ $(NODE_TESTS)/node_modules/.installed: $(NODE_TESTS)/package-lock.json
 
 install: $(VENV)/.installed $(NODE_TESTS)/node_modules/.installed system-deps
 
-# Debian's HAProxy, the balancer of the scale test (installed when missing and we are root).
+# Debian's HAProxy, the balancer of the scale test, and Chromium, the browser of the console's
+# tests (each installed when missing and we are root).
 system-deps:
 	@command -v haproxy >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get install -y -q haproxy >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q haproxy >/dev/null; }) ; } || \
 	  echo "haproxy is not installed: the scale test will be skipped"
+	@[ -x /usr/bin/chromium ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }) ; } || \
+	  echo "chromium is not installed: the console's browser tests will be skipped"
 
 ## Start the whole gateway on the demo config (Ctrl-C stops everything).
 run: install

@@ -157,6 +157,10 @@ class EdgeSettings(CommonSettings):
     oidc_scopes: str = "openid email"
     # The sign-in button's label ("Sign in with <name>"); empty: the issuer's host.
     oidc_name: str = ""
+    # Who may sign in to the console (/ui) with that provider, by the same claim: addresses
+    # or "*@domain", comma-separated. Admins change things; viewers only look.
+    console_admins: str = ""
+    console_viewers: str = ""
     # What one Code Mode script may use: wall time, time running (waits for tools apart),
     # heap, call depth, tool calls, and printed output plus its value; and how many
     # sandbox workers run scripts at once.

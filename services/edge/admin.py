@@ -12,13 +12,16 @@ import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal, TypeVar
 
 import grpc
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from nats.aio.client import Client as NATS
 from pydantic import (
     AliasChoices,
@@ -42,6 +45,9 @@ from services.tool_modes import TOOL_MODES, ToolModeName, tool_mode_name
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
+# Swagger UI's files (npm swagger-ui-dist), shipped in the package beside the console's.
+SWAGGER = FilePath(__file__).parent / "console" / "static" / "swagger"
+DOCS_ASSETS = "/api/docs/assets"
 STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 422,
     grpc.StatusCode.ALREADY_EXISTS: 409,
@@ -398,24 +404,46 @@ def create_admin_api(
     caught_up: Callable[[], Awaitable[None]] | None = None,
     limiter: Limiter | None = None,
     approvals: Approvals | None = None,
+    console_token: str = "",
 ) -> FastAPI:
+    """The API; `console_token` is a second token, never shown, that the console (in this
+    process) calls it with, so the console works when people sign in to it with a provider."""
     token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
+    console_hash = hashlib.sha256(console_token.encode()).digest() if console_token else b""
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
+        digest = hashlib.sha256(presented.encode()).digest()
+        # Hashes of equal length, compared in constant time (both, whichever matches).
+        admits = [hmac.compare_digest(digest, h) for h in (token_hash, console_hash) if h]
+        if any(admits):
+            return
         if not token_hash:
             raise ApiError(401, "the admin API is off: start the edge with MCPGW_ADMIN_TOKEN set")
-        presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
-        # Hashes of equal length, compared in constant time.
-        if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), token_hash):
-            raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
+        raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
 
     api = FastAPI(
         title="mcpgw management API",
         version="1",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        # /api/docs is served below from Swagger UI's files in the package, not from a CDN.
+        docs_url=None,
         redoc_url=None,
     )
+    api.mount(DOCS_ASSETS, StaticFiles(directory=SWAGGER), name="docs-assets")
+
+    @api.get("/api/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/api/openapi.json",
+            title="mcpgw management API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+            # No spec validator badge: it would send the spec to a public validator.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
     # Every route but the OAuth callback, which a browser reaches with only its one-time state.
     router = APIRouter(dependencies=[Depends(admin)])
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from services import __version__
 from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
+from services.edge.console import is_console_path
 from services.edge.errors import EdgeError
 from services.edge.execution import PATH as EXECUTE_PATH
 from services.edge.execution import ToolExecution
@@ -46,6 +47,8 @@ class EdgeComponents:
     audit: AuditPublisher
     hub: StreamHub
     metrics: ServiceMetrics
+    # The admin console at /ui (None: off, as when nobody could sign in to it).
+    console: ASGIApp | None = None
 
 
 def create_app(parts: EdgeComponents) -> ASGIApp:
@@ -84,15 +87,18 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
     )
     mcp, modern, legacy = parts.endpoint, parts.modern, parts.legacy
 
-    async def admin(scope: Scope, receive: Receive, send: Send) -> None:
+    async def guarded(inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         # The same Host and Origin rules as /mcp (a page a browser loaded from elsewhere must
-        # not drive the admin API), and the body limit before the API reads the body.
+        # not drive the admin API or the console), and the body limit before either reads it.
         try:
             parts.admission.check_declared(Request(scope))
         except EdgeError as exc:
             await JSONResponse({"error": {"message": exc.message}}, exc.status)(scope, receive, send)
             return
-        await parts.admin(scope, receive, send)
+        await inner(scope, receive, send)
+
+    async def admin(scope: Scope, receive: Receive, send: Send) -> None:
+        await guarded(parts.admin, scope, receive, send)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         # The endpoint answers every method and error itself; skipping the router and
@@ -106,6 +112,8 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             await legacy(scope, receive, send)
         elif path == "/api" or path.startswith("/api/"):
             await admin(scope, receive, send)
+        elif parts.console is not None and is_console_path(path):
+            await guarded(parts.console, scope, receive, send)
         elif is_connection_path(path):
             await parts.connections(scope, receive, send)
         elif is_oauth_path(path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 
 import anyio
 import anyio.abc
@@ -22,6 +23,7 @@ from services.edge.background import Background
 from services.edge.catalog import Catalog, changed_lists
 from services.edge.codemode.sandbox import Sandbox, SandboxLimits
 from services.edge.connector_client import ConnectorClient
+from services.edge.console import create_console
 from services.edge.eventlog import EventLog
 from services.edge.execution import ToolExecution
 from services.edge.identity.client_metadata import ClientDocuments
@@ -209,6 +211,9 @@ async def serve(settings: EdgeSettings) -> None:
     )
     await peers.serve(handler.calls.reply, rounds.carry_on, legacy.deliver, handler.calls.cancel)
     audit_channel = channel(settings.audit_addr)
+    # The console's own credential for the API, in this process only (never shown or sent).
+    console_token = secrets.token_urlsafe(32)
+    provider = _sign_in_provider(settings)
     admin = create_admin_api(
         registry,
         nc,
@@ -218,6 +223,7 @@ async def serve(settings: EdgeSettings) -> None:
         follower.refresh,
         limiter,
         approvals,
+        console_token,
     )
     modern = ModernEndpoint(
         handler,
@@ -238,7 +244,7 @@ async def serve(settings: EdgeSettings) -> None:
     oauth = OAuthEndpoints(
         oauth_state,
         access_tokens,
-        Consent(oauth_state, signer, lambda: follower.catalog, _sign_in_provider(settings)),
+        Consent(oauth_state, signer, lambda: follower.catalog, provider),
         lambda: follower.catalog,
         admission,
         ClientDocuments(settings.oauth_client_documents_private),
@@ -258,6 +264,18 @@ async def serve(settings: EdgeSettings) -> None:
         audit,
         hub,
         metrics,
+        create_console(
+            admin,
+            settings.admin_token,
+            console_token,
+            settings.session_secret,
+            lambda: follower.catalog,
+            handler,
+            provider,
+            settings.console_admins,
+            settings.console_viewers,
+            settings.public_url,
+        ),
     )
     app = create_app(parts)
     server = uvicorn.Server(

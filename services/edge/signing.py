@@ -24,6 +24,7 @@ class TokenKind(StrEnum):
     CONSENT = "consent1"
     CONNECT = "connect1"
     OIDC = "oidc1"
+    CONSOLE = "console1"
 
 
 def b64(data: bytes) -> str:

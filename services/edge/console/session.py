@@ -1,0 +1,149 @@
+"""The console's sign-in: a signed session cookie, a CSRF token derived from it, and the
+Origin check every state-changing request passes.
+
+The cookie carries `<session id>.<expiry>.<role>.<who>` signed (HMAC-SHA256) with a key
+derived from the admin token and the edges' shared secret: any edge sharing both accepts it,
+and changing the admin token ends every session. Signing out also ends the session on this
+process. The role is `admin` (the admin token, or a provider sign-in the console's admins
+name) or `viewer` (read-only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+
+from services.edge.signing import Signer, TokenKind, b64, unb64
+
+COOKIE = "mcpgw_console"
+COOKIE_PATH = "/ui"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+SESSION_SECONDS = 8 * 3600
+ADMIN, VIEWER = "admin", "viewer"
+ROLES = (ADMIN, VIEWER)
+
+
+class ConsoleAuthError(Exception):
+    """A request the console refuses: not signed in, or a state change that failed its checks."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSession:
+    """A signed-in operator: the session's id, when it ends, and its CSRF token."""
+
+    id: str
+    expires_at: int
+    csrf: str
+    role: str = ADMIN
+    # Who signed in: "admin token", or the claim a provider vouched for.
+    who: str = "admin token"
+
+    @property
+    def read_only(self) -> bool:
+        return self.role != ADMIN
+
+
+class ConsoleSessions:
+    """Issues and checks console sessions for holders of the admin token."""
+
+    def __init__(self, admin_token: str, session_secret: str, seconds: int = SESSION_SECONDS) -> None:
+        self._token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
+        # Keyed by the admin token too, so a new admin token ends every session at once; with
+        # neither secret, a random key (Signer's for ""): sessions of this process only.
+        material = f"console\0{session_secret}\0{self._token_hash.hex()}"
+        self._signer = Signer(material if session_secret or admin_token else "")
+        self._seconds = seconds
+        # Sessions signed out before they expire (this process only), by id, with their expiry.
+        self._ended: dict[str, int] = {}
+
+    @property
+    def signer(self) -> Signer:
+        return self._signer
+
+    def token_matches(self, presented: str) -> bool:
+        """Whether `presented` is the admin token (hashes of equal length, constant time)."""
+        if not self._token_hash:
+            return False
+        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._token_hash)
+
+    def issue(
+        self, now: float | None = None, role: str = ADMIN, who: str = "admin token"
+    ) -> tuple[ConsoleSession, str]:
+        """A new session and its cookie value."""
+        if role not in ROLES:
+            raise ValueError(f"no console role {role!r}")
+        session_id = secrets.token_urlsafe(18)
+        expires_at = int(now if now is not None else time.time()) + self._seconds
+        cookie = self._signer.sign(TokenKind.CONSOLE, f"{session_id}.{expires_at}.{role}.{b64(who.encode())}")
+        return ConsoleSession(session_id, expires_at, self._csrf(session_id), role, who), cookie
+
+    def session_of(self, cookie: str | None, now: float | None = None) -> ConsoleSession | None:
+        """The live session a cookie value carries, or None (forged, expired, signed out)."""
+        if not cookie:
+            return None
+        text = self._signer.verify(TokenKind.CONSOLE, cookie)
+        if text is None:
+            return None
+        parts = text.split(".")
+        if len(parts) != 4:
+            return None
+        session_id, expiry, role, who = parts
+        if not expiry.isdigit() or role not in ROLES or session_id in self._ended:
+            return None
+        expires_at = int(expiry)
+        if expires_at <= (now if now is not None else time.time()):
+            return None
+        try:
+            name = unb64(who).decode()
+        except ValueError:
+            return None
+        return ConsoleSession(session_id, expires_at, self._csrf(session_id), role, name)
+
+    def end(self, session: ConsoleSession, now: float | None = None) -> None:
+        """Sign a session out (and forget those that expired meanwhile)."""
+        moment = now if now is not None else time.time()
+        self._ended = {sid: exp for sid, exp in self._ended.items() if exp > moment}
+        self._ended[session.id] = session.expires_at
+
+    def _csrf(self, session_id: str) -> str:
+        return self._signer.derive(TokenKind.CONSOLE, f"csrf:{session_id}")
+
+    @staticmethod
+    def csrf_matches(session: ConsoleSession, presented: str | None) -> bool:
+        """Whether a request carried its session's CSRF token (constant time)."""
+        return presented is not None and hmac.compare_digest(
+            session.csrf.encode(), presented.encode("utf-8", "surrogateescape")
+        )
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a state-changing request came from a page of this origin: its Origin (or, when
+    a browser sent none, its Referer) names the scheme and host the request was sent to."""
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    if not claimed or claimed == "null":
+        return False
+    parts = urlsplit(claimed)
+    host = request.headers.get("host", "")
+    return bool(host) and parts.netloc == host and parts.scheme == request.url.scheme
+
+
+def check_change(
+    sessions: ConsoleSessions, session: ConsoleSession, request: Request, form_csrf: str | None
+) -> None:
+    """ConsoleAuthError unless a state-changing request passes the Origin and CSRF checks."""
+    if not same_origin(request):
+        raise ConsoleAuthError(403, "This request did not come from a console page (Origin check).")
+    presented = request.headers.get(CSRF_HEADER) or form_csrf
+    if not sessions.csrf_matches(session, presented):
+        raise ConsoleAuthError(403, "The form is stale or did not come from this console: reload the page.")
