@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 
 import anyio
@@ -75,22 +76,20 @@ async def serve(settings: EdgeSettings) -> None:
             nc, settings.event_retention_seconds, settings.event_retention_bytes, replicas
         )
 
-    restore = anyio.Event()
+    reconnected = bus.ChangeSignal()
 
     async def on_reconnect() -> None:
         audit.reconnected()
-        restore.set()
+        reconnected.set()
         state.reconnected()
         oauth_state.reconnected()
 
     async def restore_streams(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """After each reconnect: NATS may have restarted without what it held in memory (the
         events stream), or be electing leaders (a node died): create them until it works."""
-        nonlocal restore
         task_status.started()
         while True:
-            await restore.wait()
-            restore = anyio.Event()
+            await reconnected.wait(math.inf)
             await bus.retrying("restoring the JetStream streams after reconnecting", streams)
 
     nc = await bus.connect(settings.nats_url, f"mcpgw-{settings.edge_id}", on_reconnect=on_reconnect)
