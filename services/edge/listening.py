@@ -21,6 +21,12 @@ from services.edge.streams import Outbox
 log = logging.getLogger(__name__)
 
 
+_HEADERS = [
+    *((name.encode(), value.encode()) for name, value in SSE_HEADERS.items()),
+    (b"content-type", f"{SSE}; charset=utf-8".encode()),
+]
+
+
 class ListenStream(Response):
     """`outbox`'s messages as SSE events after `opening`, until the client leaves or the edge
     closes the outbox (then what is queued goes, then `closing()`); `ended()` runs however
@@ -38,7 +44,8 @@ class ListenStream(Response):
     ) -> None:
         self.status_code = 200
         self.background = None
-        self.init_headers(SSE_HEADERS)
+        # The same for every stream: built once, not per held stream.
+        self.raw_headers = _HEADERS
         self._outbox = outbox
         self._opening = opening
         self._keepalive = keepalive_seconds
@@ -65,6 +72,8 @@ class ListenStream(Response):
 class _Writer:
     """Writes the outbox's messages as they come, in a task that ends when the outbox is
     empty, and a keepalive comment after `keepalive` seconds without a write."""
+
+    __slots__ = ("_closing", "_done", "_keepalive", "_loop", "_outbox", "_quiet", "_send", "_task", "_timer")
 
     def __init__(
         self, outbox: Outbox, send: Send, keepalive: float, closing: Callable[[], bytes] | None

@@ -33,7 +33,8 @@ class Outbox:
     __slots__ = ("_messages", "_ready", "_room", "_size", "closed")
 
     def __init__(self, size: int = STREAM_BUFFER) -> None:
-        self._messages: collections.deque[bytes] = collections.deque()
+        # Made on the first put: an empty deque is 760 bytes, and most streams are idle.
+        self._messages: collections.deque[bytes] | None = None
         self._size = size
         self._ready: Callable[[], None] | None = None
         self._room: asyncio.Event | None = None
@@ -42,6 +43,8 @@ class Outbox:
 
     def offer(self, message: bytes) -> bool:
         """Queue `message` unless the outbox is full or closed; whether it was queued."""
+        if self._messages is None:
+            self._messages = collections.deque()
         if self.closed or len(self._messages) >= self._size:
             return False
         self._messages.append(message)
@@ -51,7 +54,7 @@ class Outbox:
 
     async def put(self, message: bytes) -> bool:
         """Queue `message` once there is room (an answer must not be dropped); False once closed."""
-        while not self.closed and len(self._messages) >= self._size:
+        while not self.closed and self._messages is not None and len(self._messages) >= self._size:
             if self._room is None:
                 self._room = asyncio.Event()
             await self._room.wait()
