@@ -155,7 +155,10 @@ async def run(options: UpOptions) -> int:
         edge_args = ["--host", options.host, "--port", str(options.port)]
         ready_url = f"http://{options.host}:{options.port}/readyz"
         await supervisor.start(Child("edge", _service("edge", edge_args), env, lambda: http_ok(ready_url)))
-        print(f"mcpgw is up: MCP endpoint http://{options.host}:{options.port}/mcp", flush=True)
+        base = f"http://{options.host}:{options.port}"
+        token = "MCPGW_ADMIN_TOKEN" if os.environ.get("MCPGW_ADMIN_TOKEN") else state / ADMIN_TOKEN_FILE
+        print(f"mcpgw is up: MCP endpoint {base}/mcp", flush=True)
+        print(f"admin console {base}/ui (sign in with the token in {token})", flush=True)
         supervisor.started_all = True
         await supervisor.watch()
 
