@@ -48,6 +48,12 @@ ADMIN_TIMEOUT = 10.0
 # Swagger UI's files (npm swagger-ui-dist), shipped in the package beside the console's.
 SWAGGER = FilePath(__file__).parent / "console" / "static" / "swagger"
 DOCS_ASSETS = "/api/docs/assets"
+DOCS_HEADERS = {
+    "content-security-policy": "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
 STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 422,
     grpc.StatusCode.ALREADY_EXISTS: 409,
@@ -434,7 +440,7 @@ def create_admin_api(
 
     @api.get("/api/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/api/openapi.json",
             title="mcpgw management API",
             swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
@@ -443,6 +449,10 @@ def create_admin_api(
             # No spec validator badge: it would send the spec to a public validator.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        # Never framed (clickjacking), nothing sniffed. Swagger UI's page starts itself with
+        # an inline script, so its CSP stops framing, plugins and <base>, not inline code.
+        page.headers.update(DOCS_HEADERS)
+        return page
 
     # Every route but the OAuth callback, which a browser reaches with only its one-time state.
     router = APIRouter(dependencies=[Depends(admin)])
@@ -543,7 +553,8 @@ def create_admin_api(
             for t in tools.tools
         ]
 
-    @router.put("/api/tools/{server}/{tool}")
+    # {tool:path}: a downstream tool's name may hold a "/" (sent as %2F, which the ASGI path decodes).
+    @router.put("/api/tools/{server}/{tool:path}")
     async def toggle_tool(server: str, tool: str, toggle: ToolToggle) -> dict[str, Any]:
         request = registry_pb2.ToolToggle(server=server, tool=tool, enabled=toggle.enabled)
         await write(registry.SetToolEnabled, request)

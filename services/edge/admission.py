@@ -104,6 +104,10 @@ class Admission:
         # None admits any Host; otherwise loopback names and these.
         self._allowed_hosts = None if allowed_hosts is None else LOCAL_HOSTS | allowed_hosts
 
+    @property
+    def max_body(self) -> int:
+        return self._max_body
+
     def key_of(self, catalog: Catalog, request: Request) -> KeyPolicy | None:
         """The key the request acts under (None: none where none is needed); 401 or 403 else."""
         return self._credentials.key_of(catalog.governance, request)

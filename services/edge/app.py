@@ -11,13 +11,13 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services import __version__
 from services.edge.admission import Admission
 from services.edge.auditing import AuditPublisher
 from services.edge.console import is_console_path
-from services.edge.errors import EdgeError
+from services.edge.errors import BodyTooLargeError, EdgeError
 from services.edge.execution import PATH as EXECUTE_PATH
 from services.edge.execution import ToolExecution
 from services.edge.identity.connections import is_connection_path
@@ -93,9 +93,9 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
         try:
             parts.admission.check_declared(Request(scope))
         except EdgeError as exc:
-            await JSONResponse({"error": {"message": exc.message}}, exc.status)(scope, receive, send)
+            await _refuse(exc, scope, receive, send)
             return
-        await inner(scope, receive, send)
+        await within_body_limit(inner, parts.admission.max_body, scope, receive, send)
 
     async def admin(scope: Scope, receive: Receive, send: Send) -> None:
         await guarded(parts.admin, scope, receive, send)
@@ -122,3 +122,43 @@ def create_app(parts: EdgeComponents) -> ASGIApp:
             await routes(scope, receive, send)
 
     return app
+
+
+async def _refuse(exc: EdgeError, scope: Scope, receive: Receive, send: Send) -> None:
+    await JSONResponse({"error": {"message": exc.message}}, exc.status)(scope, receive, send)
+
+
+async def within_body_limit(inner: ASGIApp, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+    """`inner`, but answered 413 once the body it reads passes `limit` bytes, declared or not
+    (a chunked body has no Content-Length to check first): nothing more of it is read, `inner`
+    is told the client left, and whatever it sends after is dropped."""
+    read, refused, started = 0, False, False
+
+    async def receiving() -> Message:
+        nonlocal read, refused
+        if refused:
+            return {"type": "http.disconnect"}
+        message = await receive()
+        if message["type"] == "http.request":
+            read += len(message.get("body", b""))
+            if read > limit:
+                refused = True
+                if not started:
+                    error = BodyTooLargeError(f"Payload Too Large: the limit is {limit} bytes")
+                    await _refuse(error, scope, receive, send)
+                return {"type": "http.disconnect"}
+        return message
+
+    async def sending(message: Message) -> None:
+        nonlocal started
+        if refused:
+            return
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await inner(scope, receiving, sending)
+    except Exception:
+        # What reading a body that ended early raised in `inner` (its answer is the 413).
+        if not refused:
+            raise

@@ -355,6 +355,9 @@ def test_edit_a_keys_limits_and_rotate_its_secret(console: Console) -> None:
     page.get_by_role("button", name="Save key").click()
     usage = page.locator("section", has=page.get_by_role("heading", name="Limits and usage this window"))
     expect(usage.locator("tbody tr").first).to_contain_text("100")
+    # fx_weather is disabled, so out of the catalog: saving the limits kept it on the key.
+    kept = page.get_by_role("checkbox", name="weather (not in the catalog now)", exact=True)
+    expect(kept).to_be_checked()
     page.get_by_role("button", name="Rotate secret").click()
     expect(page.get_by_text("it is shown this once")).to_be_visible()
     rotated = page.get_by_label(re.compile("Secret of")).input_value()
@@ -424,7 +427,11 @@ def test_revoke_the_key_and_the_client_is_refused(console: Console) -> None:
 
 def test_the_api_docs_render_from_bundled_assets(console: Console) -> None:
     page = console.page
-    page.goto(f"{console.base}/api/docs")
+    answer = page.goto(f"{console.base}/api/docs")
+    assert answer is not None
+    headers = answer.headers
+    assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
     expect(page.locator(".opblock").first).to_be_visible(timeout=15_000)
     expect(page.get_by_text("/api/servers").first).to_be_visible()
     console.shot("api-docs")

@@ -4,8 +4,10 @@ console's admins change things, its viewers only look, anyone else is refused.""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import httpx2
@@ -42,17 +44,27 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield gateway
 
 
+def to_provider(started: httpx2.Response) -> str:
+    """The provider's URL the console's answer to POST /ui/oidc navigates on to."""
+    assert started.status_code == 200, started.text
+    found = re.search(r'<a id="provider" href="([^"]+)"', started.text)
+    assert found is not None, started.text
+    return html.unescape(found.group(1))
+
+
 def sign_in(browser: httpx2.Client, base: str, login: str) -> httpx2.Response:
     """The console's answer at the callback once `login` signed in at the provider."""
     page = browser.get(f"{base}/ui/login")
     assert "Sign in with Example ID" in page.text and 'name="token"' not in page.text
-    response = browser.post(f"{base}/ui/oidc", data={"next": "/ui/keys"}, headers={"origin": base})
-    assert response.status_code == 303, response.text
+    started = browser.post(f"{base}/ui/oidc", data={"next": "/ui/keys"}, headers={"origin": base})
+    location = to_provider(started)
+    response = browser.get(location)
     for _ in range(10):
-        location = urljoin(str(response.url), response.headers["location"])
-        if urlsplit(location).path == CALLBACK:
-            return browser.get(location)
-        response = browser.get(location)
+        if response.status_code in (302, 303):
+            location = urljoin(str(response.url), response.headers["location"])
+            if urlsplit(location).path == CALLBACK:
+                return browser.get(location)
+            response = browser.get(location)
         if response.status_code == 200:
             # The provider's login page, then its consent page.
             action, fields = form_of(response)
@@ -112,6 +124,34 @@ def test_a_callback_in_another_browser_or_with_a_forged_state_is_refused(base: s
         forged = other.get(f"{base}{CALLBACK}", params={"state": "console1.sso.1.x.forged", "code": "c"})
         assert forged.status_code == 403 and "not started here" in forged.text
         started = browser.post(f"{base}/ui/oidc", data={"next": "/ui"}, headers={"origin": base})
-        state = dict(httpx2.URL(started.headers["location"]).params)["state"]
+        state = dict(httpx2.URL(to_provider(started)).params)["state"]
         elsewhere = other.get(f"{base}{CALLBACK}", params={"state": state, "code": "c"})
         assert elsewhere.status_code == 403 and "another browser" in elsewhere.text
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent")
+def test_an_admin_signs_in_with_the_provider_in_chromium(base: str) -> None:
+    """The console's CSP (form-action 'self') lets a real browser reach the provider and back."""
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox"], headless=True
+        )
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(10_000)
+            page.goto(f"{base}/ui/login?next=/ui/keys")
+            page.get_by_role("button", name="Sign in with Example ID").click()
+            page.wait_for_selector('input[name="login"]')
+            page.fill('input[name="login"]', "ada@example.com")
+            page.fill('input[name="password"]', "any")
+            page.locator('button[type="submit"]').first.click()
+            page.locator('button[type="submit"]').first.click()  # the provider's consent
+            page.wait_for_url(f"{base}/ui/keys")
+            assert "ada@example.com" in page.content().lower()
+            assert "read-only" not in page.content()
+        finally:
+            browser.close()

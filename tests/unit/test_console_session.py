@@ -12,6 +12,7 @@ from services.edge.console.session import (
     ConsoleAuthError,
     ConsoleSessions,
     check_change,
+    is_secure,
     same_origin,
 )
 from services.edge.console.sso import people, role_of
@@ -118,11 +119,41 @@ def test_without_any_secret_the_signing_key_is_random() -> None:
 
 def test_roles_from_the_providers_claim() -> None:
     admins, viewers = people("Ada@Example.com, *@ops.example.com"), people("*@example.org,bob@example.net")
-    assert role_of("ada@example.com", admins, viewers) == ADMIN
-    assert role_of("kim@ops.example.com", admins, viewers) == ADMIN
-    assert role_of("grace@example.org", admins, viewers) == VIEWER
-    assert role_of("BOB@example.net", admins, viewers) == VIEWER
-    assert role_of("eve@elsewhere.net", admins, viewers) is None
-    assert role_of("not an address", admins, viewers) is None
+    assert role_of("ada@example.com", admins, viewers, domains=True) == ADMIN
+    assert role_of("kim@ops.example.com", admins, viewers, domains=True) == ADMIN
+    assert role_of("grace@example.org", admins, viewers, domains=True) == VIEWER
+    assert role_of("BOB@example.net", admins, viewers, domains=True) == VIEWER
+    assert role_of("eve@elsewhere.net", admins, viewers, domains=True) is None
+    assert role_of("not an address", admins, viewers, domains=True) is None
     # Anyone who is both is an admin.
-    assert role_of("ada@example.com", admins, people("*@example.com")) == ADMIN
+    assert role_of("ada@example.com", admins, people("*@example.com"), domains=True) == ADMIN
+
+
+def test_domains_match_only_an_email_claim() -> None:
+    """A claim that is not the email (preferred_username, say) may look like an address in a
+    domain without being one: only exact entries match it."""
+    admins, viewers = people("ada@example.com, *@ops.example.com"), people("*@example.org")
+    assert role_of("ada@example.com", admins, viewers) == ADMIN
+    assert role_of("kim@ops.example.com", admins, viewers) is None
+    assert role_of("grace@example.org", admins, viewers) is None
+    assert role_of("grace@example.org", admins, viewers, domains=True) == VIEWER
+
+
+def test_behind_a_tls_proxy_the_public_url_sets_the_origin_and_secure() -> None:
+    """A proxy that terminates TLS off loopback forwards http and its own Host: the Origin a
+    browser sends, and whether the cookie is Secure, follow MCPGW_PUBLIC_URL instead."""
+    public = "https://gw.example.com/"
+    proxied = {"host": "10.0.0.5:8080", "origin": "https://gw.example.com"}
+    assert not same_origin(request(proxied))
+    assert same_origin(request(proxied), public)
+    assert not same_origin(request({"host": "10.0.0.5:8080", "origin": "http://10.0.0.5:8080"}), public)
+    assert not same_origin(request({"origin": "http://gw.example.com"}), public)
+    assert is_secure(request({}), public)
+    assert not is_secure(request({}))
+    assert is_secure(request({}, scheme="https"))
+    assert not is_secure(request({}, scheme="https"), "http://127.0.0.1:8080")
+    sessions = ConsoleSessions(TOKEN, "secret", public_url=public)
+    session, _cookie = sessions.issue()
+    check_change(sessions, session, request(proxied), session.csrf)
+    with pytest.raises(ConsoleAuthError):
+        check_change(ConsoleSessions(TOKEN, "secret"), session, request(proxied), session.csrf)

@@ -104,6 +104,18 @@ def test_the_claim_naming_the_person_must_be_there_and_an_email_verified() -> No
             claim_value(claims, "email")
 
 
+def test_the_consoles_roles_need_an_email_said_to_be_verified() -> None:
+    verified = {"email": "ada@example.com", "email_verified": True}
+    assert claim_value(verified, "email", verified=True) == "ada@example.com"
+    for claims in ({"email": "ada@example.com"}, {"email": "ada@example.com", "email_verified": "true"}):
+        with pytest.raises(SignInError, match="does not say it verified"):
+            claim_value(claims, "email", verified=True)
+    with pytest.raises(SignInError, match="has not verified"):
+        claim_value({"email": "ada@example.com", "email_verified": False}, "email", verified=True)
+    # Another claim than the email needs no email_verified.
+    assert claim_value({"preferred_username": "ada"}, "preferred_username", verified=True) == "ada"
+
+
 def test_the_pkce_verifier_is_derived_from_the_state_by_holders_of_the_secret() -> None:
     state = Signer("shared").sign(TokenKind.OIDC, "request.1")
     verifier = Signer("shared").derive(TokenKind.OIDC, state)

@@ -10,13 +10,12 @@ from starlette.types import ASGIApp
 
 from services.edge.catalog import Catalog
 from services.edge.console.api import AdminApi
-from services.edge.console.pages import STATIC, Console
+from services.edge.console.pages import Console
 from services.edge.console.session import ConsoleSessions
 from services.edge.console.sso import ConsoleSso, people
 from services.edge.identity.oidc import OpenIDProvider
 from services.edge.protocol import McpHandler
 
-SWAGGER = STATIC / "swagger"
 PREFIX = "/ui"
 
 
@@ -38,7 +37,7 @@ def create_console(
 ) -> ASGIApp | None:
     """The console's ASGI app, or None (off) when no one could sign in: no admin token, and
     no provider with console admins or viewers. It calls the API with `console_token`."""
-    sessions = ConsoleSessions(admin_token, session_secret)
+    sessions = ConsoleSessions(admin_token, session_secret, public_url=public_url)
     sso = None
     if provider is not None and (admins or viewers):
         sso = ConsoleSso(provider, sessions.signer, people(admins), people(viewers), public_url)

@@ -4,11 +4,18 @@ form is validated and applied exactly as `/api/` would (one way to do each thing
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 from starlette.types import ASGIApp
 
 ORIGIN = "http://mcpgw-console.internal"
+
+
+def path(*segments: str) -> str:
+    """A URL path of `segments`, each percent-quoted whole (a name's "/", "#" or "?" is part of
+    it, not of the path's structure): path("api", "tools", "s", "a#b") == "/api/tools/s/a%23b"."""
+    return "".join("/" + quote(segment, safe="") for segment in segments)
 
 
 class ApiFailure(Exception):

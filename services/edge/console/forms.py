@@ -3,7 +3,7 @@ back as the call's arguments, each value checked against its field's type."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -213,3 +213,19 @@ def selections(chosen: list[str]) -> list[dict[str, Any]]:
 def picked(mcp_configs: list[dict[str, Any]]) -> set[str]:
     """The picker values an mcp_configs list stands for (the inverse of `selections`)."""
     return {f"{c['mcp_client_name']}/{tool}" for c in mcp_configs for tool in c.get("tools_to_execute", [])}
+
+
+def choices(listed: Iterable[tuple[str, str]], chosen: set[str]) -> list[tuple[str, list[tuple[str, bool]]]]:
+    """The picker's choices: each server's tools from the catalog (`listed`, as server and
+    tool), and those `chosen` that it lacks now (a disabled tool, a server that is down),
+    marked False, so that saving the form keeps them. Sorted by server, then tool."""
+    by_server: dict[str, dict[str, bool]] = {}
+    for server, tool in listed:
+        by_server.setdefault(server, {})[tool] = True
+    for value in chosen:
+        server, sep, tool = value.partition("/")
+        if sep and server and tool and tool != "*":
+            by_server.setdefault(server, {}).setdefault(tool, False)
+        elif sep and server and tool == "*":
+            by_server.setdefault(server, {})
+    return [(server, sorted(tools.items())) for server, tools in sorted(by_server.items())]

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio
 import orjson
@@ -22,9 +22,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.edge.calls import Call
 from services.edge.catalog import Catalog
 from services.edge.console import forms
-from services.edge.console.api import AdminApi, ApiFailure
+from services.edge.console.api import AdminApi, ApiFailure, path
 from services.edge.console.charts import charts
 from services.edge.console.session import (
     COOKIE,
@@ -35,6 +36,7 @@ from services.edge.console.session import (
     ConsoleSession,
     ConsoleSessions,
     check_change,
+    is_secure,
     same_origin,
 )
 from services.edge.console.sso import CALLBACK_PATH, NONCE_COOKIE, NONCE_PATH, STATE_SECONDS, ConsoleSso
@@ -111,6 +113,8 @@ class Console:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        # A name as one segment of a URL path.
+        self.templates.filters["segment"] = lambda name: quote(str(name), safe="")
 
     # Rendering and the checks every page passes
 
@@ -170,7 +174,7 @@ class Console:
         target = str(form.get("next") or "/ui")
         if not target.startswith("/ui"):
             target = "/ui"
-        if not same_origin(request):
+        if not same_origin(request, self.sessions.public_url):
             return self.render(
                 request,
                 "login.html",
@@ -194,7 +198,7 @@ class Console:
                 **self._sign_ins(),
             )
         _session, cookie = self.sessions.issue()
-        return _signed_in(RedirectResponse(target, 303), request, cookie)
+        return _signed_in(RedirectResponse(target, 303), request, cookie, self.sessions.public_url)
 
     def _sign_ins(self) -> dict[str, Any]:
         return {"token_sign_in": self.token_sign_in, "provider": self.sso.name if self.sso else None}
@@ -205,13 +209,15 @@ class Console:
             return self.render(request, "error.html", None, 404, message="No provider is set up.")
         form = await request.form()
         target = str(form.get("next") or "/ui")
-        if not same_origin(request):
+        if not same_origin(request, self.sessions.public_url):
             return self.render(request, "error.html", None, 403, message="Origin check failed.")
         try:
             url, nonce = await self.sso.start(request, target if target.startswith("/ui") else "/ui")
         except SignInError as exc:
             return self.render(request, "error.html", None, 502, message=f"Signing in failed: {exc}")
-        answer = RedirectResponse(url, 303)
+        # A page that navigates on, not a 303: the console's CSP (`form-action 'self'`) stops a
+        # form whose answer redirects to another origin, but not a navigation the page starts.
+        answer = self.render(request, "to_provider.html", None, url=url, provider=self.sso.name)
         # Lax: the provider sends the browser back with a cross-site navigation.
         answer.set_cookie(
             NONCE_COOKIE,
@@ -220,7 +226,7 @@ class Console:
             path=NONCE_PATH,
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=is_secure(request, self.sessions.public_url),
         )
         return answer
 
@@ -239,7 +245,7 @@ class Console:
         # is sent only on a navigation this origin starts (the page's own refresh).
         answer = self.render(request, "signed_in.html", None, target=signed_in.target, who=signed_in.who)
         answer.delete_cookie(NONCE_COOKIE, path=NONCE_PATH)
-        return _signed_in(answer, request, cookie)
+        return _signed_in(answer, request, cookie, self.sessions.public_url)
 
     async def logout(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
         self.sessions.end(session)
@@ -355,8 +361,8 @@ class Console:
             text = str(form.get("config") or "")
             try:
                 config = orjson.loads(text)
-                await self.api.send("PUT", f"/api/servers/{name}", config)
-                return RedirectResponse(f"/ui/servers/{name}", 303)
+                await self.api.send("PUT", path("api", "servers", name), config)
+                return RedirectResponse(path("ui", "servers", name), 303)
             except orjson.JSONDecodeError as exc:
                 error = ApiFailure(422, f"not JSON: {exc}", "config")
             except ApiFailure as exc:
@@ -379,16 +385,17 @@ class Console:
     ) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
         if action == "reconnect":
-            await self.api.send("POST", f"/api/mcp/client/{name}/reconnect")
+            await self.api.send("POST", path("api", "mcp", "client", name, "reconnect"))
         elif action in ("disable", "enable"):
             config = (await self._server(name))["config"]
-            await self.api.send("PUT", f"/api/servers/{name}", {**config, "disabled": action == "disable"})
+            changed = {**config, "disabled": action == "disable"}
+            await self.api.send("PUT", path("api", "servers", name), changed)
         elif action == "remove":
-            await self.api.send("DELETE", f"/api/servers/{name}")
+            await self.api.send("DELETE", path("api", "servers", name))
             return RedirectResponse("/ui/servers", 303)
         else:
             raise ApiFailure(404, f"No action {action!r}.")
-        return RedirectResponse(f"/ui/servers/{name}", 303)
+        return RedirectResponse(path("ui", "servers", name), 303)
 
     # Tools
 
@@ -425,7 +432,7 @@ class Console:
         assert form is not None
         server, tool = str(form.get("server") or ""), str(form.get("tool") or "")
         enabled = form.get("enabled") == "true"
-        await self.api.send("PUT", f"/api/tools/{server}/{tool}", {"enabled": enabled})
+        await self.api.send("PUT", path("api", "tools", server, tool), {"enabled": enabled})
         return RedirectResponse("/ui/tools", 303)
 
     async def set_blocklist(
@@ -472,14 +479,15 @@ class Console:
         caller = Session("", CLIENT_NAME, key_id, 0, "")
         ctx = CallContext(caller, f"console-{trace_id[:8]}", view, sender=sender, operator_approves=True)
         params = {"name": name, "arguments": arguments, "_meta": {"traceparent": traceparent}}
+        late = {"error": f"no answer within {TRY_SECONDS:.0f} s", "trace_id": trace_id}
         try:
-            with anyio.fail_after(TRY_SECONDS):
-                opened = await self.handler.open_call(ctx, params)
-                result = orjson.loads(await opened.result())
+            opened = await self.handler.open_call(ctx, params)
+            answer = await result_within(opened, TRY_SECONDS)
         except EdgeError as exc:
             return {"error": exc.message, "trace_id": trace_id}
-        except TimeoutError:
-            return {"error": f"no answer within {TRY_SECONDS:.0f} s", "trace_id": trace_id}
+        if answer is None:
+            return late
+        result = orjson.loads(answer)
         return {
             "result": orjson.dumps(result, option=orjson.OPT_INDENT_2).decode(),
             "is_error": bool(result.get("isError")),
@@ -488,12 +496,11 @@ class Console:
 
     # Keys and groups
 
-    def _catalog_tools(self) -> list[tuple[str, list[str]]]:
-        """The picker's choices: each server's tools, by the names its config knows them."""
-        by_server: dict[str, list[str]] = {}
-        for entry in self.catalog().snapshot.tools:
-            by_server.setdefault(entry.server, []).append(entry.name)
-        return [(server, sorted(names)) for server, names in sorted(by_server.items())]
+    def _catalog_tools(self, chosen: set[str] | frozenset[str] = frozenset()) -> list[Any]:
+        """The picker's choices: each server's tools, by the names its config knows them, and
+        the `chosen` ones the catalog lacks now (marked so), which saving the form keeps."""
+        listed = ((entry.server, entry.name) for entry in self.catalog().snapshot.tools)
+        return forms.choices(listed, set(chosen))
 
     def _key_body(self, form: FormData) -> dict[str, Any]:
         """A key's fields as the API takes them, from the key form (the API validates them)."""
@@ -536,7 +543,7 @@ class Console:
             status,
             keys=listed,
             groups=groups,
-            catalog=self._catalog_tools(),
+            catalog=self._catalog_tools(_chosen(form, "tools")),
             form=form or {},
             chosen=_chosen(form, "tools"),
             chosen_groups=_chosen(form, "groups"),
@@ -559,16 +566,17 @@ class Console:
         if form is not None:
             body = self._key_body(form)
             try:
-                await self.api.send("PATCH", f"/api/keys/{key_id}", body)
-                return RedirectResponse(f"/ui/keys/{key_id}", 303)
+                await self.api.send("PATCH", path("api", "keys", key_id), body)
+                return RedirectResponse(path("ui", "keys", key_id), 303)
             except ApiFailure as exc:
                 if exc.status != 422:
                     raise
                 error = exc
-        key = await self.api.get(f"/api/keys/{key_id}")
+        key = await self.api.get(path("api", "keys", key_id))
         view = self.catalog().view_of("", key_id)
         sees = sorted(view.tool_routes) if view is not None else []
         groups = await self.api.get("/api/groups")
+        chosen = forms.picked(key["mcp_configs"]) if form is None else _chosen(form, "tools")
         return self.render(
             request,
             "key.html",
@@ -577,9 +585,9 @@ class Console:
             key=key,
             sees=sees,
             groups=groups,
-            catalog=self._catalog_tools(),
+            catalog=self._catalog_tools(chosen),
             form=_key_form(key) if form is None else form,
-            chosen=forms.picked(key["mcp_configs"]) if form is None else _chosen(form, "tools"),
+            chosen=chosen,
             chosen_groups=set(key["groups"]) if form is None else _chosen(form, "groups"),
             error=error,
         )
@@ -587,10 +595,10 @@ class Console:
     async def key_action(self, request: Request, session: ConsoleSession, form: FormData | None) -> Response:
         key_id, action = request.path_params["key_id"], request.path_params["action"]
         if action == "rotate":
-            issued = await self.api.send("POST", f"/api/keys/{key_id}/rotate")
+            issued = await self.api.send("POST", path("api", "keys", key_id, "rotate"))
             return self.render(request, "secret.html", session, key=issued, rotated=True)
         if action == "revoke":
-            await self.api.send("DELETE", f"/api/keys/{key_id}")
+            await self.api.send("DELETE", path("api", "keys", key_id))
             return RedirectResponse("/ui/keys", 303)
         raise ApiFailure(404, f"No action {action!r}.")
 
@@ -608,7 +616,7 @@ class Console:
             session,
             status,
             groups=await self.api.get("/api/groups"),
-            catalog=self._catalog_tools(),
+            catalog=self._catalog_tools(_chosen(form, "tools")),
             form=form or {},
             chosen=_chosen(form, "tools"),
             error=error,
@@ -634,7 +642,7 @@ class Console:
     async def remove_group(
         self, request: Request, session: ConsoleSession, _form: FormData | None
     ) -> Response:
-        await self.api.send("DELETE", f"/api/groups/{request.path_params['name']}")
+        await self.api.send("DELETE", path("api", "groups", request.path_params["name"]))
         return RedirectResponse("/ui/groups", 303)
 
     # Audit
@@ -708,6 +716,31 @@ class Console:
         return _with_headers(Starlette(routes=routes))
 
 
+async def result_within(call: Call, seconds: float) -> bytes | None:
+    """The call's result, or None once it ran `seconds`: then it is cancelled through the call
+    (its RPC), never by cutting off the task awaiting it (grpc/grpc#43360, see calls.py), and
+    awaited to its end."""
+    late = False
+
+    async def watch() -> None:
+        nonlocal late
+        await anyio.sleep(seconds)
+        late = True
+        call.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        try:
+            answer: bytes | None = await call.result()
+        except EdgeError:
+            if not late:
+                raise
+            answer = None  # how the cancelled call ended
+        finally:
+            tg.cancel_scope.cancel()
+    return None if late else answer
+
+
 def _number_or_text(text: str) -> Any:
     """A number when the text is one, else the text (for the API to name what is wrong)."""
     try:
@@ -733,7 +766,7 @@ def _chosen(form: FormData | None, name: str) -> set[str]:
     return {str(v) for v in form.getlist(name)} if form is not None else set()
 
 
-def _signed_in(answer: Response, request: Request, cookie: str) -> Response:
+def _signed_in(answer: Response, request: Request, cookie: str, public_url: str) -> Response:
     """`answer`, setting the session cookie."""
     answer.set_cookie(
         COOKIE,
@@ -742,6 +775,6 @@ def _signed_in(answer: Response, request: Request, cookie: str) -> Response:
         path=COOKIE_PATH,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=is_secure(request, public_url),
     )
     return answer

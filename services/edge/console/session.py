@@ -57,7 +57,12 @@ class ConsoleSession:
 class ConsoleSessions:
     """Issues and checks console sessions for holders of the admin token."""
 
-    def __init__(self, admin_token: str, session_secret: str, seconds: int = SESSION_SECONDS) -> None:
+    def __init__(
+        self, admin_token: str, session_secret: str, seconds: int = SESSION_SECONDS, public_url: str = ""
+    ) -> None:
+        # Where browsers reach the console (MCPGW_PUBLIC_URL; "": the scheme and Host each
+        # request came by), for the Origin check and the cookies' Secure flag.
+        self.public_url = public_url
         self._token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
         # Keyed by the admin token too, so a new admin token ends every session at once; with
         # neither secret, a random key (Signer's for ""): sessions of this process only.
@@ -127,22 +132,38 @@ class ConsoleSessions:
         )
 
 
-def same_origin(request: Request) -> bool:
+def origin_of(request: Request, public_url: str = "") -> tuple[str, str]:
+    """The scheme and host browsers reach the console at: the public URL's when it is set
+    (behind a TLS-terminating proxy the request itself may say http and another Host),
+    else the request's."""
+    if public_url:
+        parts = urlsplit(public_url)
+        return parts.scheme, parts.netloc
+    return request.url.scheme, request.headers.get("host", "")
+
+
+def is_secure(request: Request, public_url: str = "") -> bool:
+    """Whether the console's cookies are marked Secure: browsers reach it over https."""
+    return origin_of(request, public_url)[0] == "https"
+
+
+def same_origin(request: Request, public_url: str = "") -> bool:
     """Whether a state-changing request came from a page of this origin: its Origin (or, when
-    a browser sent none, its Referer) names the scheme and host the request was sent to."""
+    a browser sent none, its Referer) names the scheme and host browsers reach the console at
+    (`origin_of`)."""
     claimed = request.headers.get("origin") or request.headers.get("referer")
     if not claimed or claimed == "null":
         return False
     parts = urlsplit(claimed)
-    host = request.headers.get("host", "")
-    return bool(host) and parts.netloc == host and parts.scheme == request.url.scheme
+    scheme, host = origin_of(request, public_url)
+    return bool(host) and parts.netloc == host and parts.scheme == scheme
 
 
 def check_change(
     sessions: ConsoleSessions, session: ConsoleSession, request: Request, form_csrf: str | None
 ) -> None:
     """ConsoleAuthError unless a state-changing request passes the Origin and CSRF checks."""
-    if not same_origin(request):
+    if not same_origin(request, sessions.public_url):
         raise ConsoleAuthError(403, "This request did not come from a console page (Origin check).")
     presented = request.headers.get(CSRF_HEADER) or form_csrf
     if not sessions.csrf_matches(session, presented):

@@ -24,9 +24,11 @@ NONCE_PATH = "/ui/oidc"
 STATE_SECONDS = 600
 
 
-def role_of(claim: str, admins: frozenset[str], viewers: frozenset[str]) -> str | None:
-    """The role a provider's claim gets: admin before viewer, an address before its domain."""
-    names = {identity(claim), identity_domain(claim)} - {""}
+def role_of(claim: str, admins: frozenset[str], viewers: frozenset[str], domains: bool = False) -> str | None:
+    """The role a provider's claim gets: admin before viewer, an address before its domain
+    ("*@domain" only with `domains`: when the claim is a verified email, not a name a person
+    may choose, such as preferred_username)."""
+    names = {identity(claim), identity_domain(claim) if domains else ""} - {""}
     if names & admins:
         return ADMIN
     if names & viewers:
@@ -92,8 +94,11 @@ class ConsoleSso:
         if not nonce:
             raise SignInError("this sign-in was started in another browser")
         verifier = self._signer.derive(TokenKind.CONSOLE, f"verifier:{state}")
-        claim = await self.provider.identify(query.get("code", ""), self._redirect(request), verifier, nonce)
-        role = role_of(claim, self._admins, self._viewers)
+        # The console's roles trust an email claim only when the provider says it verified it.
+        claim = await self.provider.identify(
+            query.get("code", ""), self._redirect(request), verifier, nonce, verified=True
+        )
+        role = role_of(claim, self._admins, self._viewers, domains=self.provider.config.claim == "email")
         if role is None:
             raise SignInError(f"{claim} may not use this console")
         target = unb64(parts[2]).decode()

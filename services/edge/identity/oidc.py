@@ -137,13 +137,16 @@ def verify_id_token(
     return claims
 
 
-def claim_value(claims: dict[str, Any], name: str) -> str:
-    """The claim that names the person; SignInError when it is absent or, for an email, unverified."""
+def claim_value(claims: dict[str, Any], name: str, verified: bool = False) -> str:
+    """The claim that names the person; SignInError when it is absent or, for an email,
+    unverified: `email_verified` false or, with `verified` (the console's roles), not true."""
     value = claims.get(name)
     if not isinstance(value, str) or not value.strip():
         raise SignInError(f"the provider did not say who you are: its ID token has no {name!r} claim")
     if name == "email" and claims.get("email_verified") is False:
         raise SignInError(f"the provider has not verified the address {value}")
+    if name == "email" and verified and claims.get("email_verified") is not True:
+        raise SignInError(f"the provider does not say it verified the address {value}")
     return value.strip()
 
 
@@ -173,8 +176,11 @@ class OpenIDProvider:
         separator = "&" if "?" in metadata.authorization_endpoint else "?"
         return f"{metadata.authorization_endpoint}{separator}{urlencode(query)}"
 
-    async def identify(self, code: str, redirect_uri: str, verifier: str, nonce: str) -> str:
-        """The claim naming the person whose sign-in returned `code`; SignInError else."""
+    async def identify(
+        self, code: str, redirect_uri: str, verifier: str, nonce: str, verified: bool = False
+    ) -> str:
+        """The claim naming the person whose sign-in returned `code`; SignInError else (and,
+        with `verified`, when an email claim is not said to be verified)."""
         metadata = await self._discovered()
         form = {
             "grant_type": "authorization_code",
@@ -205,7 +211,7 @@ class OpenIDProvider:
         if self.config.claim not in claims and metadata.userinfo_endpoint and "access_token" in answer:
             info = await _userinfo(metadata.userinfo_endpoint, str(answer["access_token"]), claims["sub"])
             claims = {**info, **claims}
-        return claim_value(claims, self.config.claim)
+        return claim_value(claims, self.config.claim, verified)
 
     async def _discovered(self) -> ProviderMetadata:
         async with self._lock:
