@@ -27,10 +27,18 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 # Servers accept the keepalive pings their clients send (every 20 s, with or without calls):
 # gRPC's default policy allows one per 5 minutes without data and answers more with
 # GOAWAY too_many_pings, closing the channel under the calls that were about to use it.
+#
+# A call the server has received but its event loop has not yet taken up waits in a pending
+# queue; past 1,000 there (gRPC's default soft limit) new calls are cancelled with a bare
+# CANCELLED, so a burst of a few thousand calls at once loses a quarter of them. The queue is
+# bounded still, far above the calls one edge holds in flight.
+PENDING_CALLS = 100_000
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
     *CHANNEL_OPTIONS,
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.server.max_pending_requests", PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
 ]
 
 
