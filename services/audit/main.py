@@ -43,6 +43,7 @@ async def serve(settings: AuditSettings) -> None:
         metrics,
         store,
         trace_processor(settings),
+        settings.audit_gather_seconds,
     )
     server = HealthyServer(
         settings.audit_listen,

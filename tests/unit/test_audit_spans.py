@@ -78,3 +78,33 @@ def test_names_and_attributes_follow_the_method() -> None:
 def test_ids_that_are_not_w3c_hex_do_not_break_the_export() -> None:
     (span,) = SpanBuilder().build([record(trace_id="zz", span_id="", parent_span_id="short")])
     assert span.context is not None and span.context.is_valid and span.parent is None
+
+
+def test_the_audit_files_line_is_the_sdks_json_of_the_span() -> None:
+    import json
+
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, SpanContext, Status
+
+    from services.audit.exporters import _one_line
+
+    built = SpanBuilder().build(
+        [record(), record(event_id="e2", parent_span_id="", outcome=events_pb2.OUTCOME_ERROR, error_message="ü")]
+    )
+    other = SpanContext(0xABC, 0xDEF, False)
+    by_hand = ReadableSpan(
+        "x",
+        context=SpanContext(0x1, 0x2, False),
+        resource=Resource.create({"service.name": "s", "n": 3}),
+        attributes={"a": "é", "b": 2, "c": (1, 2), "d": True, "f": 0.5},
+        events=(Event("ev", {"k": "v"}, 5_000_000_123),),
+        links=(Link(other, {"l": 1}),),
+        status=Status(StatusCode.ERROR, "broke"),
+        start_time=1_700_000_000_123_456_789,
+        end_time=1_700_000_001_000_000_000,
+    )
+    for span in [*built, by_hand]:
+        line = _one_line(span)
+        assert line.endswith("\n") and "\n" not in line[:-1]
+        assert json.loads(line) == json.loads(span.to_json(indent=None))
