@@ -148,7 +148,15 @@ class StreamHub:
         key_id: str = "",
         url_elicitation: bool = False,
     ) -> Stream:
-        stream = Stream(session_id, endpoint, Outbox(), kinds, meta, resources, key_id, url_elicitation)
+        stream = Stream(
+            session_id,
+            endpoint,
+            kinds=kinds,
+            meta=meta,
+            resources=resources,
+            key_id=key_id,
+            url_elicitation=url_elicitation,
+        )
         self._streams.setdefault(session_id, set()).add(stream)
         self._open += 1
         self._peak = max(self._peak, self._open)

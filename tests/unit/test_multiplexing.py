@@ -102,6 +102,25 @@ def request(n: int, timeout: float = 0.0) -> connector_pb2.CallToolRequest:
     )
 
 
+class Slow:
+    """A connector's run: a call of the tool "slow" waits until released (or cancelled),
+    every other call is echoed."""
+
+    def __init__(self) -> None:
+        self.started, self.ended, self.release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def run(
+        self, request: connector_pb2.CallToolRequest, metadata: Metadata
+    ) -> connector_pb2.CallToolOutcome:
+        if request.tool == "slow":
+            self.started.set()
+            try:
+                await self.release.wait()
+            finally:
+                self.ended.set()
+        return echoed(request)
+
+
 async def test_many_calls_share_messages_and_each_gets_its_own_outcome() -> None:
     gateway = Gateway(serve_echo)
     mux = await gateway.start()
@@ -138,18 +157,8 @@ async def test_the_trace_context_reaches_the_connector_as_metadata() -> None:
 
 
 async def test_a_cancelled_call_ends_at_once_and_its_task_at_the_connector_too() -> None:
-    started, ended = asyncio.Event(), asyncio.Event()
-
-    async def run(
-        request: connector_pb2.CallToolRequest, metadata: Metadata
-    ) -> connector_pb2.CallToolOutcome:
-        if request.tool == "slow":
-            started.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                ended.set()
-        return echoed(request)
+    slow_run = Slow()
+    started, ended, run = slow_run.started, slow_run.ended, slow_run.run
 
     gateway = Gateway(run)
     mux = await gateway.start()
@@ -217,15 +226,8 @@ async def test_a_cancelled_awaiting_task_cancels_the_call_at_the_connector() -> 
 
 
 async def test_a_connector_that_goes_away_fails_only_the_calls_in_flight_and_the_next_stream_works() -> None:
-    started = asyncio.Event()
-
-    async def run(
-        request: connector_pb2.CallToolRequest, metadata: Metadata
-    ) -> connector_pb2.CallToolOutcome:
-        if request.tool == "slow":
-            started.set()
-            await asyncio.Event().wait()
-        return echoed(request)
+    slow_run = Slow()
+    started, run = slow_run.started, slow_run.run
 
     gateway = Gateway(run)
     mux = await gateway.start()
@@ -251,14 +253,8 @@ async def test_a_connector_that_goes_away_fails_only_the_calls_in_flight_and_the
 
 
 async def test_a_retired_stream_still_delivers_its_calls_then_ends() -> None:
-    release = asyncio.Event()
-
-    async def run(
-        request: connector_pb2.CallToolRequest, metadata: Metadata
-    ) -> connector_pb2.CallToolOutcome:
-        if request.tool == "slow":
-            await release.wait()
-        return echoed(request)
+    slow_run = Slow()
+    release, run = slow_run.release, slow_run.run
 
     # Every stream is past its age at once: each call opens a new one and retires the last.
     gateway = Gateway(run, max_age=0.0)
@@ -306,18 +302,8 @@ async def test_a_batch_stops_short_of_its_size_limit_but_takes_at_least_one_item
 
 
 async def test_a_call_on_a_retired_stream_can_still_be_cancelled_at_the_connector() -> None:
-    started, ended = asyncio.Event(), asyncio.Event()
-
-    async def run(
-        request: connector_pb2.CallToolRequest, metadata: Metadata
-    ) -> connector_pb2.CallToolOutcome:
-        if request.tool == "slow":
-            started.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                ended.set()
-        return echoed(request)
+    slow_run = Slow()
+    started, ended, run = slow_run.started, slow_run.ended, slow_run.run
 
     gateway = Gateway(run, max_age=0.0)
     mux = await gateway.start()
@@ -376,15 +362,8 @@ async def test_a_stopping_connector_refuses_calls_sent_after_it_retired_the_stre
 
 
 async def test_calls_running_when_the_connector_retires_the_stream_still_get_their_outcomes() -> None:
-    started, release = asyncio.Event(), asyncio.Event()
-
-    async def run(
-        request: connector_pb2.CallToolRequest, metadata: Metadata
-    ) -> connector_pb2.CallToolOutcome:
-        if request.tool == "slow":
-            started.set()
-            await release.wait()
-        return echoed(request)
+    slow_run = Slow()
+    started, release, run = slow_run.started, slow_run.release, slow_run.run
 
     gateway = Gateway(run)
     mux = await gateway.start()
