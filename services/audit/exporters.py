@@ -53,7 +53,7 @@ def _one_line(span: ReadableSpan) -> str:
     status: dict[str, str] = {"status_code": span.status.status_code.name}
     if span.status.description:
         status["description"] = span.status.description
-    line = {
+    line: dict[str, Any] = {
         "name": span.name,
         "context": _context(span.context) if span.context else None,
         "kind": str(span.kind),

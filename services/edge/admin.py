@@ -61,6 +61,29 @@ STATUS = {
 }
 
 
+class AdminToken:
+    """A bearer token held as its SHA-256 digest only, to check presented tokens against: the
+    management API's and the console's sign-in share this one check."""
+
+    def __init__(self, token: str) -> None:
+        # "" admits nothing (the API or sign-in is off), rather than an empty token.
+        self._digest = hashlib.sha256(token.encode()).digest() if token else b""
+
+    def __bool__(self) -> bool:
+        return bool(self._digest)
+
+    @property
+    def digest(self) -> bytes:
+        """The token's SHA-256 digest (b"" for none), e.g. to derive keys that change with it."""
+        return self._digest
+
+    def admits(self, presented: str) -> bool:
+        """Whether `presented` is the token: digests of equal length, compared in constant time."""
+        if not self._digest:
+            return False
+        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -414,17 +437,15 @@ def create_admin_api(
 ) -> FastAPI:
     """The API; `console_token` is a second token, never shown, that the console (in this
     process) calls it with, so the console works when people sign in to it with a provider."""
-    token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
-    console_hash = hashlib.sha256(console_token.encode()).digest() if console_token else b""
+    token, console = AdminToken(admin_token), AdminToken(console_token)
 
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
-        digest = hashlib.sha256(presented.encode()).digest()
-        # Hashes of equal length, compared in constant time (both, whichever matches).
-        admits = [hmac.compare_digest(digest, h) for h in (token_hash, console_hash) if h]
-        if any(admits):
+        # Both checked, whichever matches, so the time taken does not tell which token it was.
+        admitted = [held.admits(presented) for held in (token, console)]
+        if any(admitted):
             return
-        if not token_hash:
+        if not token:
             raise ApiError(401, "the admin API is off: start the edge with MCPGW_ADMIN_TOKEN set")
         raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
 

@@ -90,7 +90,10 @@ def test_the_audit_files_line_is_the_sdks_json_of_the_span() -> None:
     from services.audit.exporters import _one_line
 
     built = SpanBuilder().build(
-        [record(), record(event_id="e2", parent_span_id="", outcome=events_pb2.OUTCOME_ERROR, error_message="ü")]
+        [
+            record(),
+            record(event_id="e2", parent_span_id="", outcome=events_pb2.OUTCOME_ERROR, error_message="ü"),
+        ]
     )
     other = SpanContext(0xABC, 0xDEF, False)
     by_hand = ReadableSpan(

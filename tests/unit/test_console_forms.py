@@ -165,6 +165,6 @@ def test_toggling_a_tool_names_it_whole_in_the_api_path(tool: str, sent: str) ->
     api = RecordingApi()
     console = Console(api, None, None, None)  # type: ignore[arg-type]
     form = FormData({"server": "evil", "tool": tool, "enabled": "false"})
-    answer = anyio.run(console.toggle_tool, None, None, form)  # type: ignore[arg-type]
+    answer = anyio.run(console.tools.toggle_tool, None, None, form)  # type: ignore[arg-type]
     assert answer.status_code == 303
     assert api.sent == [("PUT", sent, {"enabled": False})]

@@ -8,7 +8,7 @@ from typing import Any, cast
 import anyio
 
 from services.edge.calls import Call
-from services.edge.console.pages import result_within
+from services.edge.console.tryit import result_within
 from services.edge.errors import DownstreamRpcError
 
 

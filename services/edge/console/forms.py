@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from starlette.datastructures import FormData
 
 PREFIX = "arg."
 
@@ -229,3 +230,17 @@ def choices(listed: Iterable[tuple[str, str]], chosen: set[str]) -> list[tuple[s
         elif sep and server and tool == "*":
             by_server.setdefault(server, {})
     return [(server, sorted(tools.items())) for server, tools in sorted(by_server.items())]
+
+
+def number_or_text(text: str) -> Any:
+    """A number when the text is one, else the text (for the API to name what is wrong)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number
+
+
+def chosen(form: FormData | None, name: str) -> set[str]:
+    """The values a form's checkboxes named `name` sent (none on a GET)."""
+    return {str(v) for v in form.getlist(name)} if form is not None else set()

@@ -10,7 +10,6 @@ name) or `viewer` (read-only).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from services.edge.admin import AdminToken
 from services.edge.signing import Signer, TokenKind, b64, unb64
 
 COOKIE = "mcpgw_console"
@@ -63,10 +63,10 @@ class ConsoleSessions:
         # Where browsers reach the console (MCPGW_PUBLIC_URL; "": the scheme and Host each
         # request came by), for the Origin check and the cookies' Secure flag.
         self.public_url = public_url
-        self._token_hash = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
+        self._token = AdminToken(admin_token)
         # Keyed by the admin token too, so a new admin token ends every session at once; with
         # neither secret, a random key (Signer's for ""): sessions of this process only.
-        material = f"console\0{session_secret}\0{self._token_hash.hex()}"
+        material = f"console\0{session_secret}\0{self._token.digest.hex()}"
         self._signer = Signer(material if session_secret or admin_token else "")
         self._seconds = seconds
         # Sessions signed out before they expire (this process only), by id, with their expiry.
@@ -77,10 +77,8 @@ class ConsoleSessions:
         return self._signer
 
     def token_matches(self, presented: str) -> bool:
-        """Whether `presented` is the admin token (hashes of equal length, constant time)."""
-        if not self._token_hash:
-            return False
-        return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._token_hash)
+        """Whether `presented` is the admin token (the management API's own check)."""
+        return self._token.admits(presented)
 
     def issue(
         self, now: float | None = None, role: str = ADMIN, who: str = "admin token"
