@@ -3,9 +3,12 @@ downstream servers and open streams; each curve on a gateway of its own, started
 
     python -m bench.curves [--smoke] [--only concurrency,inflight,catalog,servers,streams]
         [--concurrency 1,8,32,128,512] [--duration 5] [--inflight 10000] [--sleep 2]
-        [--catalog 100,2000,20000] [--servers 1,10,100] [--streams 10000]
+        [--catalog 100,2000,20000] [--servers 1,10,100] [--streams 10000] [--heap]
 
 Writes bench/results/curves-<timestamp>.json, .md and .png and prints the Markdown.
+`--heap` traces the edge's and the connector's heaps in the in-flight and streams curves
+and says whose code holds the bytes of a call and of a stream (bench/heap.py); tracing
+slows them several-fold, so its RSS figures are no measure of the targets: a run of its own.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import httpx2
 import orjson
 import psutil
 
-from bench import curves_report
+from bench import curves_report, heap
 from bench.loadgen import ACCEPT, McpHttpClient, ProtocolViolation
 from bench.measure import cpu_seconds, loadgen, run_point
 from bench.report import percentiles
@@ -149,9 +152,12 @@ def http_servers(fixture: Fixture, count: int) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def gateway(workdir: Path, clients: list[dict[str, Any]], tools: int, name: str) -> Iterator[Gateway]:
+def gateway(
+    workdir: Path, clients: list[dict[str, Any]], tools: int, name: str, heap_dir: Path | None = None
+) -> Iterator[Gateway]:
     """`mcpgw up` serving `clients` to one virtual key with no limits (no rate limit, budget or
-    bulkhead); yields once /readyz lists at least `tools` tools."""
+    bulkhead); yields once /readyz lists at least `tools` tools (its services tracing their
+    heaps into `heap_dir` when given)."""
     key = {
         "id": "vk-curves",
         "name": "curves",
@@ -163,7 +169,7 @@ def gateway(workdir: Path, clients: list[dict[str, Any]], tools: int, name: str)
     config = here / "mcpgw.json"
     config.write_text(json.dumps({"mcp": {"client_configs": clients}, "governance": {"virtual_keys": [key]}}))
     admin_token = secrets.token_urlsafe(24)
-    env = {**os.environ, "MCPGW_ADMIN_TOKEN": admin_token}
+    env = {**os.environ, "MCPGW_ADMIN_TOKEN": admin_token, **heap_env(heap_dir)}
     port = free_port()
     base = f"http://{HOST}:{port}"
     argv = [PYTHON, "-m", "services.cli", "--log-level", "WARNING", "up", "--config", str(config),
@@ -175,6 +181,17 @@ def gateway(workdir: Path, clients: list[dict[str, Any]], tools: int, name: str)
         wait_for(lambda: httpx2.get(f"{base}/readyz", timeout=2).json()["tools"] >= tools, f"{tools} tools")
         processes = gateway_processes(psutil.Process(up.pid))
         yield Gateway(base, admin_token, processes, here / "state", launched, ready_s)
+
+
+def heap_env(heap_dir: Path | None) -> dict[str, str]:
+    return {} if heap_dir is None else {"MCPGW_HEAP_DIR": str(heap_dir)}
+
+
+def heap_snapshots(processes: dict[str, psutil.Process], directory: Path | None) -> dict[str, Path]:
+    """A heap snapshot of each process (none when the run traces no heap)."""
+    if directory is None:
+        return {}
+    return {name: heap.take(process, directory) for name, process in processes.items()}
 
 
 def rss(processes: dict[str, psutil.Process]) -> dict[str, int]:
@@ -337,6 +354,22 @@ async def inflight_client(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def plateau_heaps(
+    processes: dict[str, psutil.Process], directory: Path, down: Fixture, count: int, sleep: float, base: str
+) -> tuple[dict[str, int], dict[str, Path]]:
+    """Snapshots once (nearly) every call is held at the downstream, or most of the tool's
+    sleep passed; with the calls each process held then (the edge's gauge; the downstream's
+    count for the connector, which holds at least those)."""
+    deadline = time.monotonic() + sleep * 0.8
+    while down.stats()["in_flight"] < count * 0.95 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = httpx2.get(f"{base}/metrics", timeout=REQUEST_SECONDS).text
+    held = {"edge": int(metric(text, "mcpgw_calls_in_flight") or 0), "connector": down.stats()["in_flight"]}
+    snapshots = heap_snapshots(processes, directory)
+    progress(f"heap snapshots with {held} calls in flight")
+    return held, snapshots
+
+
 def listen_overflows() -> int:
     """The kernel's count of connections dropped because a listen queue was full (all sockets)."""
     lines = Path("/proc/net/netstat").read_text().splitlines()
@@ -363,9 +396,10 @@ def inflight_curve(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # (services/connector/transports.py, not configurable): more calls to one server wait for
     # a connection. The calls are spread over enough servers that none waits.
     servers = max(1, math.ceil(count / CONNECTIONS_PER_SERVER))
+    heap_dir = workdir / "heap" if args.heap else None
     with (
         fixture(workdir, servers, 1) as down,
-        gateway(workdir, http_servers(down, servers), servers, "inflight") as gw,
+        gateway(workdir, http_servers(down, servers), servers, "inflight", heap_dir) as gw,
     ):
         tools = [f"s{i}_{SLEEP_TOOL}" for i in range(1, servers + 1)]
         argv = [PYTHON, "-m", "bench.curves", "--inflight-client", "--url", f"{gw.base}/mcp",
@@ -377,6 +411,7 @@ def inflight_curve(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             if read_line(client).strip() != b"ready":
                 raise RuntimeError("the in-flight client did not open its sessions")
             idle = rss(watched)
+            idle_heaps = heap_snapshots(watched, heap_dir)
             cpu_before = cpu_seconds({**gw.processes, "downstream": down.process})
 
             def edge_gauge() -> dict[str, Any]:
@@ -393,6 +428,8 @@ def inflight_curve(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 assert client.stdin is not None
                 client.stdin.write(b"go\n")
                 client.stdin.flush()
+                if heap_dir is not None:
+                    held, busy_heaps = plateau_heaps(watched, heap_dir, down, count, args.sleep, gw.base)
                 answer = read_line(client)
                 if not answer.strip():
                     raise RuntimeError("the in-flight client ended without its tally")
@@ -430,6 +467,11 @@ def inflight_curve(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "edge_samples": edge_held.samples,
         "downstream_samples": down_held.samples,
         "listen_overflows": overflows,
+        **(
+            {"heap": {name: heap.held(idle_heaps[name], busy_heaps[name], held[name]) for name in watched}}
+            if heap_dir is not None
+            else {}
+        ),
         "settings": (
             f"{servers} HTTP servers of the fixture (the connector holds at most {CONNECTIONS_PER_SERVER} "
             "connections to each); no server bulkhead (max_concurrency 0); a key without rate limit, "
@@ -682,7 +724,8 @@ def streams_curve(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def stream_bytes(args: argparse.Namespace, workdir: Path, echo_url: str) -> dict[str, Any]:
     """The streams curve's own gateway, and what its edge grows by per stream."""
-    with mcpgw(workdir / "streams", echo_url, 0) as (gw, _):
+    heap_dir = workdir / "heap" if args.heap else None
+    with mcpgw(workdir / "streams", echo_url, 0, {**os.environ, **heap_env(heap_dir)}) as (gw, _):
         edge = gw.processes["edge"]
         base = str(gw.url).removesuffix("/mcp")
         warm = min(WARM_STREAMS, args.streams)
@@ -690,6 +733,7 @@ def stream_bytes(args: argparse.Namespace, workdir: Path, echo_url: str) -> dict
             if read_line(warmed).strip() != b"ready":
                 raise RuntimeError("the warm stream holder failed")
             before = edge.memory_info().rss
+            before_heap = heap_snapshots({"edge": edge}, heap_dir)
             began = time.monotonic()
 
             def probe() -> dict[str, Any]:
@@ -703,6 +747,7 @@ def stream_bytes(args: argparse.Namespace, workdir: Path, echo_url: str) -> dict
                     raise RuntimeError(f"the stream holder failed: {line!r}")
                 opened_s = time.monotonic() - began
                 after = edge.memory_info().rss
+                after_heap = heap_snapshots({"edge": edge}, heap_dir)
                 held = httpx2.get(f"{base}/readyz", timeout=REQUEST_SECONDS).json()["streams"]
                 # With the streams still held, so that it too is a marginal cost (and within
                 # the edge's file limit beside them).
@@ -720,6 +765,8 @@ def stream_bytes(args: argparse.Namespace, workdir: Path, echo_url: str) -> dict
         "kib_per_connection": per_connection / KIB,
         "samples": sampler.samples,
     }
+    if heap_dir is not None:
+        result["heap"] = {"edge": heap.held(before_heap["edge"], after_heap["edge"], args.streams)}
     return result
 
 
@@ -752,6 +799,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", type=ints, default=[1, 10, 100])
     parser.add_argument("--streams", type=int, default=10_000, help="GET streams to hold open")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--heap", action="store_true", help="trace heaps: whose code holds a call's and a stream's bytes"
+    )
     # The in-flight curve's client process (internal).
     parser.add_argument("--inflight-client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", action="append", default=[], help=argparse.SUPPRESS)
@@ -802,7 +852,7 @@ class Run:
 def run(args: argparse.Namespace) -> Run:
     settings = {k: v for k, v in vars(args).items() if k in (
         "concurrency", "duration", "inflight", "sleep", "catalog", "list_duration", "rounds", "servers",
-        "streams", "only")}  # fmt: skip
+        "streams", "only", "heap")}  # fmt: skip
     results = Run(
         started=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         revision=revision(),

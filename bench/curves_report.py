@@ -35,9 +35,11 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each goal with its measured value and whether it is met (None: not measured)."""
     curves = results["curves"]
     inflight = curves.get("inflight")
+    # A traced run's RSS holds tracemalloc's own records: no measure of the memory goals.
+    traced = results["settings"].get("heap", False)
     measured = {
-        "inflight_kib_per_call": None if inflight is None else inflight["kib_per_call_total"],
-        "stream_kib": curves["streams"]["kib_per_stream"] if "streams" in curves else None,
+        "inflight_kib_per_call": None if inflight is None or traced else inflight["kib_per_call_total"],
+        "stream_kib": curves["streams"]["kib_per_stream"] if "streams" in curves and not traced else None,
         "errors": _errors(curves),
         "inflight_not_completed": None if inflight is None else inflight["count"] - inflight["completed"],
     }
@@ -55,6 +57,31 @@ def targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _heap(curve: dict[str, Any], unit: str) -> list[str]:
+    """Whose code holds a unit's bytes, from the traced run's heap snapshots (bench/heap.py)."""
+    if "heap" not in curve:
+        return []
+    lines = [
+        "",
+        f"Heaps traced (tracemalloc; this run's RSS figures include its own records): Python bytes "
+        f"allocated between an idle snapshot and one with the {unit}s held, and still held, per {unit} "
+        "held by that process then, "
+        "by whose code allocated them (an mcpgw module, or the library whose line did).",
+    ]
+    for process, found in curve["heap"].items():
+        lines += [
+            "",
+            f"| {process}: {found['units']:,} {unit}s held, {found['bytes_per_unit']:,.0f} bytes each "
+            f"| bytes per {unit} |",
+            "|---|---:|",
+        ]
+        lines += [f"| {who} | {size:,.0f} |" for who, size in found["by_owner"].items()]
+        largest = list(found.get("sites", {}).items())[:10]
+        sites = ", ".join(f"`{where}` {size:,.0f}" for where, size in largest)
+        lines += ["", f"Its largest allocation sites (bytes per {unit}): {sites}."]
+    return lines
 
 
 def _concurrency(curve: dict[str, Any]) -> list[str]:
@@ -123,6 +150,7 @@ def _inflight(curve: dict[str, Any]) -> list[str]:
             "understate the cost of one (the connector held at most as many as the edge, at least as many "
             "as the downstream).",
         ]
+    lines += _heap(curve, "call")
     lines += [
         "",
         "Connections the kernel dropped from full listen queues during the curve: "
@@ -204,6 +232,7 @@ def _streams(curve: dict[str, Any]) -> list[str]:
         "|---:|---:|---:|---:|---:|",
         f"| {curve['streams']:,} | {curve['held_at_end']:,} | {curve['open_seconds']:.1f} | "
         f"{curve['rss_before'] / MIB:.0f} → {curve['rss_after'] / MIB:.0f} | {curve['kib_per_stream']:.2f} |",
+        *_heap(curve, "stream"),
     ]
 
 

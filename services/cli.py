@@ -97,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger(__name__).debug(
         "settings: %s", settings.model_dump(exclude={"session_secret", "admin_token", "registry_key"})
     )
+    if settings.heap_dir:
+        from services.heap import trace_to
+
+        trace_to(Path(settings.heap_dir), command)
     return run_service(command, lambda: _serve(command, settings))
 
 

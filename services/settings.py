@@ -44,6 +44,9 @@ class CommonSettings(BaseSettings):
     # host:port where the service's metrics are served as Prometheus text; empty serves none
     # (the edge serves them at /metrics on its own port).
     metrics_listen: str = ""
+    # A directory: trace the heap and write a snapshot there on each SIGUSR1 (services/heap.py;
+    # for measuring only, it slows the service several-fold). Empty traces nothing.
+    heap_dir: str = ""
 
 
 class RegistrySettings(CommonSettings):

@@ -169,6 +169,41 @@ class Calls:
 
 
 class Call:
+    # Slots: one is alive per call in flight, and a dict of its 31 fields was 1.5 KiB of it.
+    __slots__ = (
+        "_approval",
+        "_asked",
+        "_audit",
+        "_audited",
+        "_calls",
+        "_cancel_requested",
+        "_cancelled",
+        "_charge",
+        "_connections",
+        "_connector",
+        "_llm_request_id",
+        "_log_filter",
+        "_messages",
+        "_outcome",
+        "_payloads",
+        "_present",
+        "_price",
+        "_relay",
+        "_request_id",
+        "_rpc",
+        "_scope",
+        "_send",
+        "_sender",
+        "_session",
+        "deadline",
+        "dropped",
+        "exposed_name",
+        "key",
+        "request",
+        "trace",
+        "verdict",
+    )
+
     def __init__(
         self,
         calls: Calls,
@@ -428,6 +463,8 @@ class Call:
 class LocalCall(Call):
     """A tools/call the edge answers itself (Code Mode's meta-tools): a Call in everything
     (its record, deadline, cancellation) but where its outcome comes from."""
+
+    __slots__ = ("_answer", "_local")
 
     def __init__(
         self,
