@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import math
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
@@ -22,6 +24,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
+from limits import RateLimitItemPerMinute
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from nats.aio.client import Client as NATS
 from pydantic import (
     AliasChoices,
@@ -45,6 +50,8 @@ from services.tool_modes import TOOL_MODES, ToolModeName, tool_mode_name
 
 T = TypeVar("T")
 ADMIN_TIMEOUT = 10.0
+# Wrong admin tokens a client may present per minute (API and console sign-in together).
+GUESSES_PER_MINUTE = 10
 # Swagger UI's files (npm swagger-ui-dist), shipped in the package beside the console's.
 SWAGGER = FilePath(__file__).parent / "console" / "static" / "swagger"
 DOCS_ASSETS = "/api/docs/assets"
@@ -84,10 +91,32 @@ class AdminToken:
         return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest)
 
 
+class Guesses:
+    """Wrong admin tokens per client address: past `per_minute` of them in a minute a client
+    is refused without its token being checked, until its window moves on, so a weak token
+    cannot be guessed (the API and the console's sign-in count together, per replica)."""
+
+    def __init__(self, per_minute: int = GUESSES_PER_MINUTE) -> None:
+        self._item = RateLimitItemPerMinute(per_minute)
+        self._window = MovingWindowRateLimiter(MemoryStorage())
+
+    def retry_after(self, client: str) -> int:
+        """Seconds until `client` may present a token again (0: now)."""
+        if self._window.test(self._item, client):
+            return 0
+        reset = self._window.get_window_stats(self._item, client).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, client: str) -> None:
+        self._window.hit(self._item, client)
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.message, self.field = status, message, field
+        self.status, self.message, self.field, self.headers = status, message, field, headers
 
 
 class ToolSelection(BaseModel):
@@ -434,12 +463,20 @@ def create_admin_api(
     limiter: Limiter | None = None,
     approvals: Approvals | None = None,
     console_token: str = "",
+    guesses: Guesses | None = None,
 ) -> FastAPI:
     """The API; `console_token` is a second token, never shown, that the console (in this
     process) calls it with, so the console works when people sign in to it with a provider."""
     token, console = AdminToken(admin_token), AdminToken(console_token)
+    guesses = guesses or Guesses()
 
-    def admin(authorization: Annotated[str | None, Header()] = None) -> None:
+    def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+        client = request.client.host if request.client else ""
+        wait = guesses.retry_after(client)
+        if wait:
+            raise ApiError(
+                429, f"too many wrong admin tokens: retry in {wait}s", headers={"retry-after": str(wait)}
+            )
         presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
         # Both checked, whichever matches, so the time taken does not tell which token it was.
         admitted = [held.admits(presented) for held in (token, console)]
@@ -447,6 +484,8 @@ def create_admin_api(
             return
         if not token:
             raise ApiError(401, "the admin API is off: start the edge with MCPGW_ADMIN_TOKEN set")
+        if presented:
+            guesses.failed(client)
         raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
 
     api = FastAPI(
@@ -489,7 +528,7 @@ def create_admin_api(
         body: dict[str, Any] = {"error": {"message": exc.message}}
         if exc.field is not None:
             body["error"]["field"] = exc.field
-        headers = {"www-authenticate": 'Bearer realm="mcpgw-admin"'} if exc.status == 401 else None
+        headers = {"www-authenticate": 'Bearer realm="mcpgw-admin"'} if exc.status == 401 else exc.headers
         return JSONResponse(body, exc.status, headers=headers)
 
     @api.exception_handler(audit_api.Unavailable)

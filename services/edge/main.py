@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from services import bus
 from services.contracts import audit_pb2_grpc, registry_pb2_grpc
-from services.edge.admin import create_admin_api
+from services.edge.admin import Guesses, create_admin_api
 from services.edge.admission import Admission
 from services.edge.app import EdgeComponents, create_app
 from services.edge.approvals import Approvals
@@ -213,6 +213,8 @@ async def serve(settings: EdgeSettings) -> None:
     # The console's own credential for the API, in this process only (never shown or sent).
     console_token = secrets.token_urlsafe(32)
     provider = _sign_in_provider(settings)
+    # Wrong admin tokens, counted across the API and the console's sign-in.
+    guesses = Guesses()
     admin = create_admin_api(
         registry,
         nc,
@@ -223,6 +225,7 @@ async def serve(settings: EdgeSettings) -> None:
         limiter,
         approvals,
         console_token,
+        guesses,
     )
     modern = ModernEndpoint(
         handler,
@@ -274,6 +277,7 @@ async def serve(settings: EdgeSettings) -> None:
             settings.console_admins,
             settings.console_viewers,
             settings.public_url,
+            guesses,
         ),
     )
     app = create_app(parts)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp
 
+from services.edge.admin import Guesses
 from services.edge.catalog import Catalog
 from services.edge.console.api import AdminApi
 from services.edge.console.pages import Console
@@ -34,10 +35,11 @@ def create_console(
     admins: str = "",
     viewers: str = "",
     public_url: str = "",
+    guesses: Guesses | None = None,
 ) -> ASGIApp | None:
     """The console's ASGI app, or None (off) when no one could sign in: no admin token, and
     no provider with console admins or viewers. It calls the API with `console_token`."""
-    sessions = ConsoleSessions(admin_token, session_secret, public_url=public_url)
+    sessions = ConsoleSessions(admin_token, session_secret, public_url=public_url, guesses=guesses)
     sso = None
     if provider is not None and (admins or viewers):
         sso = ConsoleSso(provider, sessions.signer, people(admins), people(viewers), public_url)

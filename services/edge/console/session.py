@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
-from services.edge.admin import AdminToken
+from services.edge.admin import AdminToken, Guesses
 from services.edge.signing import Signer, TokenKind, b64, unb64
 
 COOKIE = "mcpgw_console"
@@ -58,12 +58,19 @@ class ConsoleSessions:
     """Issues and checks console sessions for holders of the admin token."""
 
     def __init__(
-        self, admin_token: str, session_secret: str, seconds: int = SESSION_SECONDS, public_url: str = ""
+        self,
+        admin_token: str,
+        session_secret: str,
+        seconds: int = SESSION_SECONDS,
+        public_url: str = "",
+        guesses: Guesses | None = None,
     ) -> None:
         # Where browsers reach the console (MCPGW_PUBLIC_URL; "": the scheme and Host each
         # request came by), for the Origin check and the cookies' Secure flag.
         self.public_url = public_url
         self._token = AdminToken(admin_token)
+        # Wrong tokens per client address, counted with the API's (edge/admin.py).
+        self.guesses = guesses or Guesses()
         # Keyed by the admin token too, so a new admin token ends every session at once; with
         # neither secret, a random key (Signer's for ""): sessions of this process only.
         material = f"console\0{session_secret}\0{self._token.digest.hex()}"

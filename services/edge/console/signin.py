@@ -60,10 +60,25 @@ class SignInPages(Pages):
                 error="Origin check failed.",
                 **self._sign_ins(),
             )
+        client = request.client.host if request.client else ""
+        wait = self.sessions.guesses.retry_after(client)
+        if wait:
+            log.warning("console sign-in from %s not checked: too many wrong tokens", client)
+            answer = self.render(
+                request,
+                "login.html",
+                None,
+                429,
+                target=target,
+                error=f"Too many wrong tokens from this address: try again in {wait} s.",
+                **self._sign_ins(),
+            )
+            answer.headers["retry-after"] = str(wait)
+            return answer
         if not isinstance(token, str) or not self.sessions.token_matches(token):
+            self.sessions.guesses.failed(client)
             # Never the token itself: only that a sign-in failed, and from where.
-            client = request.client.host if request.client else "?"
-            log.warning("console sign-in refused from %s", client)
+            log.warning("console sign-in refused from %s", client or "?")
             return self.render(
                 request,
                 "login.html",
