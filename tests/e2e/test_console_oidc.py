@@ -87,7 +87,7 @@ def test_an_admin_signs_in_and_changes_things(base: str) -> None:
         assert arrived.status_code == 200 and 'content="0;url=/ui/keys"' in arrived.text
         keys = browser.get(f"{base}/ui/keys")
         assert keys.status_code == 200 and "ada@example.com" in keys.text.lower()
-        assert "read-only" not in keys.text
+        assert "read-only" not in keys.text and 'action="/ui/keys"' in keys.text
         changed = browser.post(
             f"{base}/ui/blocklist",
             data={"csrf": csrf_of(keys), "patterns": "nobody_*"},
@@ -103,6 +103,10 @@ def test_a_viewer_looks_but_cannot_change(base: str) -> None:
         assert sign_in(browser, base, "grace@example.org").status_code == 200
         keys = browser.get(f"{base}/ui/keys")
         assert keys.status_code == 200 and "read-only" in keys.text
+        # No form a viewer could not submit; the refusal below is for a hand-made request.
+        assert 'action="/ui/keys"' not in keys.text
+        tools = browser.get(f"{base}/ui/tools")
+        assert tools.status_code == 200 and "/ui/tools/toggle" not in tools.text and "/ui/blocklist" not in tools.text
         refused = browser.post(
             f"{base}/ui/blocklist",
             data={"csrf": csrf_of(keys), "patterns": ""},

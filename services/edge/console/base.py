@@ -115,6 +115,8 @@ class Pages:
             nav=NAV,
             path=request.url.path,
             session=session,
+            # Viewers see no form they could not submit.
+            can_change=session is not None and not session.read_only,
             csrf_field=CSRF_FIELD,
             **values,
         )
