@@ -38,7 +38,7 @@ run: install
 
 ## Unit, integration and end-to-end tests (the conformance suite included).
 test: install
-	$(PY) -m pytest tests/unit tests/integration tests/e2e
+	$(PY) -m pytest --durations=25 tests/unit tests/integration tests/e2e
 
 ## The official MCP conformance suite against /mcp/{server} and /mcp of a running gateway.
 conformance: install

@@ -25,6 +25,7 @@ from services.edge.catalog import Catalog, changed_lists
 from services.edge.codemode.sandbox import Sandbox, SandboxLimits
 from services.edge.connector_client import ConnectorClient
 from services.edge.console import create_console
+from services.edge.console.signouts import SignOuts
 from services.edge.eventlog import EventLog
 from services.edge.execution import ToolExecution
 from services.edge.identity.client_metadata import ClientDocuments
@@ -83,6 +84,7 @@ async def serve(settings: EdgeSettings) -> None:
         reconnected.set()
         state.reconnected()
         oauth_state.reconnected()
+        signouts.reconnected()
 
     async def restore_streams(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """After each reconnect: NATS may have restarted without what it held in memory (the
@@ -215,6 +217,8 @@ async def serve(settings: EdgeSettings) -> None:
     provider = _sign_in_provider(settings)
     # Wrong admin tokens, counted across the API and the console's sign-in.
     guesses = Guesses()
+    # Console sign-outs, heard by every edge.
+    signouts = SignOuts(nc, settings.nats_replicas)
     admin = create_admin_api(
         registry,
         nc,
@@ -278,6 +282,7 @@ async def serve(settings: EdgeSettings) -> None:
             settings.console_viewers,
             settings.public_url,
             guesses,
+            signouts,
         ),
     )
     app = create_app(parts)
@@ -308,6 +313,7 @@ async def serve(settings: EdgeSettings) -> None:
         await tg.start(oauth_state.run)
         await tg.start(limiter.run)
         await tg.start(approvals.run)
+        await tg.start(signouts.run)
         await tg.start(background.run)
         # uvicorn handles SIGINT/SIGTERM itself and returns from serve().
         started()

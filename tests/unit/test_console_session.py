@@ -38,7 +38,7 @@ def test_a_session_lives_until_it_expires_or_signs_out() -> None:
     session, cookie = sessions.issue(now=1000)
     assert sessions.session_of(cookie, now=1059) == session
     assert sessions.session_of(cookie, now=1060) is None
-    sessions.end(session, now=1001)
+    sessions.ended(session.id, session.expires_at, now=1001)
     assert sessions.session_of(cookie, now=1002) is None
 
 

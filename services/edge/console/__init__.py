@@ -13,6 +13,7 @@ from services.edge.catalog import Catalog
 from services.edge.console.api import AdminApi
 from services.edge.console.pages import Console
 from services.edge.console.session import ConsoleSessions
+from services.edge.console.signouts import SignOuts
 from services.edge.console.sso import ConsoleSso, people
 from services.edge.identity.oidc import OpenIDProvider
 from services.edge.protocol import McpHandler
@@ -36,10 +37,15 @@ def create_console(
     viewers: str = "",
     public_url: str = "",
     guesses: Guesses | None = None,
+    signouts: SignOuts | None = None,
 ) -> ASGIApp | None:
     """The console's ASGI app, or None (off) when no one could sign in: no admin token, and
     no provider with console admins or viewers. It calls the API with `console_token`."""
     sessions = ConsoleSessions(admin_token, session_secret, public_url=public_url, guesses=guesses)
+    if signouts is not None:
+        # A sign-out on any edge ends the session on this one too.
+        signouts.tell(sessions.ended)
+        sessions.announce = signouts.publish
     sso = None
     if provider is not None and (admins or viewers):
         sso = ConsoleSso(provider, sessions.signer, people(admins), people(viewers), public_url)

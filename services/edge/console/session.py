@@ -3,8 +3,8 @@ Origin check every state-changing request passes.
 
 The cookie carries `<session id>.<expiry>.<role>.<who>` signed (HMAC-SHA256) with a key
 derived from the admin token and the edges' shared secret: any edge sharing both accepts it,
-and changing the admin token ends every session. Signing out also ends the session on this
-process. The role is `admin` (the admin token, or a provider sign-in the console's admins
+and changing the admin token ends every session. Signing out ends the session on every
+edge (console/signouts.py). The role is `admin` (the admin token, or a provider sign-in the console's admins
 name) or `viewer` (read-only).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -76,8 +77,10 @@ class ConsoleSessions:
         material = f"console\0{session_secret}\0{self._token.digest.hex()}"
         self._signer = Signer(material if session_secret or admin_token else "")
         self._seconds = seconds
-        # Sessions signed out before they expire (this process only), by id, with their expiry.
+        # Sessions signed out before they expire, here or on another edge, by id, with their expiry.
         self._ended: dict[str, int] = {}
+        # Tells the other edges of a sign-out here (console/signouts.py); None: this edge only.
+        self.announce: Callable[[str, int], Awaitable[object]] | None = None
 
     @property
     def signer(self) -> Signer:
@@ -120,11 +123,18 @@ class ConsoleSessions:
             return None
         return ConsoleSession(session_id, expires_at, self._csrf(session_id), role, name)
 
-    def end(self, session: ConsoleSession, now: float | None = None) -> None:
-        """Sign a session out (and forget those that expired meanwhile)."""
+    async def sign_out(self, session: ConsoleSession, now: float | None = None) -> None:
+        """End a session here, and on every other edge once they hear of it."""
+        self.ended(session.id, session.expires_at, now)
+        if self.announce is not None:
+            await self.announce(session.id, session.expires_at)
+
+    def ended(self, session_id: str, expires_at: int, now: float | None = None) -> None:
+        """A session signed out, here or elsewhere (and those that expired meanwhile forgotten)."""
         moment = now if now is not None else time.time()
         self._ended = {sid: exp for sid, exp in self._ended.items() if exp > moment}
-        self._ended[session.id] = session.expires_at
+        if expires_at > moment:
+            self._ended[session_id] = expires_at
 
     def _csrf(self, session_id: str) -> str:
         return self._signer.derive(TokenKind.CONSOLE, f"csrf:{session_id}")

@@ -139,7 +139,7 @@ class SignInPages(Pages):
         return _signed_in(answer, request, cookie, self.sessions.public_url)
 
     async def logout(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
-        self.sessions.end(session)
+        await self.sessions.sign_out(session)
         answer = RedirectResponse("/ui/login", 303)
         answer.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
         return answer
