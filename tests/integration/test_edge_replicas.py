@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +12,13 @@ import pytest
 
 from tests.integration.test_gateway_http import ACCEPT, call, error_of, post, sse
 from tests.integration.test_gateway_modern import MODERN, envelope
-from tests.processes import ROOT, service_tree, stdio_server
+from tests.processes import ROOT, service_tree, stdio_server, wait_until
 
 SERVERS = [
     stdio_server("fixture", ROOT / "tests" / "servers" / "fixture_server.py"),
     stdio_server("conf", ROOT / "tests" / "servers" / "conformance_server.py"),
 ]
+ADMIN = "replicas-admin-token-0123456789"
 SAMPLED = {
     "role": "assistant",
     "content": {"type": "text", "text": "sampled on the other edge"},
@@ -26,7 +28,8 @@ SAMPLED = {
 
 @pytest.fixture(scope="module")
 def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    with service_tree(tmp_path_factory.mktemp("replicas"), SERVERS, edges=2) as (one, two):
+    env = {"MCPGW_ADMIN_TOKEN": ADMIN}
+    with service_tree(tmp_path_factory.mktemp("replicas"), SERVERS, edges=2, env=env) as (one, two):
         yield one, two
 
 
@@ -290,3 +293,27 @@ def test_a_log_level_set_through_one_edge_filters_calls_on_the_other(edges: tupl
     quiet = post(two, logging_call, session)
     assert quiet.headers["content-type"].startswith("application/json")
     assert quiet.json()["result"]["content"][0]["text"] == "Tool with logging executed successfully"
+
+
+def test_a_console_sign_out_on_one_edge_signs_out_on_the_other(edges: tuple[str, str]) -> None:
+    one, two = edges
+    with httpx2.Client(timeout=10) as browser:
+        signed_in = browser.post(
+            f"{one}/ui/login", data={"token": ADMIN, "next": "/ui"}, headers={"origin": one}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        # One cookie for both edges (127.0.0.1, whatever the port): each accepts it.
+        page = browser.get(f"{two}/ui")
+        assert page.status_code == 200, page.text
+        csrf = re.search(r'data-csrf="([^"]+)"', page.text)
+        assert csrf is not None
+        cookie = browser.cookies["mcpgw_console"]
+        signed_out = browser.post(f"{one}/ui/logout", data={"csrf": csrf.group(1)}, headers={"origin": one})
+        assert signed_out.status_code == 303
+    # A copy of the cookie, as someone who took it would keep it.
+    copied = {"cookie": f"mcpgw_console={cookie}"}
+    wait_until(
+        lambda: httpx2.get(f"{two}/ui", headers=copied, timeout=10).status_code != 200,
+        5,
+        "the other edge refusing the signed-out cookie",
+    )
