@@ -157,3 +157,18 @@ def test_behind_a_tls_proxy_the_public_url_sets_the_origin_and_secure() -> None:
     check_change(sessions, session, request(proxied), session.csrf)
     with pytest.raises(ConsoleAuthError):
         check_change(ConsoleSessions(TOKEN, "secret"), session, request(proxied), session.csrf)
+
+
+def test_a_sealed_value_opens_for_its_own_session_only() -> None:
+    sessions = ConsoleSessions(TOKEN, "secret")
+    mine, _ = sessions.issue()
+    theirs, _ = sessions.issue()
+    sealed = sessions.seal(mine, "sk-the-new-secret")
+    assert "sk-the-new-secret" not in sealed
+    assert sessions.unseal(mine, sealed) == "sk-the-new-secret"
+    # Another edge with the same secrets opens it; another session, a forgery or nothing do not.
+    assert ConsoleSessions(TOKEN, "secret").unseal(mine, sealed) == "sk-the-new-secret"
+    assert sessions.unseal(theirs, sealed) is None
+    assert sessions.unseal(mine, sealed[:-2] + ("AA" if sealed[-2:] != "AA" else "BB")) is None
+    assert sessions.unseal(mine, "not base64 é") is None
+    assert sessions.unseal(mine, None) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -13,7 +14,11 @@ from starlette.routing import Route
 from services.edge.console import forms
 from services.edge.console.api import ApiFailure, path
 from services.edge.console.base import Pages
-from services.edge.console.session import ConsoleSession
+from services.edge.console.session import ConsoleSession, is_secure
+
+# The cookie a new secret travels in from the POST to the page that shows it, and how long.
+SECRET_COOKIE = "mcpgw_console_secret"  # noqa: S105 (a cookie's name)
+SECRET_SECONDS = 120
 
 
 class KeyPages(Pages):
@@ -25,6 +30,7 @@ class KeyPages(Pages):
             Route("/ui/keys", page(self.keys), methods=["GET"]),
             Route("/ui/keys", page(self.create_key), methods=["POST"]),
             Route("/ui/keys/{key_id}", page(self.key), methods=["GET", "POST"]),
+            Route("/ui/keys/{key_id}/secret", page(self.secret), methods=["GET"]),
             Route("/ui/keys/{key_id}/{action}", page(self.key_action), methods=["POST"]),
         ]
 
@@ -48,7 +54,7 @@ class KeyPages(Pages):
 
         async def create() -> Response:
             issued = await self.api.send("POST", "/api/keys", _key_body(form))
-            return self.render(request, "secret.html", session, key=issued, rotated=False)
+            return self._show_once(request, session, issued, rotated=False)
 
         return await self.page(request, session, "keys.html", lambda: self._listing(form), create)
 
@@ -86,11 +92,45 @@ class KeyPages(Pages):
         key_id, action = request.path_params["key_id"], request.path_params["action"]
         if action == "rotate":
             issued = await self.api.send("POST", path("api", "keys", key_id, "rotate"))
-            return self.render(request, "secret.html", session, key=issued, rotated=True)
+            return self._show_once(request, session, issued, rotated=True)
         if action == "revoke":
             await self.api.send("DELETE", path("api", "keys", key_id))
             return RedirectResponse("/ui/keys", 303)
         raise ApiFailure(404, f"No action {action!r}.")
+
+    def _show_once(
+        self, request: Request, session: ConsoleSession, issued: dict[str, Any], rotated: bool
+    ) -> Response:
+        """Off to the page that shows a new secret, which travels there sealed in a cookie of
+        that page's path: reloading the page then neither creates nor rotates a key again."""
+        shown = path("ui", "keys", issued["id"], "secret")
+        answer = RedirectResponse(shown, 303)
+        carried = orjson.dumps({"name": issued["name"], "secret": issued["secret"], "rotated": rotated})
+        answer.set_cookie(
+            SECRET_COOKIE,
+            self.sessions.seal(session, carried.decode()),
+            max_age=SECRET_SECONDS,
+            path=shown,
+            httponly=True,
+            samesite="strict",
+            secure=is_secure(request, self.sessions.public_url),
+        )
+        return answer
+
+    async def secret(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
+        """The new secret, shown once: the cookie that carried it goes with this answer."""
+        key_id = request.path_params["key_id"]
+        carried = self.sessions.unseal(session, request.cookies.get(SECRET_COOKIE))
+        if carried is None:
+            # Shown already (or never issued here): the key's page, which never shows it.
+            return RedirectResponse(path("ui", "keys", key_id), 303)
+        issued = orjson.loads(carried)
+        key = {"id": key_id, "name": issued["name"], "secret": issued["secret"]}
+        answer = self.render(request, "secret.html", session, key=key, rotated=issued["rotated"])
+        answer.delete_cookie(
+            SECRET_COOKIE, path=path("ui", "keys", key_id, "secret"), httponly=True, samesite="strict"
+        )
+        return answer
 
 
 def _key_body(form: FormData) -> dict[str, Any]:

@@ -10,13 +10,17 @@ name) or `viewer` (read-only).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
 
 from services.edge.admin import AdminToken, Guesses
@@ -135,6 +139,26 @@ class ConsoleSessions:
         self._ended = {sid: exp for sid, exp in self._ended.items() if exp > moment}
         if expires_at > moment:
             self._ended[session_id] = expires_at
+
+    def seal(self, session: ConsoleSession, text: str) -> str:
+        """`text` encrypted for this session alone (AES-GCM, keyed like the cookies, so any
+        edge can open it), for a value a browser carries once and must not read."""
+        nonce = os.urandom(12)
+        sealed = self._aead().encrypt(nonce, text.encode(), session.id.encode())
+        return b64(nonce + sealed)
+
+    def unseal(self, session: ConsoleSession, sealed: str | None) -> str | None:
+        """What `seal` sealed for this session, or None (absent, forged, another session's)."""
+        if not sealed:
+            return None
+        try:
+            raw = unb64(sealed)
+            return self._aead().decrypt(raw[:12], raw[12:], session.id.encode()).decode()
+        except (ValueError, InvalidTag):
+            return None
+
+    def _aead(self) -> AESGCM:
+        return AESGCM(hashlib.sha256(self._signer.derive(TokenKind.CONSOLE, "sealing").encode()).digest())
 
     def _csrf(self, session_id: str) -> str:
         return self._signer.derive(TokenKind.CONSOLE, f"csrf:{session_id}")
