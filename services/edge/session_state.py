@@ -23,6 +23,7 @@ from nats.js.errors import BadRequestError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from services import bus
+from services.edge.watching import BucketWatch
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,6 @@ class SessionState:
         self._nc = nc
         self._replicas = replicas
         self._ttl = ttl_seconds
-        self._kv: KeyValue | None = None
         self._levels: dict[str, str] = {}
         self._ended: set[str] = set()
         self._subscribers: dict[tuple[str, str], set[str]] = {}
@@ -68,30 +68,16 @@ class SessionState:
         self._tasks: dict[str, set[tuple[str, str]]] = {}
         # When each key was last written, to forget it when the bucket does.
         self._written: dict[str, float] = {}
-        self._reconnected = anyio.Event()
+        self._watch = BucketWatch(BUCKET, self._open, self._follow, self._forget_expired)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the bucket and apply what any edge writes to it, until cancelled; after NATS
         comes back (`reconnected`), open it again and watch anew from what it holds."""
-        started = False
-        while True:
-            self._kv, watcher = await bus.retrying(f"opening the {BUCKET} bucket", self._open)
-            if not started:
-                task_status.started()
-                started = True
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._forget_expired)
-                    tg.start_soon(self._follow, watcher)
-                    await self._reconnected.wait()
-                    self._reconnected = anyio.Event()
-                    tg.cancel_scope.cancel()
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        await self._watch.run(task_status=task_status)
 
     def reconnected(self) -> None:
         """NATS is back (it may have restarted without the bucket): open and watch it again."""
-        self._reconnected.set()
+        self._watch.reconnected()
 
     async def _open(self) -> tuple[KeyValue, KeyValue.KeyWatcher]:
         kv = await self._open_bucket()
@@ -185,9 +171,9 @@ class SessionState:
         return self._tasks.get(owner, set())
 
     def _bucket(self) -> KeyValue:
-        if self._kv is None:
+        if self._watch.kv is None:
             raise RuntimeError("SessionState.run() first")
-        return self._kv
+        return self._watch.kv
 
     def level(self, session_id: str) -> str | None:
         return self._levels.get(session_id)

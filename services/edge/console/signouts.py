@@ -18,6 +18,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from services import bus
 from services.edge.console.session import SESSION_SECONDS
+from services.edge.watching import BucketWatch
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,7 @@ class SignOuts:
     def __init__(self, nc: NATS, replicas: int = 1) -> None:
         self._nc, self._replicas = nc, replicas
         self._ended: Ended | None = None
-        self._kv: KeyValue | None = None
-        self._reconnected = anyio.Event()
+        self._watch = BucketWatch(BUCKET, self._open, self._follow)
 
     def tell(self, ended: Ended) -> None:
         """Who hears of each sign-out (the console's sessions)."""
@@ -43,32 +43,20 @@ class SignOuts:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Follow the bucket until cancelled; after NATS comes back, watch it anew."""
-        started = False
-        while True:
-            self._kv, watcher = await bus.retrying(f"opening the {BUCKET} bucket", self._open)
-            if not started:
-                task_status.started()
-                started = True
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._follow, watcher)
-                    await self._reconnected.wait()
-                    self._reconnected = anyio.Event()
-                    tg.cancel_scope.cancel()
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        await self._watch.run(task_status=task_status)
 
     def reconnected(self) -> None:
-        self._reconnected.set()
+        self._watch.reconnected()
 
     async def publish(self, session_id: str, expires_at: int) -> bool:
         """Tell every edge; False (logged) when NATS could not be told: the session is then
         signed out on this edge only, until it expires."""
         try:
-            if self._kv is None:
+            kv = self._watch.kv
+            if kv is None:
                 raise RuntimeError(f"the {BUCKET} bucket is not open")
             with anyio.fail_after(PUBLISH_SECONDS):
-                await self._kv.put(session_id, str(expires_at).encode())
+                await kv.put(session_id, str(expires_at).encode())
             return True
         except (NatsError, JetStreamError, RuntimeError, TimeoutError) as exc:
             log.warning("a console sign-out reached this edge only: %s", exc or type(exc).__name__)

@@ -31,6 +31,7 @@ from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from services import bus
+from services.edge.watching import BucketWatch
 
 log = logging.getLogger(__name__)
 
@@ -79,32 +80,17 @@ class OAuthState:
         self._sealer = sealer
         self._access_ttl = access_ttl_seconds
         self.refresh_ttl_seconds = refresh_ttl_seconds
-        self._kv: KeyValue | None = None
         # Revoked grants, until their access tokens would have expired anyway.
         self._revoked: dict[str, float] = {}
-        self._reconnected = anyio.Event()
+        self._watch = BucketWatch(BUCKET, self._open, self._follow, self._forget_expired)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Open the bucket and follow revocations until cancelled; after NATS comes back
         (`reconnected`), open it again and watch anew."""
-        started = False
-        while True:
-            self._kv, watcher = await bus.retrying(f"opening the {BUCKET} bucket", self._open)
-            if not started:
-                task_status.started()
-                started = True
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._follow, watcher)
-                    tg.start_soon(self._forget_expired)
-                    await self._reconnected.wait()
-                    self._reconnected = anyio.Event()
-                    tg.cancel_scope.cancel()
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        await self._watch.run(task_status=task_status)
 
     def reconnected(self) -> None:
-        self._reconnected.set()
+        self._watch.reconnected()
 
     async def _open(self) -> tuple[KeyValue, KeyValue.KeyWatcher]:
         kv = await bus.key_value(
@@ -130,9 +116,9 @@ class OAuthState:
 
     @property
     def kv(self) -> KeyValue:
-        if self._kv is None:
+        if self._watch.kv is None:
             raise RuntimeError("the OAuth state is not open yet")
-        return self._kv
+        return self._watch.kv
 
     async def _get(self, key: str) -> tuple[dict[str, Any], int] | None:
         try:
