@@ -4,8 +4,8 @@ Origin check every state-changing request passes.
 The cookie carries `<session id>.<expiry>.<role>.<who>` signed (HMAC-SHA256) with a key
 derived from the admin token and the edges' shared secret: any edge sharing both accepts it,
 and changing the admin token ends every session. Signing out ends the session on every
-edge (console/signouts.py). The role is `admin` (the admin token, or a provider sign-in the console's admins
-name) or `viewer` (read-only).
+edge (console/signouts.py). The role is `admin` (the admin token, or a provider sign-in the
+console's admins name) or `viewer` (read-only).
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ class ConsoleSessions:
         material = f"console\0{session_secret}\0{self._token.digest.hex()}"
         self._signer = Signer(material if session_secret or admin_token else "")
         self._seconds = seconds
+        # Seals what a browser carries once for its session (`seal`), keyed like the cookies.
+        self._sealing = AESGCM(
+            hashlib.sha256(self._signer.derive(TokenKind.CONSOLE, "sealing").encode()).digest()
+        )
         # Sessions signed out before they expire, here or on another edge, by id, with their expiry.
         self._ended: dict[str, int] = {}
         # Tells the other edges of a sign-out here (console/signouts.py); None: this edge only.
@@ -144,7 +148,7 @@ class ConsoleSessions:
         """`text` encrypted for this session alone (AES-GCM, keyed like the cookies, so any
         edge can open it), for a value a browser carries once and must not read."""
         nonce = os.urandom(12)
-        sealed = self._aead().encrypt(nonce, text.encode(), session.id.encode())
+        sealed = self._sealing.encrypt(nonce, text.encode(), session.id.encode())
         return b64(nonce + sealed)
 
     def unseal(self, session: ConsoleSession, sealed: str | None) -> str | None:
@@ -153,12 +157,9 @@ class ConsoleSessions:
             return None
         try:
             raw = unb64(sealed)
-            return self._aead().decrypt(raw[:12], raw[12:], session.id.encode()).decode()
+            return self._sealing.decrypt(raw[:12], raw[12:], session.id.encode()).decode()
         except (ValueError, InvalidTag):
             return None
-
-    def _aead(self) -> AESGCM:
-        return AESGCM(hashlib.sha256(self._signer.derive(TokenKind.CONSOLE, "sealing").encode()).digest())
 
     def _csrf(self, session_id: str) -> str:
         return self._signer.derive(TokenKind.CONSOLE, f"csrf:{session_id}")
