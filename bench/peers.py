@@ -9,6 +9,7 @@ say. The gateways (ContextForge, FastMCP's proxy) reach it over HTTP; the one-ho
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -19,8 +20,8 @@ from typing import Any
 import httpx2
 import psutil
 
-from bench.targets import ECHO_SERVER, PYTHON, ROOT, Target, process_group, wait_for
-from services.up.main import free_port
+from bench.targets import ECHO_SERVER, PYTHON, ROOT, Target, port_open, process_group, wait_for
+from services.up.main import free_port, nats_argv, nats_server_binary
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 ADMIN_EMAIL = "admin@example.com"
@@ -135,6 +136,47 @@ def supergateway(workdir: Path, echo_url: str) -> Iterator[Target]:
         yield Target("supergateway", "echo", url=f"http://127.0.0.1:{port}/mcp", processes=tree(proc))
 
 
+@contextlib.contextmanager
+def floor(workdir: Path, echo_url: str, audited: bool = False) -> Iterator[Target]:
+    """The stack's floor (bench/floor_server.py): its edge and connector, and with `audited`
+    a JetStream stream and a consumer that acks, each process measured as mcpgw's are."""
+    name = "floor-audited" if audited else "floor"
+    ports = {role: free_port() for role in ("edge", "connector", "nats")}
+    script = [PYTHON, "-m", "bench.floor_server"]
+    with contextlib.ExitStack() as stack:
+        processes: dict[str, psutil.Process] = {}
+        nats_url: list[str] = []
+        if audited:
+            state = workdir / name
+            state.mkdir()
+            argv = nats_argv(nats_server_binary(), ports["nats"], state)
+            processes["nats"] = psutil.Process(
+                stack.enter_context(process_group(argv, state / "out.log")).pid
+            )
+            wait_for(functools.partial(port_open, ports["nats"]), "the floor's nats-server")
+            nats_url = ["--nats", f"nats://127.0.0.1:{ports['nats']}"]
+        roles = {
+            "connector": ["--port", str(ports["connector"]), "--downstream", echo_url],
+            "edge": [
+                "--port",
+                str(ports["edge"]),
+                "--connector",
+                f"127.0.0.1:{ports['connector']}",
+                *nats_url,
+            ],
+        }
+        if audited:
+            roles["audit"] = nats_url
+        for role, argv in roles.items():
+            started = stack.enter_context(
+                process_group([*script, role, *argv], workdir / f"{name}-{role}.log")
+            )
+            processes[role] = psutil.Process(started.pid)
+            if role in ports:
+                wait_for(functools.partial(port_open, ports[role]), f"the floor's {role}")
+        yield Target(name, "echo", url=f"http://127.0.0.1:{ports['edge']}/mcp", processes=processes)
+
+
 def _created(response: httpx2.Response) -> Any:
     if response.status_code >= 300:
         raise RuntimeError(f"ContextForge answered {response.status_code}: {response.text[:300]}")
@@ -153,4 +195,6 @@ PEERS: dict[str, Callable[[Path, str], contextlib.AbstractContextManager[Target]
     "fastmcp": fastmcp,
     "mcp-proxy": mcp_proxy,
     "supergateway": supergateway,
+    "floor": floor,
+    "floor-audited": functools.partial(floor, audited=True),
 }

@@ -166,13 +166,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"{_fmt(row.get('added_p50_ms'))} | {_fmt(cpu)} | {row['errors']} |"
         )
     processes = _gateway_processes(summary)
-    lines += ["", "CPU ms per call and peak RSS of each mcpgw process (HTTP downstream):", ""]
+    lines += ["", "CPU ms per call and peak RSS of each mcpgw process (HTTP downstream), and of the "
+              "stack's floor (bench/floor_server.py: its libraries, none of its logic):", ""]  # fmt: skip
     lines += ["| target | c | " + " | ".join(processes) + " |"]
     lines += ["|---|---:|" + "---:|" * len(processes)]
-    for row in summary["rows"].values():
-        if row["target"].startswith("mcpgw") and row["target"] != "mcpgw-stdio":
-            cells = [f"{row['cpu_ms_per_call'][n]:.3f} ms, {row['rss_mib'][n]:.0f} MiB" for n in processes]
+    for row in sorted(summary["rows"].values(), key=lambda r: (r["concurrency"], _order(r["target"]))):
+        if row["target"].startswith(("mcpgw", "floor")) and row["target"] != "mcpgw-stdio":
+            cells = [_process_cell(row, n) for n in processes]
             lines.append(f"| {row['target']} | {row['concurrency']} | " + " | ".join(cells) + " |")
+    lines += over_the_floor(summary["rows"])
     lines += ratio_model(summary["rows"], machine["cpus"])
     tools = results["tools_list"]
     audit = results["audit"]
@@ -200,6 +202,25 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def over_the_floor(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """What mcpgw's own code costs per call: its CPU less the stack floor's, process by process."""
+    lines = []
+    for row in rows.values():
+        floor = rows.get(f"floor-audited@{row['concurrency']}")
+        if row["target"] != "mcpgw" or floor is None:
+            continue
+        own = {n: v - floor["cpu_ms_per_call"].get(n, 0.0) for n, v in row["cpu_ms_per_call"].items()}
+        parts = ", ".join(
+            f"{n} {v:+.3f}" for n, v in sorted(own.items(), key=lambda i: -i[1]) if abs(v) >= 0.0005
+        )
+        total = row["cpu_ms_per_call_total"] - floor["cpu_ms_per_call_total"]
+        lines.append(
+            f"- mcpgw over the stack's floor at c={row['concurrency']}: "
+            f"{total:+.3f} ms CPU per call ({parts})"
+        )
+    return ["", *lines] if lines else []
+
+
 def ratio_model(rows: dict[str, dict[str, Any]], cores: int) -> list[str]:
     """What CPU per call predicts of each proxy's throughput and ratio, beside what was measured."""
     lines = ["", "The ratio model (README, Performance): CPU ms per call of what runs, and the calls/s "
@@ -219,6 +240,12 @@ def ratio_model(rows: dict[str, dict[str, Any]], cores: int) -> list[str]:
             f"{row['calls_per_second']:.0f} | {_fmt(predicted)} | {_fmt(ratio)} |"
         )
     return lines
+
+
+def _process_cell(row: dict[str, Any], name: str) -> str:
+    if name not in row["cpu_ms_per_call"]:
+        return "-"
+    return f"{row['cpu_ms_per_call'][name]:.3f} ms, {row['rss_mib'][name]:.0f} MiB"
 
 
 def _percentile(tally: dict[str, Any], q: str) -> float:

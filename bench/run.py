@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved repetitions of every point")
     parser.add_argument("--peers", default="", help=f"comma-separated peers to add: {','.join(peers.PEERS)}")
     parser.add_argument("--no-stdio", action="store_true", help="skip the stdio targets")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the stack's floor (floor-audited: mcpgw's libraries in its shape, without its logic)",
+    )
     parser.add_argument("--wide-servers", type=int, default=10, help="servers of 200 tools for tools/list")
     parser.add_argument("--sessions", type=int, default=1000, help="idle sessions for the memory point")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -94,6 +99,8 @@ def tools_list_point(gateway: Target, tools: int, duration: float) -> dict[str, 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     chosen = [p for p in args.peers.split(",") if p]
+    if not args.no_floor and "floor-audited" not in chosen:
+        chosen.append("floor-audited")
     with contextlib.ExitStack() as stack:
         echo_url = stack.enter_context(echo_downstream(workdir))
         env = None if args.otlp is None else stack.enter_context(otlp_sink(workdir, args.otlp))

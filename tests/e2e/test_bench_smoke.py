@@ -19,11 +19,19 @@ def test_the_bench_smoke_run_measures_every_point_and_writes_its_report(tmp_path
     [report] = tmp_path.glob("smoke-*.json")
     results = json.loads(report.read_text())
     points = results["points"]
-    assert {p["target"] for p in points} == {"direct", "mcpgw", "direct-stdio", "mcpgw-stdio"}
+    assert {p["target"] for p in points} == {
+        "direct",
+        "mcpgw",
+        "floor-audited",
+        "direct-stdio",
+        "mcpgw-stdio",
+    }
     assert all(p["calls"] > 0 and p["errors"] == 0 for p in points)
     # Only the gateway's own processes are charged, and each of them was found.
     gateway = next(p for p in points if p["target"] == "mcpgw")
     assert set(gateway["cpu_seconds"]) == {"up", "nats", "registry", "connector", "audit", "edge"}
+    floor = next(p for p in points if p["target"] == "floor-audited")
+    assert set(floor["cpu_seconds"]) == {"nats", "connector", "audit", "edge"}
     assert results["audit"]["lost"] == 0 and results["audit"]["recorded"] > 0
     assert results["tools_list"]["errors"] == 0 and results["tools_list"]["calls"] > 0
     assert "| mcpgw | 1 |" in report.with_suffix(".md").read_text()
