@@ -21,6 +21,7 @@ from services.audit.exporters import SpanBuilder
 from services.audit.store import AuditStore
 from services.contracts import events_pb2
 from services.metrics import ServiceMetrics, gauge, total
+from services.settings import AUDIT_GATHER_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,6 @@ FETCH_WAIT_SECONDS = 1.0
 # most what was fetched but not acked when the consumer died: a few batches).
 RECENT_EVENTS = 100_000
 RETRY_DELAY_SECONDS = 2.0
-# How often a consumer that has caught up fetches (`audit_gather_seconds`). A batch costs
-# the store about 1 ms of CPU whatever its size: at c=32, 100 ms instead of 50 ms takes the
-# audit from about 0.23 to 0.16 ms of CPU per call, and 50 ms keeps the export lag's p99
-# under 100 ms (72-82 ms measured).
-GATHER_SECONDS = 0.05
 
 
 class RecentEvents:
@@ -67,7 +63,7 @@ class AuditConsumer:
         metrics: ServiceMetrics | None = None,
         store: AuditStore | None = None,
         traces: SpanProcessor | None = None,
-        gather_seconds: float = GATHER_SECONDS,
+        gather_seconds: float = AUDIT_GATHER_SECONDS,
     ) -> None:
         self._js = nc.jetstream()
         # Seeded with what the exporter already holds (the file's last records), so a restart

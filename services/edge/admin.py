@@ -91,6 +91,14 @@ class AdminToken:
         return hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), self._digest)
 
 
+class TooManyGuessesError(Exception):
+    """A client past its wrong admin tokens: refused, its token unchecked, for `retry_after` s."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many wrong admin tokens: retry in {retry_after}s")
+        self.retry_after = retry_after
+
+
 class Guesses:
     """Wrong admin tokens per client address: past `per_minute` of them in a minute a client
     is refused without its token being checked, until its window moves on, so a weak token
@@ -100,15 +108,18 @@ class Guesses:
         self._item = RateLimitItemPerMinute(per_minute)
         self._window = MovingWindowRateLimiter(MemoryStorage())
 
-    def retry_after(self, client: str) -> int:
-        """Seconds until `client` may present a token again (0: now)."""
-        if self._window.test(self._item, client):
-            return 0
-        reset = self._window.get_window_stats(self._item, client).reset_time
-        return max(1, math.ceil(reset - time.time()))
-
-    def failed(self, client: str) -> None:
-        self._window.hit(self._item, client)
+    def admits(self, client: str, presented: str, *held: AdminToken) -> bool:
+        """Whether `presented` is one of the `held` tokens; a wrong one counts against `client`
+        (no token at all is no guess). TooManyGuessesError when `client` is past its limit."""
+        if not self._window.test(self._item, client):
+            reset = self._window.get_window_stats(self._item, client).reset_time
+            raise TooManyGuessesError(max(1, math.ceil(reset - time.time())))
+        # Every token checked, whichever matches, so the time taken does not tell which it was.
+        if any([token.admits(presented) for token in held]):
+            return True
+        if presented:
+            self._window.hit(self._item, client)
+        return False
 
 
 class ApiError(Exception):
@@ -472,20 +483,14 @@ def create_admin_api(
 
     def admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
         client = request.client.host if request.client else ""
-        wait = guesses.retry_after(client)
-        if wait:
-            raise ApiError(
-                429, f"too many wrong admin tokens: retry in {wait}s", headers={"retry-after": str(wait)}
-            )
         presented = (authorization or "").removeprefix("Bearer ").removeprefix("bearer ").strip()
-        # Both checked, whichever matches, so the time taken does not tell which token it was.
-        admitted = [held.admits(presented) for held in (token, console)]
-        if any(admitted):
-            return
+        try:
+            if guesses.admits(client, presented, token, console):
+                return
+        except TooManyGuessesError as exc:
+            raise ApiError(429, str(exc), headers={"retry-after": str(exc.retry_after)}) from None
         if not token:
             raise ApiError(401, "the admin API is off: start the edge with MCPGW_ADMIN_TOKEN set")
-        if presented:
-            guesses.failed(client)
         raise ApiError(401, "send the admin token as Authorization: Bearer <token> (not a virtual key)")
 
     api = FastAPI(

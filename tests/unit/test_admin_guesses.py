@@ -9,7 +9,7 @@ import anyio
 import httpx2
 import pytest
 
-from services.edge.admin import GUESSES_PER_MINUTE, Guesses, create_admin_api
+from services.edge.admin import GUESSES_PER_MINUTE, AdminToken, Guesses, TooManyGuessesError, create_admin_api
 from services.edge.console.pages import Console
 from services.edge.console.session import ConsoleSessions
 
@@ -17,23 +17,38 @@ TOKEN = "the-admin-token-0123456789"
 FORM = {"content-type": "application/x-www-form-urlencoded", "origin": "http://127.0.0.1"}
 
 
+HELD = AdminToken(TOKEN)
+
+
 def test_a_client_past_its_wrong_guesses_waits_and_others_do_not() -> None:
     guesses = Guesses(per_minute=3)
     for _ in range(3):
-        assert guesses.retry_after("10.0.0.1") == 0
-        guesses.failed("10.0.0.1")
-    assert 0 < guesses.retry_after("10.0.0.1") <= 60
-    assert guesses.retry_after("10.0.0.2") == 0
+        assert not guesses.admits("10.0.0.1", "guess", HELD)
+    with pytest.raises(TooManyGuessesError) as refused:
+        guesses.admits("10.0.0.1", TOKEN, HELD)
+    assert 0 < refused.value.retry_after <= 60
+    assert guesses.admits("10.0.0.2", TOKEN, HELD)
+
+
+def test_no_token_is_no_guess_and_the_right_one_is_not_counted() -> None:
+    guesses = Guesses(per_minute=2)
+    for _ in range(5):
+        assert not guesses.admits("a", "", HELD)
+        assert guesses.admits("a", TOKEN, HELD)
+    assert not guesses.admits("a", "guess", AdminToken(""), HELD)
+    assert guesses.admits("a", TOKEN, AdminToken("other-token"), HELD)
 
 
 def test_the_window_moves_on() -> None:
     guesses = Guesses(per_minute=2)
     with mock.patch("time.time", return_value=1_000_000.0):
-        guesses.failed("a")
-        guesses.failed("a")
-        assert guesses.retry_after("a") == 60
+        guesses.admits("a", "guess", HELD)
+        guesses.admits("a", "guess", HELD)
+        with pytest.raises(TooManyGuessesError) as refused:
+            guesses.admits("a", TOKEN, HELD)
+        assert refused.value.retry_after == 60
     with mock.patch("time.time", return_value=1_000_061.0):
-        assert guesses.retry_after("a") == 0
+        assert guesses.admits("a", TOKEN, HELD)
 
 
 def test_the_console_refuses_a_guesser_even_the_right_token() -> None:
@@ -57,7 +72,7 @@ def test_the_api_counts_wrong_tokens_with_the_console(shared: bool) -> None:
     guesses = Guesses()
     api = create_admin_api(None, None, TOKEN, None, guesses=guesses)  # type: ignore[arg-type]
     for _ in range(GUESSES_PER_MINUTE if shared else 0):
-        guesses.failed("10.1.2.3")
+        guesses.admits("10.1.2.3", "guess", HELD)
 
     async def main() -> None:
         transport = httpx2.ASGITransport(app=api, client=("10.1.2.3", 5000))

@@ -27,10 +27,10 @@ def request(headers: dict[str, str], scheme: str = "http") -> Request:
 
 def test_only_the_admin_token_signs_in() -> None:
     sessions = ConsoleSessions(TOKEN, "secret")
-    assert sessions.token_matches(TOKEN)
-    assert not sessions.token_matches(TOKEN[:-1])
-    assert not sessions.token_matches("")
-    assert not ConsoleSessions("", "secret").token_matches("")
+    assert sessions.token_matches("10.0.0.1", TOKEN)
+    assert not sessions.token_matches("10.0.0.1", TOKEN[:-1])
+    assert not sessions.token_matches("10.0.0.1", "")
+    assert not ConsoleSessions("", "secret").token_matches("10.0.0.1", "")
 
 
 def test_a_session_lives_until_it_expires_or_signs_out() -> None:
@@ -107,7 +107,7 @@ def test_a_session_carries_its_role_and_who_signed_in() -> None:
     admin, cookie = sessions.issue(who="ada@example.com")
     assert not admin.read_only
     # Without the admin token, no token signs in; the sessions are still signed.
-    assert not sessions.token_matches("")
+    assert not sessions.token_matches("10.0.0.1", "")
     with pytest.raises(ValueError, match="no console role"):
         sessions.issue(role="owner")
 

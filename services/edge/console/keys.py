@@ -14,7 +14,7 @@ from starlette.routing import Route
 from services.edge.console import forms
 from services.edge.console.api import ApiFailure, path
 from services.edge.console.base import Pages
-from services.edge.console.session import ConsoleSession, is_secure
+from services.edge.console.session import ConsoleSession, set_cookie
 
 # The cookie a new secret travels in from the POST to the page that shows it, and how long.
 SECRET_COOKIE = "mcpgw_console_secret"  # noqa: S105 (a cookie's name)
@@ -104,18 +104,16 @@ class KeyPages(Pages):
         """Off to the page that shows a new secret, which travels there sealed in a cookie of
         that page's path: reloading the page then neither creates nor rotates a key again."""
         shown = path("ui", "keys", issued["id"], "secret")
-        answer = RedirectResponse(shown, 303)
         carried = orjson.dumps({"name": issued["name"], "secret": issued["secret"], "rotated": rotated})
-        answer.set_cookie(
-            SECRET_COOKIE,
-            self.sessions.seal(session, carried.decode()),
-            max_age=SECRET_SECONDS,
+        sealed = self.sessions.seal(session, carried.decode())
+        return set_cookie(
+            RedirectResponse(shown, 303),
+            request,
+            self.sessions.public_url,
+            (SECRET_COOKIE, sealed),
+            SECRET_SECONDS,
             path=shown,
-            httponly=True,
-            samesite="strict",
-            secure=is_secure(request, self.sessions.public_url),
         )
-        return answer
 
     async def secret(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
         """The new secret, shown once: the cookie that carried it goes with this answer."""

@@ -17,11 +17,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.requests import Request
+from starlette.responses import Response
 
 from services.edge.admin import AdminToken, Guesses
 from services.edge.signing import Signer, TokenKind, b64, unb64
@@ -94,9 +96,10 @@ class ConsoleSessions:
     def signer(self) -> Signer:
         return self._signer
 
-    def token_matches(self, presented: str) -> bool:
-        """Whether `presented` is the admin token (the management API's own check)."""
-        return self._token.admits(presented)
+    def token_matches(self, client: str, presented: str) -> bool:
+        """Whether `presented` is the admin token, a wrong one counted against `client`
+        (TooManyGuessesError past its limit): the management API's own check."""
+        return self.guesses.admits(client, presented, self._token)
 
     def issue(
         self, now: float | None = None, role: str = ADMIN, who: str = "admin token"
@@ -180,6 +183,23 @@ def origin_of(request: Request, public_url: str = "") -> tuple[str, str]:
         parts = urlsplit(public_url)
         return parts.scheme, parts.netloc
     return request.url.scheme, request.headers.get("host", "")
+
+
+def set_cookie(
+    answer: Response,
+    request: Request,
+    public_url: str,
+    cookie: tuple[str, str],
+    max_age: int,
+    path: str,
+    samesite: Literal["strict", "lax"] = "strict",
+) -> Response:
+    """`answer`, setting a console cookie (name, value): always HttpOnly, Secure when browsers
+    reach the console over https, and only for `path`."""
+    name, value = cookie
+    secure = is_secure(request, public_url)
+    answer.set_cookie(name, value, max_age, path=path, httponly=True, samesite=samesite, secure=secure)
+    return answer
 
 
 def is_secure(request: Request, public_url: str = "") -> bool:

@@ -10,14 +10,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from services.edge.admin import TooManyGuessesError
 from services.edge.console.base import Pages, Shared
 from services.edge.console.session import (
     COOKIE,
     COOKIE_PATH,
     SESSION_SECONDS,
     ConsoleSession,
-    is_secure,
     same_origin,
+    set_cookie,
 )
 from services.edge.console.sso import CALLBACK_PATH, NONCE_COOKIE, NONCE_PATH, STATE_SECONDS, ConsoleSso
 from services.edge.identity.oidc import SignInError
@@ -61,8 +62,9 @@ class SignInPages(Pages):
                 **self._sign_ins(),
             )
         client = request.client.host if request.client else ""
-        wait = self.sessions.guesses.retry_after(client)
-        if wait:
+        try:
+            admitted = self.sessions.token_matches(client, token if isinstance(token, str) else "")
+        except TooManyGuessesError as exc:
             log.warning("console sign-in from %s not checked: too many wrong tokens", client)
             answer = self.render(
                 request,
@@ -70,13 +72,12 @@ class SignInPages(Pages):
                 None,
                 429,
                 target=target,
-                error=f"Too many wrong tokens from this address: try again in {wait} s.",
+                error=f"Too many wrong tokens from this address: try again in {exc.retry_after} s.",
                 **self._sign_ins(),
             )
-            answer.headers["retry-after"] = str(wait)
+            answer.headers["retry-after"] = str(exc.retry_after)
             return answer
-        if not isinstance(token, str) or not self.sessions.token_matches(token):
-            self.sessions.guesses.failed(client)
+        if not admitted:
             # Never the token itself: only that a sign-in failed, and from where.
             log.warning("console sign-in refused from %s", client or "?")
             return self.render(
@@ -110,16 +111,10 @@ class SignInPages(Pages):
         # form whose answer redirects to another origin, but not a navigation the page starts.
         answer = self.render(request, "to_provider.html", None, url=url, provider=self.sso.name)
         # Lax: the provider sends the browser back with a cross-site navigation.
-        answer.set_cookie(
-            NONCE_COOKIE,
-            nonce,
-            max_age=STATE_SECONDS,
-            path=NONCE_PATH,
-            httponly=True,
-            samesite="lax",
-            secure=is_secure(request, self.sessions.public_url),
+        public_url = self.sessions.public_url
+        return set_cookie(
+            answer, request, public_url, (NONCE_COOKIE, nonce), STATE_SECONDS, NONCE_PATH, samesite="lax"
         )
-        return answer
 
     async def sso_callback(self, request: Request) -> Response:
         if self.sso is None:
@@ -147,13 +142,4 @@ class SignInPages(Pages):
 
 def _signed_in(answer: Response, request: Request, cookie: str, public_url: str) -> Response:
     """`answer`, setting the session cookie."""
-    answer.set_cookie(
-        COOKIE,
-        cookie,
-        max_age=SESSION_SECONDS,
-        path=COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=is_secure(request, public_url),
-    )
-    return answer
+    return set_cookie(answer, request, public_url, (COOKIE, cookie), SESSION_SECONDS, COOKIE_PATH)
