@@ -44,7 +44,8 @@ test: install
 conformance: install
 	$(PY) -m pytest -v tests/e2e/test_conformance.py
 
-## The gateway against a direct connection to the same downstream (a few minutes).
+## The gateway against a direct connection to the same downstream, beside the stack's floor
+## (bench/floor_server.py: the same libraries without mcpgw's logic); a few minutes.
 bench: install
 	$(PY) -m bench.run $(BENCH_ARGS)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import sys
 import uuid
 from typing import Any
 
@@ -185,22 +186,26 @@ async def connector(args: argparse.Namespace) -> None:
 
 
 async def audit(args: argparse.Namespace) -> None:
-    nc = await nats.connect(args.nats)
+    nc = await nats.connect(args.nats, max_reconnect_attempts=-1, allow_reconnect=True)
     js = nc.jetstream()
-    # The edge makes the stream; the consumer waits for it.
     while True:
+        # The edge makes the stream; until then (or while JetStream is busy) try again.
         try:
             pull = await js.pull_subscribe(SUBJECT, durable="floor", stream=STREAM)
             break
-        except nats.js.errors.NotFoundError:
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            print(f"floor audit: subscribing: {exc!r}", file=sys.stderr, flush=True)
             await asyncio.sleep(0.1)
     while True:
         try:
             messages = await pull.fetch(512, timeout=1)
+            for message in messages:
+                await message.ack()
         except nats.errors.TimeoutError:
             continue
-        for message in messages:
-            await message.ack()
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            print(f"floor audit: fetching: {exc!r}", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.1)
 
 
 def main() -> None:

@@ -38,8 +38,12 @@ class Point:
 
 
 def cpu_seconds(processes: dict[str, psutil.Process]) -> dict[str, float]:
+    """Each process's CPU so far; a process that has exited fails the point (a dead one's
+    CPU stands still and would pass for a cheap one)."""
     seconds = {}
     for name, process in processes.items():
+        if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
+            raise RuntimeError(f"the target's {name} process ({process.pid}) has exited")
         times = process.cpu_times()
         seconds[name] = times.user + times.system
     return seconds

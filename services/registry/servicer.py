@@ -189,10 +189,10 @@ class RegistryServicer(registry_pb2_grpc.RegistryServicer):
         if now - self._started < self._lost_seconds:
             return []
         error = f"no connector replica holding it was heard from in {self._lost_seconds:g}s"
-        _, servers = await self._store.servers()
         settled = []
-        for server in servers:
-            name = server.config.name
+        # Only the servers found unsettled are locked and settled (each checked again then):
+        # an idle sweep costs one read, whatever the number of servers.
+        for name in await self._store.unsettled(now - self._lost_seconds):
             try:
                 revision, changed = await self._store.settle(name, now - self._lost_seconds, error)
             except UnknownServerError:

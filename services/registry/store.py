@@ -481,6 +481,20 @@ class RegistryStore:
             revision = await bump(session) if changed else int(await read_meta(session, "revision", "0"))
         return revision, changed
 
+    async def unsettled(self, alive_since: float) -> list[str]:
+        """The servers whose state is not what the replicas heard from since `alive_since`
+        say (`settle` makes it so), read in one transaction that writes nothing."""
+        held = (
+            select(ConnectorStateRow.server)
+            .join(ConnectorRow, ConnectorRow.connector_id == ConnectorStateRow.connector_id)
+            .where(ConnectorStateRow.state == "connected", _alive_since(alive_since))
+            .distinct()
+        )
+        async with self.sessions() as session:
+            held_now = set(await session.scalars(held))
+            rows = await session.execute(select(ServerRow.name, ServerRow.state).order_by(ServerRow.position))
+            return [name for name, state in rows if (state == "connected") != (name in held_now)]
+
     async def settle(self, server: str, alive_since: float, lost_error: str) -> tuple[int, bool]:
         """Make the server's state what its replicas heard from since `alive_since` say:
         disconnected when none holds it, connected again (its catalog kept) when one does."""

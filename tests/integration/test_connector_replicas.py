@@ -121,6 +121,41 @@ async def test_a_server_only_a_silent_replica_held_is_disconnected_by_any_regist
     assert not again.report_again
 
 
+async def test_a_sweep_settles_only_the_servers_whose_state_is_out_of_date(
+    store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = Clock()
+    clients = [
+        {"name": f"s{i}", "connection_type": "http", "connection_string": f"http://s{i}/mcp"}
+        for i in range(20)
+    ]
+    await store.apply_config(parse_config({"mcp": {"client_configs": clients}}))
+    registry = RegistryServicer(store, Bus(), LOST, clock)  # type: ignore[arg-type]
+    for i in range(20):
+        await registry.ReportCatalog(report(f"s{i}", "c1" if i < 19 else "c2", "connected"), CONTEXT)
+    await beat(registry, "c1")
+    await beat(registry, "c2")
+    settled: list[str] = []
+    settle = store.settle
+
+    async def counted(server: str, alive_since: float, lost_error: str) -> tuple[int, bool]:
+        settled.append(server)
+        return await settle(server, alive_since, lost_error)
+
+    monkeypatch.setattr(store, "settle", counted)
+    clock.now += LOST + 1
+    await beat(registry, "c1")
+    await beat(registry, "c2")
+    # Every server as its replicas say: nothing is locked, whatever the number of servers.
+    assert await registry.sweep() == [] and settled == []
+    # c2 goes silent: its one server is settled, the 19 others are not touched.
+    clock.now += LOST / 2
+    await beat(registry, "c1")
+    clock.now += LOST / 2 + 0.1
+    assert await registry.sweep() == ["s19"] and settled == ["s19"]
+    assert await state_of(store, "s19") == "disconnected" and await state_of(store, "s0") == "connected"
+
+
 async def test_a_registry_just_started_gives_connectors_a_lost_interval(store: RegistryStore) -> None:
     clock = Clock()
     one, _ = await started(store, clock)
