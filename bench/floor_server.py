@@ -201,7 +201,7 @@ async def audit(args: argparse.Namespace) -> None:
             messages = await pull.fetch(512, timeout=1)
             for message in messages:
                 await message.ack()
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats' own, or asyncio's when a fetch's batch timed out
             continue
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             print(f"floor audit: fetching: {exc!r}", file=sys.stderr, flush=True)
