@@ -253,7 +253,13 @@ def mcpgw_up(
             wait_until(lambda: _serves(base, wanted), 60, what, process, tmp / "up.log")
             yield base
         finally:
+            children: list[psutil.Process] = []
             with suppress(psutil.NoSuchProcess):
-                for child in psutil.Process(process.pid).children(recursive=True):
-                    child.kill()
+                # Frozen first: a supervisor that saw a child die would start it again.
+                supervisor = psutil.Process(process.pid)
+                supervisor.suspend()
+                children = supervisor.children(recursive=True)
             stop(process, signal.SIGKILL)
+            for child in children:
+                with suppress(psutil.NoSuchProcess):
+                    child.kill()
