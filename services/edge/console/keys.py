@@ -14,7 +14,7 @@ from starlette.routing import Route
 from services.edge.console import forms
 from services.edge.console.api import ApiFailure, path
 from services.edge.console.base import Pages
-from services.edge.console.session import ConsoleSession, set_cookie
+from services.edge.console.session import ConsoleSession
 
 # The cookie a new secret travels in from the POST to the page that shows it, and how long.
 SECRET_COOKIE = "mcpgw_console_secret"  # noqa: S105 (a cookie's name)
@@ -103,17 +103,11 @@ class KeyPages(Pages):
     ) -> Response:
         """Off to the page that shows a new secret, which travels there sealed in a cookie of
         that page's path: reloading the page then neither creates nor rotates a key again."""
-        shown = path("ui", "keys", issued["id"], "secret")
+        shown = _secret_page(issued["id"])
         carried = orjson.dumps({"name": issued["name"], "secret": issued["secret"], "rotated": rotated})
         sealed = self.sessions.seal(session, carried.decode())
-        return set_cookie(
-            RedirectResponse(shown, 303),
-            request,
-            self.sessions.public_url,
-            (SECRET_COOKIE, sealed),
-            SECRET_SECONDS,
-            path=shown,
-        )
+        answer = RedirectResponse(shown, 303)
+        return self.sessions.set_cookie(answer, request, (SECRET_COOKIE, sealed), SECRET_SECONDS, shown)
 
     async def secret(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
         """The new secret, shown once: the cookie that carried it goes with this answer."""
@@ -125,10 +119,13 @@ class KeyPages(Pages):
         issued = orjson.loads(carried)
         key = {"id": key_id, "name": issued["name"], "secret": issued["secret"]}
         answer = self.render(request, "secret.html", session, key=key, rotated=issued["rotated"])
-        answer.delete_cookie(
-            SECRET_COOKIE, path=path("ui", "keys", key_id, "secret"), httponly=True, samesite="strict"
-        )
+        answer.delete_cookie(SECRET_COOKIE, path=_secret_page(key_id), httponly=True, samesite="strict")
         return answer
+
+
+def _secret_page(key_id: str) -> str:
+    """The page that shows a key's new secret once; its cookie is set for this path alone."""
+    return path("ui", "keys", key_id, "secret")
 
 
 def _key_body(form: FormData) -> dict[str, Any]:

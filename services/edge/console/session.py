@@ -147,6 +147,22 @@ class ConsoleSessions:
         if expires_at > moment:
             self._ended[session_id] = expires_at
 
+    def set_cookie(
+        self,
+        answer: Response,
+        request: Request,
+        cookie: tuple[str, str],
+        max_age: int,
+        path: str,
+        samesite: Literal["strict", "lax"] = "strict",
+    ) -> Response:
+        """`answer`, setting a console cookie (name, value): always HttpOnly, Secure when browsers
+        reach the console over https, and only for `path`."""
+        name, value = cookie
+        secure = is_secure(request, self.public_url)
+        answer.set_cookie(name, value, max_age, path=path, httponly=True, samesite=samesite, secure=secure)
+        return answer
+
     def seal(self, session: ConsoleSession, text: str) -> str:
         """`text` encrypted for this session alone (AES-GCM, keyed like the cookies, so any
         edge can open it), for a value a browser carries once and must not read."""
@@ -183,23 +199,6 @@ def origin_of(request: Request, public_url: str = "") -> tuple[str, str]:
         parts = urlsplit(public_url)
         return parts.scheme, parts.netloc
     return request.url.scheme, request.headers.get("host", "")
-
-
-def set_cookie(
-    answer: Response,
-    request: Request,
-    public_url: str,
-    cookie: tuple[str, str],
-    max_age: int,
-    path: str,
-    samesite: Literal["strict", "lax"] = "strict",
-) -> Response:
-    """`answer`, setting a console cookie (name, value): always HttpOnly, Secure when browsers
-    reach the console over https, and only for `path`."""
-    name, value = cookie
-    secure = is_secure(request, public_url)
-    answer.set_cookie(name, value, max_age, path=path, httponly=True, samesite=samesite, secure=secure)
-    return answer
 
 
 def is_secure(request: Request, public_url: str = "") -> bool:

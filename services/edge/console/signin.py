@@ -18,7 +18,6 @@ from services.edge.console.session import (
     SESSION_SECONDS,
     ConsoleSession,
     same_origin,
-    set_cookie,
 )
 from services.edge.console.sso import CALLBACK_PATH, NONCE_COOKIE, NONCE_PATH, STATE_SECONDS, ConsoleSso
 from services.edge.identity.oidc import SignInError
@@ -90,7 +89,11 @@ class SignInPages(Pages):
                 **self._sign_ins(),
             )
         _session, cookie = self.sessions.issue()
-        return _signed_in(RedirectResponse(target, 303), request, cookie, self.sessions.public_url)
+        return self._signed_in(RedirectResponse(target, 303), request, cookie)
+
+    def _signed_in(self, answer: Response, request: Request, cookie: str) -> Response:
+        """`answer`, setting the session cookie."""
+        return self.sessions.set_cookie(answer, request, (COOKIE, cookie), SESSION_SECONDS, COOKIE_PATH)
 
     def _sign_ins(self) -> dict[str, Any]:
         return {"token_sign_in": self.token_sign_in, "provider": self.sso.name if self.sso else None}
@@ -111,9 +114,8 @@ class SignInPages(Pages):
         # form whose answer redirects to another origin, but not a navigation the page starts.
         answer = self.render(request, "to_provider.html", None, url=url, provider=self.sso.name)
         # Lax: the provider sends the browser back with a cross-site navigation.
-        public_url = self.sessions.public_url
-        return set_cookie(
-            answer, request, public_url, (NONCE_COOKIE, nonce), STATE_SECONDS, NONCE_PATH, samesite="lax"
+        return self.sessions.set_cookie(
+            answer, request, (NONCE_COOKIE, nonce), STATE_SECONDS, NONCE_PATH, samesite="lax"
         )
 
     async def sso_callback(self, request: Request) -> Response:
@@ -131,15 +133,10 @@ class SignInPages(Pages):
         # is sent only on a navigation this origin starts (the page's own refresh).
         answer = self.render(request, "signed_in.html", None, target=signed_in.target, who=signed_in.who)
         answer.delete_cookie(NONCE_COOKIE, path=NONCE_PATH)
-        return _signed_in(answer, request, cookie, self.sessions.public_url)
+        return self._signed_in(answer, request, cookie)
 
     async def logout(self, request: Request, session: ConsoleSession, _form: FormData | None) -> Response:
         await self.sessions.sign_out(session)
         answer = RedirectResponse("/ui/login", 303)
         answer.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
         return answer
-
-
-def _signed_in(answer: Response, request: Request, cookie: str, public_url: str) -> Response:
-    """`answer`, setting the session cookie."""
-    return set_cookie(answer, request, public_url, (COOKIE, cookie), SESSION_SECONDS, COOKIE_PATH)
